@@ -1,0 +1,178 @@
+//! `daemon.*`: handshake, status and discovery.
+
+use super::{ok, Call, Method, METHODS};
+use crate::rpc::{Encoded, RpcError, PROTOCOL};
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::VERSION;
+const MAX_PING_DELAY_MS: u64 = 60_000;
+
+pub(super) fn methods() -> Vec<Method> {
+    vec![
+        Method {
+            name: "daemon.hello",
+            params: "{app: str, version?: str}",
+            result: "{server, version, protocol, app, connection_id}",
+            summary: "Name the calling app (1-64 printable chars); later calls of this connection are metered under it",
+            kind: "request",
+            handler: Some(|c| Box::pin(hello(c))),
+        },
+        Method {
+            name: "daemon.info",
+            params: "{}",
+            result: "{server, version, protocol, pid, started_at, uptime_ms, socket, config_file, data_dir, connections, app}",
+            summary: "Daemon version, protocol, uptime and state",
+            kind: "request",
+            handler: Some(|c| Box::pin(info(c))),
+        },
+        Method {
+            name: "daemon.methods",
+            params: "{}",
+            result: "{version, protocol, methods: [{name, kind, params, result, summary}]}",
+            summary: "Every method and notification the daemon understands, with param and result shapes",
+            kind: "request",
+            handler: Some(|c| Box::pin(list_methods(c))),
+        },
+        Method {
+            name: "daemon.ping",
+            params: "{delay_ms?: u64 (<= 60000)}",
+            result: "{pong: true, delay_ms}",
+            summary: "Answer after an optional delay; cancellable with $/cancel (latency and cancel checks)",
+            kind: "request",
+            handler: Some(|c| Box::pin(ping(c))),
+        },
+    ]
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HelloParams {
+    app: String,
+    version: Option<String>,
+}
+
+#[derive(Serialize)]
+struct HelloResult<'a> {
+    server: &'static str,
+    version: &'static str,
+    protocol: u32,
+    app: &'a str,
+    connection_id: u64,
+}
+
+fn valid_name(s: &str) -> bool {
+    (1..=64).contains(&s.chars().count()) && s.chars().all(|c| !c.is_control())
+}
+
+async fn hello(mut c: Call) -> Result<Encoded, RpcError> {
+    let p: HelloParams = c.params()?;
+    if !valid_name(&p.app) {
+        return Err(RpcError::invalid_params("`app` must be 1-64 printable characters"));
+    }
+    if let Some(v) = &p.version {
+        if !valid_name(v) {
+            return Err(RpcError::invalid_params("`version` must be 1-64 printable characters"));
+        }
+    }
+    if let Ok(mut app) = c.conn.app.lock() {
+        app.clone_from(&p.app);
+    }
+    if let Ok(mut v) = c.conn.app_version.lock() {
+        *v = p.version;
+    }
+    tracing::debug!(conn = c.conn.id, app = %p.app, "hello");
+    ok(&HelloResult {
+        server: "llm-sidecar",
+        version: VERSION,
+        protocol: PROTOCOL,
+        app: &p.app,
+        connection_id: c.conn.id,
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct NoParams {}
+
+#[derive(Serialize)]
+struct InfoResult<'a> {
+    server: &'static str,
+    version: &'static str,
+    protocol: u32,
+    pid: u32,
+    started_at: u64,
+    uptime_ms: u64,
+    socket: &'a str,
+    config_file: &'a str,
+    data_dir: &'a str,
+    connections: usize,
+    app: String,
+}
+
+async fn info(mut c: Call) -> Result<Encoded, RpcError> {
+    let _: NoParams = c.params()?;
+    let s = &c.state;
+    ok(&InfoResult {
+        server: "llm-sidecar",
+        version: VERSION,
+        protocol: PROTOCOL,
+        pid: std::process::id(),
+        started_at: s.started_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        uptime_ms: u64::try_from(s.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        socket: &s.paths.socket.to_string_lossy(),
+        config_file: &s.paths.config_file.to_string_lossy(),
+        data_dir: &s.paths.data_dir.to_string_lossy(),
+        connections: s.connections(),
+        app: c.conn.app(),
+    })
+}
+
+#[derive(Serialize)]
+struct MethodInfo {
+    name: &'static str,
+    kind: &'static str,
+    params: &'static str,
+    result: &'static str,
+    summary: &'static str,
+}
+
+#[derive(Serialize)]
+struct MethodsResult {
+    version: &'static str,
+    protocol: u32,
+    methods: Vec<MethodInfo>,
+}
+
+async fn list_methods(mut c: Call) -> Result<Encoded, RpcError> {
+    let _: NoParams = c.params()?;
+    let methods = METHODS
+        .iter()
+        .map(|m| MethodInfo { name: m.name, kind: m.kind, params: m.params, result: m.result, summary: m.summary })
+        .collect();
+    ok(&MethodsResult { version: VERSION, protocol: PROTOCOL, methods })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PingParams {
+    delay_ms: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct PingResult {
+    pong: bool,
+    delay_ms: u64,
+}
+
+async fn ping(mut c: Call) -> Result<Encoded, RpcError> {
+    let p: PingParams = c.params()?;
+    let delay_ms = p.delay_ms.unwrap_or(0);
+    if delay_ms > MAX_PING_DELAY_MS {
+        return Err(RpcError::invalid_params(format!("`delay_ms` must be at most {MAX_PING_DELAY_MS}")));
+    }
+    if delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    }
+    ok(&PingResult { pong: true, delay_ms })
+}

@@ -1,0 +1,113 @@
+//! The RPC surface: one file per namespace, each turning params into a domain call and its
+//! outcome into a result map. This is the only layer that knows RPC params.
+//!
+//! Invariants: every method is listed in [`METHODS`] (which `daemon.methods` returns, so the
+//! table and the dispatcher cannot disagree); handlers never panic on peer input: bad params are
+//! `invalid_params`; results are maps encoded with field names.
+
+mod daemon;
+
+use crate::rpc::{message::Message, parse_params, Encoded, ErrorCode, RpcError};
+use crate::state::State;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use rmpv::Value;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What a connection knows about itself; shared by all calls made on it.
+#[derive(Debug)]
+pub struct ConnCtx {
+    pub id: u64,
+    /// Name given in `daemon.hello`, else `unknown`.
+    pub app: Mutex<String>,
+    pub app_version: Mutex<Option<String>>,
+    pub peer_pid: Option<i32>,
+    /// Frames queued for this connection's writer (bounded: a slow reader applies backpressure).
+    pub outbox: mpsc::Sender<Bytes>,
+}
+
+impl ConnCtx {
+    pub fn app(&self) -> String {
+        self.app.lock().map(|a| a.clone()).unwrap_or_else(|_| "unknown".to_string())
+    }
+
+    /// Sends a notification to this connection, waiting if its queue is full.
+    pub async fn notify(&self, method: &str, params: Vec<Value>) -> bool {
+        let bytes = Message::Notification { method: method.to_string(), params }.encode();
+        self.outbox.send(Bytes::from(bytes)).await.is_ok()
+    }
+}
+
+/// One call in progress.
+pub struct Call {
+    pub state: Arc<State>,
+    pub conn: Arc<ConnCtx>,
+    pub msgid: u32,
+    /// Cancelled by `$/cancel [msgid]`, or when the connection is lost.
+    pub cancel: CancellationToken,
+    pub params: Vec<Value>,
+}
+
+impl Call {
+    /// Parses the params array (see [`crate::rpc::parse_params`]).
+    pub fn params<T: DeserializeOwned>(&mut self) -> Result<T, RpcError> {
+        parse_params(std::mem::take(&mut self.params))
+    }
+}
+
+pub type Handler = fn(Call) -> BoxFuture<'static, Result<Encoded, RpcError>>;
+
+/// One entry of the method table.
+#[derive(Clone)]
+pub struct Method {
+    pub name: &'static str,
+    /// Shape of the single map argument, e.g. `{app: str, version?: str}`; `{}` if none.
+    pub params: &'static str,
+    pub result: &'static str,
+    pub summary: &'static str,
+    /// `request` or `notification`.
+    pub kind: &'static str,
+    pub handler: Option<Handler>,
+}
+
+/// Notifications the daemon accepts from clients (handled by the connection itself).
+pub const CANCEL_NOTIFICATION: &str = "$/cancel";
+
+/// The method table: every request and notification the daemon understands.
+pub static METHODS: LazyLock<Vec<Method>> = LazyLock::new(|| {
+    let mut all = daemon::methods();
+    all.push(Method {
+        name: CANCEL_NOTIFICATION,
+        params: "[msgid: u32]",
+        result: "none (notification)",
+        summary: "Cancel a running request of this connection; it then answers `cancelled`",
+        kind: "notification",
+        handler: None,
+    });
+    all
+});
+
+static BY_NAME: LazyLock<HashMap<&'static str, Handler>> =
+    LazyLock::new(|| METHODS.iter().filter_map(|m| m.handler.map(|h| (m.name, h))).collect());
+
+/// Runs one request to completion or cancellation.
+pub async fn dispatch(method: &str, call: Call) -> Result<Encoded, RpcError> {
+    let Some(handler) = BY_NAME.get(method) else {
+        return Err(RpcError::method_not_found(method));
+    };
+    let cancel = call.cancel.clone();
+    tokio::select! {
+        r = handler(call) => r,
+        _ = cancel.cancelled() => Err(RpcError::new(ErrorCode::Cancelled, "the request was cancelled")),
+    }
+}
+
+/// Encodes a handler's result struct.
+pub(crate) fn ok<T: Serialize>(value: &T) -> Result<Encoded, RpcError> {
+    Encoded::named(value)
+}

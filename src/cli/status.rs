@@ -1,0 +1,59 @@
+//! `llm-sidecar status`: call `daemon.info` and print it for a person (or as JSON).
+
+use super::Cli;
+use anyhow::Result;
+use rmpv::Value;
+use std::process::ExitCode;
+
+pub async fn run(cli: &Cli, json: bool) -> Result<ExitCode> {
+    let client = cli.connect().await?;
+    let info = client.call("daemon.info", vec![]).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&to_json(&info))?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let get = |k: &str| llm_sidecar::rpc::client::field(&info, k).map(display).unwrap_or_else(|| "?".into());
+    let uptime = llm_sidecar::rpc::client::field(&info, "uptime_ms").and_then(Value::as_u64).unwrap_or(0);
+    println!("llm-sidecar {} is running (protocol {})", get("version"), get("protocol"));
+    println!("  pid          {}", get("pid"));
+    println!("  uptime       {}", human_duration(uptime / 1000));
+    println!("  socket       {}", get("socket"));
+    println!("  config       {}", get("config_file"));
+    println!("  data         {}", get("data_dir"));
+    println!("  connections  {}", get("connections"));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn display(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.as_str().unwrap_or("?").to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn human_duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+/// Converts a MessagePack value into JSON for `--json` output.
+pub fn to_json(v: &Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        Value::Nil => J::Null,
+        Value::Boolean(b) => J::Bool(*b),
+        Value::Integer(i) => i.as_i64().map(J::from).or_else(|| i.as_u64().map(J::from)).unwrap_or(J::Null),
+        Value::F32(f) => J::from(f64::from(*f)),
+        Value::F64(f) => J::from(*f),
+        Value::String(s) => J::String(s.as_str().unwrap_or_default().to_string()),
+        Value::Binary(b) => J::String(format!("<{} bytes>", b.len())),
+        Value::Array(a) => J::Array(a.iter().map(to_json).collect()),
+        Value::Map(m) => J::Object(m.iter().map(|(k, v)| (display(k), to_json(v))).collect()),
+        Value::Ext(t, b) => J::String(format!("<ext {t}: {} bytes>", b.len())),
+    }
+}

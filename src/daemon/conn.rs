@@ -1,0 +1,167 @@
+//! One client connection: read frames, run each request as its own task, write responses.
+//!
+//! Invariants:
+//! - requests on one connection run concurrently (up to `max_inflight_per_connection`); their
+//!   responses are written as they finish, matched by msgid;
+//! - memory per connection is bounded: when that many requests are running the reader stops
+//!   reading, and responses wait in a bounded queue for the writer, so a client that stops
+//!   reading stalls only itself;
+//! - a malformed frame (bad MessagePack, over 16 MiB, nested over 64) closes this connection
+//!   only, with a logged reason; a well-formed but invalid request gets an `invalid_request`
+//!   error and the connection stays open;
+//! - on end of input, running requests finish and are answered before the connection closes; if
+//!   the peer is gone (write fails) or breaks the protocol, running requests are cancelled.
+
+use crate::api::{self, Call, ConnCtx, CANCEL_NOTIFICATION};
+use crate::rpc::codec::{FrameError, FrameReader, MAX_DEPTH, MAX_FRAME};
+use crate::rpc::message::{encode_error_response, encode_response_raw, Message, MessageError};
+use crate::rpc::RpcError;
+use crate::state::State;
+use bytes::Bytes;
+use interprocess::local_socket::tokio::Stream;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Frames that may wait for a slow reader before handlers block.
+const OUTBOX_FRAMES: usize = 64;
+
+type InFlight = Arc<Mutex<HashMap<u32, CancellationToken>>>;
+
+/// Why the read side of a connection stopped.
+enum Stop {
+    Eof,
+    Shutdown,
+    PeerGone,
+    Violation(String),
+}
+
+pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<i32>) {
+    let _guard = state.connection_guard();
+    let (rd, wr) = tokio::io::split(stream);
+    let (tx, rx) = mpsc::channel::<Bytes>(OUTBOX_FRAMES);
+    let write_failed = CancellationToken::new();
+    let writer = tokio::spawn(write_loop(wr, rx, write_failed.clone()));
+    let conn = Arc::new(ConnCtx {
+        id,
+        app: Mutex::new("unknown".to_string()),
+        app_version: Mutex::new(None),
+        peer_pid,
+        outbox: tx,
+    });
+    let inflight: InFlight = Arc::default();
+    let handlers = TaskTracker::new();
+    let permits = Arc::new(Semaphore::new(state.config.daemon.max_inflight_per_connection));
+    let mut frames = FrameReader::with_limits(rd, MAX_FRAME, MAX_DEPTH);
+
+    let stop = loop {
+        let frame = tokio::select! {
+            biased;
+            _ = state.shutdown.cancelled() => break Stop::Shutdown,
+            _ = write_failed.cancelled() => break Stop::PeerGone,
+            f = frames.next_frame() => f,
+        };
+        let frame = match frame {
+            Ok(Some(f)) => f,
+            Ok(None) => break Stop::Eof,
+            Err(FrameError::Io(e)) => break Stop::Violation(format!("read error: {e}")),
+            Err(e) => break Stop::Violation(e.to_string()),
+        };
+        match Message::decode(&frame) {
+            Ok(Message::Request { id: msgid, method, params }) => {
+                // Backpressure: wait for a free slot before reading further.
+                let permit = tokio::select! {
+                    biased;
+                    _ = state.shutdown.cancelled() => break Stop::Shutdown,
+                    _ = write_failed.cancelled() => break Stop::PeerGone,
+                    p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break Stop::Shutdown },
+                };
+                let cancel = CancellationToken::new();
+                let duplicate = match inflight.lock() {
+                    Ok(m) if m.contains_key(&msgid) => true,
+                    Ok(mut m) => {
+                        m.insert(msgid, cancel.clone());
+                        false
+                    }
+                    Err(_) => true,
+                };
+                if duplicate {
+                    let err =
+                        RpcError::invalid_request(format!("msgid {msgid} is already in use by a running request"));
+                    let _ = conn.outbox.send(Bytes::from(encode_error_response(msgid, &err))).await;
+                    continue;
+                }
+                let call = Call { state: state.clone(), conn: conn.clone(), msgid, cancel, params };
+                let inflight = inflight.clone();
+                handlers.spawn(async move {
+                    let outbox = call.conn.outbox.clone();
+                    let bytes = match api::dispatch(&method, call).await {
+                        Ok(result) => encode_response_raw(msgid, &result.0),
+                        Err(err) => encode_error_response(msgid, &err),
+                    };
+                    if let Ok(mut m) = inflight.lock() {
+                        m.remove(&msgid);
+                    }
+                    let _ = outbox.send(Bytes::from(bytes)).await;
+                    drop(permit);
+                });
+            }
+            Ok(Message::Notification { method, params }) if method == CANCEL_NOTIFICATION => {
+                let target = params.first().and_then(|v| v.as_u64()).and_then(|v| u32::try_from(v).ok());
+                match target.and_then(|t| inflight.lock().ok().and_then(|m| m.get(&t).cloned())) {
+                    Some(token) => token.cancel(),
+                    None => tracing::debug!(conn = id, "$/cancel for no running request"),
+                }
+            }
+            Ok(Message::Notification { method, .. }) => {
+                tracing::debug!(conn = id, method = %method.chars().take(64).collect::<String>(), "ignoring unknown notification");
+            }
+            Ok(Message::Response { .. }) => {
+                tracing::debug!(conn = id, "ignoring response: the daemon sends no requests")
+            }
+            Err(MessageError { id: Some(msgid), reason }) => {
+                let err = RpcError::invalid_request(reason);
+                let _ = conn.outbox.send(Bytes::from(encode_error_response(msgid, &err))).await;
+            }
+            Err(MessageError { id: None, reason }) => break Stop::Violation(reason),
+        }
+    };
+
+    match &stop {
+        Stop::Violation(reason) => tracing::warn!(conn = id, "closing connection: {reason}"),
+        Stop::PeerGone => tracing::debug!(conn = id, "peer stopped reading; cancelling its requests"),
+        Stop::Eof | Stop::Shutdown => {}
+    }
+    if matches!(stop, Stop::Violation(_) | Stop::PeerGone) {
+        if let Ok(m) = inflight.lock() {
+            m.values().for_each(CancellationToken::cancel);
+        }
+    }
+    handlers.close();
+    handlers.wait().await;
+    drop(conn); // last sender: the writer drains what is queued and ends
+    let _ = writer.await;
+    tracing::debug!(conn = id, "connection closed");
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(wr: W, mut rx: mpsc::Receiver<Bytes>, failed: CancellationToken) {
+    let mut out = BufWriter::with_capacity(64 * 1024, wr);
+    while let Some(frame) = rx.recv().await {
+        let mut result = out.write_all(&frame).await;
+        // Coalesce whatever else is ready into one flush.
+        while result.is_ok() {
+            match rx.try_recv() {
+                Ok(more) => result = out.write_all(&more).await,
+                Err(_) => break,
+            }
+        }
+        if result.is_err() || out.flush().await.is_err() {
+            failed.cancel();
+            return;
+        }
+    }
+    let _ = out.shutdown().await;
+}

@@ -1,0 +1,178 @@
+//! The local socket: path preparation, single-instance lock, stale-socket reclaim, bind.
+//!
+//! Order matters and is the invariant of this module:
+//! 1. the socket's directory exists, is a real directory owned by us, and no other user can
+//!    enter it (mode 0700; a directory we create gets exactly that);
+//! 2. an exclusive `flock` on `<socket>.lock` is taken *before* the socket file is touched, so a
+//!    second daemon fails here with a clear message and never deletes a live daemon's socket;
+//! 3. a socket file left behind is removed only if nothing accepts connections on it (stale);
+//! 4. the socket is created with mode 0600 before `listen`.
+//!
+//! The lock is held, and the socket file removed, for exactly the lifetime of [`BoundSocket`].
+
+use interprocess::local_socket::tokio::Listener;
+use interprocess::local_socket::traits::tokio::Listener as _;
+use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
+use interprocess::os::unix::local_socket::ListenerOptionsExt;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("another llm-sidecar daemon is already running on {path}{}", pid.as_ref().map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    AlreadyRunning { path: PathBuf, pid: Option<String> },
+    #[error("socket directory {path} is not safe: {reason}")]
+    UnsafeDir { path: PathBuf, reason: String },
+    #[error("{path} exists and is not a socket; refusing to replace it")]
+    NotASocket { path: PathBuf },
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ListenError + 'a {
+    move |source| ListenError::Io { action, path: path.to_path_buf(), source }
+}
+
+/// A bound, listening socket plus the instance lock that guards it.
+pub struct BoundSocket {
+    pub listener: Listener,
+    pub path: PathBuf,
+    /// Whether this process created the socket file (and so must remove it).
+    owns_file: bool,
+    _lock: File,
+}
+
+impl BoundSocket {
+    /// Removes the socket file now (called once accepting stops); idempotent.
+    pub fn remove_file(&mut self) {
+        if self.owns_file {
+            self.owns_file = false;
+            if let Err(e) = fs::remove_file(&self.path) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!(path = %self.path.display(), "could not remove socket: {e}");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for BoundSocket {
+    fn drop(&mut self) {
+        self.remove_file();
+    }
+}
+
+/// Creates (0700) or checks the directory that will hold the socket.
+pub fn prepare_dir(dir: &Path) -> Result<(), ListenError> {
+    match fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_err("create", dir))?;
+            // `recursive` applies the mode to every directory it creates, but umask may narrow it;
+            // set it exactly on the last one.
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err("chmod", dir))?;
+        }
+        Err(e) => return Err(io_err("inspect", dir)(e)),
+        Ok(meta) => {
+            let unsafe_dir = |reason: String| ListenError::UnsafeDir { path: dir.to_path_buf(), reason };
+            if meta.file_type().is_symlink() {
+                return Err(unsafe_dir("it is a symbolic link".into()));
+            }
+            if !meta.is_dir() {
+                return Err(unsafe_dir("it is not a directory".into()));
+            }
+            let uid = rustix::process::getuid().as_raw();
+            if meta.uid() != uid {
+                return Err(unsafe_dir(format!("it is owned by uid {}, not by us (uid {uid})", meta.uid())));
+            }
+            if meta.mode() & 0o077 != 0 {
+                return Err(unsafe_dir(format!(
+                    "other users can access it (mode {:o}); use a private directory (mode 0700)",
+                    meta.mode() & 0o777
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn lock_path(socket: &Path) -> PathBuf {
+    let mut name = socket.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".lock");
+    socket.with_file_name(name)
+}
+
+/// Takes the single-instance lock for `socket`, recording our pid in it.
+fn take_lock(socket: &Path) -> Result<File, ListenError> {
+    let path = lock_path(socket);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_err("open", &path))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let pid = fs::read_to_string(&path).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+            return Err(ListenError::AlreadyRunning { path: socket.to_path_buf(), pid });
+        }
+        Err(TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
+    }
+    file.set_len(0).map_err(io_err("write", &path))?;
+    writeln!(file, "{}", std::process::id()).map_err(io_err("write", &path))?;
+    Ok(file)
+}
+
+/// Removes a socket file nobody listens on; refuses to touch a live one or a non-socket.
+fn reclaim_stale(socket: &Path) -> Result<(), ListenError> {
+    let meta = match fs::symlink_metadata(socket) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err("inspect", socket)(e)),
+        Ok(m) => m,
+    };
+    if !meta.file_type().is_socket() {
+        return Err(ListenError::NotASocket { path: socket.to_path_buf() });
+    }
+    if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+        return Err(ListenError::AlreadyRunning { path: socket.to_path_buf(), pid: None });
+    }
+    fs::remove_file(socket).map_err(io_err("remove stale socket", socket))?;
+    tracing::info!(path = %socket.display(), "removed a stale socket left by a previous daemon");
+    Ok(())
+}
+
+/// Prepares the directory, takes the lock, reclaims a stale socket and binds (mode 0600).
+pub fn bind(socket: &Path) -> Result<BoundSocket, ListenError> {
+    let dir = socket.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    prepare_dir(dir)?;
+    let lock = take_lock(socket)?;
+    reclaim_stale(socket)?;
+    let name = socket.to_fs_name::<GenericFilePath>().map_err(io_err("name", socket))?;
+    let options = || ListenerOptions::new().name(name.clone()).reclaim_name(false).try_overwrite(false);
+    let listener = match options().mode(0o600).create_tokio() {
+        Ok(l) => l,
+        // Platforms that cannot set the mode before bind (macOS): the directory is 0700, so
+        // nobody else can reach the socket before we chmod it.
+        Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+            let l = options().create_tokio().map_err(io_err("bind", socket))?;
+            fs::set_permissions(socket, fs::Permissions::from_mode(0o600)).map_err(io_err("chmod", socket))?;
+            l
+        }
+        Err(e) => return Err(io_err("bind", socket)(e)),
+    };
+    Ok(BoundSocket { listener, path: socket.to_path_buf(), owns_file: true, _lock: lock })
+}
+
+/// Accepts the next connection (a thin wrapper so callers need not import the trait).
+pub async fn accept(listener: &Listener) -> io::Result<interprocess::local_socket::tokio::Stream> {
+    listener.accept().await
+}

@@ -1,0 +1,78 @@
+//! The daemon process: accept loop, connection limit, peer check, graceful shutdown.
+//!
+//! [`run`] serves until its shutdown token is cancelled (SIGTERM/SIGINT in `main`, anything in
+//! tests), then stops accepting, removes the socket, gives running calls
+//! `daemon.shutdown_grace_secs` to finish, and returns.
+
+pub mod conn;
+pub mod listener;
+
+use crate::state::State;
+use interprocess::local_socket::traits::StreamCommon as _;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+pub use listener::{bind, BoundSocket, ListenError};
+
+/// Serves connections on `socket` until `state.shutdown` is cancelled.
+pub async fn run(state: Arc<State>, mut socket: BoundSocket) {
+    let my_uid = rustix::process::getuid().as_raw();
+    let limit = Arc::new(Semaphore::new(state.config.daemon.max_connections));
+    let tracker = TaskTracker::new();
+    let mut next_id: u64 = 1;
+    tracing::info!(socket = %socket.path.display(), pid = std::process::id(), "listening");
+    loop {
+        let permit = tokio::select! {
+            biased;
+            _ = state.shutdown.cancelled() => break,
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let stream = tokio::select! {
+            biased;
+            _ = state.shutdown.cancelled() => break,
+            s = listener::accept(&socket.listener) => s,
+        };
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                // e.g. EMFILE: back off briefly instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (uid, pid) = match stream.peer_creds() {
+            Ok(c) => (c.euid(), c.pid()),
+            Err(e) => {
+                tracing::warn!("refusing a connection whose credentials cannot be read: {e}");
+                continue;
+            }
+        };
+        if uid != Some(my_uid) {
+            tracing::warn!(peer_uid = ?uid, peer_pid = ?pid, "refusing a connection from another user");
+            continue;
+        }
+        let id = next_id;
+        next_id += 1;
+        let state = state.clone();
+        tracker.spawn(async move {
+            conn::serve(stream, state, id, pid).await;
+            drop(permit);
+        });
+    }
+    socket.remove_file();
+    tracker.close();
+    let grace = Duration::from_secs(state.config.daemon.shutdown_grace_secs);
+    tracing::info!(
+        connections = state.connections(),
+        "shutting down; waiting up to {}s for running calls",
+        grace.as_secs()
+    );
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!("calls still running after the grace period; exiting anyway");
+    }
+    drop(socket);
+    tracing::info!("stopped");
+}

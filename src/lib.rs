@@ -1,0 +1,12 @@
+//! llm-sidecar: a local daemon that keeps LLM provider keys, routes and meters chat calls, and
+//! answers apps over MessagePack-RPC on a Unix socket. See `docs/ARCHITECTURE.md`.
+
+pub mod api;
+pub mod config;
+pub mod daemon;
+pub mod logging;
+pub mod rpc;
+pub mod state;
+
+/// The daemon's version, as reported by `daemon.hello`/`daemon.info` and `--version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,7 @@
+//! `llm-sidecar`: the daemon (`serve`) and its command-line client (every other subcommand).
+
+mod cli;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}
