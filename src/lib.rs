@@ -4,9 +4,11 @@
 pub mod api;
 pub mod config;
 pub mod daemon;
+pub mod events;
 pub mod logging;
 pub mod rpc;
 pub mod state;
+pub mod usage;
 
 /// The daemon's version, as reported by `daemon.hello`/`daemon.info` and `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

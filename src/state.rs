@@ -4,6 +4,7 @@
 //! services (vault, router, ledger, policy, sync) hang off this struct as they are added.
 
 use crate::config::Config;
+use crate::events::Bus;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime};
@@ -26,6 +27,7 @@ pub struct State {
     connections: AtomicUsize,
     /// Cancelled when the daemon begins a graceful shutdown.
     pub shutdown: CancellationToken,
+    pub events: Bus,
 }
 
 impl State {
@@ -37,6 +39,7 @@ impl State {
             started_at: SystemTime::now(),
             connections: AtomicUsize::new(0),
             shutdown,
+            events: Bus::default(),
         }
     }
 

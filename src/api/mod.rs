@@ -6,6 +6,7 @@
 //! `invalid_params`; results are maps encoded with field names.
 
 mod daemon;
+mod events;
 
 use crate::rpc::{message::Message, parse_params, Encoded, ErrorCode, RpcError};
 use crate::state::State;
@@ -14,7 +15,7 @@ use futures::future::BoxFuture;
 use rmpv::Value;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, LazyLock, Mutex};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -29,6 +30,10 @@ pub struct ConnCtx {
     pub peer_pid: Option<i32>,
     /// Frames queued for this connection's writer (bounded: a slow reader applies backpressure).
     pub outbox: mpsc::Sender<Bytes>,
+    /// Event kinds this connection subscribed to (`events.subscribe`).
+    pub events: Mutex<BTreeSet<String>>,
+    /// Cancelled when the connection stops reading; background tasks tied to it end then.
+    pub closed: CancellationToken,
 }
 
 impl ConnCtx {
@@ -81,6 +86,7 @@ pub const CANCEL_NOTIFICATION: &str = "$/cancel";
 /// The method table: every request and notification the daemon understands.
 pub static METHODS: LazyLock<Vec<Method>> = LazyLock::new(|| {
     let mut all = daemon::methods();
+    all.extend(events::methods());
     all.push(Method {
         name: CANCEL_NOTIFICATION,
         params: "[msgid: u32]",

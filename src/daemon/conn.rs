@@ -51,6 +51,8 @@ pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<
         app_version: Mutex::new(None),
         peer_pid,
         outbox: tx,
+        events: Mutex::default(),
+        closed: CancellationToken::new(),
     });
     let inflight: InFlight = Arc::default();
     let handlers = TaskTracker::new();
@@ -140,6 +142,7 @@ pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<
             m.values().for_each(CancellationToken::cancel);
         }
     }
+    conn.closed.cancel();
     handlers.close();
     handlers.wait().await;
     drop(conn); // last sender: the writer drains what is queued and ends

@@ -1,0 +1,178 @@
+//! Test harness: spawns the real `llm-sidecar` binary in a temp dir and talks to it over its
+//! socket. Every path (socket, config, data, XDG dirs, HOME) points into the temp dir, so tests
+//! never touch the user's files and run in parallel.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use llm_sidecar::rpc::Client;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_llm-sidecar");
+
+pub struct Daemon {
+    pub dir: TempDir,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+    pub data_dir: PathBuf,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+    extra_env: Vec<(String, String)>,
+}
+
+/// Builds a command for the binary with the temp dir's environment and paths.
+pub fn command(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("LLM_SIDECAR_SOCK")
+        .env_remove("RUST_LOG")
+        .env_remove("LLM_SIDECAR_CONFIG")
+        .env("HOME", dir)
+        .env("XDG_RUNTIME_DIR", dir.join("run"))
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .env("XDG_DATA_HOME", dir.join("data"))
+        .stdin(Stdio::null());
+    cmd
+}
+
+impl Daemon {
+    /// Starts a daemon with no config file and waits until it accepts connections.
+    pub fn start() -> Daemon {
+        Daemon::start_with("", &[])
+    }
+
+    /// Starts a daemon with `config` as its config.toml and extra environment variables.
+    pub fn start_with(config: &str, env: &[(&str, &str)]) -> Daemon {
+        let d = Daemon::prepare(config, env);
+        d.spawn_again()
+    }
+
+    /// Creates the temp dir and config without starting the daemon.
+    pub fn prepare(config: &str, env: &[(&str, &str)]) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket = dir.path().join("run").join("llm-sidecar").join("sock");
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let data_dir = dir.path().join("data").join("llm-sidecar");
+        let log = dir.path().join("daemon.log");
+        Daemon {
+            socket,
+            config: config_path,
+            data_dir,
+            child: None,
+            log,
+            dir,
+            extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    /// The `serve` command for this daemon's paths.
+    pub fn serve_command(&self) -> Command {
+        let mut cmd = command(self.dir.path());
+        cmd.arg("--socket")
+            .arg(&self.socket)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--log-level")
+            .arg("debug")
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir);
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// (Re)starts the daemon process in the same directory (after a kill or stop).
+    pub fn spawn_again(mut self) -> Daemon {
+        self.spawn();
+        self
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let child = self.serve_command().stdout(Stdio::null()).stderr(log).spawn().expect("spawn daemon");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// Waits until the socket accepts a connection (not a fixed sleep).
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("daemon exited early with {status}; log:\n{}", self.logs());
+                }
+            }
+            assert!(Instant::now() < deadline, "daemon did not accept within 20s; log:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.socket).await.expect("connect")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn signal(&self, sig: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.pid() as i32).expect("pid");
+        rustix::process::kill_process(pid, sig).expect("kill");
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for exit (at most `timeout`).
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        self.signal(rustix::process::Signal::TERM);
+        self.wait_exit(timeout)
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("daemon did not exit within {timeout:?}; log:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Reads a field of a result map.
+pub fn field<'a>(v: &'a rmpv::Value, name: &str) -> &'a rmpv::Value {
+    llm_sidecar::rpc::client::field(v, name).unwrap_or_else(|| panic!("no field `{name}` in {v}"))
+}
+
+/// Builds a single-map params array: `params(&[("app", "x".into())])`.
+pub fn params(entries: &[(&str, rmpv::Value)]) -> Vec<rmpv::Value> {
+    vec![rmpv::Value::Map(entries.iter().map(|(k, v)| (rmpv::Value::from(*k), v.clone())).collect())]
+}
