@@ -5,6 +5,7 @@ pub mod api;
 pub mod config;
 pub mod daemon;
 pub mod events;
+pub mod keys;
 pub mod logging;
 pub mod rpc;
 pub mod state;

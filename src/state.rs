@@ -1,12 +1,16 @@
 //! The daemon's shared state, handed to every API handler.
 //!
-//! Holds the configuration as loaded at start, the resolved paths, and live counters. Domain
-//! services (vault, router, ledger, policy, sync) hang off this struct as they are added.
+//! Holds the configuration as loaded at start, the resolved paths, live counters, and the domain
+//! services (key store, events; later router, ledger, policy, sync). [`State::open`] opens every
+//! service; a failure there stops the daemon at start with a clear error.
 
 use crate::config::Config;
 use crate::events::Bus;
+use crate::keys::{KeyStore, NoKeys};
+use crate::usage::UsageRecord;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 
@@ -16,6 +20,24 @@ pub struct Paths {
     pub config_file: PathBuf,
     pub data_dir: PathBuf,
     pub socket: PathBuf,
+}
+
+/// Why the daemon's services could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why a usage record could not be committed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("usage store failure: {0}")]
+    Store(String),
 }
 
 #[derive(Debug)]
@@ -28,11 +50,17 @@ pub struct State {
     /// Cancelled when the daemon begins a graceful shutdown.
     pub shutdown: CancellationToken,
     pub events: Bus,
+    pub keys: Arc<dyn KeyStore>,
+    /// Placeholder usage store until the ledger lands: the most recent records, in memory.
+    recent_usage: Mutex<Vec<UsageRecord>>,
 }
 
 impl State {
-    pub fn new(config: Config, paths: Paths, shutdown: CancellationToken) -> State {
-        State {
+    /// Opens every service under `paths.data_dir`.
+    pub fn open(config: Config, paths: Paths, shutdown: CancellationToken) -> Result<State, StateError> {
+        std::fs::create_dir_all(&paths.data_dir)
+            .map_err(|source| StateError::DataDir { path: paths.data_dir.clone(), source })?;
+        Ok(State {
             config,
             paths,
             started: Instant::now(),
@@ -40,7 +68,9 @@ impl State {
             connections: AtomicUsize::new(0),
             shutdown,
             events: Bus::default(),
-        }
+            keys: Arc::new(NoKeys),
+            recent_usage: Mutex::default(),
+        })
     }
 
     pub fn connections(&self) -> usize {
@@ -48,13 +78,24 @@ impl State {
     }
 
     /// Counts a connection for as long as the returned guard lives.
-    pub fn connection_guard(self: &std::sync::Arc<Self>) -> ConnectionGuard {
+    pub fn connection_guard(self: &Arc<Self>) -> ConnectionGuard {
         self.connections.fetch_add(1, Ordering::Relaxed);
         ConnectionGuard(self.clone())
     }
+
+    /// Commits one usage record; returns once it is durable. The call that produced it must not
+    /// be answered before this returns.
+    pub async fn record_usage(&self, record: UsageRecord) -> Result<(), RecordError> {
+        let mut recent = self.recent_usage.lock().map_err(|_| RecordError::Store("poisoned".into()))?;
+        if recent.len() >= 1000 {
+            recent.remove(0);
+        }
+        recent.push(record);
+        Ok(())
+    }
 }
 
-pub struct ConnectionGuard(std::sync::Arc<State>);
+pub struct ConnectionGuard(Arc<State>);
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {

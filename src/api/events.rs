@@ -55,7 +55,10 @@ fn expand(kinds: &[String]) -> Result<BTreeSet<String>, RpcError> {
         } else if KINDS.contains(&k.as_str()) {
             out.insert(k.clone());
         } else {
-            return Err(RpcError::invalid_params(format!("unknown event kind `{k}`; known kinds: {}", KINDS.join(", "))));
+            return Err(RpcError::invalid_params(format!(
+                "unknown event kind `{k}`; known kinds: {}",
+                KINDS.join(", ")
+            )));
         }
     }
     Ok(out)
@@ -111,9 +114,10 @@ async fn forward(mut rx: tokio::sync::broadcast::Receiver<Arc<crate::events::Eve
                     (true, false) => e.body.clone(),
                 }
             }
-            Err(RecvError::Lagged(missed)) => {
-                Value::Map(vec![(Value::from("kind"), Value::from(LAGGED)), (Value::from("missed"), Value::from(missed))])
-            }
+            Err(RecvError::Lagged(missed)) => Value::Map(vec![
+                (Value::from("kind"), Value::from(LAGGED)),
+                (Value::from("missed"), Value::from(missed)),
+            ]),
             Err(RecvError::Closed) => return,
         };
         if !conn.notify("event", vec![body]).await {

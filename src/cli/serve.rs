@@ -19,7 +19,7 @@ pub async fn run(cli: &Cli, data_dir: Option<PathBuf>) -> Result<ExitCode> {
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone())?;
     let paths = Paths { config_file, data_dir, socket };
-    let state = Arc::new(State::new(config, paths, shutdown));
+    let state = Arc::new(State::open(config, paths, shutdown)?);
     llm_sidecar::daemon::run(state, bound).await;
     Ok(ExitCode::SUCCESS)
 }
