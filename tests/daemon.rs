@@ -166,7 +166,9 @@ async fn slow_call_does_not_block_fast_one_and_cancel_works() {
     c.call("daemon.info", vec![]).await.unwrap();
     assert!(t0.elapsed() < Duration::from_secs(5), "fast call waited for the slow one");
     c.cancel(slow_id).await.unwrap();
-    let e = rpc_err(tokio::time::timeout(Duration::from_secs(5), llm_sidecar::rpc::Client::finish(slow_id, slow)).await.unwrap());
+    let e = rpc_err(
+        tokio::time::timeout(Duration::from_secs(5), llm_sidecar::rpc::Client::finish(slow_id, slow)).await.unwrap(),
+    );
     assert_eq!(e.code, ErrorCode::Cancelled);
     // Cancelling something unknown is harmless.
     c.cancel(999_999).await.unwrap();
@@ -190,7 +192,7 @@ async fn malformed_input_closes_only_that_connection() {
     assert!(read_to_eof(&mut s, Duration::from_secs(5)).await.1);
 
     // A 20 MiB frame: refused from its header, connection closed.
-    let mut s = UnixStream::connect(&d.socket).await.unwrap();
+    let s = UnixStream::connect(&d.socket).await.unwrap();
     let mut big = Vec::new();
     rmp::encode::write_array_len(&mut big, 4).unwrap();
     rmp::encode::write_uint(&mut big, 0).unwrap();
@@ -328,7 +330,8 @@ async fn sigterm_finishes_running_calls_and_removes_socket() {
     // Make sure the request is running before the signal.
     c.call("daemon.info", vec![]).await.unwrap();
     d.signal(rustix::process::Signal::TERM);
-    let answer = tokio::time::timeout(Duration::from_secs(10), llm_sidecar::rpc::Client::finish(id, slow)).await.unwrap();
+    let answer =
+        tokio::time::timeout(Duration::from_secs(10), llm_sidecar::rpc::Client::finish(id, slow)).await.unwrap();
     assert!(answer.is_ok(), "in-flight call must finish during graceful shutdown: {answer:?}");
     let status = d.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "exit status {status}");
@@ -338,7 +341,8 @@ async fn sigterm_finishes_running_calls_and_removes_socket() {
 #[tokio::test]
 async fn cli_status_config_check_and_version() {
     let d = Daemon::start();
-    let status = common::command(d.dir.path()).args(["--socket", d.socket.to_str().unwrap(), "status"]).output().unwrap();
+    let status =
+        common::command(d.dir.path()).args(["--socket", d.socket.to_str().unwrap(), "status"]).output().unwrap();
     assert!(status.status.success());
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(text.contains("is running") && text.contains(llm_sidecar::VERSION), "{text}");
@@ -350,11 +354,15 @@ async fn cli_status_config_check_and_version() {
 
     let bad = d.dir.path().join("bad.toml");
     std::fs::write(&bad, "[daemon]\nmax_connections = 10\nbogus_key = 1\n").unwrap();
-    let check = common::command(d.dir.path()).args(["--config", bad.to_str().unwrap(), "config", "check"]).output().unwrap();
+    let check =
+        common::command(d.dir.path()).args(["--config", bad.to_str().unwrap(), "config", "check"]).output().unwrap();
     assert!(!check.status.success());
     let err = String::from_utf8_lossy(&check.stderr);
     assert!(err.contains("line 3") && err.contains("bogus_key"), "{err}");
-    let good = common::command(d.dir.path()).args(["--config", d.config.to_str().unwrap(), "config", "check"]).output().unwrap();
+    let good = common::command(d.dir.path())
+        .args(["--config", d.config.to_str().unwrap(), "config", "check"])
+        .output()
+        .unwrap();
     assert!(good.status.success());
 
     let v = common::command(d.dir.path()).arg("--version").output().unwrap();
@@ -373,13 +381,8 @@ async fn unreadable_config_stops_the_daemon_with_a_clear_error() {
 #[tokio::test]
 async fn json_logs() {
     let d = Daemon::prepare("", &[]);
-    let mut child = d
-        .serve_command()
-        .arg("--log-format")
-        .arg("json")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        d.serve_command().arg("--log-format").arg("json").stderr(std::process::Stdio::piped()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::os::unix::net::UnixStream::connect(&d.socket).is_err() {
         assert!(Instant::now() < deadline);
@@ -397,7 +400,8 @@ async fn json_logs() {
 /// (root passes the 0700 directory, so only the daemon's own uid check can stop it).
 #[tokio::test]
 async fn peers_of_another_uid_are_refused() {
-    if !rustix::process::getuid().is_root() || std::process::Command::new("setpriv").arg("--version").output().is_err() {
+    if !rustix::process::getuid().is_root() || std::process::Command::new("setpriv").arg("--version").output().is_err()
+    {
         eprintln!("skipped: needs root and setpriv");
         return;
     }
