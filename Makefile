@@ -5,9 +5,12 @@ VENV := .venv
 VENV_STAMP := $(VENV)/.installed-$(shell cat tests/python/requirements.txt | cksum | cut -d' ' -f1)
 BIN := $(CURDIR)/target/debug/llm-sidecar
 
-.PHONY: test test-rust test-python build bench lint fmt clean-venv
+.PHONY: test deps test-rust test-python build bench lint fmt clean-venv
 
-test: test-rust test-python
+test: deps test-rust test-python
+
+deps:
+	scripts/install-test-deps.sh
 
 build:
 	$(CARGO) build

@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 error, 2 usage error (clap), 3 no daemon running.
 
 mod serve;
+mod service;
 mod status;
 
 use anyhow::Result;
@@ -44,6 +45,11 @@ enum Command {
         /// Print the raw result as JSON
         #[arg(long)]
         json: bool,
+    },
+    /// Install or remove the per-user service (systemd user units / launchd agent)
+    Service {
+        #[command(subcommand)]
+        command: service::ServiceCommand,
     },
     /// Configuration file tools
     Config {
@@ -110,6 +116,17 @@ impl Cli {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A service manager's socket hand-over edits the environment: do it before threads exist.
+    let activation = match cli.command {
+        Command::Serve { .. } => match llm_sidecar::daemon::Activation::take() {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => llm_sidecar::daemon::Activation::None,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -117,7 +134,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(cli));
+    let result = runtime.block_on(run(cli, activation));
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -131,11 +148,12 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<ExitCode> {
+async fn run(cli: Cli, activation: llm_sidecar::daemon::Activation) -> Result<ExitCode> {
     match &cli.command {
-        Command::Serve { data_dir } => serve::run(&cli, data_dir.clone()).await,
+        Command::Serve { data_dir } => serve::run(&cli, data_dir.clone(), activation).await,
         Command::Status { json } => status::run(&cli, *json).await,
         Command::Config { command } => config_cmd(&cli, command),
+        Command::Service { command } => service::run(&cli, command).await,
     }
 }
 
