@@ -2,8 +2,10 @@
 //!
 //! Exit codes: 0 success, 1 error, 2 usage error (clap), 3 no daemon running.
 
+mod keys;
 mod serve;
 mod status;
+mod vault;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -44,6 +46,16 @@ enum Command {
         /// Print the raw result as JSON
         #[arg(long)]
         json: bool,
+    },
+    /// Manage provider API keys in the vault
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
+    /// Unlock, lock and inspect the key vault
+    Vault {
+        #[command(subcommand)]
+        command: vault::VaultCommand,
     },
     /// Configuration file tools
     Config {
@@ -135,6 +147,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Serve { data_dir } => serve::run(&cli, data_dir.clone()).await,
         Command::Status { json } => status::run(&cli, *json).await,
+        Command::Keys { command } => keys::run(&cli, command).await,
+        Command::Vault { command } => vault::run(&cli, command).await,
         Command::Config { command } => config_cmd(&cli, command),
     }
 }

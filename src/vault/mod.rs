@@ -67,7 +67,7 @@ pub enum KeyStatus {
 }
 
 /// What apps may know about a key (never the key itself).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KeyMeta {
     pub id: String,
     pub provider: String,
@@ -80,7 +80,7 @@ pub struct KeyMeta {
     pub status: KeyStatus,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum LockState {
     /// Passphrase mode before a passphrase was set; the first unlock sets it.
@@ -96,7 +96,16 @@ pub enum LockReason {
     Idle,
 }
 
-#[derive(Debug, Clone, Serialize)]
+impl LockReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockReason::Manual => "manual",
+            LockReason::Idle => "idle",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VaultStatus {
     pub mode: VaultMode,
     pub state: LockState,
@@ -516,7 +525,7 @@ impl Vault {
                 reason: LockReason,
             }
             self.events.emit("vault.locked", &Locked { reason });
-            tracing::info!(?reason, "vault locked");
+            tracing::info!(reason = reason.as_str(), "vault locked");
         }
         self.status()
     }
