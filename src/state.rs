@@ -66,8 +66,8 @@ impl State {
         std::fs::create_dir_all(&paths.data_dir)
             .map_err(|source| StateError::DataDir { path: paths.data_dir.clone(), source })?;
         let events = Bus::default();
-        let vault = Vault::open(&config.vault, &paths.data_dir, events.clone(), shutdown.clone())
-            .map_err(StateError::Vault)?;
+        let vault =
+            Vault::open(&config.vault, &paths.data_dir, events.clone(), shutdown.clone()).map_err(StateError::Vault)?;
         Ok(State {
             config,
             paths,

@@ -91,7 +91,8 @@ mod tests {
         );
         let c = c.map_err(|e| e.to_string());
         assert_eq!(c.as_ref().map(|c| c.vault.mode), Ok(VaultMode::Passphrase));
-        let bad = |text: &str| Config::parse(text, Path::new("c.toml")).err().map(|e| e.to_string()).unwrap_or_default();
+        let bad =
+            |text: &str| Config::parse(text, Path::new("c.toml")).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(bad("[vault]\nscrypt_log_n = 0\n").contains("vault.scrypt_log_n"));
         assert!(bad("[vault]\nscrypt_log_n = 40\n").contains("vault.scrypt_log_n"));
         assert!(bad("[vault]\nauto_lock_secs = 99999999\n").contains("vault.auto_lock_secs"));

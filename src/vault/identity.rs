@@ -70,9 +70,8 @@ pub(crate) fn parse_plain(bytes: &[u8]) -> Result<x25519::Identity, &'static str
 
 /// The text `age-keygen` would write for `identity`.
 pub(crate) fn plain_text(identity: &x25519::Identity) -> Zeroizing<String> {
-    let created = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
+    let created =
+        time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
     Zeroizing::new(format!(
         "# created: {created}\n# public key: {}\n{}\n",
         identity.to_public(),

@@ -168,7 +168,9 @@ pub enum VaultError {
     PassphraseRequired,
     #[error("vault.mode is \"identity\": unlocking takes no passphrase")]
     PassphraseUnused,
-    #[error("a new passphrase needs at least {MIN_PASSPHRASE_CHARS} characters (and at most {MAX_PASSPHRASE_BYTES} bytes)")]
+    #[error(
+        "a new passphrase needs at least {MIN_PASSPHRASE_CHARS} characters (and at most {MAX_PASSPHRASE_BYTES} bytes)"
+    )]
     WeakPassphrase,
     #[error("{0}")]
     InvalidInput(String),
@@ -261,8 +263,12 @@ impl Vault {
         for path in [&vault_path, &identity_path] {
             match atomic::remove_stale_temps(path) {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(file = %path.display(), "removed {n} temp file(s) left by an interrupted write"),
-                Err(e) => tracing::warn!(file = %path.display(), "cannot remove temp files of an interrupted write: {e}"),
+                Ok(n) => {
+                    tracing::info!(file = %path.display(), "removed {n} temp file(s) left by an interrupted write")
+                }
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), "cannot remove temp files of an interrupted write: {e}")
+                }
             }
         }
         let runtime = tokio::runtime::Handle::try_current().ok();
@@ -436,6 +442,11 @@ impl Vault {
     }
 
     fn unlock_blocking(&self, passphrase: Option<SecretString>) -> Result<VaultStatus, VaultError> {
+        let passphrase = match (self.mode, passphrase) {
+            (VaultMode::Identity, Some(_)) => return Err(VaultError::PassphraseUnused),
+            (VaultMode::Passphrase, None) => return Err(VaultError::PassphraseRequired),
+            (_, p) => p,
+        };
         let needs_passphrase = {
             let inner = self.inner();
             if inner.open.is_some() {
@@ -444,18 +455,16 @@ impl Vault {
             }
             inner.needs_passphrase
         };
-        let identity = match (self.mode, passphrase) {
-            (VaultMode::Identity, Some(_)) => return Err(VaultError::PassphraseUnused),
-            (VaultMode::Passphrase, None) => return Err(VaultError::PassphraseRequired),
-            (VaultMode::Identity, None) => match identity::read(&self.identity_path)? {
+        let identity = match passphrase {
+            None => match identity::read(&self.identity_path)? {
                 IdentityFile::Plain(id) => id,
                 IdentityFile::Encrypted(_) => {
                     return Err(VaultError::IdentityEncrypted { path: self.identity_path.clone() })
                 }
                 IdentityFile::Missing => return Err(self.identity_vanished()),
             },
-            (VaultMode::Passphrase, Some(pass)) if needs_passphrase => self.set_passphrase(&pass)?,
-            (VaultMode::Passphrase, Some(pass)) => match identity::read(&self.identity_path)? {
+            Some(pass) if needs_passphrase => self.set_passphrase(&pass)?,
+            Some(pass) => match identity::read(&self.identity_path)? {
                 IdentityFile::Encrypted(bytes) => identity::decrypt(&self.identity_path, &bytes, &pass)?,
                 IdentityFile::Plain(_) => {
                     return Err(VaultError::BadIdentity {
@@ -533,7 +542,12 @@ impl Vault {
     /// Stores a key. A key with the same provider and label is replaced (same id and position,
     /// status reset); otherwise it is added after the provider's other keys. Returns its metadata
     /// and whether it replaced one.
-    pub fn set(&self, provider: &str, label: Option<&str>, secret: SecretString) -> Result<(KeyMeta, bool), VaultError> {
+    pub fn set(
+        &self,
+        provider: &str,
+        label: Option<&str>,
+        secret: SecretString,
+    ) -> Result<(KeyMeta, bool), VaultError> {
         check_provider(provider)?;
         let label = label.unwrap_or(DEFAULT_LABEL);
         check_label(label)?;
@@ -542,7 +556,8 @@ impl Vault {
         inner.last_activity = Instant::now();
         let open = inner.open_mut()?;
         let same = |e: &Entry| e.meta.provider == provider && e.meta.label == label;
-        if let Some(dup) = open.entries.iter().find(|e| !same(e) && e.secret.expose_secret() == secret.expose_secret()) {
+        if let Some(dup) = open.entries.iter().find(|e| !same(e) && e.secret.expose_secret() == secret.expose_secret())
+        {
             return Err(VaultError::DuplicateSecret { id: dup.meta.id.clone() });
         }
         let position = open.entries.iter().position(same);
@@ -672,7 +687,8 @@ impl Vault {
             source: &'static str,
         }
         tracing::warn!(key = %meta.id, provider = %meta.provider, "the provider rejected a key");
-        self.events.emit("key.invalid", &Invalid { id: &meta.id, provider: &meta.provider, label: &meta.label, source });
+        self.events
+            .emit("key.invalid", &Invalid { id: &meta.id, provider: &meta.provider, label: &meta.label, source });
     }
 
     /// When the maintenance task should next run [`Vault::tick`].
@@ -824,9 +840,7 @@ fn check_provider(provider: &str) -> Result<(), VaultError> {
 }
 
 fn check_label(label: &str) -> Result<(), VaultError> {
-    let ok = (1..=64).contains(&label.chars().count())
-        && label.trim() == label
-        && !label.chars().any(char::is_control);
+    let ok = (1..=64).contains(&label.chars().count()) && label.trim() == label && !label.chars().any(char::is_control);
     if ok {
         Ok(())
     } else {

@@ -40,7 +40,9 @@ pub struct Checked {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error("no key check is known for provider `{0}`; set `vault.probe_base_urls.{0}` to its OpenAI-compatible base URL")]
+    #[error(
+        "no key check is known for provider `{0}`; set `vault.probe_base_urls.{0}` to its OpenAI-compatible base URL"
+    )]
     UnknownProvider(String),
     #[error("{provider} answered the key check with HTTP {status}; the key's status is unchanged")]
     Status { provider: String, status: u16 },
@@ -113,8 +115,8 @@ pub async fn check(
 ) -> Result<Checked, ProbeError> {
     let (url, auth) = endpoint(provider, base_urls).ok_or_else(|| ProbeError::UnknownProvider(provider.into()))?;
     let net = |message: String| ProbeError::Network { provider: provider.into(), message };
-    let headers =
-        headers(auth, secret).ok_or_else(|| net("the key contains characters that cannot be sent in a header".into()))?;
+    let headers = headers(auth, secret)
+        .ok_or_else(|| net("the key contains characters that cannot be sent in a header".into()))?;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(TIMEOUT)
@@ -165,10 +167,7 @@ mod tests {
     fn endpoints_and_overrides() {
         let none = BTreeMap::new();
         assert_eq!(endpoint("openai", &none), Some(("https://api.openai.com/v1/models".into(), Auth::Bearer)));
-        assert_eq!(
-            endpoint("anthropic", &none),
-            Some(("https://api.anthropic.com/v1/models".into(), Auth::Anthropic))
-        );
+        assert_eq!(endpoint("anthropic", &none), Some(("https://api.anthropic.com/v1/models".into(), Auth::Anthropic)));
         assert_eq!(endpoint("mystery", &none), None);
         let mut over = BTreeMap::new();
         over.insert("openai".to_string(), "http://127.0.0.1:9/v1/".to_string());

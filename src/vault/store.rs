@@ -252,7 +252,8 @@ mod tests {
             Err(FileError::NotVault(m)) => assert!(!m.contains("sk-leak-me"), "{m}"),
             _ => panic!("expected NotVault"),
         }
-        let newer = age::encrypt(&id.to_public(), b"{\"format\":\"llm-sidecar-vault\",\"version\":9,\"keys\":[]}").unwrap();
+        let newer =
+            age::encrypt(&id.to_public(), b"{\"format\":\"llm-sidecar-vault\",\"version\":9,\"keys\":[]}").unwrap();
         assert!(matches!(open(&newer, &id), Err(FileError::TooNew(9))));
     }
 }

@@ -90,7 +90,8 @@ fn keys_for_keeps_order_skips_invalid_and_report_persists() {
     let ev = events.try_recv().unwrap();
     assert_eq!(ev.kind, "key.invalid");
     assert!(ev.body.to_string().contains(&k1.id));
-    assert_eq!(v.keys_for("openai").unwrap().iter().map(|k| k.id.clone()).collect::<Vec<_>>(), [k2.id.clone()]);
+    let ids: Vec<String> = v.keys_for("openai").unwrap().into_iter().map(|k| k.id).collect();
+    assert_eq!(ids, [k2.id.clone()]);
     v.report(&k2.id, KeyOutcome::Ok);
     drop(v);
     // No runtime here, so the status change was written at once; last_used on drop.
