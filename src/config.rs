@@ -81,9 +81,16 @@ pub enum LogFormat {
 impl Config {
     /// Parses and validates config text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| {
+        let deserializer = toml::Deserializer::new(text);
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|err| {
+            let key = err.path().to_string();
+            let e = err.into_inner();
             let (line, column) = e.span().map(|s| line_col(text, s.start)).unzip();
-            let what = e.message().to_string();
+            let what = if key.is_empty() || key == "." {
+                e.message().to_string()
+            } else {
+                format!("`{key}`: {}", e.message())
+            };
             let message = match line.zip(column) {
                 Some((l, c)) => format!("line {l}, column {c}: {what}"),
                 None => what,

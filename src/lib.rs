@@ -8,6 +8,7 @@ pub mod events;
 pub mod keys;
 pub mod logging;
 pub mod rpc;
+pub mod service;
 pub mod state;
 pub mod usage;
 pub mod vault;

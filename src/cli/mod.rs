@@ -4,6 +4,7 @@
 
 mod keys;
 mod serve;
+mod service;
 mod status;
 mod vault;
 
@@ -56,6 +57,11 @@ enum Command {
     Vault {
         #[command(subcommand)]
         command: vault::VaultCommand,
+    },
+    /// Install or remove the per-user service (systemd user units / launchd agent)
+    Service {
+        #[command(subcommand)]
+        command: service::ServiceCommand,
     },
     /// Configuration file tools
     Config {
@@ -122,6 +128,17 @@ impl Cli {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A service manager's socket hand-over edits the environment: do it before threads exist.
+    let activation = match cli.command {
+        Command::Serve { .. } => match llm_sidecar::daemon::Activation::take() {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => llm_sidecar::daemon::Activation::None,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -129,7 +146,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(cli));
+    let result = runtime.block_on(run(cli, activation));
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -143,13 +160,14 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<ExitCode> {
+async fn run(cli: Cli, activation: llm_sidecar::daemon::Activation) -> Result<ExitCode> {
     match &cli.command {
-        Command::Serve { data_dir } => serve::run(&cli, data_dir.clone()).await,
+        Command::Serve { data_dir } => serve::run(&cli, data_dir.clone(), activation).await,
         Command::Status { json } => status::run(&cli, *json).await,
         Command::Keys { command } => keys::run(&cli, command).await,
         Command::Vault { command } => vault::run(&cli, command).await,
         Command::Config { command } => config_cmd(&cli, command),
+        Command::Service { command } => service::run(&cli, command).await,
     }
 }
 
