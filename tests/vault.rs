@@ -606,3 +606,38 @@ async fn cli_sets_the_passphrase_from_a_pipe() {
     assert_eq!(state(&d.client().await).await, "unlocked");
     assert_log_clean(&d, &[PASSPHRASE, "not the passphrase"]);
 }
+
+#[tokio::test]
+async fn switching_to_passphrase_mode_keeps_the_keys() {
+    let mut d = Daemon::start();
+    let secret = fresh("sk-migrate");
+    let key = set_key(&d.client().await, "openai", None, &secret).await;
+    assert!(d.terminate(Duration::from_secs(10)).success());
+    let identity_file = d.data_dir.join("identity.txt");
+    let plain_identity = std::fs::read(&identity_file).unwrap();
+
+    std::fs::write(&d.config, passphrase_config("")).unwrap();
+    d.spawn();
+    let c = d.client().await;
+    assert_eq!(state(&c).await, "uninitialized");
+    assert_eq!(std::fs::read(&identity_file).unwrap(), plain_identity, "nothing changes before the unlock");
+    unlock(&c, PASSPHRASE).await.unwrap();
+    assert_eq!(list(&c).await, vec![key.clone()]);
+    assert!(std::fs::read(&identity_file).unwrap().starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----"));
+    drop(c);
+
+    assert!(d.terminate(Duration::from_secs(10)).success());
+    d.spawn();
+    let c = d.client().await;
+    assert_eq!(state(&c).await, "locked");
+    unlock(&c, PASSPHRASE).await.unwrap();
+    assert_eq!(list(&c).await, vec![key]);
+    drop(c);
+
+    // Back to identity mode without decrypting identity.txt: a clear refusal at start.
+    assert!(d.terminate(Duration::from_secs(10)).success());
+    std::fs::write(&d.config, "").unwrap();
+    let err = start_must_fail(&d);
+    assert!(err.contains("protected by a passphrase") && err.contains("vault.mode"), "{err}");
+    assert_log_clean(&d, &[&secret, PASSPHRASE]);
+}

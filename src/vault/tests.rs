@@ -91,7 +91,7 @@ fn keys_for_keeps_order_skips_invalid_and_report_persists() {
     assert_eq!(ev.kind, "key.invalid");
     assert!(ev.body.to_string().contains(&k1.id));
     let ids: Vec<String> = v.keys_for("openai").unwrap().into_iter().map(|k| k.id).collect();
-    assert_eq!(ids, [k2.id.clone()]);
+    assert_eq!(ids, std::slice::from_ref(&k2.id));
     v.report(&k2.id, KeyOutcome::Ok);
     drop(v);
     // No runtime here, so the status change was written at once; last_used on drop.
