@@ -230,6 +230,8 @@ pub struct Vault {
     wake: Arc<Notify>,
     /// True when a maintenance task runs (a Tokio runtime existed at open).
     maintained: bool,
+    /// How long a `last_used`-only change may wait ([`LAST_USED_FLUSH`]; shorter in tests).
+    flush_delay: Duration,
     /// One unlock at a time: bounds passphrase guessing to one scrypt at a time.
     unlock_gate: tokio::sync::Mutex<()>,
 }
@@ -239,7 +241,7 @@ impl std::fmt::Debug for Vault {
         f.debug_struct("Vault")
             .field("mode", &self.mode)
             .field("vault_path", &self.vault_path)
-            .field("state", &self.status().state)
+            .field("unlocked", &self.inner.try_lock().ok().map(|i| i.open.is_some()))
             .finish_non_exhaustive()
     }
 }
@@ -256,6 +258,16 @@ impl Vault {
         data_dir: &Path,
         events: Bus,
         shutdown: CancellationToken,
+    ) -> Result<Arc<Vault>, VaultError> {
+        Self::open_with(config, data_dir, events, shutdown, LAST_USED_FLUSH)
+    }
+
+    fn open_with(
+        config: &VaultConfig,
+        data_dir: &Path,
+        events: Bus,
+        shutdown: CancellationToken,
+        flush_delay: Duration,
     ) -> Result<Arc<Vault>, VaultError> {
         harden_process();
         let vault_path = data_dir.join(VAULT_FILE);
@@ -290,6 +302,7 @@ impl Vault {
             }),
             wake: Arc::new(Notify::new()),
             maintained: runtime.is_some(),
+            flush_delay,
             unlock_gate: tokio::sync::Mutex::new(()),
         });
         vault.load_at_start()?;
@@ -695,7 +708,7 @@ impl Vault {
     fn next_due(&self) -> Option<Instant> {
         let inner = self.inner();
         let lock_at = self.auto_lock.filter(|_| inner.open.is_some()).map(|d| inner.last_activity + d);
-        let flush_at = inner.dirty_since.map(|t| if inner.flush_now { Instant::now() } else { t + LAST_USED_FLUSH });
+        let flush_at = inner.dirty_since.map(|t| if inner.flush_now { Instant::now() } else { t + self.flush_delay });
         match (lock_at, flush_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -708,7 +721,7 @@ impl Vault {
         let (idle, flush_due) = {
             let inner = self.inner();
             let idle = self.auto_lock.is_some_and(|d| inner.open.is_some() && now >= inner.last_activity + d);
-            let flush_due = inner.dirty_since.is_some_and(|t| inner.flush_now || now >= t + LAST_USED_FLUSH);
+            let flush_due = inner.dirty_since.is_some_and(|t| inner.flush_now || now >= t + self.flush_delay);
             (idle, flush_due)
         };
         if idle {
@@ -758,18 +771,20 @@ impl KeyStore for Vault {
         entry.meta.status = status;
         entry.meta.last_used = Some(now_ms());
         let meta = entry.meta.clone();
+        let newly_dirty = inner.dirty_since.is_none();
         inner.dirty_since.get_or_insert_with(Instant::now);
         inner.flush_now |= changed;
         drop(inner);
         if changed && status == KeyStatus::Invalid {
             self.emit_invalid(&meta, "call");
         }
-        if changed {
-            if self.maintained {
+        if self.maintained {
+            // The maintenance task may be sleeping with no deadline: give it one.
+            if changed || newly_dirty {
                 self.wake.notify_one();
-            } else {
-                self.flush();
             }
+        } else if changed {
+            self.flush();
         }
     }
 }

@@ -171,3 +171,59 @@ fn last4_only_for_long_keys() {
     assert_eq!(last4(&secret("sk-abcdefghijklmnop")).as_deref(), Some("mnop"));
     assert_eq!(last4(&secret("short-key")), None);
 }
+
+/// What is on disk right now (decrypted with the identity file).
+fn on_disk(dir: &Path) -> Vec<KeyMeta> {
+    let id = identity::parse_plain(&std::fs::read(dir.join(IDENTITY_FILE)).unwrap()).unwrap();
+    let bytes = std::fs::read(dir.join(VAULT_FILE)).unwrap();
+    store::open(&bytes, &id).unwrap().into_iter().map(|e| e.meta).collect()
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reported_usage_is_written_in_the_background_and_at_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let delay = Duration::from_millis(300);
+    let v = Vault::open_with(&VaultConfig::default(), dir.path(), Bus::default(), shutdown.clone(), delay).unwrap();
+    let (k, _) = v.set("openai", None, secret("sk-usage-11111111111")).unwrap();
+
+    // A status change is written at once.
+    v.report(&k.id, KeyOutcome::Ok);
+    eventually("the status is on disk", || on_disk(dir.path())[0].status == KeyStatus::Valid).await;
+
+    // A last_used-only change waits for the flush delay, then is written.
+    let first = on_disk(dir.path())[0].last_used;
+    std::thread::sleep(Duration::from_millis(5));
+    let reported = Instant::now();
+    v.report(&k.id, KeyOutcome::Ok);
+    let in_memory = v.list(None).unwrap()[0].last_used;
+    assert_ne!(in_memory, first);
+    eventually("last_used is on disk", || on_disk(dir.path())[0].last_used == in_memory).await;
+    assert!(reported.elapsed() >= delay, "written before the flush delay");
+
+    drop(v);
+
+    // With a long delay, shutdown is what writes the pending change.
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let long = Duration::from_secs(600);
+    let v = Vault::open_with(&VaultConfig::default(), dir.path(), Bus::default(), shutdown.clone(), long).unwrap();
+    let (k, _) = v.set("openai", None, secret("sk-usage-22222222222")).unwrap();
+    v.report(&k.id, KeyOutcome::Ok);
+    eventually("the status is on disk", || on_disk(dir.path())[0].status == KeyStatus::Valid).await;
+    std::thread::sleep(Duration::from_millis(5));
+    v.report(&k.id, KeyOutcome::Ok);
+    let in_memory = v.list(None).unwrap()[0].last_used;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_ne!(on_disk(dir.path())[0].last_used, in_memory, "not written before the delay");
+    shutdown.cancel();
+    eventually("the pending change is written at shutdown", || on_disk(dir.path())[0].last_used == in_memory).await;
+}
