@@ -30,6 +30,7 @@ pub enum ConfigError {
 pub struct Config {
     pub daemon: DaemonConfig,
     pub log: LogConfig,
+    pub vault: crate::vault::VaultConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -125,6 +126,7 @@ impl Config {
         if self.daemon.shutdown_grace_secs > 3600 {
             return Err(invalid("daemon.shutdown_grace_secs", "must be at most 3600"));
         }
+        self.vault.validate().map_err(|(key, message)| invalid(&key, &message))?;
         if let Some(level) = &self.log.level {
             if tracing_subscriber::EnvFilter::try_new(level).is_err() {
                 return Err(invalid("log.level", "not a valid filter (try `info` or `llm_sidecar=debug`)"));

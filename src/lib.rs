@@ -11,6 +11,7 @@ pub mod rpc;
 pub mod service;
 pub mod state;
 pub mod usage;
+pub mod vault;
 
 /// The daemon's version, as reported by `daemon.hello`/`daemon.info` and `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

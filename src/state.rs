@@ -6,8 +6,9 @@
 
 use crate::config::Config;
 use crate::events::Bus;
-use crate::keys::{KeyStore, NoKeys};
+use crate::keys::KeyStore;
 use crate::usage::UsageRecord;
+use crate::vault::{Vault, VaultError};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,6 +32,8 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot open the key vault")]
+    Vault(#[source] VaultError),
 }
 
 /// Why a usage record could not be committed.
@@ -51,6 +54,8 @@ pub struct State {
     pub shutdown: CancellationToken,
     pub events: Bus,
     pub keys: Arc<dyn KeyStore>,
+    /// The key vault itself (the `keys.*`/`vault.*` methods); `keys` is the same object.
+    pub vault: Arc<Vault>,
     /// Placeholder usage store until the ledger lands: the most recent records, in memory.
     recent_usage: Mutex<Vec<UsageRecord>>,
 }
@@ -60,6 +65,9 @@ impl State {
     pub fn open(config: Config, paths: Paths, shutdown: CancellationToken) -> Result<State, StateError> {
         std::fs::create_dir_all(&paths.data_dir)
             .map_err(|source| StateError::DataDir { path: paths.data_dir.clone(), source })?;
+        let events = Bus::default();
+        let vault =
+            Vault::open(&config.vault, &paths.data_dir, events.clone(), shutdown.clone()).map_err(StateError::Vault)?;
         Ok(State {
             config,
             paths,
@@ -67,8 +75,9 @@ impl State {
             started_at: SystemTime::now(),
             connections: AtomicUsize::new(0),
             shutdown,
-            events: Bus::default(),
-            keys: Arc::new(NoKeys),
+            events,
+            keys: vault.clone(),
+            vault,
             recent_usage: Mutex::default(),
         })
     }

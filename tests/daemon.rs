@@ -388,6 +388,9 @@ async fn json_logs() {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(10));
     }
+    // The socket accepts into the backlog before the services are open; a served request
+    // means start-up (and its logging) is done.
+    d.client().await.call("daemon.info", vec![]).await.unwrap();
     child.kill().unwrap();
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stderr);

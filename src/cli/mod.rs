@@ -2,9 +2,11 @@
 //!
 //! Exit codes: 0 success, 1 error, 2 usage error (clap), 3 no daemon running.
 
+mod keys;
 mod serve;
 mod service;
 mod status;
+mod vault;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -45,6 +47,16 @@ enum Command {
         /// Print the raw result as JSON
         #[arg(long)]
         json: bool,
+    },
+    /// Manage provider API keys in the vault
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
+    /// Unlock, lock and inspect the key vault
+    Vault {
+        #[command(subcommand)]
+        command: vault::VaultCommand,
     },
     /// Install or remove the per-user service (systemd user units / launchd agent)
     Service {
@@ -152,6 +164,8 @@ async fn run(cli: Cli, activation: llm_sidecar::daemon::Activation) -> Result<Ex
     match &cli.command {
         Command::Serve { data_dir } => serve::run(&cli, data_dir.clone(), activation).await,
         Command::Status { json } => status::run(&cli, *json).await,
+        Command::Keys { command } => keys::run(&cli, command).await,
+        Command::Vault { command } => vault::run(&cli, command).await,
         Command::Config { command } => config_cmd(&cli, command),
         Command::Service { command } => service::run(&cli, command).await,
     }
