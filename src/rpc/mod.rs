@@ -134,7 +134,8 @@ mod tests {
         }
         let q: Q = parse_params(vec![Value::Map(vec![(Value::from("period"), Value::from("month"))])]).expect("ok");
         assert_eq!(q.period, Period::Month);
-        let e = parse_params::<Q>(vec![Value::Map(vec![(Value::from("period"), Value::from("year"))])]).expect_err("bad");
+        let e =
+            parse_params::<Q>(vec![Value::Map(vec![(Value::from("period"), Value::from("year"))])]).expect_err("bad");
         assert!(e.message.contains("year"), "{}", e.message);
     }
 
