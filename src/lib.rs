@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod events;
 pub mod keys;
 pub mod logging;
+pub mod providers;
 pub mod rpc;
 pub mod state;
 pub mod usage;
