@@ -30,6 +30,10 @@ pub enum ConfigError {
 pub struct Config {
     pub daemon: DaemonConfig,
     pub log: LogConfig,
+    pub providers: crate::providers::ProvidersConfig,
+    pub routes: crate::router::RoutesConfig,
+    pub router: crate::router::RouterConfig,
+    pub pricing: crate::pricing::PricingConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -117,6 +121,9 @@ impl Config {
         }
         if self.daemon.shutdown_grace_secs > 3600 {
             return Err(invalid("daemon.shutdown_grace_secs", "must be at most 3600"));
+        }
+        if let Err((key, message)) = crate::router::Router::check(&self.providers, &self.routes, &self.router) {
+            return Err(invalid(&key, &message));
         }
         if let Some(level) = &self.log.level {
             if tracing_subscriber::EnvFilter::try_new(level).is_err() {

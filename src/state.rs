@@ -31,6 +31,10 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    #[error("providers and routes: {0}")]
+    Router(#[from] crate::router::RouterError),
+    #[error("pricing: {0}")]
+    Pricing(#[from] crate::pricing::PricingError),
 }
 
 /// Why a usage record could not be committed.
@@ -51,6 +55,9 @@ pub struct State {
     pub shutdown: CancellationToken,
     pub events: Bus,
     pub keys: Arc<dyn KeyStore>,
+    /// Providers, routes and the pooled HTTP client.
+    pub router: crate::router::Router,
+    pub prices: crate::pricing::PriceTable,
     /// Placeholder usage store until the ledger lands: the most recent records, in memory.
     recent_usage: Mutex<Vec<UsageRecord>>,
 }
@@ -60,7 +67,12 @@ impl State {
     pub fn open(config: Config, paths: Paths, shutdown: CancellationToken) -> Result<State, StateError> {
         std::fs::create_dir_all(&paths.data_dir)
             .map_err(|source| StateError::DataDir { path: paths.data_dir.clone(), source })?;
+        let router = crate::router::Router::new(&config.providers, &config.routes, &config.router)?;
+        let config_dir = paths.config_file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+        let prices = crate::pricing::PriceTable::load(&config.pricing, &config_dir)?;
         Ok(State {
+            router,
+            prices,
             config,
             paths,
             started: Instant::now(),
