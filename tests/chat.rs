@@ -529,3 +529,52 @@ async fn two_hundred_concurrent_streams() {
     assert_eq!(mock.requests(), 200);
     assert!(!d.logs().contains(KEY));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_chat_streams_prints_usage_and_ctrl_c_cancels() {
+    use std::io::Read;
+    let mock = Mock::start().await;
+    let d = start(&config(&mock, None, "", ""));
+    let (sock, dir) = (d.socket.clone(), d.dir.path().to_path_buf());
+    let cli = move || {
+        let mut cmd = common::command(&dir);
+        cmd.arg("--socket").arg(&sock).args(["chat", "--model", "openai/gpt-4o-mini", "Say", "hello"]);
+        cmd
+    };
+    let run = cli.clone();
+    let out = tokio::task::spawn_blocking(move || run().output().unwrap()).await.unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stdout, format!("{REPLY}\n"));
+    assert!(stderr.contains("openai/gpt-4o-mini"), "{stderr}");
+    assert!(stderr.contains("12 in / 7 out · $0.000006"), "{stderr}");
+    assert_eq!(mock.seen().last().unwrap().body["messages"][0]["content"], "Say hello");
+
+    // Ctrl-C while streaming: $/cancel, the upstream request is closed, usage so far printed.
+    mock.push([Fault::Slow { every: Duration::from_millis(40), chunks: 500 }]);
+    let run = cli;
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = run().stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut first = [0u8; 8];
+        let n = stdout.read(&mut first).unwrap();
+        assert!(n > 0);
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+        let mut rest = Vec::new();
+        stdout.read_to_end(&mut rest).unwrap();
+        let mut stderr = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        (child.wait().unwrap(), stderr)
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.0.code(), Some(130), "{}", out.1);
+    assert!(out.1.contains("cancelled; openai/"), "{}", out.1);
+    assert!(out.1.contains("(estimated)"), "{}", out.1);
+    let t0 = Instant::now();
+    while mock.disconnects() < 1 {
+        assert!(t0.elapsed() < Duration::from_secs(3), "upstream not closed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

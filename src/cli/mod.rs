@@ -2,6 +2,7 @@
 //!
 //! Exit codes: 0 success, 1 error, 2 usage error (clap), 3 no daemon running.
 
+mod chat;
 mod serve;
 mod status;
 
@@ -45,6 +46,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Send one prompt and stream the answer; prints usage and cost at the end
+    Chat(chat::ChatArgs),
     /// Configuration file tools
     Config {
         #[command(subcommand)]
@@ -135,6 +138,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
         Command::Serve { data_dir } => serve::run(&cli, data_dir.clone()).await,
         Command::Status { json } => status::run(&cli, *json).await,
+        Command::Chat(args) => chat::run(&cli, args).await,
         Command::Config { command } => config_cmd(&cli, command),
     }
 }
