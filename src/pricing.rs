@@ -164,16 +164,21 @@ impl PriceTable {
         let mut t = PriceTable::builtin();
         if let Some(file) = &config.price_file {
             let path = if file.is_relative() { base_dir.join(file) } else { file.clone() };
-            let text = std::fs::read_to_string(&path).map_err(|source| PricingError::Read { path: path.clone(), source })?;
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| PricingError::Read { path: path.clone(), source })?;
             t.merge_litellm(&text).map_err(|message| PricingError::Parse { path, message })?;
         }
         for (key, p) in &config.models {
-            let invalid = |message: &str| PricingError::Invalid { key: format!("pricing.models.\"{key}\""), message: message.into() };
+            let invalid = |message: &str| PricingError::Invalid {
+                key: format!("pricing.models.\"{key}\""),
+                message: message.into(),
+            };
             let (provider, model) = key.split_once('/').ok_or_else(|| invalid("the key must be `provider/model`"))?;
             let price = Price {
                 input: usd_per_mtok(p.input).ok_or_else(|| invalid("`input` must be a non-negative number"))?,
                 output: usd_per_mtok(p.output).ok_or_else(|| invalid("`output` must be a non-negative number"))?,
-                cached: usd_per_mtok(p.cached.unwrap_or(p.input)).ok_or_else(|| invalid("`cached` must be a non-negative number"))?,
+                cached: usd_per_mtok(p.cached.unwrap_or(p.input))
+                    .ok_or_else(|| invalid("`cached` must be a non-negative number"))?,
                 cache_write: usd_per_mtok(p.cache_write.unwrap_or(p.input))
                     .ok_or_else(|| invalid("`cache_write` must be a non-negative number"))?,
             };
@@ -228,7 +233,9 @@ impl PriceTable {
         }
         models
             .iter()
-            .filter(|(name, _)| model.len() > name.len() && model.starts_with(name.as_str()) && model.as_bytes()[name.len()] == b'-')
+            .filter(|(name, _)| {
+                model.len() > name.len() && model.starts_with(name.as_str()) && model.as_bytes()[name.len()] == b'-'
+            })
             .max_by_key(|(name, _)| name.len())
             .map(|(_, p)| *p)
     }
@@ -240,11 +247,11 @@ impl PriceTable {
 }
 
 fn usd_per_mtok(usd: f64) -> Option<i64> {
-    (usd.is_finite() && usd >= 0.0 && usd < 1e9).then(|| (usd * 1e6).round() as i64)
+    (0.0..1e9).contains(&usd).then(|| (usd * 1e6).round() as i64)
 }
 
 fn usd_per_token(usd: f64) -> Option<i64> {
-    (usd.is_finite() && usd >= 0.0 && usd < 1e3).then(|| (usd * 1e12).round() as i64)
+    (0.0..1e3).contains(&usd).then(|| (usd * 1e12).round() as i64)
 }
 
 /// Cost of `usage` in micro-dollars: uncached input, cache reads, cache writes and output each at
@@ -317,7 +324,10 @@ mod tests {
         )
         .unwrap();
         let mut models = BTreeMap::new();
-        models.insert("mine/big".to_string(), PriceConfig { input: 1.5, output: 2.25, cached: Some(0.5), cache_write: None });
+        models.insert(
+            "mine/big".to_string(),
+            PriceConfig { input: 1.5, output: 2.25, cached: Some(0.5), cache_write: None },
+        );
         let config = PricingConfig { price_file: Some(PathBuf::from("prices.json")), models };
         let t = PriceTable::load(&config, dir.path()).unwrap();
         assert_eq!(t.lookup("openai", "gpt-4o-mini"), Some(Price::new(160_000, 600_000, 80_000, 160_000)));

@@ -52,7 +52,10 @@ fn start(config: &str) -> Daemon {
 }
 
 fn chat_params(model: &str, stream: bool) -> Vec<Value> {
-    let msg = Value::Map(vec![(Value::from("role"), Value::from("user")), (Value::from("content"), Value::from("Say hello"))]);
+    let msg = Value::Map(vec![
+        (Value::from("role"), Value::from("user")),
+        (Value::from("content"), Value::from("Say hello")),
+    ]);
     params(&[("model", model.into()), ("messages", Value::Array(vec![msg])), ("stream", stream.into())])
 }
 
@@ -163,6 +166,9 @@ async fn each_adapter_streaming_and_not_with_exact_usage() {
     assert!(!d.logs().contains(KEY));
 }
 
+/// (fixture, model, expected text, expected (input, output, cached, reasoning))
+type FixtureCase = (&'static str, &'static str, Option<&'static str>, (u64, u64, u64, u64));
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recorded_fixtures_replayed_through_the_daemon() {
     let mock = Mock::start().await;
@@ -170,14 +176,19 @@ async fn recorded_fixtures_replayed_through_the_daemon() {
     let c = d.client().await;
     let mut notes = c.take_notifications().unwrap();
     // (fixture, model, text, (in, out, cached, reasoning))
-    let cases: &[(&str, &str, Option<&str>, (u64, u64, u64, u64))] = &[
+    let cases: &[FixtureCase] = &[
         ("openai_chat_stream_usage.sse", "openai/gpt-4o-mini", Some("The capital of the UK is London."), (78, 9, 0, 0)),
         ("openrouter_chat_stream_usage_cost.sse", "openai/x", Some("Hello!"), (254, 5, 0, 0)),
         ("deepseek_chat_stream_usage.sse", "openai/deepseek-reasoner", None, (6, 212, 0, 198)),
         ("groq_chat_stream_x_groq.sse", "openai/gpt-oss-120b", Some(""), (304, 49, 0, 23)),
         ("anthropic_messages_stream.sse", "anthropic/claude-sonnet-4-5", Some("2"), (20, 5, 0, 0)),
         ("anthropic_messages_stream_legacy_usage.sse", "anthropic/claude-3-opus", Some("Hello there!"), (11, 6, 0, 0)),
-        ("anthropic_messages_stream_cache_compaction.sse", "anthropic/claude-sonnet-4-6", Some("Hello! \u{1F44B}"), (55_377, 91, 55_096, 0)),
+        (
+            "anthropic_messages_stream_cache_compaction.sse",
+            "anthropic/claude-sonnet-4-6",
+            Some("Hello! \u{1F44B}"),
+            (55_377, 91, 55_096, 0),
+        ),
         ("gemini_stream.sse", "gemini/gemini-2.5-flash", None, (18, 115, 0, 35)),
         ("ollama_chat_stream.ndjson", "local/phi3", Some(" these times of day."), (10, 239, 0, 0)),
     ];
@@ -210,7 +221,10 @@ async fn recorded_fixtures_replayed_through_the_daemon() {
     assert!(deltas.is_empty());
     assert_eq!(mock.requests(), before + 1);
     let usage = e.data_field("usage").unwrap();
-    assert_eq!((u(&Value::Map(vec![(Value::from("usage"), usage.clone())]), "input"), field(usage, "output").as_u64()), (43, Some(10)));
+    assert_eq!(
+        (u(&Value::Map(vec![(Value::from("usage"), usage.clone())]), "input"), field(usage, "output").as_u64()),
+        (43, Some(10))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,7 +235,11 @@ async fn retryable_faults_are_retried_and_reported() {
     let mut notes = c.take_notifications().unwrap();
     let overloaded = r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#.to_string();
     mock.push([
-        Fault::Status { status: 500, headers: vec![], body: r#"{"error":{"message":"boom","type":"server_error"}}"#.into() },
+        Fault::Status {
+            status: 500,
+            headers: vec![],
+            body: r#"{"error":{"message":"boom","type":"server_error"}}"#.into(),
+        },
         Fault::Hang,
         Fault::MalformedChunk,
     ]);
@@ -236,7 +254,10 @@ async fn retryable_faults_are_retried_and_reported() {
         Fault::SlowFirstByte(Duration::from_millis(150)),
     ]);
     let r = c.call("chat", chat_params("anthropic/claude-haiku-4-5", false)).await.unwrap();
-    assert_eq!(attempts(&r).iter().map(|a| (a.1.as_str(), a.2)).collect::<Vec<_>>(), [("server_error", Some(529)), ("ok", None)]);
+    assert_eq!(
+        attempts(&r).iter().map(|a| (a.1.as_str(), a.2)).collect::<Vec<_>>(),
+        [("server_error", Some(529)), ("ok", None)]
+    );
     assert!(field(&r, "latency_ms").as_u64().unwrap() >= 150);
 }
 
@@ -264,7 +285,10 @@ async fn retry_after_is_honoured_within_bounds() {
         assert!(gap >= Duration::from_millis(wait_ms), "retried after {gap:?}, wanted {wait_ms} ms");
         assert!(gap < Duration::from_millis(wait_ms + 700), "retried after {gap:?}, wanted about {wait_ms} ms");
         assert!(took < Duration::from_millis(wait_ms + 1500), "{took:?}");
-        assert_eq!(attempts(&r).iter().map(|a| (a.1.as_str(), a.2)).collect::<Vec<_>>(), [("rate_limited", Some(429)), ("ok", None)]);
+        assert_eq!(
+            attempts(&r).iter().map(|a| (a.1.as_str(), a.2)).collect::<Vec<_>>(),
+            [("rate_limited", Some(429)), ("ok", None)]
+        );
     }
     // A Retry-After beyond the router's limit falls back (here: no other target) instead of waiting.
     mock.push([Fault::Status { status: 429, headers: vec![("retry-after", "120".into())], body: "{}".into() }]);
@@ -295,7 +319,9 @@ async fn fallback_order_auth_and_request_errors() {
 
     // 401: the key is reported invalid and the next target is tried at once; the provider's
     // echo of the key is redacted.
-    let echo = format!(r#"{{"error":{{"message":"Incorrect API key provided: {KEY}","type":"invalid_request_error","code":"invalid_api_key"}}}}"#);
+    let echo = format!(
+        r#"{{"error":{{"message":"Incorrect API key provided: {KEY}","type":"invalid_request_error","code":"invalid_api_key"}}}}"#
+    );
     primary.set_default(Some(Fault::Status { status: 401, headers: vec![], body: echo.clone() }));
     let r = c.call("chat", chat_params("smart", false)).await.unwrap();
     let got: Vec<(String, String)> = attempts(&r).into_iter().map(|a| (a.0, a.1)).collect();
@@ -339,7 +365,8 @@ async fn cooldown_skips_a_failing_target() {
     let primary = Mock::start().await;
     let backup = Mock::start().await;
     let routes = "[routes.smart]\ntargets = [\"openai/gpt-4o-mini\", \"backup/gpt-4o-mini\"]\n";
-    let d = start(&config(&primary, Some(&backup), "max_retries = 0\ncooldown_failures = 2\ncooldown_secs = 60", routes));
+    let d =
+        start(&config(&primary, Some(&backup), "max_retries = 0\ncooldown_failures = 2\ncooldown_secs = 60", routes));
     let c = d.client().await;
     primary.set_default(Some(Fault::Status { status: 500, headers: vec![], body: "{}".into() }));
     for _ in 0..2 {
@@ -381,7 +408,8 @@ async fn no_fallback_after_the_first_chunk() {
     let r = r.unwrap();
     assert_eq!(deltas.concat(), REPLY);
     let got: Vec<(String, String)> = attempts(&r).into_iter().map(|a| (a.0, a.1)).collect();
-    let want = [("openai", "connection_lost"), ("openai", "connection_lost"), ("openai", "connection_lost"), ("backup", "ok")];
+    let want =
+        [("openai", "connection_lost"), ("openai", "connection_lost"), ("openai", "connection_lost"), ("backup", "ok")];
     assert_eq!(got, want.map(|(a, b)| (a.to_string(), b.to_string())));
     assert_eq!(field(&r, "provider").as_str(), Some("backup"));
 }
@@ -392,7 +420,8 @@ async fn cancel_closes_the_upstream_connection_and_bills_usage_so_far() {
     let d = start(&config(&mock, None, "", ""));
     let c = d.client().await;
     let mut notes = c.take_notifications().unwrap();
-    for (i, model) in ["openai/gpt-4o-mini", "anthropic/claude-haiku-4-5", "gemini/gemini-2.5-flash"].iter().enumerate() {
+    for (i, model) in ["openai/gpt-4o-mini", "anthropic/claude-haiku-4-5", "gemini/gemini-2.5-flash"].iter().enumerate()
+    {
         mock.push([Fault::Slow { every: Duration::from_millis(40), chunks: 500 }]);
         let (id, rx) = c.start("chat", chat_params(model, true)).await.unwrap();
         let mut got = 0;
@@ -438,10 +467,14 @@ async fn errors_for_bad_requests_and_missing_keys() {
     assert_eq!(field(&r, "content").as_str(), Some(REPLY));
     let e = rpc_err(c.call("chat", chat_params("nosuch-model", false)).await);
     assert_eq!(e.code, ErrorCode::InvalidParams);
-    let e = rpc_err(c.call("chat", params(&[("model", "local/phi3".into()), ("messages", Value::Array(vec![]))])).await);
+    let e =
+        rpc_err(c.call("chat", params(&[("model", "local/phi3".into()), ("messages", Value::Array(vec![]))])).await);
     assert_eq!(e.code, ErrorCode::InvalidParams);
-    let bad_role = Value::Map(vec![(Value::from("role"), Value::from("tool")), (Value::from("content"), Value::from("x"))]);
-    let e = rpc_err(c.call("chat", params(&[("model", "local/phi3".into()), ("messages", Value::Array(vec![bad_role]))])).await);
+    let bad_role =
+        Value::Map(vec![(Value::from("role"), Value::from("tool")), (Value::from("content"), Value::from("x"))]);
+    let e = rpc_err(
+        c.call("chat", params(&[("model", "local/phi3".into()), ("messages", Value::Array(vec![bad_role]))])).await,
+    );
     assert_eq!(e.code, ErrorCode::InvalidParams);
     let e = rpc_err(c.call("chat", vec![Value::from(3)]).await);
     assert_eq!(e.code, ErrorCode::InvalidParams);
@@ -457,7 +490,12 @@ async fn models_list_shows_prices_keys_and_routes() {
     let find = |n: &str| providers.iter().find(|p| field(p, "name").as_str() == Some(n)).unwrap();
     assert_eq!(field(find("openai"), "key_present").as_bool(), Some(true));
     assert_eq!(field(find("local"), "key_present").as_bool(), Some(true));
-    let mini = field(find("openai"), "models").as_array().unwrap().iter().find(|m| field(m, "id").as_str() == Some("gpt-4o-mini")).unwrap();
+    let mini = field(find("openai"), "models")
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| field(m, "id").as_str() == Some("gpt-4o-mini"))
+        .unwrap();
     assert_eq!(field(field(mini, "price"), "input").as_i64(), Some(150_000));
     assert_eq!(field(field(mini, "price"), "output").as_i64(), Some(600_000));
     let routes = field(&r, "routes").as_array().unwrap();
@@ -554,7 +592,8 @@ async fn cli_chat_streams_prints_usage_and_ctrl_c_cancels() {
     mock.push([Fault::Slow { every: Duration::from_millis(40), chunks: 500 }]);
     let run = cli;
     let out = tokio::task::spawn_blocking(move || {
-        let mut child = run().stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let mut child =
+            run().stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
         let mut stdout = child.stdout.take().unwrap();
         let mut first = [0u8; 8];
         let n = stdout.read(&mut first).unwrap();

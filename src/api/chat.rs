@@ -217,10 +217,7 @@ async fn chat(mut c: Call) -> Result<Encoded, RpcError> {
 }
 
 async fn send_chunk(c: &Call, seq: &mut u64, delta: String) {
-    let body = Value::Map(vec![
-        (Value::from("delta"), Value::from(delta)),
-        (Value::from("seq"), Value::from(*seq)),
-    ]);
+    let body = Value::Map(vec![(Value::from("delta"), Value::from(delta)), (Value::from("seq"), Value::from(*seq))]);
     *seq += 1;
     // A closed connection cancels the call (conn.rs); nothing to do here if this fails.
     let _ = c.conn.notify("chat.chunk", vec![Value::from(c.msgid), body]).await;
@@ -229,7 +226,8 @@ async fn send_chunk(c: &Call, seq: &mut u64, delta: String) {
 /// Bills the call (when tokens were or may have been billed, or it was cancelled) and answers.
 async fn finish(c: &Call, call: &ChatCall, o: ChatOutcome) -> Result<Encoded, RpcError> {
     let usage = o.usage.unwrap_or_default();
-    let price = c.state.prices.lookup(&o.provider, &o.target_model).or_else(|| c.state.prices.lookup(&o.provider, &o.model));
+    let price =
+        c.state.prices.lookup(&o.provider, &o.target_model).or_else(|| c.state.prices.lookup(&o.provider, &o.model));
     let cost = price.map_or(0, |p| cost_microusd(&p, &usage));
     let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     let (status, error_code) = match &o.result {
@@ -297,8 +295,13 @@ async fn finish(c: &Call, call: &ChatCall, o: ChatOutcome) -> Result<Encoded, Rp
                 provider: &'a str,
                 attempts: &'a [Attempt],
             }
-            Err(RpcError::new(ErrorCode::KeyMissing, format!("no key for provider `{provider}`: add one with `llm-sidecar keys set` or set its key_env variable"))
-                .with_data(&D { provider, attempts: &o.attempts }))
+            Err(RpcError::new(
+                ErrorCode::KeyMissing,
+                format!(
+                    "no key for provider `{provider}`: add one with `llm-sidecar keys set` or set its key_env variable"
+                ),
+            )
+            .with_data(&D { provider, attempts: &o.attempts }))
         }
         Some(ChatFailure::VaultLocked { provider }) => {
             #[derive(Serialize)]

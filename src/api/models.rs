@@ -58,7 +58,10 @@ async fn list(mut c: Call) -> Result<Encoded, RpcError> {
     let router = &state.router;
     if let Some(name) = &p.provider {
         if !router.providers().contains_key(name) {
-            return Err(RpcError::invalid_params(format!("unknown provider `{}`", name.chars().take(64).collect::<String>())));
+            return Err(RpcError::invalid_params(format!(
+                "unknown provider `{}`",
+                name.chars().take(64).collect::<String>()
+            )));
         }
     }
     let providers = router
@@ -71,7 +74,11 @@ async fn list(mut c: Call) -> Result<Encoded, RpcError> {
             base_url: &spec.base_url,
             keyless: spec.keyless,
             key_present: router.key_present(&spec.name, state.keys.as_ref()),
-            models: spec.models.iter().map(|m| ModelInfo { id: m, price: state.prices.lookup(&spec.name, m) }).collect(),
+            models: spec
+                .models
+                .iter()
+                .map(|m| ModelInfo { id: m, price: state.prices.lookup(&spec.name, m) })
+                .collect(),
         })
         .collect();
     let routes = router

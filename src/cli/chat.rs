@@ -169,12 +169,7 @@ fn summary(r: &Value) -> String {
     let s = |v: &Value, k: &str| field(v, k).and_then(Value::as_str).unwrap_or("?").to_string();
     let n = |v: &Value, k: &str| field(v, k).and_then(Value::as_u64);
     let usage = field(r, "usage").cloned().unwrap_or(Value::Nil);
-    let mut line = format!(
-        "{}/{} · {} in",
-        s(r, "provider"),
-        s(r, "model"),
-        n(&usage, "input").unwrap_or(0)
-    );
+    let mut line = format!("{}/{} · {} in", s(r, "provider"), s(r, "model"), n(&usage, "input").unwrap_or(0));
     if let Some(c) = n(&usage, "cached").filter(|c| *c > 0) {
         line.push_str(&format!(" ({c} cached)"));
     }

@@ -55,8 +55,9 @@ impl Provider for Anthropic {
             body["stream"] = json!(true);
         }
         let mut request = json_post(spec, &format!("{}/messages", spec.base()), &body)?;
-        let version = HeaderValue::from_str(&spec.api_version)
-            .map_err(|_| ProviderError::Request(format!("providers.{}.api_version is not a valid header", spec.name)))?;
+        let version = HeaderValue::from_str(&spec.api_version).map_err(|_| {
+            ProviderError::Request(format!("providers.{}.api_version is not a valid header", spec.name))
+        })?;
         request.headers_mut().insert(HeaderName::from_static("anthropic-version"), version);
         if let Some(key) = key {
             set_secret_header(&mut request, "x-api-key", "", key)?;
@@ -210,9 +211,7 @@ impl StreamDecoder for Decoder {
     fn summary(&self) -> StreamSummary {
         // Before message_delta only the input side is known: report it, flagged as estimated so
         // the caller fills in the output from the text received.
-        let usage = self.usage.or_else(|| {
-            self.start.map(|p| TokenUsage { output: 0, estimated: true, ..to_usage(p) })
-        });
+        let usage = self.usage.or_else(|| self.start.map(|p| TokenUsage { output: 0, estimated: true, ..to_usage(p) }));
         StreamSummary { finish_reason: self.finish_reason.clone(), model: self.model.clone(), usage }
     }
 }

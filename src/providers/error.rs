@@ -270,7 +270,11 @@ mod tests {
 
     #[test]
     fn redacts_echoed_keys() {
-        let e = classify_http(401, &HeaderMap::new(), br#"{"error":{"message":"Incorrect API key provided: sk-abc123456"}}"#);
+        let e = classify_http(
+            401,
+            &HeaderMap::new(),
+            br#"{"error":{"message":"Incorrect API key provided: sk-abc123456"}}"#,
+        );
         let e = e.redact("sk-abc123456");
         assert_eq!(e.to_string(), "HTTP 401: Incorrect API key provided: [redacted]");
     }

@@ -78,7 +78,12 @@ impl Provider for Gemini {
         if v.get("candidates").is_none() && chunk.usage.is_none() {
             return Err(ProviderError::Malformed("no `candidates` in the response".into()));
         }
-        Ok(Completion { content: chunk.text, finish_reason: chunk.finish_reason, model: chunk.model, usage: chunk.usage })
+        Ok(Completion {
+            content: chunk.text,
+            finish_reason: chunk.finish_reason,
+            model: chunk.model,
+            usage: chunk.usage,
+        })
     }
 
     fn decoder(&self) -> Box<dyn StreamDecoder> {

@@ -156,16 +156,22 @@ pub fn estimate_usage(req: &ChatRequest, output_text: &str) -> TokenUsage {
 }
 
 /// Starts a JSON POST request to `url` with the spec's extra headers.
-pub(crate) fn json_post(spec: &ProviderSpec, url: &str, body: &serde_json::Value) -> Result<reqwest::Request, ProviderError> {
-    let url = reqwest::Url::parse(url).map_err(|e| ProviderError::Request(format!("bad URL for {}: {e}", spec.name)))?;
+pub(crate) fn json_post(
+    spec: &ProviderSpec,
+    url: &str,
+    body: &serde_json::Value,
+) -> Result<reqwest::Request, ProviderError> {
+    let url =
+        reqwest::Url::parse(url).map_err(|e| ProviderError::Request(format!("bad URL for {}: {e}", spec.name)))?;
     let mut request = reqwest::Request::new(reqwest::Method::POST, url);
     let bytes = serde_json::to_vec(body).map_err(|e| ProviderError::Request(format!("cannot encode body: {e}")))?;
     *request.body_mut() = Some(bytes.into());
     let headers = request.headers_mut();
     headers.insert(reqwest::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     for (name, value) in &spec.headers {
-        let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| ProviderError::Request(format!("providers.{}.headers: bad header name `{name}`", spec.name)))?;
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            ProviderError::Request(format!("providers.{}.headers: bad header name `{name}`", spec.name))
+        })?;
         let value = HeaderValue::from_str(value)
             .map_err(|_| ProviderError::Request(format!("providers.{}.headers: bad value for `{name}`", spec.name)))?;
         headers.insert(name, value);

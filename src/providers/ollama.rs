@@ -6,8 +6,8 @@
 //! adapter serves `adapter = "ollama"` entries.
 
 use super::{
-    json_post, parse_json, set_secret_header, u64_at, ChatRequest, Completion, Frame, Framing, Provider,
-    ProviderError, ProviderSpec, StreamDecoder, StreamSummary,
+    json_post, parse_json, set_secret_header, u64_at, ChatRequest, Completion, Frame, Framing, Provider, ProviderError,
+    ProviderSpec, StreamDecoder, StreamSummary,
 };
 use crate::usage::TokenUsage;
 use secrecy::SecretString;

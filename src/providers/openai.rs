@@ -84,7 +84,8 @@ impl Provider for OpenAi {
 
 /// Usage of a response or chunk: top-level `usage`, else Groq's `x_groq.usage`.
 fn usage_of(v: &Value) -> Option<TokenUsage> {
-    let u = v.get("usage").filter(|u| u.is_object()).or_else(|| v.pointer("/x_groq/usage").filter(|u| u.is_object()))?;
+    let u =
+        v.get("usage").filter(|u| u.is_object()).or_else(|| v.pointer("/x_groq/usage").filter(|u| u.is_object()))?;
     Some(TokenUsage {
         input: u64_at(u, &["prompt_tokens"]).unwrap_or(0),
         output: u64_at(u, &["completion_tokens"]).unwrap_or(0),
@@ -107,12 +108,7 @@ fn stream_error(err: &Value) -> ProviderError {
     let kind = err.get("type").and_then(Value::as_str).or_else(|| err.get("code").and_then(Value::as_str));
     let message = err.get("message").and_then(Value::as_str).unwrap_or("error event without message");
     let retryable = status.is_some_and(retryable_status) || kind.is_some_and(retryable_error_type);
-    ProviderError::Stream {
-        status,
-        code: kind.map(str::to_string),
-        message: truncate(message.to_string()),
-        retryable,
-    }
+    ProviderError::Stream { status, code: kind.map(str::to_string), message: truncate(message.to_string()), retryable }
 }
 
 #[derive(Default)]
@@ -234,7 +230,8 @@ mod tests {
 
     #[test]
     fn cached_tokens_are_part_of_prompt_tokens() {
-        let body = br#"{"model":"gpt-4o","choices":[{"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],
+        let body =
+            br#"{"model":"gpt-4o","choices":[{"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],
             "usage":{"prompt_tokens":2006,"completion_tokens":300,"total_tokens":2306,
             "prompt_tokens_details":{"cached_tokens":1920},"completion_tokens_details":{"reasoning_tokens":100}}}"#;
         let c = OpenAi.parse_body(body).unwrap();

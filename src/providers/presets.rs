@@ -97,35 +97,71 @@ const PRESETS: &[Preset] = &[
         adapter: AdapterKind::Openai,
         base_url: "https://api.openai.com/v1",
         key_env: Some("OPENAI_API_KEY"),
-        models: &["gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o3", "o4-mini", "gpt-5", "gpt-5-mini", "gpt-5-nano"],
+        models: &[
+            "gpt-4o",
+            "gpt-4o-mini",
+            "gpt-4.1",
+            "gpt-4.1-mini",
+            "gpt-4.1-nano",
+            "o3",
+            "o4-mini",
+            "gpt-5",
+            "gpt-5-mini",
+            "gpt-5-nano",
+        ],
     },
     Preset {
         name: "anthropic",
         adapter: AdapterKind::Anthropic,
         base_url: "https://api.anthropic.com/v1",
         key_env: Some("ANTHROPIC_API_KEY"),
-        models: &["claude-opus-4-1", "claude-opus-4-0", "claude-sonnet-4-5", "claude-sonnet-4-0", "claude-3-7-sonnet-latest", "claude-haiku-4-5", "claude-3-5-haiku-latest"],
+        models: &[
+            "claude-opus-4-1",
+            "claude-opus-4-0",
+            "claude-sonnet-4-5",
+            "claude-sonnet-4-0",
+            "claude-3-7-sonnet-latest",
+            "claude-haiku-4-5",
+            "claude-3-5-haiku-latest",
+        ],
     },
     Preset {
         name: "gemini",
         adapter: AdapterKind::Gemini,
         base_url: "https://generativelanguage.googleapis.com/v1beta",
         key_env: Some("GEMINI_API_KEY"),
-        models: &["gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.0-flash", "gemini-2.0-flash-lite"],
+        models: &[
+            "gemini-2.5-pro",
+            "gemini-2.5-flash",
+            "gemini-2.5-flash-lite",
+            "gemini-2.0-flash",
+            "gemini-2.0-flash-lite",
+        ],
     },
     Preset {
         name: "groq",
         adapter: AdapterKind::Openai,
         base_url: "https://api.groq.com/openai/v1",
         key_env: Some("GROQ_API_KEY"),
-        models: &["llama-3.1-8b-instant", "llama-3.3-70b-versatile", "openai/gpt-oss-120b", "openai/gpt-oss-20b", "meta-llama/llama-4-scout-17b-16e-instruct"],
+        models: &[
+            "llama-3.1-8b-instant",
+            "llama-3.3-70b-versatile",
+            "openai/gpt-oss-120b",
+            "openai/gpt-oss-20b",
+            "meta-llama/llama-4-scout-17b-16e-instruct",
+        ],
     },
     Preset {
         name: "together",
         adapter: AdapterKind::Openai,
         base_url: "https://api.together.xyz/v1",
         key_env: Some("TOGETHER_API_KEY"),
-        models: &["meta-llama/Llama-3.3-70B-Instruct-Turbo", "meta-llama/Meta-Llama-3.1-8B-Instruct-Turbo", "deepseek-ai/DeepSeek-V3", "Qwen/Qwen2.5-72B-Instruct-Turbo"],
+        models: &[
+            "meta-llama/Llama-3.3-70B-Instruct-Turbo",
+            "meta-llama/Meta-Llama-3.1-8B-Instruct-Turbo",
+            "deepseek-ai/DeepSeek-V3",
+            "Qwen/Qwen2.5-72B-Instruct-Turbo",
+        ],
     },
     Preset {
         name: "openrouter",
@@ -146,7 +182,13 @@ const PRESETS: &[Preset] = &[
         adapter: AdapterKind::Openai,
         base_url: "https://api.mistral.ai/v1",
         key_env: Some("MISTRAL_API_KEY"),
-        models: &["mistral-large-latest", "mistral-medium-latest", "mistral-small-latest", "codestral-latest", "open-mistral-nemo"],
+        models: &[
+            "mistral-large-latest",
+            "mistral-medium-latest",
+            "mistral-small-latest",
+            "codestral-latest",
+            "open-mistral-nemo",
+        ],
     },
     Preset {
         name: "cloudflare",
@@ -210,8 +252,11 @@ pub fn resolve(config: &ProvidersConfig) -> Result<BTreeMap<String, ProviderSpec
         let mut spec = match out.remove(name) {
             Some(s) => s,
             None => {
-                let adapter = c.adapter.ok_or_else(|| err("adapter", "a custom provider needs `adapter` (openai, anthropic, gemini or ollama)"))?;
-                let base_url = c.base_url.clone().ok_or_else(|| err("base_url", "a custom provider needs `base_url`"))?;
+                let adapter = c.adapter.ok_or_else(|| {
+                    err("adapter", "a custom provider needs `adapter` (openai, anthropic, gemini or ollama)")
+                })?;
+                let base_url =
+                    c.base_url.clone().ok_or_else(|| err("base_url", "a custom provider needs `base_url`"))?;
                 ProviderSpec {
                     name: name.clone(),
                     adapter,
@@ -280,7 +325,18 @@ mod tests {
     #[test]
     fn presets_cover_every_named_provider() {
         let all = resolve(&ProvidersConfig::new()).unwrap();
-        for name in ["openai", "anthropic", "gemini", "groq", "together", "openrouter", "deepseek", "mistral", "cloudflare", "ollama"] {
+        for name in [
+            "openai",
+            "anthropic",
+            "gemini",
+            "groq",
+            "together",
+            "openrouter",
+            "deepseek",
+            "mistral",
+            "cloudflare",
+            "ollama",
+        ] {
             assert!(all.contains_key(name), "{name}");
         }
         assert!(all["ollama"].keyless);

@@ -45,10 +45,19 @@ pub struct Attempt {
 pub enum ChatFailure {
     UnknownRoute(String),
     /// No key for any target (the first target's provider).
-    KeyMissing { provider: String },
-    VaultLocked { provider: String },
+    KeyMissing {
+        provider: String,
+    },
+    VaultLocked {
+        provider: String,
+    },
     Cancelled,
-    Provider { provider: String, status: Option<u16>, message: String, after_first_chunk: bool },
+    Provider {
+        provider: String,
+        status: Option<u16>,
+        message: String,
+        after_first_chunk: bool,
+    },
 }
 
 /// Everything the API layer needs to answer and bill the call.

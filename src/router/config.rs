@@ -60,7 +60,10 @@ impl RouterConfig {
             return bad("max_retries", "must be at most 10");
         }
         if self.backoff_base_ms == 0 || self.backoff_max_ms < self.backoff_base_ms {
-            return bad("backoff_max_ms", "backoff_base_ms must be at least 1 and backoff_max_ms at least backoff_base_ms");
+            return bad(
+                "backoff_max_ms",
+                "backoff_base_ms must be at least 1 and backoff_max_ms at least backoff_base_ms",
+            );
         }
         for (k, v) in [
             ("deadline_ms", self.deadline_ms),

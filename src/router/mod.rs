@@ -99,7 +99,11 @@ impl Router {
     }
 
     /// Checks providers, routes and settings (config validation); errors carry the dotted key.
-    pub fn check(providers: &ProvidersConfig, routes: &RoutesConfig, settings: &RouterConfig) -> Result<(), (String, String)> {
+    pub fn check(
+        providers: &ProvidersConfig,
+        routes: &RoutesConfig,
+        settings: &RouterConfig,
+    ) -> Result<(), (String, String)> {
         plan(providers, routes, settings).map(|_| ())
     }
 
@@ -137,13 +141,19 @@ impl Router {
         let mut out = Vec::new();
         let mut locked = false;
         match store.keys_for(&spec.name) {
-            Ok(keys) => out.extend(keys.into_iter().map(|k| KeyChoice { id: k.id, source: k.source, secret: Some(k.secret) })),
+            Ok(keys) => {
+                out.extend(keys.into_iter().map(|k| KeyChoice { id: k.id, source: k.source, secret: Some(k.secret) }))
+            }
             Err(KeyError::Locked) => locked = true,
             Err(KeyError::Store(e)) => tracing::warn!(provider = %spec.name, "key store failure: {e}"),
         }
         if let Some(var) = &spec.key_env {
             if let Some(value) = std::env::var_os(var).and_then(|v| v.into_string().ok()).filter(|v| !v.is_empty()) {
-                out.push(KeyChoice { id: format!("env:{var}"), source: KeySource::Platform, secret: Some(SecretString::from(value)) });
+                out.push(KeyChoice {
+                    id: format!("env:{var}"),
+                    source: KeySource::Platform,
+                    secret: Some(SecretString::from(value)),
+                });
             }
         }
         if spec.keyless && out.is_empty() {
@@ -224,27 +234,42 @@ mod tests {
             }
             Ok(["k1", "k2"]
                 .iter()
-                .map(|id| ResolvedKey { id: id.to_string(), source: KeySource::Byok, secret: SecretString::from(format!("s-{id}")) })
+                .map(|id| ResolvedKey {
+                    id: id.to_string(),
+                    source: KeySource::Byok,
+                    secret: SecretString::from(format!("s-{id}")),
+                })
                 .collect())
         }
         fn report(&self, _id: &str, _outcome: KeyOutcome) {}
     }
 
     fn router(routes: &str, providers: &str) -> Router {
-        Router::new(&toml::from_str(providers).unwrap(), &toml::from_str(routes).unwrap(), &RouterConfig::default()).unwrap()
+        Router::new(&toml::from_str(providers).unwrap(), &toml::from_str(routes).unwrap(), &RouterConfig::default())
+            .unwrap()
     }
 
     #[test]
     fn resolves_routes_provider_model_and_bare_models() {
         let r = router("[fast]\ntargets = [\"groq/llama-3.1-8b-instant\", \"openai/gpt-4o-mini\"]\n", "");
         let fast = r.resolve("fast").unwrap();
-        assert_eq!(fast.iter().map(ToString::to_string).collect::<Vec<_>>(), ["groq/llama-3.1-8b-instant", "openai/gpt-4o-mini"]);
-        assert_eq!(r.resolve("openrouter/anthropic/claude-sonnet-4.5").unwrap()[0].model, "anthropic/claude-sonnet-4.5");
+        assert_eq!(
+            fast.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["groq/llama-3.1-8b-instant", "openai/gpt-4o-mini"]
+        );
+        assert_eq!(
+            r.resolve("openrouter/anthropic/claude-sonnet-4.5").unwrap()[0].model,
+            "anthropic/claude-sonnet-4.5"
+        );
         assert_eq!(r.resolve("gpt-4o-mini").unwrap()[0].provider, "openai");
         assert!(r.resolve("nope/x").is_none());
         assert!(r.resolve("unknown-model").is_none());
-        let e = Router::new(&ProvidersConfig::new(), &toml::from_str("[x]\ntargets = [\"nope/m\"]").unwrap(), &RouterConfig::default())
-            .unwrap_err();
+        let e = Router::new(
+            &ProvidersConfig::new(),
+            &toml::from_str("[x]\ntargets = [\"nope/m\"]").unwrap(),
+            &RouterConfig::default(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("routes.x.targets"), "{e}");
     }
 

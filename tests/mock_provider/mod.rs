@@ -191,7 +191,8 @@ fn streamed(state: &Arc<MockState>, steps: Vec<Step>, content_type: &str) -> Res
 }
 
 fn json_response(status: u16, headers: &[(&'static str, String)], body: String) -> Response {
-    let mut b = Response::builder().status(StatusCode::from_u16(status).unwrap()).header("content-type", "application/json");
+    let mut b =
+        Response::builder().status(StatusCode::from_u16(status).unwrap()).header("content-type", "application/json");
     for (k, v) in headers {
         b = b.header(*k, v.as_str());
     }
@@ -259,7 +260,14 @@ fn content_type(wire: Wire) -> &'static str {
     }
 }
 
-async fn answer(s: &Arc<MockState>, wire: Wire, fault: Option<Fault>, stream: bool, model: &str, usage: bool) -> Response {
+async fn answer(
+    s: &Arc<MockState>,
+    wire: Wire,
+    fault: Option<Fault>,
+    stream: bool,
+    model: &str,
+    usage: bool,
+) -> Response {
     let words = words(REPLY);
     match fault {
         None => normal(s, wire, stream, model, usage, &words, None),
@@ -285,7 +293,11 @@ async fn answer(s: &Arc<MockState>, wire: Wire, fault: Option<Fault>, stream: bo
         }
         Some(Fault::MalformedChunk) => {
             let mut steps = stream_head(wire, model);
-            let bad: &[u8] = if wire == Wire::Ollama { b"{\"message\":{\"content\":\"Hel\n" } else { b"data: {\"choices\":[{\"delta\":{\"content\":\"Hel\n\n" };
+            let bad: &[u8] = if wire == Wire::Ollama {
+                b"{\"message\":{\"content\":\"Hel\n"
+            } else {
+                b"data: {\"choices\":[{\"delta\":{\"content\":\"Hel\n\n"
+            };
             steps.push(Step::Data(Bytes::from_static(bad)));
             streamed(s, steps, content_type(wire))
         }
@@ -400,11 +412,15 @@ fn normal(
             Wire::Anthropic => json!({"id":"msg_mock","type":"message","role":"assistant","model":model,
                 "content":[{"type":"text","text":text}],"stop_reason":"end_turn","stop_sequence":null,
                 "usage":{"input_tokens":USAGE_IN,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":USAGE_OUT}}),
-            Wire::Gemini => json!({"candidates":[{"content":{"parts":[{"text":text}],"role":"model"},"finishReason":"STOP","index":0}],
+            Wire::Gemini => {
+                json!({"candidates":[{"content":{"parts":[{"text":text}],"role":"model"},"finishReason":"STOP","index":0}],
                 "usageMetadata":{"promptTokenCount":USAGE_IN,"candidatesTokenCount":USAGE_OUT,"totalTokenCount":USAGE_IN + USAGE_OUT},
-                "modelVersion":model}),
-            Wire::Ollama => json!({"model":model,"created_at":"2024-07-02T11:45:16Z","message":{"role":"assistant","content":text},
-                "done_reason":"stop","done":true,"prompt_eval_count":USAGE_IN,"eval_count":USAGE_OUT}),
+                "modelVersion":model})
+            }
+            Wire::Ollama => {
+                json!({"model":model,"created_at":"2024-07-02T11:45:16Z","message":{"role":"assistant","content":text},
+                "done_reason":"stop","done":true,"prompt_eval_count":USAGE_IN,"eval_count":USAGE_OUT})
+            }
         };
         return json_response(200, &[], body.to_string());
     }
@@ -414,7 +430,12 @@ fn normal(
         if let Some(d) = every {
             steps.push(Step::Pause(d));
         }
-        steps.push(Step::Data(delta(wire, model, w, Some((i as u64 + 1).saturating_mul(USAGE_OUT).div_ceil(n.max(1))))));
+        steps.push(Step::Data(delta(
+            wire,
+            model,
+            w,
+            Some((i as u64 + 1).saturating_mul(USAGE_OUT).div_ceil(n.max(1))),
+        )));
     }
     match wire {
         Wire::OpenAi => {
@@ -436,7 +457,11 @@ fn normal(
             steps.push(Step::Data(Bytes::from_static(b"data: [DONE]\n\n")));
         }
         Wire::Anthropic => {
-            steps.push(Step::Data(sse(Some("content_block_stop"), &json!({"type":"content_block_stop","index":0}), false)));
+            steps.push(Step::Data(sse(
+                Some("content_block_stop"),
+                &json!({"type":"content_block_stop","index":0}),
+                false,
+            )));
             steps.push(Step::Data(sse(
                 Some("message_delta"),
                 &json!({"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},
