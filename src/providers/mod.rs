@@ -193,6 +193,16 @@ pub(crate) fn set_secret_header(
     Ok(())
 }
 
+/// `[{role, content}]` with the `system` field first as a `system` message (OpenAI, Ollama).
+pub(crate) fn role_content_messages(req: &ChatRequest) -> Vec<serde_json::Value> {
+    let mut messages = Vec::with_capacity(req.messages.len() + 1);
+    if let Some(system) = &req.system {
+        messages.push(serde_json::json!({"role": "system", "content": system}));
+    }
+    messages.extend(req.messages.iter().map(|m| serde_json::json!({"role": m.role, "content": m.content})));
+    messages
+}
+
 /// Reads an unsigned count at `path` inside a JSON value.
 pub(crate) fn u64_at(v: &serde_json::Value, path: &[&str]) -> Option<u64> {
     let mut cur = v;

@@ -6,8 +6,8 @@
 //! adapter serves `adapter = "ollama"` entries.
 
 use super::{
-    json_post, parse_json, set_secret_header, u64_at, ChatRequest, Completion, Frame, Framing, Provider, ProviderError,
-    ProviderSpec, StreamDecoder, StreamSummary,
+    json_post, parse_json, role_content_messages, set_secret_header, u64_at, ChatRequest, Completion, Frame, Framing,
+    Provider, ProviderError, ProviderSpec, StreamDecoder, StreamSummary,
 };
 use crate::usage::TokenUsage;
 use secrecy::SecretString;
@@ -24,11 +24,7 @@ impl Provider for Ollama {
         stream: bool,
         key: Option<&SecretString>,
     ) -> Result<reqwest::Request, ProviderError> {
-        let mut messages = Vec::with_capacity(req.messages.len() + 1);
-        if let Some(system) = &req.system {
-            messages.push(json!({"role": "system", "content": system}));
-        }
-        messages.extend(req.messages.iter().map(|m| json!({"role": m.role, "content": m.content})));
+        let messages = role_content_messages(req);
         let mut options = serde_json::Map::new();
         if let Some(n) = req.max_tokens {
             options.insert("num_predict".into(), json!(n));

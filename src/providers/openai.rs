@@ -12,8 +12,8 @@
 
 use super::{
     error::{retryable_error_type, retryable_status, truncate},
-    json_post, parse_json, set_secret_header, u64_at, ChatRequest, Completion, Frame, Provider, ProviderError,
-    ProviderSpec, StreamDecoder, StreamSummary,
+    json_post, parse_json, role_content_messages, set_secret_header, u64_at, ChatRequest, Completion, Frame, Provider,
+    ProviderError, ProviderSpec, StreamDecoder, StreamSummary,
 };
 use crate::usage::TokenUsage;
 use secrecy::SecretString;
@@ -34,11 +34,7 @@ impl Provider for OpenAi {
         if base.contains("{account_id}") {
             return Err(ProviderError::Request(format!("set providers.{}.account_id in the config", spec.name)));
         }
-        let mut messages = Vec::with_capacity(req.messages.len() + 1);
-        if let Some(system) = &req.system {
-            messages.push(json!({"role": "system", "content": system}));
-        }
-        messages.extend(req.messages.iter().map(|m| json!({"role": m.role, "content": m.content})));
+        let messages = role_content_messages(req);
         let mut body = json!({"model": model, "messages": messages, "stream": stream});
         if stream && spec.stream_usage {
             body["stream_options"] = json!({"include_usage": true});
