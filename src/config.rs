@@ -31,6 +31,10 @@ pub struct Config {
     pub daemon: DaemonConfig,
     pub log: LogConfig,
     pub vault: crate::vault::VaultConfig,
+    pub providers: crate::providers::ProvidersConfig,
+    pub routes: crate::router::RoutesConfig,
+    pub router: crate::router::RouterConfig,
+    pub pricing: crate::pricing::PricingConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -127,6 +131,9 @@ impl Config {
             return Err(invalid("daemon.shutdown_grace_secs", "must be at most 3600"));
         }
         self.vault.validate().map_err(|(key, message)| invalid(&key, &message))?;
+        if let Err((key, message)) = crate::router::Router::check(&self.providers, &self.routes, &self.router) {
+            return Err(invalid(&key, &message));
+        }
         if let Some(level) = &self.log.level {
             if tracing_subscriber::EnvFilter::try_new(level).is_err() {
                 return Err(invalid("log.level", "not a valid filter (try `info` or `llm_sidecar=debug`)"));

@@ -34,6 +34,10 @@ pub enum StateError {
     },
     #[error("cannot open the key vault")]
     Vault(#[source] VaultError),
+    #[error("providers and routes: {0}")]
+    Router(#[from] crate::router::RouterError),
+    #[error("pricing: {0}")]
+    Pricing(#[from] crate::pricing::PricingError),
 }
 
 /// Why a usage record could not be committed.
@@ -56,6 +60,9 @@ pub struct State {
     pub keys: Arc<dyn KeyStore>,
     /// The key vault itself (the `keys.*`/`vault.*` methods); `keys` is the same object.
     pub vault: Arc<Vault>,
+    /// Providers, routes and the pooled HTTP client.
+    pub router: crate::router::Router,
+    pub prices: crate::pricing::PriceTable,
     /// Placeholder usage store until the ledger lands: the most recent records, in memory.
     recent_usage: Mutex<Vec<UsageRecord>>,
 }
@@ -68,7 +75,12 @@ impl State {
         let events = Bus::default();
         let vault =
             Vault::open(&config.vault, &paths.data_dir, events.clone(), shutdown.clone()).map_err(StateError::Vault)?;
+        let router = crate::router::Router::new(&config.providers, &config.routes, &config.router)?;
+        let config_dir = paths.config_file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+        let prices = crate::pricing::PriceTable::load(&config.pricing, &config_dir)?;
         Ok(State {
+            router,
+            prices,
             config,
             paths,
             started: Instant::now(),

@@ -2,6 +2,7 @@
 //!
 //! Exit codes: 0 success, 1 error, 2 usage error (clap), 3 no daemon running.
 
+mod chat;
 mod keys;
 mod serve;
 mod service;
@@ -63,6 +64,8 @@ enum Command {
         #[command(subcommand)]
         command: service::ServiceCommand,
     },
+    /// Send one prompt and stream the answer; prints usage and cost at the end
+    Chat(chat::ChatArgs),
     /// Configuration file tools
     Config {
         #[command(subcommand)]
@@ -166,6 +169,7 @@ async fn run(cli: Cli, activation: llm_sidecar::daemon::Activation) -> Result<Ex
         Command::Status { json } => status::run(&cli, *json).await,
         Command::Keys { command } => keys::run(&cli, command).await,
         Command::Vault { command } => vault::run(&cli, command).await,
+        Command::Chat(args) => chat::run(&cli, args).await,
         Command::Config { command } => config_cmd(&cli, command),
         Command::Service { command } => service::run(&cli, command).await,
     }
