@@ -30,6 +30,7 @@ pub enum ConfigError {
 pub struct Config {
     pub daemon: DaemonConfig,
     pub log: LogConfig,
+    pub sync: crate::sync::SyncConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -117,6 +118,9 @@ impl Config {
         }
         if self.daemon.shutdown_grace_secs > 3600 {
             return Err(invalid("daemon.shutdown_grace_secs", "must be at most 3600"));
+        }
+        if let Err((key, message)) = self.sync.validate() {
+            return Err(invalid(key, &message));
         }
         if let Some(level) = &self.log.level {
             if tracing_subscriber::EnvFilter::try_new(level).is_err() {

@@ -6,9 +6,11 @@ pub mod config;
 pub mod daemon;
 pub mod events;
 pub mod keys;
+pub mod ledger;
 pub mod logging;
 pub mod rpc;
 pub mod state;
+pub mod sync;
 pub mod usage;
 
 /// The daemon's version, as reported by `daemon.hello`/`daemon.info` and `--version`.

@@ -7,10 +7,12 @@
 use crate::config::Config;
 use crate::events::Bus;
 use crate::keys::{KeyStore, NoKeys};
+use crate::ledger::{Ledger, LedgerError};
+use crate::sync::{SyncHandle, SyncWorker};
 use crate::usage::UsageRecord;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 
@@ -31,6 +33,8 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
 }
 
 /// Why a usage record could not be committed.
@@ -38,6 +42,9 @@ pub enum StateError {
 pub enum RecordError {
     #[error("usage store failure: {0}")]
     Store(String),
+    /// The record breaks the ledger's limits (see `ledger::validate`).
+    #[error("invalid usage record: {0}")]
+    Invalid(String),
 }
 
 #[derive(Debug)]
@@ -51,8 +58,21 @@ pub struct State {
     pub shutdown: CancellationToken,
     pub events: Bus,
     pub keys: Arc<dyn KeyStore>,
-    /// Placeholder usage store until the ledger lands: the most recent records, in memory.
-    recent_usage: Mutex<Vec<UsageRecord>>,
+    /// The usage ledger (`data_dir/ledger`).
+    pub ledger: Arc<Ledger>,
+    /// The usage sync worker's handle (status, `sync.now`).
+    pub sync: SyncHandle,
+    background: std::sync::Mutex<Background>,
+}
+
+/// Background tasks: created by [`State::open`], run by [`State::start_background`], stopped
+/// (with the bounded sync drain) by [`State::stop_background`].
+#[derive(Debug, Default)]
+enum Background {
+    Ready(SyncWorker),
+    Running { finish: CancellationToken, task: tokio::task::JoinHandle<()> },
+    #[default]
+    Stopped,
 }
 
 impl State {
@@ -60,6 +80,10 @@ impl State {
     pub fn open(config: Config, paths: Paths, shutdown: CancellationToken) -> Result<State, StateError> {
         std::fs::create_dir_all(&paths.data_dir)
             .map_err(|source| StateError::DataDir { path: paths.data_dir.clone(), source })?;
+        let ledger = Arc::new(Ledger::open(&paths.data_dir.join("ledger"))?);
+        let events = Bus::default();
+        let (sync, worker) =
+            crate::sync::new(&config.sync, ledger.clone(), events.clone(), config.sync.credentials());
         Ok(State {
             config,
             paths,
@@ -67,10 +91,38 @@ impl State {
             started_at: SystemTime::now(),
             connections: AtomicUsize::new(0),
             shutdown,
-            events: Bus::default(),
+            events,
             keys: Arc::new(NoKeys),
-            recent_usage: Mutex::default(),
+            ledger,
+            sync,
+            background: std::sync::Mutex::new(Background::Ready(worker)),
         })
+    }
+
+    /// Starts the background tasks (the sync worker). Call once, inside the runtime.
+    pub fn start_background(&self) {
+        let Ok(mut bg) = self.background.lock() else { return };
+        if let Background::Ready(worker) = std::mem::take(&mut *bg) {
+            let finish = CancellationToken::new();
+            let task = tokio::spawn(worker.run(finish.clone()));
+            *bg = Background::Running { finish, task };
+        }
+    }
+
+    /// Stops the background tasks: the sync worker drains the outbox for at most
+    /// `sync.shutdown_drain_secs`; then the ledger is flushed. Call after the last call finished.
+    pub async fn stop_background(&self) {
+        let running = self.background.lock().map(|mut bg| std::mem::take(&mut *bg)).unwrap_or_default();
+        if let Background::Running { finish, task } = running {
+            finish.cancel();
+            let bound = std::time::Duration::from_secs(self.config.sync.shutdown_drain_secs + 2);
+            if tokio::time::timeout(bound, task).await.is_err() {
+                tracing::warn!("the sync worker did not stop in time");
+            }
+        }
+        if let Err(e) = self.ledger.flush() {
+            tracing::error!("final ledger flush failed: {e}");
+        }
     }
 
     pub fn connections(&self) -> usize {
@@ -86,12 +138,11 @@ impl State {
     /// Commits one usage record; returns once it is durable. The call that produced it must not
     /// be answered before this returns.
     pub async fn record_usage(&self, record: UsageRecord) -> Result<(), RecordError> {
-        let mut recent = self.recent_usage.lock().map_err(|_| RecordError::Store("poisoned".into()))?;
-        if recent.len() >= 1000 {
-            recent.remove(0);
+        match self.ledger.commit(&record).await {
+            Ok(_) => Ok(()),
+            Err(LedgerError::Invalid(e)) => Err(RecordError::Invalid(e.to_string())),
+            Err(e) => Err(RecordError::Store(e.to_string())),
         }
-        recent.push(record);
-        Ok(())
     }
 }
 
