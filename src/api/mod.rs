@@ -7,6 +7,8 @@
 
 mod daemon;
 mod events;
+mod sync;
+mod usage;
 
 use crate::rpc::{message::Message, parse_params, Encoded, ErrorCode, RpcError};
 use crate::state::State;
@@ -87,6 +89,8 @@ pub const CANCEL_NOTIFICATION: &str = "$/cancel";
 pub static METHODS: LazyLock<Vec<Method>> = LazyLock::new(|| {
     let mut all = daemon::methods();
     all.extend(events::methods());
+    all.extend(usage::methods());
+    all.extend(sync::methods());
     all.push(Method {
         name: CANCEL_NOTIFICATION,
         params: "[msgid: u32]",

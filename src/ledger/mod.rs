@@ -21,11 +21,13 @@
 mod committer;
 pub mod counters;
 pub mod keys;
+pub mod summary;
 pub mod validate;
 
 pub use committer::Cleared;
 pub use counters::Counter;
 pub use keys::{Dim, Period};
+pub use summary::{BadPeriod, Group, Projection, Summary};
 pub use validate::{validate, InvalidRecord};
 
 use crate::usage::{now_ms, UsageRecord};
@@ -213,8 +215,11 @@ impl Ledger {
     pub async fn commit_many(&self, records: &[UsageRecord]) -> Result<Vec<bool>, LedgerError> {
         let now = now_ms();
         let mut prepared = Vec::with_capacity(records.len());
-        for r in records {
-            validate(r, now)?;
+        for (i, r) in records.iter().enumerate() {
+            validate(r, now).map_err(|e| match records.len() {
+                1 => e,
+                _ => InvalidRecord(format!("record {i}: {e}")),
+            })?;
             let value = serde_json::to_vec(r).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
             prepared.push(Prepared {
                 key: *r.id.as_bytes(),
