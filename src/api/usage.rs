@@ -99,6 +99,16 @@ fn whole(field: &str, n: Option<Num>, max: u64) -> Result<u64, RpcError> {
     Ok(v)
 }
 
+/// Reads a snake_case choice (`"byok"`, `"day"`, ...) into its enum. (Unit variants are sent as
+/// strings, which the MessagePack value deserializer does not map to enums itself.)
+fn choice<T: serde::de::DeserializeOwned>(field: &str, v: Option<String>) -> Result<Option<T>, RpcError> {
+    v.map(|s| {
+        serde_json::from_value(serde_json::Value::String(s))
+            .map_err(|e| RpcError::invalid_params(format!("`{field}`: {e}")))
+    })
+    .transpose()
+}
+
 fn ledger_error(e: LedgerError) -> RpcError {
     match e {
         LedgerError::Invalid(e) => RpcError::invalid_params(e.to_string()),
@@ -119,7 +129,7 @@ struct RecordParams {
     app: Option<String>,
     user: Option<String>,
     route: Option<String>,
-    key_source: Option<KeySource>,
+    key_source: Option<String>,
     input_tokens: Option<Num>,
     output_tokens: Option<Num>,
     cached_tokens: Option<Num>,
@@ -130,7 +140,7 @@ struct RecordParams {
     cost_usd: Option<Num>,
     latency_ms: Option<Num>,
     ttft_ms: Option<Num>,
-    status: Option<CallStatus>,
+    status: Option<String>,
     error_code: Option<String>,
     attempts: Option<Num>,
 }
@@ -182,7 +192,7 @@ fn build_record(p: RecordParams, conn_app: String) -> Result<UsageRecord, RpcErr
         r.user = u;
     }
     r.route = p.route.unwrap_or_default();
-    r.key_source = p.key_source.unwrap_or_default();
+    r.key_source = choice::<KeySource>("key_source", p.key_source)?.unwrap_or_default();
     r.input_tokens = whole("input_tokens", p.input_tokens, MAX_TOKENS)?;
     r.output_tokens = whole("output_tokens", p.output_tokens, MAX_TOKENS)?;
     r.cached_tokens = whole("cached_tokens", p.cached_tokens, MAX_TOKENS)?;
@@ -195,7 +205,7 @@ fn build_record(p: RecordParams, conn_app: String) -> Result<UsageRecord, RpcErr
         Some(n) => Some(whole("ttft_ms", Some(n), big)?),
         None => None,
     };
-    r.status = p.status.unwrap_or_default();
+    r.status = choice::<CallStatus>("status", p.status)?.unwrap_or_default();
     r.error_code = p.error_code;
     r.attempts = match p.attempts {
         Some(n) => u32::try_from(whole("attempts", Some(n), u64::from(u32::MAX))?).unwrap_or(u32::MAX),
@@ -237,8 +247,8 @@ enum GroupBy {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct SummaryParams {
-    period: Option<PeriodParam>,
-    group_by: Option<GroupBy>,
+    period: Option<String>,
+    group_by: Option<String>,
     from: Option<String>,
     to: Option<String>,
 }
@@ -311,11 +321,11 @@ struct SummaryResult {
 
 async fn summary(mut c: Call) -> Result<Encoded, RpcError> {
     let p: SummaryParams = c.params()?;
-    let (period, period_name) = match p.period.unwrap_or_default() {
+    let (period, period_name) = match choice::<PeriodParam>("period", p.period)?.unwrap_or_default() {
         PeriodParam::Day => (Period::Day, "day"),
         PeriodParam::Month => (Period::Month, "month"),
     };
-    let dim = match p.group_by.unwrap_or_default() {
+    let dim = match choice::<GroupBy>("group_by", p.group_by)?.unwrap_or_default() {
         GroupBy::Provider => Dim::Provider,
         GroupBy::Model => Dim::Model,
         GroupBy::App => Dim::App,
@@ -409,6 +419,24 @@ fn json_to_value(j: &serde_json::Value) -> Value {
     }
 }
 
+/// The reverse of [`json_to_value`]; values JSON cannot hold (binary, NaN) become `null`.
+fn value_to_json(v: &Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        Value::Nil => J::Null,
+        Value::Boolean(b) => J::Bool(*b),
+        Value::Integer(i) => i.as_u64().map(J::from).or_else(|| i.as_i64().map(J::from)).unwrap_or(J::Null),
+        Value::F32(f) => serde_json::Number::from_f64(f64::from(*f)).map_or(J::Null, J::Number),
+        Value::F64(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+        Value::String(s) => s.as_str().map_or(J::Null, |s| J::String(s.to_string())),
+        Value::Array(a) => J::Array(a.iter().map(value_to_json).collect()),
+        Value::Map(m) => J::Object(
+            m.iter().filter_map(|(k, v)| k.as_str().map(|k| (k.to_string(), value_to_json(v)))).collect(),
+        ),
+        Value::Binary(_) | Value::Ext(..) => J::Null,
+    }
+}
+
 #[derive(Deserialize, Default, Clone, Copy, PartialEq)]
 #[serde(rename_all = "snake_case")]
 enum Order {
@@ -427,7 +455,7 @@ struct RecordsParams {
     model: Option<String>,
     cursor: Option<String>,
     limit: Option<usize>,
-    order: Option<Order>,
+    order: Option<String>,
 }
 
 fn page_result(records: &[UsageRecord], next: Option<Uuid>, extra: Vec<(Value, Value)>) -> Encoded {
@@ -451,7 +479,7 @@ async fn records(mut c: Call) -> Result<Encoded, RpcError> {
         model: p.model,
         after: cursor_arg(p.cursor)?,
         limit,
-        ascending: p.order.unwrap_or_default() == Order::Asc,
+        ascending: choice::<Order>("order", p.order)?.unwrap_or_default() == Order::Asc,
     };
     let ledger = c.state.ledger.clone();
     let page = tokio::task::spawn_blocking(move || ledger.records(&q))
@@ -529,8 +557,8 @@ async fn import(mut c: Call) -> Result<Encoded, RpcError> {
     }
     let mut records = Vec::with_capacity(p.records.len());
     for (i, v) in p.records.into_iter().enumerate() {
-        let r: UsageRecord =
-            crate::rpc::from_value(v).map_err(|e| RpcError::invalid_params(format!("record {i}: {e}")))?;
+        let r: UsageRecord = serde_json::from_value(value_to_json(&v))
+            .map_err(|e| RpcError::invalid_params(format!("record {i}: {e}")))?;
         records.push(r);
     }
     let flags = c.state.ledger.commit_many(&records).await.map_err(ledger_error)?;

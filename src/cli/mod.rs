@@ -4,6 +4,8 @@
 
 mod serve;
 mod status;
+mod sync;
+mod usage;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -44,6 +46,13 @@ enum Command {
         /// Print the raw result as JSON
         #[arg(long)]
         json: bool,
+    },
+    /// Usage per provider, model, app or key source, with the projected month-end
+    Usage(usage::UsageArgs),
+    /// Usage sync to the backend
+    Sync {
+        #[command(subcommand)]
+        command: sync::SyncCommand,
     },
     /// Configuration file tools
     Config {
@@ -136,6 +145,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve { data_dir } => serve::run(&cli, data_dir.clone()).await,
         Command::Status { json } => status::run(&cli, *json).await,
         Command::Config { command } => config_cmd(&cli, command),
+        Command::Usage(args) => usage::run(&cli, args).await,
+        Command::Sync { command } => sync::run(&cli, command).await,
     }
 }
 
