@@ -35,6 +35,7 @@ pub struct Config {
     pub routes: crate::router::RoutesConfig,
     pub router: crate::router::RouterConfig,
     pub pricing: crate::pricing::PricingConfig,
+    pub sync: crate::sync::SyncConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -133,6 +134,9 @@ impl Config {
         self.vault.validate().map_err(|(key, message)| invalid(&key, &message))?;
         if let Err((key, message)) = crate::router::Router::check(&self.providers, &self.routes, &self.router) {
             return Err(invalid(&key, &message));
+        }
+        if let Err((key, message)) = self.sync.validate() {
+            return Err(invalid(key, &message));
         }
         if let Some(level) = &self.log.level {
             if tracing_subscriber::EnvFilter::try_new(level).is_err() {

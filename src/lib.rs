@@ -6,6 +6,7 @@ pub mod config;
 pub mod daemon;
 pub mod events;
 pub mod keys;
+pub mod ledger;
 pub mod logging;
 pub mod pricing;
 pub mod providers;
@@ -13,6 +14,7 @@ pub mod router;
 pub mod rpc;
 pub mod service;
 pub mod state;
+pub mod sync;
 pub mod usage;
 pub mod vault;
 

@@ -10,6 +10,8 @@ mod daemon;
 mod events;
 mod keys;
 mod models;
+mod sync;
+mod usage;
 mod vault;
 
 use crate::rpc::{message::Message, parse_params, Encoded, ErrorCode, RpcError};
@@ -95,6 +97,8 @@ pub static METHODS: LazyLock<Vec<Method>> = LazyLock::new(|| {
     all.extend(vault::methods());
     all.extend(chat::methods());
     all.extend(models::methods());
+    all.extend(usage::methods());
+    all.extend(sync::methods());
     all.push(Method {
         name: CANCEL_NOTIFICATION,
         params: "[msgid: u32]",

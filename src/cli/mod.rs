@@ -7,6 +7,8 @@ mod keys;
 mod serve;
 mod service;
 mod status;
+mod sync;
+mod usage;
 mod vault;
 
 use anyhow::Result;
@@ -66,6 +68,13 @@ enum Command {
     },
     /// Send one prompt and stream the answer; prints usage and cost at the end
     Chat(chat::ChatArgs),
+    /// Usage per provider, model, app or key source, with the projected month-end
+    Usage(usage::UsageArgs),
+    /// Usage sync to the backend
+    Sync {
+        #[command(subcommand)]
+        command: sync::SyncCommand,
+    },
     /// Configuration file tools
     Config {
         #[command(subcommand)]
@@ -172,6 +181,8 @@ async fn run(cli: Cli, activation: llm_sidecar::daemon::Activation) -> Result<Ex
         Command::Chat(args) => chat::run(&cli, args).await,
         Command::Config { command } => config_cmd(&cli, command),
         Command::Service { command } => service::run(&cli, command).await,
+        Command::Usage(args) => usage::run(&cli, args).await,
+        Command::Sync { command } => sync::run(&cli, command).await,
     }
 }
 

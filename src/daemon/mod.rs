@@ -2,7 +2,8 @@
 //!
 //! [`run`] serves until its shutdown token is cancelled (SIGTERM/SIGINT in `main`, anything in
 //! tests), then stops accepting, removes the socket, gives running calls
-//! `daemon.shutdown_grace_secs` to finish, and returns.
+//! `daemon.shutdown_grace_secs` to finish, lets the sync worker drain the outbox (bounded by
+//! `sync.shutdown_drain_secs`, see [`State::stop_background`]), and returns.
 
 pub mod conn;
 pub mod listener;
@@ -22,6 +23,7 @@ pub async fn run(state: Arc<State>, mut socket: BoundSocket) {
     let limit = Arc::new(Semaphore::new(state.config.daemon.max_connections));
     let tracker = TaskTracker::new();
     let mut next_id: u64 = 1;
+    state.start_background();
     tracing::info!(socket = %socket.path.display(), pid = std::process::id(), "listening");
     notify_service_manager(&[sd_notify::NotifyState::Ready]);
     loop {
@@ -75,6 +77,8 @@ pub async fn run(state: Arc<State>, mut socket: BoundSocket) {
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!("calls still running after the grace period; exiting anyway");
     }
+    // Bounded sync drain and final ledger flush, while the single-instance lock is still held.
+    state.stop_background().await;
     drop(socket);
     tracing::info!("stopped");
 }
