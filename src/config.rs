@@ -36,6 +36,9 @@ pub struct Config {
     pub router: crate::router::RouterConfig,
     pub pricing: crate::pricing::PricingConfig,
     pub sync: crate::sync::SyncConfig,
+    pub policy: crate::policy::PolicySettings,
+    pub tiers: crate::policy::TiersConfig,
+    pub account: crate::policy::AccountConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -137,6 +140,9 @@ impl Config {
         }
         if let Err((key, message)) = self.sync.validate() {
             return Err(invalid(key, &message));
+        }
+        if let Err((key, message)) = crate::policy::config::validate(&self.policy, &self.tiers, &self.account) {
+            return Err(invalid(&key, &message));
         }
         if let Some(level) = &self.log.level {
             if tracing_subscriber::EnvFilter::try_new(level).is_err() {

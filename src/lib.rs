@@ -8,6 +8,7 @@ pub mod events;
 pub mod keys;
 pub mod ledger;
 pub mod logging;
+pub mod policy;
 pub mod pricing;
 pub mod providers;
 pub mod router;

@@ -42,6 +42,8 @@ pub enum StateError {
     Pricing(#[from] crate::pricing::PricingError),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    #[error("invalid value for `{0}`: {1}")]
+    Policy(String, String),
 }
 
 /// Why a usage record could not be committed.
@@ -74,6 +76,8 @@ pub struct State {
     pub ledger: Arc<Ledger>,
     /// The usage sync worker's handle (status, `sync.now`).
     pub sync: SyncHandle,
+    /// Tiers, quotas, rate limits and the entitlement.
+    pub policy: Arc<crate::policy::Policy>,
     background: std::sync::Mutex<Background>,
 }
 
@@ -103,7 +107,19 @@ impl State {
         let prices = crate::pricing::PriceTable::load(&config.pricing, &config_dir)?;
         let ledger = Arc::new(Ledger::open(&paths.data_dir.join("ledger"))?);
         let (sync, worker) = crate::sync::new(&config.sync, ledger.clone(), events.clone(), config.sync.credentials());
+        let verifier = crate::policy::Verifier::from_config(&config.account, &config_dir)
+            .map_err(|(k, m)| StateError::Policy(k, m))?;
+        let policy = Arc::new(crate::policy::Policy::new(
+            config.policy.clone(),
+            config.tiers.clone(),
+            config.account.clone(),
+            verifier,
+            crate::policy::Clock::from_env(),
+            ledger.clone(),
+            events.clone(),
+        ));
         Ok(State {
+            policy,
             router,
             prices,
             config,
@@ -126,6 +142,7 @@ impl State {
         let Ok(mut bg) = self.background.lock() else { return };
         if let Background::Ready(worker) = std::mem::take(&mut *bg) {
             let finish = CancellationToken::new();
+            tokio::spawn(crate::policy::account::run(self.policy.clone(), self.vault.clone(), self.shutdown.clone()));
             let task = tokio::spawn(worker.run(finish.clone()));
             *bg = Background::Running { finish, task };
         }

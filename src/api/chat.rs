@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Attempt outcomes of targets that were skipped without a request.
-const SKIPPED: &[&str] = &["cooldown", "key_missing", "vault_locked", "deadline"];
+const SKIPPED: &[&str] = &["cooldown", "key_missing", "vault_locked", "deadline", "skipped_tier"];
 
 /// Deltas buffered between the router and the connection writer.
 const CHUNK_BUFFER: usize = 64;
@@ -165,7 +165,7 @@ fn validate(p: ChatParams) -> Result<(ChatCall, bool), RpcError> {
         temperature: p.temperature,
         stop,
     };
-    Ok((ChatCall { route: p.model, request, stream }, stream))
+    Ok((ChatCall { route: p.model, request, stream, targets: None }, stream))
 }
 
 /// Running chat calls by (connection, msgid), so `chat.cancel` can reach them.
@@ -191,12 +191,16 @@ impl Drop for Registered {
 }
 
 async fn chat(mut c: Call) -> Result<Encoded, RpcError> {
-    let (call, stream) = validate(c.params()?)?;
+    let (mut call, stream) = validate(c.params()?)?;
+    let admitted = super::quota::admit(&c.state, &c.conn.app(), &mut call)?;
     let _registered = Registered::new(c.conn.id, c.msgid, c.cancel.clone());
     let state = c.state.clone();
+    // A tier without BYOK uses no vault keys (platform and local keys only).
+    let keys: &dyn crate::keys::KeyStore =
+        if admitted.byok_allowed { state.keys.as_ref() } else { &crate::keys::NoKeys };
     let outcome = if stream {
         let (tx, mut rx) = mpsc::channel::<String>(CHUNK_BUFFER);
-        let run = state.router.chat(&call, state.keys.as_ref(), Some(&tx), &c.cancel);
+        let run = state.router.chat(&call, keys, Some(&tx), &c.cancel);
         tokio::pin!(run);
         let mut seq: u64 = 0;
         let outcome = loop {
@@ -211,9 +215,18 @@ async fn chat(mut c: Call) -> Result<Encoded, RpcError> {
         }
         outcome
     } else {
-        state.router.chat(&call, state.keys.as_ref(), None, &c.cancel).await
+        state.router.chat(&call, keys, None, &c.cancel).await
     };
-    finish(&c, &call, outcome).await
+    let mut outcome = outcome;
+    let skipped = admitted.skipped.iter().map(|t| Attempt {
+        provider: t.provider.clone(),
+        model: t.model.clone(),
+        outcome: "skipped_tier".into(),
+        status: None,
+        ms: 0,
+    });
+    outcome.attempts.splice(0..0, skipped);
+    finish(&c, &call, outcome, admitted).await
 }
 
 async fn send_chunk(c: &Call, seq: &mut u64, delta: String) {
@@ -224,7 +237,12 @@ async fn send_chunk(c: &Call, seq: &mut u64, delta: String) {
 }
 
 /// Bills the call (when tokens were or may have been billed, or it was cancelled) and answers.
-async fn finish(c: &Call, call: &ChatCall, o: ChatOutcome) -> Result<Encoded, RpcError> {
+async fn finish(
+    c: &Call,
+    call: &ChatCall,
+    o: ChatOutcome,
+    admitted: crate::policy::Admitted,
+) -> Result<Encoded, RpcError> {
     let usage = o.usage.unwrap_or_default();
     let price =
         c.state.prices.lookup(&o.provider, &o.target_model).or_else(|| c.state.prices.lookup(&o.provider, &o.model));
@@ -248,10 +266,17 @@ async fn finish(c: &Call, call: &ChatCall, o: ChatOutcome) -> Result<Encoded, Rp
         record.error_code = error_code.map(|e| e.as_str().to_string());
         let tries = o.attempts.iter().filter(|a| !SKIPPED.contains(&a.outcome.as_str())).count();
         record.attempts = u32::try_from(tries).unwrap_or(u32::MAX).max(1);
-        if let Err(e) = c.state.record_usage(record).await {
+        let byok = record.key_source == crate::usage::KeySource::Byok;
+        record.overage_microusd = c.state.policy.overage_microusd(&admitted, record.total_tokens(), byok);
+        c.state.policy.stamp(&mut record);
+        let committed = c.state.record_usage(record).await;
+        c.state.policy.settle(admitted);
+        if let Err(e) = committed {
             tracing::error!("usage record not committed: {e}");
             return Err(RpcError::internal("the usage record could not be stored; the call was not billed"));
         }
+    } else {
+        c.state.policy.settle(admitted);
     }
     let data = |status: Option<u16>, after_first_chunk: bool| FailureData {
         provider: &o.provider,

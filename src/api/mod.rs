@@ -5,11 +5,13 @@
 //! table and the dispatcher cannot disagree); handlers never panic on peer input: bad params are
 //! `invalid_params`; results are maps encoded with field names.
 
+mod account;
 mod chat;
 mod daemon;
 mod events;
 mod keys;
 mod models;
+mod quota;
 mod sync;
 mod usage;
 mod vault;
@@ -93,6 +95,8 @@ pub const CANCEL_NOTIFICATION: &str = "$/cancel";
 pub static METHODS: LazyLock<Vec<Method>> = LazyLock::new(|| {
     let mut all = daemon::methods();
     all.extend(events::methods());
+    all.extend(quota::methods());
+    all.extend(account::methods());
     all.extend(keys::methods());
     all.extend(vault::methods());
     all.extend(chat::methods());

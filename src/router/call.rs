@@ -26,6 +26,8 @@ pub struct ChatCall {
     pub route: String,
     pub request: ChatRequest,
     pub stream: bool,
+    /// The targets to try (the policy's allowed subset of the route); `None` resolves `route`.
+    pub targets: Option<Vec<Target>>,
 }
 
 /// One try of one target, as reported to the app.
@@ -121,7 +123,7 @@ impl Router {
         start: Instant,
     ) -> ChatOutcome {
         let mut out = ChatOutcome::default();
-        let Some(targets) = self.resolve(&call.route) else {
+        let Some(targets) = call.targets.clone().or_else(|| self.resolve(&call.route)) else {
             out.result = Some(ChatFailure::UnknownRoute(call.route.clone()));
             return out;
         };

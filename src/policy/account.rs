@@ -1,0 +1,195 @@
+//! The account: the entitlement token (kept in the vault as the secret of provider
+//! [`VAULT_PROVIDER`], never returned) and the backend at `account.url`.
+//!
+//! Backend contract (docs/policy.md): `GET {url}/entitlement` with `Authorization: Bearer
+//! <token>` → `{token?, usage?: {tokens, requests, cost_microusd, period_start}}` (period_start in
+//! Unix seconds); `POST {url}/checkout` `{tier?}` and `POST {url}/portal` `{}` → `{url}`.
+//! Offline, the last verified token holds until its `exp`.
+
+use super::{BackendUsage, Entitlement, EntitlementError, Policy};
+use crate::keys::KeyStore;
+use crate::vault::Vault;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The vault "provider" under which the entitlement token is stored.
+pub const VAULT_PROVIDER: &str = "llm-sidecar-account";
+const LABEL: &str = "entitlement";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error(transparent)]
+    Token(#[from] EntitlementError),
+    #[error("the vault is locked; unlock it with `llm-sidecar vault unlock`")]
+    Locked,
+    #[error("cannot store the entitlement token: {0}")]
+    Store(String),
+    #[error("no account backend is configured (account.url)")]
+    NoBackend,
+    #[error("not logged in")]
+    NotLoggedIn,
+    #[error("the account backend: {0}")]
+    Backend(String),
+}
+
+#[derive(Deserialize)]
+struct EntitlementReply {
+    token: Option<String>,
+    usage: Option<UsageReply>,
+}
+
+#[derive(Deserialize)]
+struct UsageReply {
+    #[serde(default)]
+    tokens: u64,
+    #[serde(default)]
+    requests: u64,
+    #[serde(default)]
+    cost_microusd: i64,
+    period_start: i64,
+}
+
+#[derive(Deserialize)]
+struct UrlReply {
+    url: String,
+}
+
+/// Verifies `token` (signature, algorithm, claims, expiry, known tier) without storing it.
+pub fn check(policy: &Policy, token: &str) -> Result<Entitlement, EntitlementError> {
+    let e = policy.verifier().verify(token)?;
+    if e.exp <= policy.clock.now_ms() / 1000 {
+        return Err(EntitlementError::Expired);
+    }
+    if policy.enabled() && !policy.tiers.contains_key(&e.tier) {
+        return Err(EntitlementError::UnknownTier(e.tier));
+    }
+    Ok(e)
+}
+
+/// `account.login`: verifies and stores the token, and makes its tier active.
+pub fn login(policy: &Policy, vault: &Vault, token: &str) -> Result<Entitlement, AccountError> {
+    let e = check(policy, token)?;
+    store(vault, token)?;
+    policy.set_entitlement(Some(e.clone()));
+    Ok(e)
+}
+
+fn store(vault: &Vault, token: &str) -> Result<(), AccountError> {
+    vault.set(VAULT_PROVIDER, Some(LABEL), SecretString::from(token.trim().to_string())).map(|_| ()).map_err(
+        |e| match e {
+            crate::vault::VaultError::Locked => AccountError::Locked,
+            other => AccountError::Store(other.to_string()),
+        },
+    )
+}
+
+/// `account.logout`: forgets the token (vault and memory); the default tier applies again.
+pub fn logout(policy: &Policy, vault: &Vault) -> Result<bool, AccountError> {
+    let metas = vault.list(Some(VAULT_PROVIDER)).map_err(|e| match e {
+        crate::vault::VaultError::Locked => AccountError::Locked,
+        other => AccountError::Store(other.to_string()),
+    })?;
+    for m in &metas {
+        vault.remove(&m.id).map_err(|e| AccountError::Store(e.to_string()))?;
+    }
+    let had = policy.entitlement().is_some() || !metas.is_empty();
+    policy.set_entitlement(None);
+    policy.set_backend_usage(None);
+    Ok(had)
+}
+
+/// The stored token, if the vault is open and holds one.
+fn stored(vault: &Vault) -> Option<SecretString> {
+    vault.keys_for(VAULT_PROVIDER).ok()?.into_iter().next().map(|k| k.secret)
+}
+
+/// Loads the stored token into the policy (at start and after an unlock). An expired or no
+/// longer valid token is ignored (the default tier applies).
+pub fn load(policy: &Policy, vault: &Vault) {
+    if let Some(t) = stored(vault) {
+        match policy.verifier().verify(t.expose_secret()) {
+            Ok(e) => policy.set_entitlement(Some(e)),
+            Err(e) => tracing::warn!("stored entitlement token not usable: {e}"),
+        }
+    }
+}
+
+/// `account.refresh` (and each poll): asks the backend for a fresh token and the period's usage.
+pub async fn refresh(policy: &Policy, vault: &Vault, http: &reqwest::Client) -> Result<(), AccountError> {
+    let url = policy.account.url.clone().ok_or(AccountError::NoBackend)?;
+    let token = stored(vault).ok_or(AccountError::NotLoggedIn)?;
+    let reply: EntitlementReply = http
+        .get(format!("{}/entitlement", url.trim_end_matches('/')))
+        .bearer_auth(token.expose_secret())
+        .timeout(Duration::from_secs(15))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| AccountError::Backend(e.without_url().to_string()))?
+        .json()
+        .await
+        .map_err(|e| AccountError::Backend(format!("unreadable reply: {}", e.without_url())))?;
+    if let Some(new) = reply.token.filter(|t| t.trim() != token.expose_secret()) {
+        login(policy, vault, &new)?;
+    }
+    if let Some(u) = reply.usage {
+        policy.set_backend_usage(Some(BackendUsage {
+            used: super::Amount { tokens: u.tokens, requests: u.requests, cost_microusd: u.cost_microusd },
+            period_start_ms: u.period_start.saturating_mul(1000),
+            fetched_at_ms: policy.clock.now_ms(),
+        }));
+    }
+    Ok(())
+}
+
+/// `account.checkout_url` / `account.portal_url`: a link from the backend to open in a browser.
+pub async fn link(
+    policy: &Policy,
+    vault: &Vault,
+    http: &reqwest::Client,
+    kind: &str,
+    tier: Option<&str>,
+) -> Result<String, AccountError> {
+    let url = policy.account.url.clone().ok_or(AccountError::NoBackend)?;
+    let mut req = http.post(format!("{}/{kind}", url.trim_end_matches('/'))).timeout(Duration::from_secs(15));
+    if let Some(t) = stored(vault) {
+        req = req.bearer_auth(t.expose_secret());
+    }
+    let body = match tier {
+        Some(t) => serde_json::json!({ "tier": t }),
+        None => serde_json::json!({}),
+    };
+    let reply: UrlReply = req
+        .json(&body)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| AccountError::Backend(e.without_url().to_string()))?
+        .json()
+        .await
+        .map_err(|e| AccountError::Backend(format!("unreadable reply: {}", e.without_url())))?;
+    Ok(reply.url)
+}
+
+/// Background task: loads the stored token, then every `account.poll_secs` re-checks expiry
+/// (emitting `tier.changed` on fallback) and refreshes from the backend if one is configured.
+pub async fn run(policy: Arc<Policy>, vault: Arc<Vault>, stop: CancellationToken) {
+    let http = reqwest::Client::new();
+    load(&policy, &vault);
+    let every = Duration::from_secs(policy.account.poll_secs.max(1));
+    loop {
+        policy.tier();
+        if policy.account.url.is_some() && stored(&vault).is_some() {
+            if let Err(e) = refresh(&policy, &vault, &http).await {
+                tracing::info!("entitlement refresh failed (the current token holds until it expires): {e}");
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}

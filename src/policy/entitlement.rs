@@ -1,0 +1,188 @@
+//! Entitlement tokens: JWTs signed by the backend (EdDSA or RS256) that name the user's tier and
+//! billing period, verified with the public key(s) from `[account]` (PEM, JWKS text or file).
+//!
+//! Invariants: a token is accepted only with a valid signature by a configured key, an algorithm
+//! listed in `account.algorithms`, and every required claim (`sub`, `tier`, `period_start`,
+//! `period_end`, `exp`); expiry is checked against the policy clock by the caller (a token that
+//! verified once stays usable offline until `exp`). Token text never appears in errors or logs.
+
+use super::config::AccountConfig;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntitlementError {
+    #[error(
+        "no key to verify entitlement tokens is configured (account.public_key_pem, account.jwks or account.jwks_file)"
+    )]
+    NoKey,
+    #[error("the entitlement token is malformed: {0}")]
+    Malformed(String),
+    #[error("the entitlement token uses algorithm {0}, which is not accepted (account.algorithms)")]
+    WrongAlgorithm(String),
+    #[error("the entitlement token's signature is not valid for any configured key")]
+    BadSignature,
+    #[error("the entitlement token lacks the `{0}` claim")]
+    MissingClaim(&'static str),
+    #[error("the entitlement token expired")]
+    Expired,
+    #[error("the entitlement token names tier `{0}`, which is not configured")]
+    UnknownTier(String),
+}
+
+/// Per-token overrides of the tier's limits.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LimitOverrides {
+    pub monthly_tokens: Option<u64>,
+    pub monthly_requests: Option<u64>,
+    pub monthly_cost_usd: Option<f64>,
+}
+
+/// The verified claims of an entitlement token. Times are Unix seconds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Entitlement {
+    pub sub: String,
+    pub tier: String,
+    pub period_start: i64,
+    pub period_end: i64,
+    pub exp: i64,
+    pub limits: LimitOverrides,
+}
+
+#[derive(Deserialize)]
+struct RawClaims {
+    sub: Option<String>,
+    tier: Option<String>,
+    period_start: Option<i64>,
+    period_end: Option<i64>,
+    exp: Option<i64>,
+    #[serde(default)]
+    limits: Option<LimitOverrides>,
+}
+
+/// The configured verification keys.
+#[derive(Clone, Default)]
+pub struct Verifier {
+    keys: Vec<(Option<String>, &'static str, DecodingKey)>,
+    algorithms: Vec<Algorithm>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier").field("keys", &self.keys.len()).field("algorithms", &self.algorithms).finish()
+    }
+}
+
+fn family(alg: Algorithm) -> &'static str {
+    match alg {
+        Algorithm::EdDSA => "ed",
+        Algorithm::RS256
+        | Algorithm::RS384
+        | Algorithm::RS512
+        | Algorithm::PS256
+        | Algorithm::PS384
+        | Algorithm::PS512 => "rsa",
+        _ => "other",
+    }
+}
+
+impl Verifier {
+    /// Loads the keys named in `[account]`; `config_dir` resolves a relative `jwks_file`.
+    pub fn from_config(c: &AccountConfig, config_dir: &Path) -> Result<Verifier, (String, String)> {
+        let mut keys = Vec::new();
+        if let Some(pem) = &c.public_key_pem {
+            let k = DecodingKey::from_ed_pem(pem.as_bytes())
+                .map(|k| (None, "ed", k))
+                .or_else(|_| DecodingKey::from_rsa_pem(pem.as_bytes()).map(|k| (None, "rsa", k)))
+                .map_err(|e| {
+                    ("account.public_key_pem".to_string(), format!("not an Ed25519 or RSA public key: {e}"))
+                })?;
+            keys.push(k);
+        }
+        let mut jwks = Vec::new();
+        if let Some(text) = &c.jwks {
+            jwks.push(("account.jwks", text.clone()));
+        }
+        if let Some(file) = &c.jwks_file {
+            let path = config_dir.join(file);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| ("account.jwks_file".to_string(), format!("cannot read {}: {e}", path.display())))?;
+            jwks.push(("account.jwks_file", text));
+        }
+        for (key, text) in jwks {
+            let set: JwkSet = serde_json::from_str(&text).map_err(|e| (key.to_string(), format!("not a JWKS: {e}")))?;
+            for jwk in &set.keys {
+                let dk = DecodingKey::from_jwk(jwk).map_err(|e| (key.to_string(), format!("unusable key: {e}")))?;
+                let fam = match &jwk.algorithm {
+                    jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => "rsa",
+                    jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_) => "ed",
+                    _ => return Err((key.to_string(), "only Ed25519 (OKP) and RSA keys are supported".into())),
+                };
+                keys.push((jwk.common.key_id.clone(), fam, dk));
+            }
+        }
+        let algorithms = c
+            .algorithms
+            .iter()
+            .filter_map(|a| match a.as_str() {
+                "EdDSA" => Some(Algorithm::EdDSA),
+                "RS256" => Some(Algorithm::RS256),
+                _ => None,
+            })
+            .collect();
+        Ok(Verifier { keys, algorithms })
+    }
+
+    pub fn configured(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// Verifies `token`'s signature, algorithm and claims (not its expiry: see module docs).
+    pub fn verify(&self, token: &str) -> Result<Entitlement, EntitlementError> {
+        if self.keys.is_empty() {
+            return Err(EntitlementError::NoKey);
+        }
+        let header =
+            jsonwebtoken::decode_header(token.trim()).map_err(|e| EntitlementError::Malformed(e.to_string()))?;
+        if !self.algorithms.contains(&header.alg) {
+            return Err(EntitlementError::WrongAlgorithm(format!("{:?}", header.alg)));
+        }
+        let mut validation = Validation::new(header.alg);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        let candidates = self.keys.iter().filter(|(kid, fam, _)| {
+            *fam == family(header.alg) && (header.kid.is_none() || kid.is_none() || *kid == header.kid)
+        });
+        let mut last = EntitlementError::BadSignature;
+        for (_, _, key) in candidates {
+            match jsonwebtoken::decode::<RawClaims>(token.trim(), key, &validation) {
+                Ok(data) => return claims(data.claims),
+                Err(e) => {
+                    last = match e.kind() {
+                        jsonwebtoken::errors::ErrorKind::InvalidSignature => EntitlementError::BadSignature,
+                        jsonwebtoken::errors::ErrorKind::Json(_) => {
+                            EntitlementError::Malformed("claims are not valid JSON of the expected shape".into())
+                        }
+                        _ => EntitlementError::Malformed(e.to_string()),
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+fn claims(c: RawClaims) -> Result<Entitlement, EntitlementError> {
+    let sub = c.sub.filter(|s| !s.is_empty()).ok_or(EntitlementError::MissingClaim("sub"))?;
+    let tier = c.tier.filter(|s| !s.is_empty()).ok_or(EntitlementError::MissingClaim("tier"))?;
+    let period_start = c.period_start.ok_or(EntitlementError::MissingClaim("period_start"))?;
+    let period_end = c.period_end.ok_or(EntitlementError::MissingClaim("period_end"))?;
+    let exp = c.exp.ok_or(EntitlementError::MissingClaim("exp"))?;
+    if period_end <= period_start {
+        return Err(EntitlementError::Malformed("period_end is not after period_start".into()));
+    }
+    Ok(Entitlement { sub, tier, period_start, period_end, exp, limits: c.limits.unwrap_or_default() })
+}

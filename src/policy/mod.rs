@@ -1,0 +1,458 @@
+//! Tiers, quotas, rate limits and entitlements: whether a call may run, decided before any
+//! tokens are spent (design §8).
+//!
+//! Admission (for every `chat`, and `quota.check` as a dry run): tier gate per route target →
+//! rate limit (per user and per app) → quota with a reservation of the call's worst case.
+//! Settlement: once the usage record is committed, the reservation is released (the ledger then
+//! holds the actual usage); a failed call releases it without a record.
+//!
+//! Invariants:
+//! - with no `[tiers]` the policy is off: every call is allowed, nothing is reserved;
+//! - quota decisions and reservations happen under one lock (see [`quota`]), so concurrent calls
+//!   never together pass a limit (unless the tier allows overage);
+//! - calls on the user's own key (BYOK) skip the quota unless `byok.counts_toward_quota`; they
+//!   are recorded either way;
+//! - the tier is the entitlement token's while it is valid (offline too) and the configured
+//!   default otherwise; every change emits `tier.changed`.
+
+pub mod account;
+pub mod config;
+pub mod entitlement;
+pub mod period;
+pub mod quota;
+pub mod rate;
+pub mod tiers;
+
+pub use config::{AccountConfig, PolicySettings, TierConfig, TiersConfig};
+pub use entitlement::{Entitlement, EntitlementError, Verifier};
+pub use period::{Bounds, Clock};
+pub use quota::{Amount, Limits, Metric, Reservation};
+
+use crate::events::Bus;
+use crate::ledger::Ledger;
+use crate::router::Target;
+use config::{microusd, Overage, PeriodKind};
+use serde::Serialize;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
+
+/// The one user of this daemon (records carry it).
+pub const USER: &str = "local";
+
+/// Why a call is refused. Rendered by the API layer as `tier_required`, `rate_limited` or
+/// `quota_exceeded` with these fields as `data`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    TierRequired { required_tier: Option<String>, provider: String, model: String },
+    RateLimited { retry_after_ms: u64, limit: u32 },
+    QuotaExceeded { metric: Metric, limit: i64, used: i64, remaining: i64, period_start: String, period_end: String },
+}
+
+/// Backend's count of this period's usage across the user's devices.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct BackendUsage {
+    pub used: Amount,
+    pub period_start_ms: i64,
+    pub fetched_at_ms: i64,
+}
+
+/// What admission hands the call: the targets it may use and its reservation.
+#[derive(Debug, Default)]
+pub struct Admitted {
+    pub tier: Option<String>,
+    /// The route's targets this tier allows, in order.
+    pub targets: Vec<Target>,
+    /// Targets the tier does not allow (reported as `skipped_tier` attempts).
+    pub skipped: Vec<Target>,
+    /// Whether the user's own (vault) keys may be used.
+    pub byok_allowed: bool,
+    reservation: Option<Reservation>,
+    overage_per_1k_microusd: Option<i64>,
+    tokens_limit: Option<u64>,
+    count_byok: bool,
+    bounds: Option<Bounds>,
+}
+
+/// One call to admit. `worst` is the call's worst case at each target (tokens, 1 request, cost).
+pub struct AdmitRequest<'a> {
+    pub app: &'a str,
+    pub targets: Vec<(Target, Amount)>,
+    /// Whether the user has own keys for a provider (predicts a BYOK call).
+    pub has_byok: &'a dyn Fn(&str) -> bool,
+    /// `quota.check`: decide without consuming the rate limit or keeping a reservation.
+    pub dry_run: bool,
+}
+
+/// One limit in `quota.status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitStatus {
+    pub metric: &'static str,
+    pub limit: i64,
+    pub used: i64,
+    pub remaining: i64,
+    pub reserved: i64,
+    pub projected: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub enabled: bool,
+    pub tier: Option<String>,
+    /// `config` (the default tier) or `entitlement`.
+    pub tier_source: &'static str,
+    pub period_start: String,
+    pub period_end: String,
+    pub limits: Vec<LimitStatus>,
+    pub overage: bool,
+    pub requests_per_minute: Option<u32>,
+}
+
+#[derive(Debug)]
+pub struct Policy {
+    pub settings: PolicySettings,
+    pub tiers: TiersConfig,
+    pub account: AccountConfig,
+    pub clock: Clock,
+    ledger: Arc<Ledger>,
+    events: Bus,
+    verifier: Verifier,
+    admission: Mutex<()>,
+    reserved: quota::Reservations,
+    rates: rate::RateLimits,
+    entitlement: RwLock<Option<Entitlement>>,
+    backend: RwLock<Option<BackendUsage>>,
+    last_tier: Mutex<Option<String>>,
+    thresholds_sent: Mutex<HashSet<(i64, &'static str, u64)>>,
+}
+
+impl Policy {
+    pub fn new(
+        settings: PolicySettings,
+        tiers: TiersConfig,
+        account: AccountConfig,
+        verifier: Verifier,
+        clock: Clock,
+        ledger: Arc<Ledger>,
+        events: Bus,
+    ) -> Policy {
+        let last = settings.default_tier.clone();
+        Policy {
+            settings,
+            tiers,
+            account,
+            clock,
+            ledger,
+            events,
+            verifier,
+            admission: Mutex::new(()),
+            reserved: quota::Reservations::default(),
+            rates: rate::RateLimits::default(),
+            entitlement: RwLock::new(None),
+            backend: RwLock::new(None),
+            last_tier: Mutex::new(last),
+            thresholds_sent: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Admission of a call the router will refuse anyway (unknown route): nothing reserved.
+    pub fn pass_through() -> Admitted {
+        Admitted { byok_allowed: true, ..Admitted::default() }
+    }
+
+    /// Whether any tier is configured.
+    pub fn enabled(&self) -> bool {
+        !self.tiers.is_empty()
+    }
+
+    pub fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+
+    /// The valid (unexpired) entitlement, if any.
+    pub fn entitlement(&self) -> Option<Entitlement> {
+        let now_s = self.clock.now_ms() / 1000;
+        self.entitlement.read().ok().and_then(|e| e.clone()).filter(|e| e.exp > now_s)
+    }
+
+    /// Installs (or clears) the entitlement and reports a tier change.
+    pub fn set_entitlement(&self, e: Option<Entitlement>) {
+        if let Ok(mut slot) = self.entitlement.write() {
+            *slot = e;
+        }
+        self.tier();
+    }
+
+    pub fn set_backend_usage(&self, u: Option<BackendUsage>) {
+        if let Ok(mut slot) = self.backend.write() {
+            *slot = u;
+        }
+    }
+
+    pub fn backend_usage(&self) -> Option<BackendUsage> {
+        self.backend.read().ok().and_then(|b| *b)
+    }
+
+    /// The active tier's name (`None` when the policy is off); emits `tier.changed` on change.
+    pub fn tier(&self) -> Option<String> {
+        let ent = self.entitlement().filter(|e| self.tiers.contains_key(&e.tier));
+        let tier = ent.as_ref().map(|e| e.tier.clone()).or_else(|| self.settings.default_tier.clone());
+        if let Ok(mut last) = self.last_tier.lock() {
+            if *last != tier {
+                #[derive(Serialize)]
+                struct Changed<'a> {
+                    from: Option<&'a str>,
+                    to: Option<&'a str>,
+                    source: &'static str,
+                }
+                let source = if ent.is_some() { "entitlement" } else { "config" };
+                self.events.emit("tier.changed", &Changed { from: last.as_deref(), to: tier.as_deref(), source });
+                tracing::info!(from = ?*last, to = ?tier, "tier changed");
+                last.clone_from(&tier);
+            }
+        }
+        tier
+    }
+
+    fn tier_config(&self, name: &Option<String>) -> Option<&TierConfig> {
+        name.as_ref().and_then(|n| self.tiers.get(n))
+    }
+
+    /// The active tier's limits, with the entitlement's overrides.
+    pub fn limits(&self, tier: &TierConfig) -> Limits {
+        let o = self.entitlement().map(|e| e.limits).unwrap_or_default();
+        Limits {
+            tokens: o.monthly_tokens.or(tier.monthly_tokens),
+            requests: o.monthly_requests.or(tier.monthly_requests),
+            cost_microusd: o.monthly_cost_usd.or(tier.monthly_cost_usd).map(microusd),
+        }
+    }
+
+    /// The current quota period.
+    pub fn bounds(&self) -> Bounds {
+        let now = self.clock.now_ms();
+        match (self.settings.period, self.entitlement()) {
+            (PeriodKind::Anchored, Some(e)) => {
+                Bounds::anchored(now, e.period_start.saturating_mul(1000), e.period_end.saturating_mul(1000))
+            }
+            _ => Bounds::calendar_month(now),
+        }
+    }
+
+    /// Usage of the period: local ledger, or (with a backend count for this period) the backend's
+    /// count plus local records it has not acknowledged, whichever is larger.
+    pub fn used(&self, bounds: &Bounds, count_byok: bool) -> Amount {
+        let local = quota::local_used(&self.ledger, bounds, count_byok).unwrap_or_else(|e| {
+            tracing::error!("cannot read period usage from the ledger: {e}");
+            Amount::default()
+        });
+        match self.backend_usage().filter(|b| b.period_start_ms == bounds.start_ms) {
+            Some(b) => {
+                let mut merged = b.used;
+                merged.add(&quota::pending_used(&self.ledger, bounds, count_byok).unwrap_or_default());
+                merged.max(&local)
+            }
+            None => local,
+        }
+    }
+
+    /// Admission of one call (see module docs).
+    pub fn admit(&self, req: &AdmitRequest<'_>) -> Result<Admitted, Refusal> {
+        let tier_name = self.tier();
+        let Some(tier) = self.tier_config(&tier_name) else {
+            return Ok(Admitted {
+                tier: tier_name,
+                targets: req.targets.iter().map(|(t, _)| t.clone()).collect(),
+                byok_allowed: true,
+                ..Admitted::default()
+            });
+        };
+        let (allowed, skipped): (Vec<_>, Vec<_>) =
+            req.targets.iter().cloned().partition(|(t, _)| tiers::allows(tier, &t.provider, &t.model));
+        if allowed.is_empty() {
+            let (provider, model) =
+                req.targets.first().map(|(t, _)| (t.provider.clone(), t.model.clone())).unwrap_or_default();
+            let required_tier = tiers::cheapest_allowing(&self.tiers, &provider, &model).map(str::to_string);
+            return Err(Refusal::TierRequired { required_tier, provider, model });
+        }
+        if let (Some(rpm), false) = (tier.requests_per_minute, req.dry_run) {
+            if let Err(retry_after_ms) = self.rates.check(rpm, USER, req.app) {
+                #[derive(Serialize)]
+                struct Limited<'a> {
+                    app: &'a str,
+                    retry_after_ms: u64,
+                    limit: u32,
+                }
+                self.events.emit("rate_limited", &Limited { app: req.app, retry_after_ms, limit: rpm });
+                return Err(Refusal::RateLimited { retry_after_ms, limit: rpm });
+            }
+        }
+        let byok_call = tier.byok.allowed && allowed.first().is_some_and(|(t, _)| (req.has_byok)(&t.provider));
+        let count_byok = tier.byok.counts_toward_quota;
+        let bounds = self.bounds();
+        let limits = self.limits(tier);
+        let mut admitted = Admitted {
+            tier: tier_name,
+            targets: allowed.iter().map(|(t, _)| t.clone()).collect(),
+            skipped: skipped.into_iter().map(|(t, _)| t).collect(),
+            byok_allowed: tier.byok.allowed,
+            reservation: None,
+            overage_per_1k_microusd: tier.overage_price_per_1k_tokens_usd.map(microusd),
+            tokens_limit: limits.tokens,
+            count_byok,
+            bounds: Some(bounds),
+        };
+        if limits == Limits::default() || (byok_call && !count_byok) {
+            return Ok(admitted);
+        }
+        let worst = allowed.iter().fold(Amount::default(), |acc, (_, a)| acc.max(a));
+        let _lock = self.admission.lock().map_err(|_| Refusal::RateLimited { retry_after_ms: 1000, limit: 0 })?;
+        let mut taken = self.used(&bounds, count_byok);
+        let used = taken;
+        taken.add(&self.reserved.total());
+        if let Some(metric) = limits.first_exceeded(&taken, &worst) {
+            if tier.overage != Overage::Allow {
+                let limit = limits.get(metric).unwrap_or(0);
+                let used_m = used.get(metric);
+                let refusal = Refusal::QuotaExceeded {
+                    metric,
+                    limit,
+                    used: used_m,
+                    remaining: (limit - taken.get(metric)).max(0),
+                    period_start: Bounds::rfc3339(bounds.start_ms),
+                    period_end: Bounds::rfc3339(bounds.end_ms),
+                };
+                if !req.dry_run {
+                    #[derive(Serialize)]
+                    struct Exceeded<'a> {
+                        metric: &'static str,
+                        limit: i64,
+                        used: i64,
+                        period_end: &'a str,
+                    }
+                    let end = Bounds::rfc3339(bounds.end_ms);
+                    self.events.emit(
+                        "quota.exceeded",
+                        &Exceeded { metric: metric.as_str(), limit, used: used_m, period_end: &end },
+                    );
+                }
+                return Err(refusal);
+            }
+        }
+        if !req.dry_run {
+            admitted.reservation = Some(self.reserved.hold(worst));
+        }
+        Ok(admitted)
+    }
+
+    /// The overage charge of a finished call with `tokens` (0 within the quota). Call before its
+    /// record is committed.
+    pub fn overage_microusd(&self, a: &Admitted, tokens: u64, byok: bool) -> i64 {
+        let (Some(price), Some(limit), Some(bounds)) = (a.overage_per_1k_microusd, a.tokens_limit, a.bounds) else {
+            return 0;
+        };
+        if byok && !a.count_byok {
+            return 0;
+        }
+        let used = self.used(&bounds, a.count_byok).tokens;
+        let over = used.saturating_add(tokens).saturating_sub(limit).min(tokens);
+        i64::try_from(u128::from(over) * u128::try_from(price).unwrap_or(0) / 1000).unwrap_or(i64::MAX)
+    }
+
+    /// Settles a call after its record was committed (or it failed without one): releases the
+    /// reservation and emits `quota.threshold` for fractions crossed.
+    pub fn settle(&self, mut a: Admitted) {
+        drop(a.reservation.take());
+        let Some(tier) = self.tier_config(&a.tier) else { return };
+        let Some(bounds) = a.bounds else { return };
+        let limits = self.limits(tier);
+        if limits == Limits::default() {
+            return;
+        }
+        let used = self.used(&bounds, a.count_byok);
+        for metric in Metric::ALL {
+            let Some(limit) = limits.get(metric).filter(|l| *l > 0) else { continue };
+            let u = used.get(metric);
+            for f in &self.settings.thresholds {
+                let permille = (f * 1000.0).round() as u64;
+                if (u as f64) < (limit as f64) * f {
+                    continue;
+                }
+                let fresh = self
+                    .thresholds_sent
+                    .lock()
+                    .map(|mut s| s.insert((bounds.start_ms, metric.as_str(), permille)))
+                    .unwrap_or(false);
+                if fresh {
+                    #[derive(Serialize)]
+                    struct Threshold<'a> {
+                        metric: &'static str,
+                        fraction: f64,
+                        limit: i64,
+                        used: i64,
+                        period_end: &'a str,
+                    }
+                    let end = Bounds::rfc3339(bounds.end_ms);
+                    self.events.emit(
+                        "quota.threshold",
+                        &Threshold { metric: metric.as_str(), fraction: *f, limit, used: u, period_end: &end },
+                    );
+                }
+            }
+        }
+    }
+
+    /// `quota.status`.
+    pub fn status(&self) -> Status {
+        let tier_name = self.tier();
+        let bounds = self.bounds();
+        let tier_source =
+            if self.entitlement().is_some_and(|e| self.tiers.contains_key(&e.tier)) { "entitlement" } else { "config" };
+        let mut out = Status {
+            enabled: self.enabled(),
+            tier: tier_name.clone(),
+            tier_source,
+            period_start: Bounds::rfc3339(bounds.start_ms),
+            period_end: Bounds::rfc3339(bounds.end_ms),
+            limits: Vec::new(),
+            overage: false,
+            requests_per_minute: None,
+        };
+        let Some(tier) = self.tier_config(&tier_name) else { return out };
+        out.overage = tier.overage == Overage::Allow;
+        out.requests_per_minute = tier.requests_per_minute;
+        let limits = self.limits(tier);
+        let used = self.used(&bounds, tier.byok.counts_toward_quota);
+        let reserved = self.reserved.total();
+        let now = self.clock.now_ms();
+        for metric in Metric::ALL {
+            let Some(limit) = limits.get(metric) else { continue };
+            let u = used.get(metric);
+            let r = reserved.get(metric);
+            out.limits.push(LimitStatus {
+                metric: metric.as_str(),
+                limit,
+                used: u,
+                remaining: (limit - u - r).max(0),
+                reserved: r,
+                projected: i64::try_from(bounds.project(now, u64::try_from(u).unwrap_or(0))).unwrap_or(i64::MAX),
+            });
+        }
+        out
+    }
+
+    /// Whether the active tier may use `provider`/`model` (`models.list`).
+    pub fn model_allowed(&self, provider: &str, model: &str) -> bool {
+        self.tier_config(&self.tier()).is_none_or(|t| tiers::allows(t, provider, model))
+    }
+
+    /// Stamps a record with the policy clock's time (only differs from the system clock when a
+    /// fake clock is set in a debug build).
+    pub fn stamp(&self, r: &mut crate::usage::UsageRecord) {
+        if self.clock.is_fake() {
+            let ms = self.clock.now_ms().max(0);
+            r.ts = ms;
+            let ts = uuid::Timestamp::from_unix(uuid::NoContext, (ms / 1000) as u64, ((ms % 1000) * 1_000_000) as u32);
+            r.id = uuid::Uuid::new_v7(ts);
+        }
+    }
+}
