@@ -10,7 +10,7 @@ pub(super) fn methods() -> Vec<Method> {
     vec![Method {
         name: "models.list",
         params: "{provider?: str}",
-        result: "{providers: [{name, adapter, base_url, keyless, key_present, models: [{id, price: {input, output, cached, cache_write} | nil}]}], routes: [{name, targets: [str]}]}",
+        result: "{providers: [{name, adapter, base_url, keyless, key_present, models: [{id, price: {input, output, cached, cache_write} | nil, allowed}]}], routes: [{name, targets: [str]}]}",
         summary: "Providers with their models, prices (micro-dollars per million tokens) and whether a key is available; configured routes",
         kind: "request",
         handler: Some(|c| Box::pin(list(c))),
@@ -28,6 +28,8 @@ struct ModelInfo<'a> {
     id: &'a str,
     /// Micro-dollars per million tokens; nil when unknown (cost is then 0).
     price: Option<Price>,
+    /// Whether the active tier may use it.
+    allowed: bool,
 }
 
 #[derive(Serialize)]
@@ -77,7 +79,11 @@ async fn list(mut c: Call) -> Result<Encoded, RpcError> {
             models: spec
                 .models
                 .iter()
-                .map(|m| ModelInfo { id: m, price: state.prices.lookup(&spec.name, m) })
+                .map(|m| ModelInfo {
+                    id: m,
+                    price: state.prices.lookup(&spec.name, m),
+                    allowed: state.policy.model_allowed(&spec.name, m),
+                })
                 .collect(),
         })
         .collect();

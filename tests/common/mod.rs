@@ -66,6 +66,12 @@ impl Daemon {
         }
     }
 
+    /// Sets (or replaces) an environment variable for the next [`Daemon::spawn`].
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.extra_env.retain(|(k, _)| k != key);
+        self.extra_env.push((key.to_string(), value.to_string()));
+    }
+
     /// The `serve` command for this daemon's paths.
     pub fn serve_command(&self) -> Command {
         let mut cmd = command(self.dir.path());

@@ -1,0 +1,348 @@
+//! Policies over the real socket against the mock provider: each example policy in
+//! `examples/policies/` allowed and refused with the exact error data, BYOK bypass, overage,
+//! period rollover with the injected clock, rate limits, entitlement tokens (good, bad signature,
+//! expired, wrong algorithm, missing claims), offline grace, backend usage merge, and 200
+//! concurrent calls against a quota with room for 50.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+mod mock_provider;
+
+use common::{field, params, Daemon};
+use llm_sidecar::rpc::{Client, ClientError, RpcError};
+use mock_provider::Mock;
+use rmpv::Value;
+use std::time::Duration;
+
+const KEY: &str = "sk-test-policy-PLATFORMkey-7781";
+
+fn example(name: &str) -> String {
+    std::fs::read_to_string(format!("{}/examples/policies/{name}.toml", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// Every preset the examples name, pointed at the mock, plus the example policy (with textual
+/// replacements) and `extra`.
+fn config(mock: &Mock, policy: &str, replace: &[(&str, &str)], extra: &str) -> String {
+    let u = mock.url();
+    let mut policy = example(policy);
+    for (from, to) in replace {
+        assert!(policy.contains(from), "`{from}` not in the example");
+        policy = policy.replace(from, to);
+    }
+    let mut out = String::new();
+    for p in ["openai", "anthropic", "together", "openrouter", "cloudflare"] {
+        out += &format!("[providers.{p}]\nbase_url = \"{u}/v1\"\nkey_env = \"MOCK_KEY\"\n");
+    }
+    out += &format!("[providers.ollama]\nbase_url = \"{u}/v1\"\n");
+    format!("{out}{extra}\n{policy}")
+}
+
+fn start(config: &str, env: &[(&str, &str)]) -> Daemon {
+    let mut all = vec![("MOCK_KEY", KEY)];
+    all.extend_from_slice(env);
+    Daemon::start_with(config, &all)
+}
+
+fn chat_params(model: &str, max_tokens: u64) -> Vec<Value> {
+    let msg = Value::Map(vec![
+        (Value::from("role"), Value::from("user")),
+        (Value::from("content"), Value::from("Say hello")),
+    ]);
+    params(&[("model", model.into()), ("messages", Value::Array(vec![msg])), ("max_tokens", max_tokens.into())])
+}
+
+async fn chat(c: &Client, model: &str, max_tokens: u64) -> Result<Value, RpcError> {
+    match c.call("chat", chat_params(model, max_tokens)).await {
+        Ok(v) => Ok(v),
+        Err(ClientError::Rpc(e)) => Err(e),
+        Err(e) => panic!("transport: {e}"),
+    }
+}
+
+fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+    field(v, k).as_str().unwrap_or_else(|| panic!("`{k}` not a string in {v}"))
+}
+
+fn i(v: &Value, k: &str) -> i64 {
+    field(v, k).as_i64().unwrap_or_else(|| panic!("`{k}` not an integer in {v}"))
+}
+
+fn month_start(ms: i64) -> String {
+    llm_sidecar::policy::Bounds::rfc3339(llm_sidecar::policy::Bounds::calendar_month(ms).start_ms)
+}
+
+fn month_end(ms: i64) -> String {
+    llm_sidecar::policy::Bounds::rfc3339(llm_sidecar::policy::Bounds::calendar_month(ms).end_ms)
+}
+
+fn now_ms() -> i64 {
+    llm_sidecar::usage::now_ms()
+}
+
+/// Asserts a `quota_exceeded` error with exactly these numbers in the current month.
+fn assert_quota(e: &RpcError, metric: &str, limit: i64, used: i64, remaining: i64) {
+    assert_eq!(e.code.as_str(), "quota_exceeded", "{e:?}");
+    let d = &e.data;
+    assert_eq!(
+        (s(d, "metric"), i(d, "limit"), i(d, "used"), i(d, "remaining")),
+        (metric, limit, used, remaining),
+        "{d}"
+    );
+    assert_eq!(s(d, "period_start"), month_start(now_ms()));
+    assert_eq!(s(d, "period_end"), month_end(now_ms()));
+}
+
+fn limit_of<'a>(status: &'a Value, metric: &str) -> &'a Value {
+    field(status, "limits").as_array().unwrap().iter().find(|l| s(l, "metric") == metric).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_tiers_means_everything_is_allowed() {
+    let mock = Mock::start().await;
+    let d = start(&format!("[providers.openai]\nbase_url = \"{}/v1\"\nkey_env = \"MOCK_KEY\"\n", mock.url()), &[]);
+    let c = d.client().await;
+    chat(&c, "openai/gpt-4o", 100_000).await.unwrap();
+    let st = c.call("quota.status", vec![]).await.unwrap();
+    assert_eq!(field(&st, "enabled").as_bool(), Some(false));
+    assert!(field(&st, "limits").as_array().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desktop_writing_app_gates_providers_and_caps_cost() {
+    let mock = Mock::start().await;
+    let routes = "[routes.write]\ntargets = [\"openai/gpt-4o\", \"ollama/llama3.2\"]\n";
+    let d = start(&config(&mock, "desktop-writing-app", &[], routes), &[]);
+    let c = d.client().await;
+    // Free: local Ollama only.
+    let r = chat(&c, "ollama/llama3.2", 50).await.unwrap();
+    assert_eq!(s(&r, "provider"), "ollama");
+    let e = chat(&c, "openai/gpt-4o", 50).await.unwrap_err();
+    assert_eq!(e.code.as_str(), "tier_required");
+    assert_eq!((s(&e.data, "required_tier"), s(&e.data, "provider"), s(&e.data, "model")), ("pro", "openai", "gpt-4o"));
+    let e = chat(&c, "together/meta-llama/Llama-3.3-70B-Instruct-Turbo", 50).await.unwrap_err();
+    assert_eq!(s(&e.data, "required_tier"), "member");
+    // A route: the target the tier does not allow is skipped and listed.
+    let r = chat(&c, "write", 50).await.unwrap();
+    assert_eq!(s(&r, "provider"), "ollama");
+    let attempts = field(&r, "attempts").as_array().unwrap();
+    assert_eq!((s(&attempts[0], "provider"), s(&attempts[0], "outcome")), ("openai", "skipped_tier"));
+    assert_eq!(s(&attempts[1], "outcome"), "ok");
+    // models.list says what this tier may use.
+    let list = c.call("models.list", params(&[("provider", "openai".into())])).await.unwrap();
+    let models = field(&field(&list, "providers").as_array().unwrap()[0], "models").as_array().unwrap().clone();
+    assert!(models.iter().all(|m| field(m, "allowed").as_bool() == Some(false)));
+    drop(c);
+    drop(d);
+
+    // Member: hosted open models, $5 a month. At $0.10 a token a call costs $1.90 (19 tokens)
+    // and reserves at least $4.10 (40 output tokens + the prompt): the second call cannot fit.
+    let price = "[pricing.models]\n\"together/test-model\" = { input = 100000.0, output = 100000.0 }\n";
+    let d = start(
+        &config(&mock, "desktop-writing-app", &[("default_tier = \"free\"", "default_tier = \"member\"")], price),
+        &[],
+    );
+    let c = d.client().await;
+    let r = chat(&c, "together/test-model", 40).await.unwrap();
+    assert_eq!(i(&r, "cost_microusd"), 1_900_000);
+    let e = chat(&c, "together/test-model", 40).await.unwrap_err();
+    assert_eq!(e.code.as_str(), "quota_exceeded");
+    assert_eq!(
+        (s(&e.data, "metric"), i(&e.data, "limit"), i(&e.data, "used")),
+        ("cost_microusd", 5_000_000, 1_900_000)
+    );
+    assert_eq!(i(&e.data, "remaining"), 3_100_000);
+    let e = chat(&c, "openai/gpt-4o", 10).await.unwrap_err();
+    assert_eq!(s(&e.data, "required_tier"), "pro");
+    let st = c.call("quota.status", vec![]).await.unwrap();
+    assert_eq!(s(&st, "tier"), "member");
+    let cost = limit_of(&st, "cost_microusd");
+    assert_eq!(
+        (i(cost, "limit"), i(cost, "used"), i(cost, "remaining"), i(cost, "reserved")),
+        (5_000_000, 1_900_000, 3_100_000, 0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_platform_counts_messages_and_gates_models() {
+    let mock = Mock::start().await;
+    let d = start(&config(&mock, "chat-platform", &[], ""), &[]);
+    let c = d.client().await;
+    let e = chat(&c, "anthropic/claude-sonnet-4-5", 50).await.unwrap_err();
+    assert_eq!(e.code.as_str(), "tier_required");
+    assert_eq!(
+        (s(&e.data, "required_tier"), s(&e.data, "provider"), s(&e.data, "model")),
+        ("alchemist", "anthropic", "claude-sonnet-4-5")
+    );
+    let e = chat(&c, "openai/gpt-4o", 50).await.unwrap_err();
+    assert_eq!(s(&e.data, "required_tier"), "adept");
+    // quota.check answers exactly what chat would.
+    let ck = c
+        .call(
+            "quota.check",
+            params(&[("model", "anthropic/claude-sonnet-4-5".into()), ("estimated_tokens", 10.into())]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(field(&ck, "allowed").as_bool(), Some(false));
+    assert_eq!(s(field(&ck, "error"), "code"), "tier_required");
+    assert_eq!(s(field(field(&ck, "error"), "data"), "required_tier"), "alchemist");
+    for _ in 0..50 {
+        chat(&c, "anthropic/claude-3-5-haiku-latest", 50).await.unwrap();
+    }
+    let e = chat(&c, "anthropic/claude-3-5-haiku-latest", 50).await.unwrap_err();
+    assert_quota(&e, "requests", 50, 50, 0);
+    let ck = c.call("quota.check", params(&[("model", "anthropic/claude-3-5-haiku-latest".into())])).await.unwrap();
+    assert_eq!(s(field(&ck, "error"), "code"), "quota_exceeded");
+    // Seeker may not use own keys: a vault key for anthropic is not used, the quota still holds.
+    c.call("keys.set", params(&[("provider", "anthropic".into()), ("secret", "sk-ant-byok-USERKEY-5521".into())]))
+        .await
+        .unwrap();
+    let e = chat(&c, "anthropic/claude-3-5-haiku-latest", 50).await.unwrap_err();
+    assert_eq!(e.code.as_str(), "quota_exceeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_fix_bot_token_limit_with_byok_bypass() {
+    let mock = Mock::start().await;
+    let d = start(&config(&mock, "code-fix-bot", &[], ""), &[]);
+    let c = d.client().await;
+    // 19 tokens used; the next call reserves 990 + its prompt: over 1,000.
+    chat(&c, "openai/gpt-4o-mini", 990).await.unwrap();
+    let e = chat(&c, "openai/gpt-4o-mini", 990).await.unwrap_err();
+    assert_quota(&e, "tokens", 1000, 19, 981);
+    chat(&c, "openai/gpt-4o-mini", 100).await.unwrap();
+    // Own key: no limit, still recorded (as byok).
+    c.call("keys.set", params(&[("provider", "openai".into()), ("secret", "sk-byok-USERKEY-0099".into())]))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        chat(&c, "openai/gpt-4o-mini", 990).await.unwrap();
+    }
+    let recs = c.call("usage.records", params(&[("limit", 100.into())])).await.unwrap();
+    let recs = field(&recs, "records").as_array().unwrap().clone();
+    assert_eq!(recs.len(), 5);
+    assert_eq!(recs.iter().filter(|r| s(r, "key_source") == "byok").count(), 3);
+    let st = c.call("quota.status", vec![]).await.unwrap();
+    assert_eq!(i(limit_of(&st, "tokens"), "used"), 38, "byok calls do not count: {st}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn screen_assistant_blocks_free_and_bills_pro_overage() {
+    let mock = Mock::start().await;
+    let d = start(&config(&mock, "screen-assistant", &[], ""), &[]);
+    let c = d.client().await;
+    chat(&c, "openai/gpt-4o-mini", 1000).await.unwrap();
+    let e = chat(&c, "openai/gpt-4o-mini", 100_000).await.unwrap_err();
+    assert_quota(&e, "tokens", 100_000, 19, 99_981);
+    drop(c);
+    drop(d);
+    // Pro with a 20-token month (same shape as 2M, quicker to reach): overage allowed and billed
+    // at $0.02 per 1k tokens on the row.
+    let d = start(
+        &config(
+            &mock,
+            "screen-assistant",
+            &[
+                ("default_tier = \"free\"", "default_tier = \"pro\""),
+                ("monthly_tokens = 2000000", "monthly_tokens = 20"),
+            ],
+            "",
+        ),
+        &[],
+    );
+    let c = d.client().await;
+    chat(&c, "openai/gpt-4o-mini", 1000).await.unwrap();
+    chat(&c, "openai/gpt-4o-mini", 1000).await.unwrap();
+    let recs = c.call("usage.records", params(&[("order", "asc".into())])).await.unwrap();
+    let recs = field(&recs, "records").as_array().unwrap().clone();
+    let over: Vec<i64> = recs.iter().map(|r| i(r, "overage_microusd")).collect();
+    assert_eq!(over, [0, 18 * 20]); // 18 tokens past the limit at 20 micro-dollars a token
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn developer_api_resets_on_the_first_of_the_month() {
+    let mock = Mock::start().await;
+    let cfg = config(&mock, "developer-api", &[], "");
+    // Last month (fake clock): use up the 5 calls.
+    let last_month = llm_sidecar::policy::Bounds::calendar_month(now_ms()).start_ms - 3 * 86_400_000;
+    let fake = last_month.to_string();
+    let mut d = Daemon::prepare(&cfg, &[("MOCK_KEY", KEY), ("LLM_SIDECAR_FAKE_NOW", &fake)]);
+    d.spawn();
+    let c = d.client().await;
+    for _ in 0..5 {
+        chat(&c, "openai/gpt-4o-mini", 10).await.unwrap();
+    }
+    let e = chat(&c, "openai/gpt-4o-mini", 10).await.unwrap_err();
+    assert_eq!(e.code.as_str(), "quota_exceeded");
+    assert_eq!((i(&e.data, "used"), s(&e.data, "period_end")), (5, month_start(now_ms()).as_str()));
+    drop(c);
+    d.kill9();
+    // This month, same data dir: a fresh quota, last month's records still in the ledger.
+    d.set_env("LLM_SIDECAR_FAKE_NOW", &now_ms().to_string());
+    d.spawn();
+    let c = d.client().await;
+    let st = c.call("quota.status", vec![]).await.unwrap();
+    assert_eq!((s(&st, "period_start"), i(limit_of(&st, "requests"), "used")), (month_start(now_ms()).as_str(), 0));
+    for _ in 0..5 {
+        chat(&c, "openai/gpt-4o-mini", 10).await.unwrap();
+    }
+    let e = chat(&c, "openai/gpt-4o-mini", 10).await.unwrap_err();
+    assert_quota(&e, "requests", 5, 5, 0);
+    let recs = c.call("usage.records", params(&[("limit", 100.into())])).await.unwrap();
+    assert_eq!(field(&recs, "records").as_array().unwrap().len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn developer_api_rate_limit_answers_retry_after() {
+    let mock = Mock::start().await;
+    let d = start(&config(&mock, "developer-api", &[("default_tier = \"free\"", "default_tier = \"paid\"")], ""), &[]);
+    let c = d.client().await;
+    let events = d.client().await;
+    events.call("events.subscribe", params(&[("kinds", Value::Array(vec!["rate_limited".into()]))])).await.unwrap();
+    let mut notes = events.take_notifications().unwrap();
+    let calls = (0..100).map(|_| chat(&c, "openai/gpt-4o-mini", 10));
+    for r in futures::future::join_all(calls).await {
+        r.unwrap();
+    }
+    let e = chat(&c, "openai/gpt-4o-mini", 10).await.unwrap_err();
+    assert_eq!(e.code.as_str(), "rate_limited");
+    let wait = i(&e.data, "retry_after_ms");
+    assert!(wait > 0 && wait <= 60_000, "{wait}");
+    assert_eq!(i(&e.data, "limit"), 100);
+    let (_, args) = tokio::time::timeout(Duration::from_secs(5), notes.recv()).await.unwrap().unwrap();
+    assert_eq!(s(&args[0], "kind"), "rate_limited");
+    // Nothing was spent on the refused call.
+    let recs = c.call("usage.records", params(&[("limit", 1000.into())])).await.unwrap();
+    assert_eq!(field(&recs, "records").as_array().unwrap().len(), 100);
+}
+
+/// 200 calls at once against a quota with room for 50: exactly 50 run, the rest are refused,
+/// and the ledger never holds more than the quota.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_never_exceed_the_quota() {
+    let mock = Mock::start().await;
+    let d = start(
+        &config(
+            &mock,
+            "developer-api",
+            &[("monthly_requests = 5\n", "monthly_requests = 50\n"), ("requests_per_minute = 100\n", "")],
+            "",
+        ),
+        &[],
+    );
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(d.client().await);
+    }
+    let calls = (0..200).map(|n| chat(&clients[n % 4], "openai/gpt-4o-mini", 10));
+    let results = futures::future::join_all(calls).await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let refused = results.iter().filter(|r| r.as_ref().is_err_and(|e| e.code.as_str() == "quota_exceeded")).count();
+    assert_eq!((ok, refused), (50, 150));
+    let c = &clients[0];
+    let recs = c.call("usage.records", params(&[("limit", 1000.into())])).await.unwrap();
+    assert_eq!(field(&recs, "records").as_array().unwrap().len(), 50);
+    let st = c.call("quota.status", vec![]).await.unwrap();
+    let req = limit_of(&st, "requests");
+    assert_eq!((i(req, "used"), i(req, "remaining"), i(req, "reserved")), (50, 0, 0));
+}
