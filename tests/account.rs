@@ -204,7 +204,8 @@ async fn entitlement(AxState(b): AxState<Backend>, headers: HeaderMap) -> Json<s
 async fn backend_usage_is_merged_with_local_unsynced_usage() {
     let mock = Mock::start().await;
     let keys = keypair();
-    let fresh = sign(&keys, &claims("paid", now_s() + 7200));
+    let fresh_exp = now_s() + 7200;
+    let fresh = sign(&keys, &claims("paid", fresh_exp));
     let backend = Backend { token: Arc::new(Mutex::new(fresh.clone())), requests: 497, ..Backend::default() };
     let app = axum::Router::new()
         .route("/entitlement", get(entitlement))
@@ -230,7 +231,7 @@ async fn backend_usage_is_merged_with_local_unsynced_usage() {
     assert_eq!(backend.seen_auth.lock().unwrap().last().unwrap(), &format!("Bearer {first}"));
     assert_eq!(
         s(&st, "expires_at"),
-        llm_sidecar::policy::Bounds::rfc3339((now_s() + 7200) * 1000),
+        llm_sidecar::policy::Bounds::rfc3339(fresh_exp * 1000),
         "the fresh token replaced the old one"
     );
     // 497 on other devices + 1 local unsynced = 498 of 500.
