@@ -251,3 +251,34 @@ async fn backend_usage_is_merged_with_local_unsynced_usage() {
     assert_eq!(s(&link, "url"), "https://pay.example/portal");
     assert!(!d.logs().contains(&fresh) && !d.logs().contains(&first));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_account_login_and_quota() {
+    let mock = Mock::start().await;
+    let keys = keypair();
+    let d = Daemon::start_with(&config(&mock, &keys, None), &[("MOCK_KEY", KEY)]);
+    let c = d.client().await;
+    chat(&c).await.unwrap();
+    let file = d.dir.path().join("token.jwt");
+    let token = sign(&keys, &claims("paid", now_s() + 3600));
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let run = |args: &[&str]| {
+        let out = common::command(d.dir.path()).arg("--socket").arg(&d.socket).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let out = run(&["account", "login", "--token-file", file.to_str().unwrap()]);
+    assert!(out.contains("paid (from entitlement)") && out.contains("user-42"), "{out}");
+    assert!(!out.contains(&token));
+    let out = run(&["quota"]);
+    let end = llm_sidecar::policy::Bounds::rfc3339(
+        llm_sidecar::policy::Bounds::calendar_month(llm_sidecar::usage::now_ms()).end_ms,
+    );
+    assert!(out.contains("tier      paid"), "{out}");
+    assert!(out.contains(&end), "{out}");
+    assert!(out.contains("requests  [") && out.contains("1 of 500"), "{out}");
+    let out = run(&["account", "logout"]);
+    assert!(out.contains("tier is now free"), "{out}");
+    let out = run(&["account", "status"]);
+    assert!(out.contains("not logged in"), "{out}");
+}

@@ -2,8 +2,10 @@
 //!
 //! Exit codes: 0 success, 1 error, 2 usage error (clap), 3 no daemon running.
 
+mod account;
 mod chat;
 mod keys;
+mod quota;
 mod serve;
 mod service;
 mod status;
@@ -74,6 +76,13 @@ enum Command {
     Sync {
         #[command(subcommand)]
         command: sync::SyncCommand,
+    },
+    /// Show the active tier, each limit with a usage bar, and when the period ends
+    Quota(quota::QuotaArgs),
+    /// Log in with an entitlement token, log out, or show the account
+    Account {
+        #[command(subcommand)]
+        command: account::AccountCommand,
     },
     /// Configuration file tools
     Config {
@@ -183,6 +192,8 @@ async fn run(cli: Cli, activation: llm_sidecar::daemon::Activation) -> Result<Ex
         Command::Service { command } => service::run(&cli, command).await,
         Command::Usage(args) => usage::run(&cli, args).await,
         Command::Sync { command } => sync::run(&cli, command).await,
+        Command::Quota(args) => quota::run(&cli, args).await,
+        Command::Account { command } => account::run(&cli, command).await,
     }
 }
 
