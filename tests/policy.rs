@@ -346,3 +346,30 @@ async fn concurrent_calls_never_exceed_the_quota() {
     let req = limit_of(&st, "requests");
     assert_eq!((i(req, "used"), i(req, "remaining"), i(req, "reserved")), (50, 0, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn threshold_and_exceeded_events_once_per_period() {
+    let mock = Mock::start().await;
+    let d = start(&config(&mock, "developer-api", &[], ""), &[]);
+    let c = d.client().await;
+    let events = d.client().await;
+    let kinds = Value::Array(vec!["quota.threshold".into(), "quota.exceeded".into()]);
+    events.call("events.subscribe", params(&[("kinds", kinds)])).await.unwrap();
+    let mut notes = events.take_notifications().unwrap();
+    for _ in 0..5 {
+        chat(&c, "openai/gpt-4o-mini", 10).await.unwrap();
+    }
+    chat(&c, "openai/gpt-4o-mini", 10).await.unwrap_err();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let (_, args) = tokio::time::timeout(Duration::from_secs(5), notes.recv()).await.unwrap().unwrap();
+        let e = &args[0];
+        let what = match s(e, "kind") {
+            "quota.threshold" => format!("threshold {} at {}", field(e, "fraction").as_f64().unwrap(), i(e, "used")),
+            k => format!("{k} {} {}", s(e, "metric"), i(e, "used")),
+        };
+        seen.push(what);
+    }
+    assert_eq!(seen, ["threshold 0.8 at 4", "threshold 0.9 at 5", "quota.exceeded requests 5"]);
+    assert!(tokio::time::timeout(Duration::from_millis(300), notes.recv()).await.is_err(), "no repeats");
+}

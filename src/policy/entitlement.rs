@@ -186,3 +186,50 @@ fn claims(c: RawClaims) -> Result<Entitlement, EntitlementError> {
     }
     Ok(Entitlement { sub, tier, period_start, period_end, exp, limits: c.limits.unwrap_or_default() })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use base64::Engine;
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    use jsonwebtoken::{EncodingKey, Header};
+
+    fn token(sk: &ed25519_dalek::SigningKey, kid: Option<&str>, claims: &serde_json::Value) -> String {
+        let pem = sk.to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF).unwrap();
+        let mut h = Header::new(Algorithm::EdDSA);
+        h.kid = kid.map(str::to_string);
+        jsonwebtoken::encode(&h, claims, &EncodingKey::from_ed_pem(pem.as_bytes()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn jwks_keys_are_picked_by_kid() {
+        let a = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let b = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let x = |k: &ed25519_dalek::SigningKey| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k.verifying_key().as_bytes())
+        };
+        let jwks = serde_json::json!({"keys": [
+            {"kty": "OKP", "crv": "Ed25519", "kid": "a", "x": x(&a)},
+            {"kty": "OKP", "crv": "Ed25519", "kid": "b", "x": x(&b)},
+        ]});
+        let config = AccountConfig { jwks: Some(jwks.to_string()), ..AccountConfig::default() };
+        let v = Verifier::from_config(&config, Path::new(".")).unwrap();
+        let claims = serde_json::json!({"sub": "u", "tier": "pro", "period_start": 1, "period_end": 2, "exp": 3,
+            "limits": {"monthly_tokens": 5}});
+        let e = v.verify(&token(&b, Some("b"), &claims)).unwrap();
+        assert_eq!((e.tier.as_str(), e.limits.monthly_tokens), ("pro", Some(5)));
+        assert_eq!(v.verify(&token(&b, Some("a"), &claims)), Err(EntitlementError::BadSignature));
+        let only_rsa = AccountConfig { algorithms: vec!["RS256".into()], ..config };
+        let v = Verifier::from_config(&only_rsa, Path::new(".")).unwrap();
+        assert!(matches!(v.verify(&token(&a, Some("a"), &claims)), Err(EntitlementError::WrongAlgorithm(_))));
+        let bad = serde_json::json!({"sub": "u", "tier": "pro", "period_start": 1, "exp": 3});
+        let v = Verifier::from_config(
+            &AccountConfig { jwks: Some(jwks.to_string()), ..AccountConfig::default() },
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(v.verify(&token(&a, Some("a"), &bad)), Err(EntitlementError::MissingClaim("period_end")));
+        assert_eq!(Verifier::default().verify("x"), Err(EntitlementError::NoKey));
+    }
+}

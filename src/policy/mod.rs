@@ -305,7 +305,7 @@ impl Policy {
             return Ok(admitted);
         }
         let worst = allowed.iter().fold(Amount::default(), |acc, (_, a)| acc.max(a));
-        let _lock = self.admission.lock().map_err(|_| Refusal::RateLimited { retry_after_ms: 1000, limit: 0 })?;
+        let _lock = self.admission.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut taken = self.used(&bounds, count_byok);
         let used = taken;
         taken.add(&self.reserved.total());
