@@ -78,20 +78,20 @@ pub fn login(policy: &Policy, vault: &Vault, token: &str) -> Result<Entitlement,
 }
 
 fn store(vault: &Vault, token: &str) -> Result<(), AccountError> {
-    vault.set(VAULT_PROVIDER, Some(LABEL), SecretString::from(token.trim().to_string())).map(|_| ()).map_err(
-        |e| match e {
-            crate::vault::VaultError::Locked => AccountError::Locked,
-            other => AccountError::Store(other.to_string()),
-        },
-    )
+    let secret = SecretString::from(token.trim().to_string());
+    vault.set(VAULT_PROVIDER, Some(LABEL), secret).map(|_| ()).map_err(vault_error)
+}
+
+fn vault_error(e: crate::vault::VaultError) -> AccountError {
+    match e {
+        crate::vault::VaultError::Locked => AccountError::Locked,
+        other => AccountError::Store(other.to_string()),
+    }
 }
 
 /// `account.logout`: forgets the token (vault and memory); the default tier applies again.
 pub fn logout(policy: &Policy, vault: &Vault) -> Result<bool, AccountError> {
-    let metas = vault.list(Some(VAULT_PROVIDER)).map_err(|e| match e {
-        crate::vault::VaultError::Locked => AccountError::Locked,
-        other => AccountError::Store(other.to_string()),
-    })?;
+    let metas = vault.list(Some(VAULT_PROVIDER)).map_err(vault_error)?;
     for m in &metas {
         vault.remove(&m.id).map_err(|e| AccountError::Store(e.to_string()))?;
     }
@@ -121,17 +121,11 @@ pub fn load(policy: &Policy, vault: &Vault) {
 pub async fn refresh(policy: &Policy, vault: &Vault, http: &reqwest::Client) -> Result<(), AccountError> {
     let url = policy.account.url.clone().ok_or(AccountError::NoBackend)?;
     let token = stored(vault).ok_or(AccountError::NotLoggedIn)?;
-    let reply: EntitlementReply = http
+    let req = http
         .get(format!("{}/entitlement", url.trim_end_matches('/')))
         .bearer_auth(token.expose_secret())
-        .timeout(Duration::from_secs(15))
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .map_err(|e| AccountError::Backend(e.without_url().to_string()))?
-        .json()
-        .await
-        .map_err(|e| AccountError::Backend(format!("unreadable reply: {}", e.without_url())))?;
+        .timeout(Duration::from_secs(15));
+    let reply: EntitlementReply = send_json(req).await?;
     if let Some(new) = reply.token.filter(|t| t.trim() != token.expose_secret()) {
         login(policy, vault, &new)?;
     }
@@ -162,16 +156,19 @@ pub async fn link(
         Some(t) => serde_json::json!({ "tier": t }),
         None => serde_json::json!({}),
     };
-    let reply: UrlReply = req
-        .json(&body)
-        .send()
+    let reply: UrlReply = send_json(req.json(&body)).await?;
+    Ok(reply.url)
+}
+
+/// Sends `req` and reads a JSON reply; errors never carry the URL or the token.
+async fn send_json<T: serde::de::DeserializeOwned>(req: reqwest::RequestBuilder) -> Result<T, AccountError> {
+    req.send()
         .await
         .and_then(reqwest::Response::error_for_status)
         .map_err(|e| AccountError::Backend(e.without_url().to_string()))?
         .json()
         .await
-        .map_err(|e| AccountError::Backend(format!("unreadable reply: {}", e.without_url())))?;
-    Ok(reply.url)
+        .map_err(|e| AccountError::Backend(format!("unreadable reply: {}", e.without_url())))
 }
 
 /// Background task: loads the stored token, then every `account.poll_secs` re-checks expiry
