@@ -175,9 +175,11 @@ async fn send_json<T: serde::de::DeserializeOwned>(req: reqwest::RequestBuilder)
 /// (emitting `tier.changed` on fallback) and refreshes from the backend if one is configured.
 pub async fn run(policy: Arc<Policy>, vault: Arc<Vault>, stop: CancellationToken) {
     let http = reqwest::Client::new();
-    load(&policy, &vault);
     let every = Duration::from_secs(policy.account.poll_secs.max(1));
     loop {
+        if policy.entitlement().is_none() {
+            load(&policy, &vault); // at start, and after a passphrase vault was unlocked
+        }
         policy.tier();
         if policy.account.url.is_some() && stored(&vault).is_some() {
             if let Err(e) = refresh(&policy, &vault, &http).await {

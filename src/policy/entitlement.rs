@@ -232,4 +232,26 @@ mod tests {
         assert_eq!(v.verify(&token(&a, Some("a"), &bad)), Err(EntitlementError::MissingClaim("period_end")));
         assert_eq!(Verifier::default().verify("x"), Err(EntitlementError::NoKey));
     }
+
+    #[test]
+    fn rs256_with_a_pem_public_key() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+        let private = std::fs::read(format!("{dir}/test-only-rsa-private.pem")).unwrap();
+        let public = std::fs::read_to_string(format!("{dir}/test-only-rsa-public.pem")).unwrap();
+        let config = AccountConfig { public_key_pem: Some(public), ..AccountConfig::default() };
+        let v = Verifier::from_config(&config, Path::new(".")).unwrap();
+        let claims = serde_json::json!({"sub": "u", "tier": "pro", "period_start": 1, "period_end": 2, "exp": 3});
+        let t = jsonwebtoken::encode(
+            &Header::new(Algorithm::RS256),
+            &claims,
+            &EncodingKey::from_rsa_pem(&private).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v.verify(&t).unwrap().sub, "u");
+        let mut forged = t.clone();
+        forged.replace_range(forged.len() - 6.., "AAAAAA");
+        assert_eq!(v.verify(&forged), Err(EntitlementError::BadSignature));
+        let ed = token(&ed25519_dalek::SigningKey::from_bytes(&[7; 32]), None, &claims);
+        assert_eq!(v.verify(&ed), Err(EntitlementError::BadSignature), "no Ed25519 key is configured");
+    }
 }
