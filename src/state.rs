@@ -70,7 +70,10 @@ pub struct State {
 #[derive(Debug, Default)]
 enum Background {
     Ready(SyncWorker),
-    Running { finish: CancellationToken, task: tokio::task::JoinHandle<()> },
+    Running {
+        finish: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    },
     #[default]
     Stopped,
 }
@@ -82,8 +85,7 @@ impl State {
             .map_err(|source| StateError::DataDir { path: paths.data_dir.clone(), source })?;
         let ledger = Arc::new(Ledger::open(&paths.data_dir.join("ledger"))?);
         let events = Bus::default();
-        let (sync, worker) =
-            crate::sync::new(&config.sync, ledger.clone(), events.clone(), config.sync.credentials());
+        let (sync, worker) = crate::sync::new(&config.sync, ledger.clone(), events.clone(), config.sync.credentials());
         Ok(State {
             config,
             paths,

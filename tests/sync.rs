@@ -21,7 +21,8 @@ fn config(url: &str, extra: &str) -> String {
 }
 
 fn start(url: &str, extra: &str) -> Daemon {
-    let extra = if extra.contains("token_") { extra.to_string() } else { format!("token_env = \"SYNC_TOKEN\"\n{extra}") };
+    let extra =
+        if extra.contains("token_") { extra.to_string() } else { format!("token_env = \"SYNC_TOKEN\"\n{extra}") };
     Daemon::start_with(&config(url, &extra), &[("SYNC_TOKEN", TOKEN)])
 }
 
@@ -168,7 +169,10 @@ async fn pauses_on_401_and_resumes_when_the_token_changes() {
     let d = start(&col.url, &format!("token_file = \"{}\"\n", token_file.path().display()));
     let c = d.client().await;
     let events = d.client().await;
-    events.call("events.subscribe", params(&[("kinds", Value::Array(vec!["sync.paused".into(), "sync.resumed".into()]))])).await.unwrap();
+    events
+        .call("events.subscribe", params(&[("kinds", Value::Array(vec!["sync.paused".into(), "sync.resumed".into()]))]))
+        .await
+        .unwrap();
     let mut notes = events.take_notifications().unwrap();
 
     let first = record_many(&c, 5, "app").await;

@@ -64,7 +64,9 @@ async fn record_validates_and_is_idempotent_by_id() {
     let d = Daemon::start();
     let c = d.client().await;
     c.call("daemon.hello", params(&[("app", "my-editor".into())])).await.unwrap();
-    let r = rec(&c, &[("input_tokens", 12.into()), ("output_tokens", 3.into()), ("cost_usd", 0.0125.into())]).await.unwrap();
+    let r = rec(&c, &[("input_tokens", 12.into()), ("output_tokens", 3.into()), ("cost_usd", 0.0125.into())])
+        .await
+        .unwrap();
     assert_eq!(i(&r, "cost_microusd"), 12_500);
     assert_eq!(field(&r, "duplicate").as_bool(), Some(false));
     let id = s(&r, "id").to_string();
@@ -108,10 +110,7 @@ async fn record_validates_and_is_idempotent_by_id() {
     // A backdated record gets an id from its own time, so time filters find it.
     let ts = llm_sidecar::usage::now_ms() - 3 * 86_400_000;
     rec(&c, &[("ts", ts.into())]).await.unwrap();
-    let window = c
-        .call("usage.records", params(&[("from", (ts - 1).into()), ("to", (ts + 1).into())]))
-        .await
-        .unwrap();
+    let window = c.call("usage.records", params(&[("from", (ts - 1).into()), ("to", (ts + 1).into())])).await.unwrap();
     assert_eq!(field(&window, "records").as_array().unwrap().len(), 1);
 }
 
@@ -166,7 +165,12 @@ async fn summary_groups_totals_and_projection() {
     let by_model = summary(&c, "day", "model").await;
     let keys: Vec<&str> = field(&by_model, "rows").as_array().unwrap().iter().map(|r| s(r, "key")).collect();
     assert!(keys.contains(&"anthropic/claude-3-5-haiku") && keys.contains(&"openai/gpt-4o-mini"), "{keys:?}");
-    let haiku = field(&by_model, "groups").as_array().unwrap().iter().find(|g| s(g, "key") == "anthropic/claude-3-5-haiku").unwrap();
+    let haiku = field(&by_model, "groups")
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| s(g, "key") == "anthropic/claude-3-5-haiku")
+        .unwrap();
     assert_eq!(u(haiku, "requests"), 2);
     let by_ks = summary(&c, "day", "key_source").await;
     assert_eq!(field(&by_ks, "groups").as_array().unwrap().len(), 3);
@@ -175,7 +179,10 @@ async fn summary_groups_totals_and_projection() {
     assert_eq!(u(ed, "requests"), 3);
 
     let past = c
-        .call("usage.summary", params(&[("period", "day".into()), ("from", "2021-01-01".into()), ("to", "2021-01-31".into())]))
+        .call(
+            "usage.summary",
+            params(&[("period", "day".into()), ("from", "2021-01-01".into()), ("to", "2021-01-31".into())]),
+        )
         .await
         .unwrap();
     assert_eq!(u(field(&past, "totals"), "requests"), 0);
@@ -209,7 +216,10 @@ async fn records_are_paged_and_filtered() {
     assert_eq!(asc, vec![0, 3, 6, 9]);
     let none = c.call("usage.records", params(&[("model", "nope".into())])).await.unwrap();
     assert!(field(&none, "records").as_array().unwrap().is_empty());
-    let today = c.call("usage.records", params(&[("from", "2020-01-01".into()), ("to", "2100-01-01T00:00:00Z".into())])).await.unwrap();
+    let today = c
+        .call("usage.records", params(&[("from", "2020-01-01".into()), ("to", "2100-01-01T00:00:00Z".into())]))
+        .await
+        .unwrap();
     assert_eq!(field(&today, "records").as_array().unwrap().len(), 12);
     assert!(invalid(c.call("usage.records", params(&[("limit", 0.into())])).await).contains("limit"));
     assert!(invalid(c.call("usage.records", params(&[("from", "yesterday".into())])).await).contains("from"));
@@ -266,8 +276,16 @@ async fn counters_match_records_after_kills_and_restarts() {
 }
 
 async fn rec_owned(c: &Client, provider: &str, input: u64, output: u64, cost: i64) -> Result<Value, ClientError> {
-    rec(c, &[("provider", provider.into()), ("input_tokens", input.into()), ("output_tokens", output.into()), ("cost_microusd", cost.into())])
-        .await
+    rec(
+        c,
+        &[
+            ("provider", provider.into()),
+            ("input_tokens", input.into()),
+            ("output_tokens", output.into()),
+            ("cost_microusd", cost.into()),
+        ],
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,7 +293,17 @@ async fn export_import_round_trip_is_idempotent() {
     let a = Daemon::start();
     let ca = a.client().await;
     for n in 0..30u64 {
-        rec(&ca, &[("input_tokens", n.into()), ("cost_microusd", (n * 3).into()), ("route", "fast".into()), ("ttft_ms", 40.into())]).await.unwrap();
+        rec(
+            &ca,
+            &[
+                ("input_tokens", n.into()),
+                ("cost_microusd", (n * 3).into()),
+                ("route", "fast".into()),
+                ("ttft_ms", 40.into()),
+            ],
+        )
+        .await
+        .unwrap();
     }
     let mut pages = Vec::new();
     let mut cursor: Option<String> = None;
@@ -314,7 +342,8 @@ async fn export_import_round_trip_is_idempotent() {
     assert_eq!(field(&sa, "groups"), field(&sb, "groups"));
     assert_eq!(u(&cb.call("sync.status", vec![]).await.unwrap(), "pending"), 30, "new records are queued for sync");
 
-    let wrong_version = params(&[("format", "llm-sidecar.usage".into()), ("version", 99.into()), ("records", Value::Array(vec![]))]);
+    let wrong_version =
+        params(&[("format", "llm-sidecar.usage".into()), ("version", 99.into()), ("records", Value::Array(vec![]))]);
     assert!(invalid(cb.call("usage.import", wrong_version).await).contains("version"));
     // One bad record and nothing is imported.
     let mut recs = field(&pages[0], "records").as_array().unwrap().clone();
@@ -346,11 +375,19 @@ async fn cli_usage_table_and_sync_commands() {
     let col = common::collector::Collector::start().await;
     let d = Daemon::start_with(&format!("[sync]\nurl = \"{}\"\ninterval_secs = 3600\n", col.url), &[]);
     let c = d.client().await;
-    rec(&c, &[("provider", "openai".into()), ("cost_microusd", 2_500_000.into()), ("input_tokens", 1000.into())]).await.unwrap();
-    rec(&c, &[("provider", "anthropic".into()), ("cost_microusd", 500_000.into()), ("input_tokens", 10.into())]).await.unwrap();
+    rec(&c, &[("provider", "openai".into()), ("cost_microusd", 2_500_000.into()), ("input_tokens", 1000.into())])
+        .await
+        .unwrap();
+    rec(&c, &[("provider", "anthropic".into()), ("cost_microusd", 500_000.into()), ("input_tokens", 10.into())])
+        .await
+        .unwrap();
     let run = |args: &[&str]| {
         let out = common::command(d.dir.path()).arg("--socket").arg(&d.socket).args(args).output().unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
     };
     let (code, out, err) = run(&["usage", "--by", "provider", "--period", "month"]);
     assert_eq!(code, Some(0), "{err}");

@@ -170,7 +170,9 @@ fn build_record(p: RecordParams, conn_app: String) -> Result<UsageRecord, RpcErr
         None => Uuid::now_v7(),
     };
     let cost_microusd = match (p.cost_microusd, p.cost_usd) {
-        (Some(_), Some(_)) => return Err(RpcError::invalid_params("give either `cost_microusd` or `cost_usd`, not both")),
+        (Some(_), Some(_)) => {
+            return Err(RpcError::invalid_params("give either `cost_microusd` or `cost_usd`, not both"))
+        }
         (Some(n), None) => whole("cost_microusd", Some(n), MAX_COST_MICROUSD as u64)?,
         (None, Some(Num::F(f))) => {
             if !f.is_finite() || f < 0.0 {
@@ -377,7 +379,8 @@ enum TimeArg {
 
 fn time_arg(field: &str, t: Option<TimeArg>) -> Result<Option<i64>, RpcError> {
     use time::format_description::well_known::Rfc3339;
-    let bad = || RpcError::invalid_params(format!("`{field}` must be Unix milliseconds, an RFC 3339 time or YYYY-MM-DD"));
+    let bad =
+        || RpcError::invalid_params(format!("`{field}` must be Unix milliseconds, an RFC 3339 time or YYYY-MM-DD"));
     match t {
         None => Ok(None),
         Some(TimeArg::Ms(ms)) => Ok(Some(ms)),
@@ -386,7 +389,8 @@ fn time_arg(field: &str, t: Option<TimeArg>) -> Result<Option<i64>, RpcError> {
                 return Ok(Some(i64::try_from(t.unix_timestamp_nanos() / 1_000_000).map_err(|_| bad())?));
             }
             let day = Period::Day.parse_label("from", &s).map_err(|_| bad())?;
-            let date = time::Date::parse(&day, time::macros::format_description!("[year]-[month]-[day]")).map_err(|_| bad())?;
+            let date = time::Date::parse(&day, time::macros::format_description!("[year]-[month]-[day]"))
+                .map_err(|_| bad())?;
             Ok(Some(date.midnight().assume_utc().unix_timestamp() * 1000))
         }
     }
@@ -394,7 +398,10 @@ fn time_arg(field: &str, t: Option<TimeArg>) -> Result<Option<i64>, RpcError> {
 
 fn cursor_arg(cursor: Option<String>) -> Result<Option<Uuid>, RpcError> {
     cursor
-        .map(|c| Uuid::parse_str(&c).map_err(|_| RpcError::invalid_params("`cursor` must be a `next_cursor` from an earlier page")))
+        .map(|c| {
+            Uuid::parse_str(&c)
+                .map_err(|_| RpcError::invalid_params("`cursor` must be a `next_cursor` from an earlier page"))
+        })
         .transpose()
 }
 
@@ -430,9 +437,9 @@ fn value_to_json(v: &Value) -> serde_json::Value {
         Value::F64(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
         Value::String(s) => s.as_str().map_or(J::Null, |s| J::String(s.to_string())),
         Value::Array(a) => J::Array(a.iter().map(value_to_json).collect()),
-        Value::Map(m) => J::Object(
-            m.iter().filter_map(|(k, v)| k.as_str().map(|k| (k.to_string(), value_to_json(v)))).collect(),
-        ),
+        Value::Map(m) => {
+            J::Object(m.iter().filter_map(|(k, v)| k.as_str().map(|k| (k.to_string(), value_to_json(v)))).collect())
+        }
         Value::Binary(_) | Value::Ext(..) => J::Null,
     }
 }

@@ -74,7 +74,9 @@ fn map(entries: Vec<(&str, Value)>) -> Value {
 }
 
 fn num(v: &Value, name: &str) -> i64 {
-    field(v, name).and_then(|x| x.as_i64().or_else(|| x.as_u64().map(|u| i64::try_from(u).unwrap_or(i64::MAX)))).unwrap_or(0)
+    field(v, name)
+        .and_then(|x| x.as_i64().or_else(|| x.as_u64().map(|u| i64::try_from(u).unwrap_or(i64::MAX))))
+        .unwrap_or(0)
 }
 
 fn text<'a>(v: &'a Value, name: &str) -> &'a str {
@@ -258,8 +260,8 @@ async fn import(cli: &Cli, file: &PathBuf) -> Result<ExitCode> {
     let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let mut lines = std::io::BufReader::new(f).lines();
     let header_line = lines.next().transpose()?.unwrap_or_default();
-    let header: serde_json::Value =
-        serde_json::from_str(&header_line).with_context(|| format!("{}: line 1 is not an export header", file.display()))?;
+    let header: serde_json::Value = serde_json::from_str(&header_line)
+        .with_context(|| format!("{}: line 1 is not an export header", file.display()))?;
     let format = header["format"].as_str().unwrap_or_default().to_string();
     let version = header["version"].as_u64().unwrap_or(0);
     let client = cli.connect().await?;
@@ -267,7 +269,11 @@ async fn import(cli: &Cli, file: &PathBuf) -> Result<ExitCode> {
     let mut chunk = Vec::with_capacity(IMPORT_CHUNK);
     let mut line_no = 1usize;
     let send = |chunk: Vec<Value>| {
-        let args = map(vec![("format", format.as_str().into()), ("version", version.into()), ("records", Value::Array(chunk))]);
+        let args = map(vec![
+            ("format", format.as_str().into()),
+            ("version", version.into()),
+            ("records", Value::Array(chunk)),
+        ]);
         let client = &client;
         async move { client.call("usage.import", vec![args]).await }
     };
@@ -300,7 +306,11 @@ async fn clear(cli: &Cli, force: bool) -> Result<ExitCode> {
     let r = client.call("usage.clear", vec![map(vec![("force", force.into())])]).await?;
     println!("removed {} records from the local history", num(&r, "records_removed"));
     if force {
-        println!("dropped {} unsynced records and {} dead letters", num(&r, "outbox_removed"), num(&r, "dead_letters_removed"));
+        println!(
+            "dropped {} unsynced records and {} dead letters",
+            num(&r, "outbox_removed"),
+            num(&r, "dead_letters_removed")
+        );
     } else if num(&r, "pending_kept") > 0 {
         println!("kept {} records that are not synced yet (they will still be sent)", num(&r, "pending_kept"));
     }

@@ -54,7 +54,9 @@ impl Period {
             Period::Month => BadPeriod { field, what: "month (YYYY-MM)", example: "2025-01" },
         };
         let parts: Vec<&str> = s.split('-').collect();
-        let num = |p: &str, len: usize| (p.len() == len && p.bytes().all(|b| b.is_ascii_digit())).then(|| p.parse::<u32>().ok()).flatten();
+        let num = |p: &str, len: usize| {
+            (p.len() == len && p.bytes().all(|b| b.is_ascii_digit())).then(|| p.parse::<u32>().ok()).flatten()
+        };
         let (y, m, d) = match (self, parts.as_slice()) {
             (Period::Day, [y, m, d]) => (num(y, 4), num(m, 2), num(d, 2)),
             (Period::Month, [y, m]) => (num(y, 4), num(m, 2), Some(1)),
@@ -62,8 +64,9 @@ impl Period {
         };
         let (Some(y), Some(m), Some(d)) = (y, m, d) else { return Err(bad()) };
         let month = u8::try_from(m).ok().and_then(|m| Month::try_from(m).ok()).ok_or_else(bad)?;
-        let date = Date::from_calendar_date(i32::try_from(y).map_err(|_| bad())?, month, u8::try_from(d).map_err(|_| bad())?)
-            .map_err(|_| bad())?;
+        let date =
+            Date::from_calendar_date(i32::try_from(y).map_err(|_| bad())?, month, u8::try_from(d).map_err(|_| bad())?)
+                .map_err(|_| bad())?;
         Ok(match self {
             Period::Day => format!("{:04}-{:02}-{:02}", date.year(), u8::from(date.month()), date.day()),
             Period::Month => format!("{:04}-{:02}", date.year(), u8::from(date.month())),
@@ -117,7 +120,8 @@ impl Ledger {
             totals.add(&row.counter);
         }
         let month = Period::Month.label(now_ms);
-        let mtd = self.counters(Period::Month, Dim::Total, &month, &month)?.first().map(|r| r.counter).unwrap_or_default();
+        let mtd =
+            self.counters(Period::Month, Dim::Total, &month, &month)?.first().map(|r| r.counter).unwrap_or_default();
         let (month, elapsed_fraction, projected) = project(mtd, now_ms);
         Ok(Summary {
             from: from.to_string(),
@@ -155,7 +159,8 @@ mod tests {
     fn projection_is_linear_in_the_month() {
         // 2024-04-11T00:00:00Z: 10 of 30 days have passed.
         let now = 1_712_793_600_000;
-        let mtd = Counter { requests: 10, input_tokens: 100, output_tokens: 50, cost_microusd: 1_000, ..Counter::default() };
+        let mtd =
+            Counter { requests: 10, input_tokens: 100, output_tokens: 50, cost_microusd: 1_000, ..Counter::default() };
         let (month, fraction, p) = project(mtd, now);
         assert_eq!(month, "2024-04");
         assert!((fraction - 1.0 / 3.0).abs() < 1e-9);
