@@ -69,7 +69,7 @@ pub struct State {
 /// (with the bounded sync drain) by [`State::stop_background`].
 #[derive(Debug, Default)]
 enum Background {
-    Ready(SyncWorker),
+    Ready(Box<SyncWorker>),
     Running {
         finish: CancellationToken,
         task: tokio::task::JoinHandle<()>,
@@ -97,7 +97,7 @@ impl State {
             keys: Arc::new(NoKeys),
             ledger,
             sync,
-            background: std::sync::Mutex::new(Background::Ready(worker)),
+            background: std::sync::Mutex::new(Background::Ready(Box::new(worker))),
         })
     }
 

@@ -100,7 +100,7 @@ async fn acknowledged_records_reach_the_collector_exactly_once_across_sigkills()
             let client = Arc::new(d.client().await);
             tasks.push(tokio::spawn(writer(client, book.clone(), format!("app{n}"))));
         }
-        tokio::time::sleep(Duration::from_millis(fastrand::u64(20..250))).await;
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(50..400))).await;
         let before = book.lock().unwrap().acked.len();
         d.kill9();
         for t in tasks {
@@ -125,7 +125,7 @@ async fn acknowledged_records_reach_the_collector_exactly_once_across_sigkills()
     .await;
     assert_eq!(field(&status, "dead_letters").as_u64(), Some(0));
 
-    let b = book.lock().unwrap();
+    let b = std::mem::take(&mut *book.lock().unwrap());
     assert!(b.rpc_errors.is_empty(), "unexpected errors: {:?}", &b.rpc_errors[..b.rpc_errors.len().min(5)]);
     let delivered = col.ids();
     let lost: Vec<&String> = b.acked.difference(&delivered).collect();

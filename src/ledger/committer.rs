@@ -47,7 +47,7 @@ pub struct Cleared {
 pub enum Job {
     /// Store records (+ counters + outbox entries) unless their id is already stored; replies with
     /// one `true` per record that was new.
-    Commit { records: Vec<Prepared>, reply: oneshot::Sender<Result<Vec<bool>, LedgerError>> },
+    Commit { records: Vec<Prepared>, reply: CommitReply },
     /// Remove delivered entries from the outbox; replies with how many were there.
     Ack { entries: Vec<Queued>, reply: oneshot::Sender<Result<u64, LedgerError>> },
     /// Move outbox entries to dead letters; `meta` is a JSON object (without its closing brace)
@@ -60,6 +60,7 @@ pub enum Job {
 }
 
 type Done = Box<dyn FnOnce(Option<&LedgerError>) + Send>;
+type CommitReply = oneshot::Sender<Result<Vec<bool>, LedgerError>>;
 
 fn done<T: Send + 'static>(reply: oneshot::Sender<Result<T, LedgerError>>, result: Result<T, LedgerError>) -> Done {
     Box::new(move |flush_error: Option<&LedgerError>| {
@@ -134,7 +135,7 @@ impl Committer {
         let started = std::time::Instant::now();
         let n = jobs.len();
         let mut finished: Vec<Done> = Vec::with_capacity(jobs.len());
-        let mut commits: Vec<(Vec<Prepared>, oneshot::Sender<Result<Vec<bool>, LedgerError>>)> = Vec::new();
+        let mut commits: Vec<(Vec<Prepared>, CommitReply)> = Vec::new();
         for job in jobs {
             match job {
                 Job::Commit { records, reply } => commits.push((records, reply)),
@@ -150,11 +151,7 @@ impl Committer {
         finished
     }
 
-    fn apply_commits(
-        &mut self,
-        commits: &mut Vec<(Vec<Prepared>, oneshot::Sender<Result<Vec<bool>, LedgerError>>)>,
-        finished: &mut Vec<Done>,
-    ) {
+    fn apply_commits(&mut self, commits: &mut Vec<(Vec<Prepared>, CommitReply)>, finished: &mut Vec<Done>) {
         if commits.is_empty() {
             return;
         }
