@@ -13,7 +13,6 @@ use common::collector::{Collector, Fault};
 use common::{field, params, wait_until, Daemon};
 use futures::stream::{FuturesUnordered, StreamExt};
 use llm_sidecar::rpc::{Client, ClientError};
-use rmpv::Value;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -140,20 +139,8 @@ async fn acknowledged_records_reach_the_collector_exactly_once_across_sigkills()
 
     // The local ledger holds exactly what was delivered, and its counters agree.
     let mut local = HashSet::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut p = vec![("limit", Value::from(1000))];
-        if let Some(cur) = &cursor {
-            p.push(("cursor", cur.as_str().into()));
-        }
-        let page = c.call("usage.records", params(&p)).await.unwrap();
-        for r in field(&page, "records").as_array().unwrap() {
-            assert!(local.insert(field(r, "id").as_str().unwrap().to_string()), "a record is stored twice");
-        }
-        match field(&page, "next_cursor").as_str() {
-            Some(n) => cursor = Some(n.to_string()),
-            None => break,
-        }
+    for r in common::all_records(&c).await {
+        assert!(local.insert(field(&r, "id").as_str().unwrap().to_string()), "a record is stored twice");
     }
     assert_eq!(local, delivered, "every committed record was delivered, and only those");
     let summary =
