@@ -144,7 +144,8 @@ class FakeServer:
       `metadata.chunks` (default Hel/lo/!), then the result. With `metadata.hold` it then waits
       for `$/cancel [msgid]` or `chat.cancel {id}` and answers `cancelled` with usage so far.
       `metadata.fail` answers `provider_error`.
-    - `events.subscribe` / `events.unsubscribe`: answer `{kinds}`; `emit()` sends `event`s.
+    - `events.subscribe` / `events.unsubscribe`: answer `{kinds}` (followed at once by the event
+      `after_subscribe`, if set); `emit()` sends `event`s.
     - `weird`: an error with an unknown code; `break`: sends a request (the daemon never does).
     - `nope`: `method_not_found`. Anything else: echoes `{method, params}`.
     Every received message is kept in `received`.
@@ -155,6 +156,8 @@ class FakeServer:
         self.received: List[Any] = []
         self.conns: List[socket.socket] = []
         self.cancels: Dict[int, threading.Event] = {}
+        #: An event to send right behind every `events.subscribe` answer.
+        self.after_subscribe: Optional[Dict[str, Any]] = None
         self._lock = threading.Lock()
         self._send_locks: Dict[int, threading.Lock] = {}
         self.listener = socket.socket(socket.AF_UNIX)
@@ -227,7 +230,13 @@ class FakeServer:
             self._cancel(arg["id"])
             self.send(conn, [1, msgid, None, {"cancelled": True}])
         elif method in ("events.subscribe", "events.unsubscribe"):
-            self.send(conn, [1, msgid, None, {"kinds": arg.get("kinds") or []}])
+            reply = msgpack.packb([1, msgid, None, {"kinds": arg.get("kinds") or []}])
+            if method == "events.subscribe" and self.after_subscribe is not None:
+                reply += msgpack.packb([2, "event", [self.after_subscribe]])  # same write as the answer
+            with self._lock:
+                lock = self._send_locks[conn.fileno()]
+            with lock:
+                conn.sendall(reply)
         elif method == "nope":
             self.send(conn, [1, msgid, {"code": "method_not_found", "message": "no", "data": {"method": "nope"}}, None])
         elif method == "weird":

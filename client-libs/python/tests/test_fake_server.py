@@ -169,6 +169,22 @@ def test_events_delivered_by_kind(fake):
         assert [m[3] for m in fake.messages("events.unsubscribe")] == [[{}]]
 
 
+def test_event_right_behind_the_subscribe_answer_is_not_lost(fake):
+    fake.after_subscribe = {"kind": "vault.locked", "first": True}
+    with Client(fake.path) as c:
+        for _ in range(20):
+            with c.subscribe(["vault.locked"]) as sub:
+                assert sub.get(timeout=5) == {"kind": "vault.locked", "first": True}
+
+    async def main():
+        async with AsyncClient(fake.path) as ac:
+            for _ in range(20):
+                async with await ac.subscribe(["vault.locked"]) as asub:
+                    assert await asyncio.wait_for(asub.get(), 5) == {"kind": "vault.locked", "first": True}
+
+    run(main())
+
+
 def test_unknown_error_code_is_base_class(fake):
     with Client(fake.path) as c:
         with pytest.raises(SidecarError) as err:

@@ -434,12 +434,17 @@ class AsyncClient(AsyncMethods):
         unknown kind.
         """
         kinds = [kinds] if isinstance(kinds, str) else list(kinds)
-        answered = await self.events_subscribe(kinds)
-        sub = AsyncSubscription(self, _wire.subscribed_kinds(kinds, answered), callback)
-        if self._closed:
+        # Registered before asking, so an event sent right after the answer is not missed.
+        sub = AsyncSubscription(self, frozenset(kinds), callback)
+        self._subs.append(sub)
+        try:
+            answered = await self.events_subscribe(kinds)
+        except BaseException:
+            if sub in self._subs:
+                self._subs.remove(sub)
             sub._end()
-        else:
-            self._subs.append(sub)
+            raise
+        sub.kinds = _wire.subscribed_kinds(kinds, answered)
         return sub
 
     async def _drop_subscription(self, sub: AsyncSubscription) -> None:

@@ -405,13 +405,19 @@ class Client(SyncMethods):
         unknown kind.
         """
         kinds = [kinds] if isinstance(kinds, str) else list(kinds)
-        answered = self.events_subscribe(kinds)
-        sub = Subscription(self, _wire.subscribed_kinds(kinds, answered), callback)
+        # Registered before asking, so an event sent right after the answer is not missed.
+        sub = Subscription(self, frozenset(kinds), callback)
         with self._lock:
-            if self._closed:
-                sub._end()
-            else:
-                self._subs.append(sub)
+            self._subs.append(sub)
+        try:
+            answered = self.events_subscribe(kinds)
+        except BaseException:
+            with self._lock:
+                if sub in self._subs:
+                    self._subs.remove(sub)
+            sub._end()
+            raise
+        sub.kinds = _wire.subscribed_kinds(kinds, answered)
         return sub
 
     def _drop_subscription(self, sub: Subscription) -> None:
