@@ -2,7 +2,8 @@
 # Runs the Python client's tests against the real daemon binary.
 # Creates client-libs/python/.venv (once per pyproject.toml change) with the package installed
 # editable plus its test extras; builds the daemon with cargo if LLM_SIDECAR_BIN is unset and the
-# debug binary is missing. Extra arguments go to pytest. Exits non-zero on any failure.
+# debug binary is missing. Type-checks the package (mypy --strict) and an app-style example, then
+# runs pytest; extra arguments go to pytest. Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
@@ -18,4 +19,5 @@ if [ -z "${LLM_SIDECAR_BIN:-}" ]; then
   export LLM_SIDECAR_BIN="$root/target/debug/llm-sidecar"
   [ -x "$LLM_SIDECAR_BIN" ] || (cd "$root" && cargo build --quiet)
 fi
+.venv/bin/python -m mypy --strict --no-error-summary src/llm_sidecar tests/typing_example.py
 exec .venv/bin/python -m pytest -q "$@"

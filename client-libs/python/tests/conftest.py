@@ -146,7 +146,8 @@ class FakeServer:
       `metadata.fail` answers `provider_error`.
     - `events.subscribe` / `events.unsubscribe`: answer `{kinds}` (followed at once by the event
       `after_subscribe`, if set); `emit()` sends `event`s.
-    - `weird`: an error with an unknown code; `break`: sends a request (the daemon never does).
+    - `weird`: an error with an unknown code; `break`: sends a request (the daemon never does);
+      `garbage`: sends bytes that are not MessagePack.
     - `nope`: `method_not_found`. Anything else: echoes `{method, params}`.
     Every received message is kept in `received`.
     """
@@ -243,6 +244,8 @@ class FakeServer:
             self.send(conn, [1, msgid, {"code": "teapot", "message": "short and stout", "data": {"a": 1}}, None])
         elif method == "break":
             self.send(conn, [0, 99, "client.method", []])
+        elif method == "garbage":
+            conn.sendall(b"\xc1\xc1\xc1")
         elif method == "slow":
             time.sleep(arg.get("ms", 0) / 1000)
             self.send(conn, [1, msgid, None, {"slow": arg.get("ms", 0)}])

@@ -207,6 +207,21 @@ def test_protocol_violation_closes_connection(fake):
     c.close()
 
 
+def test_invalid_messagepack_closes_connection(fake):
+    with Client(fake.path) as c:
+        with pytest.raises(ConnectionClosed):
+            c.call("garbage", timeout=10)
+        assert isinstance(c._close_reason, ProtocolError)
+
+    async def main():
+        ac = await AsyncClient.connect(fake.path)
+        with pytest.raises(ConnectionClosed, match="invalid MessagePack"):
+            await ac.call("garbage")
+        await ac.close()
+
+    run(main())
+
+
 def wrapper_cases():
     """(python name, args, kwargs, expected wire method, expected wire params) for every wrapper."""
     samples = {

@@ -32,7 +32,7 @@ from . import _wire
 from ._methods import AsyncMethods, _params
 from ._types import ChatChunk, ChatMessage, ChatResult, Event, HelloResult, Params
 from .discovery import PathLike, socket_path
-from .errors import ConnectionClosed, SidecarError, error_from_wire
+from .errors import ConnectionClosed, ProtocolError, SidecarError, error_from_wire
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -473,11 +473,11 @@ class AsyncClient(AsyncMethods):
                 unpacker.feed(data)
                 for msg in unpacker:
                     self._dispatch(_wire.parse(msg))
-        except SidecarError as e:
-            reason = e
+        except (SidecarError, ValueError) as e:  # ValueError: msgpack's malformed-data errors
+            reason = e if isinstance(e, SidecarError) else ProtocolError(f"the daemon sent invalid MessagePack: {e}")
             if self._writer is not None:
                 self._writer.close()
-        except (OSError, ValueError) as e:  # ValueError: msgpack's malformed-data errors
+        except OSError as e:
             reason = ConnectionClosed(f"connection lost: {e}")
         self._shutdown(reason)
 

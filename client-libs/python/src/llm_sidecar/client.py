@@ -17,7 +17,7 @@ from . import _wire
 from ._methods import SyncMethods, _params
 from ._types import ChatChunk, ChatMessage, ChatResult, Event, HelloResult, Params
 from .discovery import PathLike, socket_path
-from .errors import ConnectionClosed, SidecarError, error_from_wire
+from .errors import ConnectionClosed, ProtocolError, SidecarError, error_from_wire
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -446,13 +446,13 @@ class Client(SyncMethods):
                 unpacker.feed(data)
                 for msg in unpacker:
                     self._dispatch(_wire.parse(msg))
-        except SidecarError as e:
-            reason = e
+        except (SidecarError, ValueError) as e:  # ValueError: msgpack's malformed-data errors
+            reason = e if isinstance(e, SidecarError) else ProtocolError(f"the daemon sent invalid MessagePack: {e}")
             try:
                 self._sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        except (OSError, ValueError) as e:  # ValueError: msgpack's malformed-data errors
+        except OSError as e:
             reason = ConnectionClosed(f"connection lost: {e}")
         self._shutdown(reason)
 
