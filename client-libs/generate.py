@@ -87,6 +87,19 @@ def py_wrapper(m: dict, is_async: bool) -> List[str]:
     return lines
 
 
+def py_imports(methods: List[dict]) -> List[str]:
+    """The names `_methods.py` takes from `_types`: what its (non-custom) wrappers use."""
+    used = {"Params"}
+    for m in methods:
+        if m.get("custom"):
+            continue
+        if m["result"] != "map":
+            used.add(m["result"])
+        if any(p["type"] == "messages" for p in m["params"]):
+            used.add("ChatMessage")
+    return sorted(used)
+
+
 def gen_python(methods: List[dict]) -> str:
     out = [
         f"# {HEADER}",
@@ -94,7 +107,7 @@ def gen_python(methods: List[dict]) -> str:
         "",
         "from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union, cast",
         "",
-        "from ._types import ChatMessage, Params, " + ", ".join(r for r in TYPED_RESULTS if r != "ChatResult"),
+        "from ._types import " + ", ".join(py_imports(methods)),
         "",
         "# Wire method name -> the names of its params, for checks against `daemon.methods`.",
         "METHOD_PARAMS: Dict[str, Tuple[str, ...]] = {",

@@ -258,7 +258,11 @@ class FakeServer:
         with self._lock:
             cancel = self.cancels.setdefault(msgid, threading.Event())
         if meta.get("fail"):
-            err = {"code": "provider_error", "message": "upstream 500", "data": {"provider": "mock", "status": 500, "attempts": 3}}
+            err = {
+                "code": "provider_error",
+                "message": "upstream 500",
+                "data": {"provider": "mock", "status": 500, "attempts": 3},
+            }
             self.send(conn, [1, msgid, err, None])
             return
         sent = []
@@ -270,12 +274,25 @@ class FakeServer:
                 sent.append(delta)
         if meta.get("hold"):
             cancel.wait(30)
-        usage = {"input": 5, "output": len(sent) if arg.get("stream") else len(chunks), "cached": 0, "reasoning": 0, "estimated": False}
+        usage = {
+            "input": 5,
+            "output": len(sent) if arg.get("stream") else len(chunks),
+            "cached": 0,
+            "reasoning": 0,
+            "estimated": False,
+        }
         if cancel.is_set():
             err = {"code": "cancelled", "message": "the request was cancelled", "data": {"usage": usage, "cost_microusd": 7}}
             self.send(conn, [1, msgid, err, None])
             return
-        result = {"content": "".join(chunks), "finish_reason": "stop", "model": arg.get("model"), "provider": "mock", "usage": usage, "cost_microusd": 42}
+        result = {
+            "content": "".join(chunks),
+            "finish_reason": "stop",
+            "model": arg.get("model"),
+            "provider": "mock",
+            "usage": usage,
+            "cost_microusd": 42,
+        }
         self.send(conn, [1, msgid, None, result])
 
     def close(self) -> None:

@@ -27,7 +27,7 @@ from llm_sidecar import (
 )
 from llm_sidecar._methods import METHOD_PARAMS
 
-from conftest import LIB_DIR, SPEC_FILE, wait_until
+from conftest import SPEC_FILE, wait_until
 
 
 def test_connect_names_the_app(daemon):
@@ -162,7 +162,9 @@ def test_wrappers_match_daemon_methods(daemon):
         if m["name"] not in METHOD_PARAMS:
             problems.append(f"no wrapper for {m['name']}")
         elif shape_names(m["params"]) != set(METHOD_PARAMS[m["name"]]):
-            problems.append(f"{m['name']}: daemon params {sorted(shape_names(m['params']))}, wrapper {sorted(METHOD_PARAMS[m['name']])}")
+            problems.append(
+                f"{m['name']}: daemon params {sorted(shape_names(m['params']))}, wrapper {sorted(METHOD_PARAMS[m['name']])}"
+            )
     assert not problems, "update client-libs/methods.json and run generate.py:\n" + "\n".join(problems)
 
 

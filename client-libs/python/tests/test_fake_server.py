@@ -45,7 +45,9 @@ def test_chat_stream_yields_chunks_then_result(fake):
         assert stream.result["cost_microusd"] == 42
         # The request: one map argument, stream true, None fields left out.
         [req] = fake.messages("chat")
-        assert req[3] == [{"model": "fast", "messages": MESSAGES, "max_tokens": 5, "stream": True, "metadata": {"chunks": ["a", "b", "c", "d"]}}]
+        assert req[3] == [
+            {"model": "fast", "messages": MESSAGES, "max_tokens": 5, "stream": True, "metadata": {"chunks": ["a", "b", "c", "d"]}}
+        ]
 
 
 def test_chat_without_stream_returns_result(fake):
@@ -241,13 +243,21 @@ def wrapper_cases():
         if m.get("custom"):
             continue
         args = [samples[p["type"]] for p in m["params"] if p.get("required")]
-        kwargs = {(p["name"] + "_" if keyword.iskeyword(p["name"]) else p["name"]): samples[p["type"]] for p in m["params"] if not p.get("required")}
+        kwargs = {
+            (p["name"] + "_" if keyword.iskeyword(p["name"]) else p["name"]): samples[p["type"]]
+            for p in m["params"]
+            if not p.get("required")
+        }
         full = {p["name"]: samples[p["type"]] for p in m["params"]}
         minimal = {p["name"]: samples[p["type"]] for p in m["params"] if p.get("required")}
         yield m["py"], args, kwargs, m["method"], full, minimal
 
 
-@pytest.mark.parametrize("name,args,kwargs,method,full,minimal", list(wrapper_cases()), ids=lambda v: v if isinstance(v, str) and "." not in v else None)
+@pytest.mark.parametrize(
+    "name,args,kwargs,method,full,minimal",
+    list(wrapper_cases()),
+    ids=lambda v: v if isinstance(v, str) and "." not in v else None,
+)
 def test_every_wrapper_sends_its_method_and_params(fake, name, args, kwargs, method, full, minimal):
     def sent():
         return [m[3] for m in fake.messages(method)]
@@ -295,12 +305,12 @@ def test_async_stream_cancel_and_break(fake):
 
             s2 = await c.chat("fast", MESSAGES, stream=True, metadata={"hold": True})
             async with s2:
-                async for ch in s2:
+                async for _ in s2:
                     break
             await wait_async(lambda: s2.msgid in fake.cancelled_ids())
 
             s3 = await c.chat("fast", MESSAGES, stream=True, metadata={"hold": True})
-            async for ch in s3:
+            async for _ in s3:
                 break  # asyncio finalizes the iterator soon after, which cancels
             await wait_async(lambda: s3.msgid in fake.cancelled_ids())
 

@@ -3,7 +3,7 @@
 
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union, cast
 
-from ._types import ChatMessage, Params, HelloResult, InfoResult, MethodsResult, PingResult, KindsResult
+from ._types import HelloResult, InfoResult, KindsResult, MethodsResult, Params, PingResult
 
 # Wire method name -> the names of its params, for checks against `daemon.methods`.
 METHOD_PARAMS: Dict[str, Tuple[str, ...]] = {

@@ -14,10 +14,8 @@ from typing import (
     AsyncIterator,
     Awaitable,
     Callable,
-    Dict,
     Generator,
     Generic,
-    List,
     Literal,
     Mapping,
     Optional,
@@ -29,10 +27,11 @@ from typing import (
 )
 
 from . import _wire
-from ._methods import AsyncMethods, _params
+from ._core import Core, chat_params, read_failure
+from ._methods import AsyncMethods
 from ._types import ChatChunk, ChatMessage, ChatResult, Event, HelloResult, Params
 from .discovery import PathLike, socket_path
-from .errors import ConnectionClosed, ProtocolError, SidecarError, error_from_wire
+from .errors import ConnectionClosed, SidecarError, error_from_wire
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -217,7 +216,7 @@ class AsyncSubscription:
         self._queue.put_nowait(_END)
 
 
-class AsyncClient(AsyncMethods):
+class AsyncClient(AsyncMethods, Core[AsyncPendingCall[Any], AsyncSubscription]):
     """An asyncio connection to the daemon.
 
     >>> async with AsyncClient(app="my-app") as c:
@@ -226,6 +225,7 @@ class AsyncClient(AsyncMethods):
 
     def __init__(self, path: Optional[PathLike] = None, *, app: Optional[str] = None, app_version: Optional[str] = None):
         """Does not connect yet: use `await client.open()`, `async with`, or `AsyncClient.connect()`."""
+        Core.__init__(self)
         self.path = socket_path(path)
         self.app = app
         self.app_version = app_version
@@ -234,11 +234,6 @@ class AsyncClient(AsyncMethods):
         self._writer: Optional[asyncio.StreamWriter] = None
         self._read_task: "Optional[asyncio.Task[None]]" = None
         self._drain_lock: Optional[asyncio.Lock] = None
-        self._pending: Dict[int, AsyncPendingCall[Any]] = {}
-        self._subs: List[AsyncSubscription] = []
-        self._ids = _wire.MsgIds()
-        self._closed = False
-        self._close_reason: Optional[SidecarError] = None
 
     @classmethod
     async def connect(cls, path: Optional[PathLike] = None, **kwargs: Any) -> "AsyncClient":
@@ -263,10 +258,6 @@ class AsyncClient(AsyncMethods):
                 raise
         return self
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     async def close(self) -> None:
         """Closes the connection; the daemon cancels whatever still runs on it."""
         self._shutdown(ConnectionClosed("the client closed the connection"))
@@ -289,18 +280,6 @@ class AsyncClient(AsyncMethods):
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
-
-    def _shutdown(self, reason: SidecarError) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._close_reason = reason
-        pending, self._pending = list(self._pending.values()), {}
-        subs, self._subs = self._subs, []
-        for p in pending:
-            p._fail(ConnectionClosed(f"{p.method}: {reason.message}"))
-        for s in subs:
-            s._end()
 
     # ---- sending ---------------------------------------------------------------------------
 
@@ -333,13 +312,12 @@ class AsyncClient(AsyncMethods):
         With `streaming=True` the notifications `[msgid, payload]` the daemon sends for this
         request are kept for an `AsyncStream` (see `stream()`)."""
         array = _wire.params_array(params)
-        if self._closed:
-            reason = self._close_reason.message if self._close_reason else "closed"
-            raise ConnectionClosed(f"the connection is closed ({reason})")
-        msgid = self._ids.allocate(self._pending)
-        call: AsyncPendingCall[Any] = AsyncPendingCall(self, msgid, method, streaming)
-        self._write(_wire.pack_request(msgid, method, array))
-        self._pending[msgid] = call
+        call: AsyncPendingCall[Any] = self._register(lambda msgid: AsyncPendingCall(self, msgid, method, streaming))
+        try:
+            self._write(_wire.pack_request(call.msgid, method, array))
+        except BaseException:
+            self._forget(call.msgid)
+            raise
         return call
 
     async def call(self, method: str, params: Params = None) -> Any:
@@ -405,19 +383,7 @@ class AsyncClient(AsyncMethods):
         `stream=True` returns an `AsyncStream` (after sending the request): `async for` its
         `{delta, ...}` chunks, then read `.result`. Otherwise returns the result.
         """
-        params = _params(
-            extra,
-            {
-                "model": model,
-                "messages": list(messages),
-                "system": system,
-                "max_tokens": max_tokens,
-                "temperature": temperature,
-                "stop": stop if isinstance(stop, (str, type(None))) else list(stop),
-                "stream": True if stream else None,
-                "metadata": metadata,
-            },
-        )
+        params = chat_params(model, messages, stream, system, max_tokens, temperature, stop, metadata, extra)
         if stream:
             s: AsyncStream[ChatChunk, ChatResult] = AsyncStream(self.start("chat", params, streaming=True))
             await self._drain()
@@ -436,23 +402,19 @@ class AsyncClient(AsyncMethods):
         kinds = [kinds] if isinstance(kinds, str) else list(kinds)
         # Registered before asking, so an event sent right after the answer is not missed.
         sub = AsyncSubscription(self, frozenset(kinds), callback)
-        self._subs.append(sub)
+        self._add_subscription(sub)
         try:
             answered = await self.events_subscribe(kinds)
         except BaseException:
-            if sub in self._subs:
-                self._subs.remove(sub)
+            self._remove_subscription(sub)
             sub._end()
             raise
         sub.kinds = _wire.subscribed_kinds(kinds, answered)
         return sub
 
     async def _drop_subscription(self, sub: AsyncSubscription) -> None:
-        if sub not in self._subs:
-            return
-        self._subs.remove(sub)
-        drop = _wire.kinds_to_drop(sub.kinds, [s.kinds for s in self._subs])
-        if self._closed or drop == []:
+        send, drop = self._remove_subscription(sub)
+        if not send:
             return
         try:
             await self.events_unsubscribe(kinds=drop)
@@ -473,30 +435,11 @@ class AsyncClient(AsyncMethods):
                 unpacker.feed(data)
                 for msg in unpacker:
                     self._dispatch(_wire.parse(msg))
-        except (SidecarError, ValueError) as e:  # ValueError: msgpack's malformed-data errors
-            reason = e if isinstance(e, SidecarError) else ProtocolError(f"the daemon sent invalid MessagePack: {e}")
+        except (SidecarError, ValueError, OSError) as e:
+            reason = read_failure(e)
             if self._writer is not None:
                 self._writer.close()
-        except OSError as e:
-            reason = ConnectionClosed(f"connection lost: {e}")
         self._shutdown(reason)
-
-    def _dispatch(self, msg: "_wire.Message") -> None:
-        if isinstance(msg, _wire.Response):
-            call = self._pending.pop(msg.msgid, None)
-            if call is not None:
-                call._resolve(msg.error, msg.result)
-            return
-        event = _wire.event_body(msg)
-        if event is not None:
-            for sub in list(self._subs):
-                sub._deliver(event)
-            return
-        msgid = _wire.stream_chunk(msg)
-        if msgid is not None:
-            call = self._pending.get(msgid)
-            if call is not None and call._chunks is not None:
-                call._chunks.put_nowait(msg.params[1] if len(msg.params) > 1 else None)
 
 
 async def connect_async(path: Optional[PathLike] = None, **kwargs: Any) -> AsyncClient:

@@ -11,13 +11,14 @@ import socket
 import threading
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Callable, Dict, Generic, Iterator, List, Literal, Mapping, Optional, Sequence, TypeVar, Union, cast, overload
+from typing import Any, Callable, Generic, Iterator, Literal, Mapping, Optional, Sequence, TypeVar, Union, cast, overload
 
 from . import _wire
-from ._methods import SyncMethods, _params
+from ._core import Core, chat_params, read_failure
+from ._methods import SyncMethods
 from ._types import ChatChunk, ChatMessage, ChatResult, Event, HelloResult, Params
 from .discovery import PathLike, socket_path
-from .errors import ConnectionClosed, ProtocolError, SidecarError, error_from_wire
+from .errors import ConnectionClosed, SidecarError, error_from_wire
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -134,7 +135,6 @@ class Stream(Generic[C, T]):
         self.close()
 
 
-
 class Subscription:
     """Daemon events of some kinds: iterate over them, `get()` one, or pass a callback.
 
@@ -192,7 +192,7 @@ class Subscription:
         self._queue.put(_END)
 
 
-class Client(SyncMethods):
+class Client(SyncMethods, Core[PendingCall[Any], Subscription]):
     """A blocking connection to the daemon; thread-safe, many calls may run at once.
 
     >>> with Client(app="my-app") as c:
@@ -210,15 +210,10 @@ class Client(SyncMethods):
     ):
         """Connects at once (raising `DaemonNotRunning` if nothing listens) and, given `app`,
         names the app with `daemon.hello`. `timeout` is the default for every call, in seconds."""
+        Core.__init__(self)
         self.path = socket_path(path)
         self.timeout = timeout
-        self._lock = threading.Lock()  # guards _pending, _subs, _closed
         self._send_lock = threading.Lock()
-        self._pending: Dict[int, PendingCall[Any]] = {}
-        self._subs: List[Subscription] = []
-        self._ids = _wire.MsgIds()
-        self._closed = False
-        self._close_reason: Optional[SidecarError] = None
         self.hello_result: Optional[HelloResult] = None
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -244,10 +239,6 @@ class Client(SyncMethods):
 
     # ---- lifecycle -------------------------------------------------------------------------
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def close(self) -> None:
         """Closes the connection; the daemon cancels whatever still runs on it."""
         self._shutdown(ConnectionClosed("the client closed the connection"))
@@ -264,19 +255,6 @@ class Client(SyncMethods):
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-    def _shutdown(self, reason: SidecarError) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._close_reason = reason
-            pending, self._pending = list(self._pending.values()), {}
-            subs, self._subs = self._subs, []
-        for p in pending:
-            p._fail(ConnectionClosed(f"{p.method}: {reason.message}"))
-        for s in subs:
-            s._end()
 
     # ---- sending ---------------------------------------------------------------------------
 
@@ -300,18 +278,11 @@ class Client(SyncMethods):
         With `streaming=True` the notifications `[msgid, payload]` the daemon sends for this
         request are kept for a `Stream` (see `stream()`)."""
         array = _wire.params_array(params)
-        with self._lock:
-            if self._closed:
-                reason = self._close_reason.message if self._close_reason else "closed"
-                raise ConnectionClosed(f"the connection is closed ({reason})")
-            msgid = self._ids.allocate(self._pending)
-            call: PendingCall[Any] = PendingCall(self, msgid, method, streaming)
-            self._pending[msgid] = call
+        call: PendingCall[Any] = self._register(lambda msgid: PendingCall(self, msgid, method, streaming))
         try:
-            self._send(_wire.pack_request(msgid, method, array))
+            self._send(_wire.pack_request(call.msgid, method, array))
         except BaseException:
-            with self._lock:
-                self._pending.pop(msgid, None)
+            self._forget(call.msgid)
             raise
         return call
 
@@ -380,17 +351,7 @@ class Client(SyncMethods):
         `stream=True` returns a `Stream`: iterate over its `{delta, ...}` chunks, then read
         `.result` (content, usage, cost_microusd, ...). Otherwise returns the result directly.
         """
-        fields = {
-            "model": model,
-            "messages": list(messages),
-            "system": system,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "stop": stop if isinstance(stop, (str, type(None))) else list(stop),
-            "stream": True if stream else None,
-            "metadata": metadata,
-        }
-        params = _params(extra, fields)
+        params = chat_params(model, messages, stream, system, max_tokens, temperature, stop, metadata, extra)
         if stream:
             return Stream(self.start("chat", params, streaming=True))
         return cast(ChatResult, self.call("chat", params, timeout=timeout))
@@ -407,26 +368,19 @@ class Client(SyncMethods):
         kinds = [kinds] if isinstance(kinds, str) else list(kinds)
         # Registered before asking, so an event sent right after the answer is not missed.
         sub = Subscription(self, frozenset(kinds), callback)
-        with self._lock:
-            self._subs.append(sub)
+        self._add_subscription(sub)
         try:
             answered = self.events_subscribe(kinds)
         except BaseException:
-            with self._lock:
-                if sub in self._subs:
-                    self._subs.remove(sub)
+            self._remove_subscription(sub)
             sub._end()
             raise
         sub.kinds = _wire.subscribed_kinds(kinds, answered)
         return sub
 
     def _drop_subscription(self, sub: Subscription) -> None:
-        with self._lock:
-            if sub not in self._subs:
-                return
-            self._subs.remove(sub)
-            drop = _wire.kinds_to_drop(sub.kinds, [s.kinds for s in self._subs])
-        if self._closed or drop == []:
+        send, drop = self._remove_subscription(sub)
+        if not send:
             return
         try:
             self.events_unsubscribe(kinds=drop)
@@ -446,36 +400,13 @@ class Client(SyncMethods):
                 unpacker.feed(data)
                 for msg in unpacker:
                     self._dispatch(_wire.parse(msg))
-        except (SidecarError, ValueError) as e:  # ValueError: msgpack's malformed-data errors
-            reason = e if isinstance(e, SidecarError) else ProtocolError(f"the daemon sent invalid MessagePack: {e}")
+        except (SidecarError, ValueError, OSError) as e:
+            reason = read_failure(e)
             try:
                 self._sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        except OSError as e:
-            reason = ConnectionClosed(f"connection lost: {e}")
         self._shutdown(reason)
-
-    def _dispatch(self, msg: "_wire.Message") -> None:
-        if isinstance(msg, _wire.Response):
-            with self._lock:
-                call = self._pending.pop(msg.msgid, None)
-            if call is not None:
-                call._resolve(msg.error, msg.result)
-            return
-        event = _wire.event_body(msg)
-        if event is not None:
-            with self._lock:
-                subs = list(self._subs)
-            for sub in subs:
-                sub._deliver(event)
-            return
-        msgid = _wire.stream_chunk(msg)
-        if msgid is not None:
-            with self._lock:
-                call = self._pending.get(msgid)
-            if call is not None and call._chunks is not None:
-                call._chunks.put(msg.params[1] if len(msg.params) > 1 else None)
 
 
 def connect(path: Optional[PathLike] = None, **kwargs: Any) -> Client:
