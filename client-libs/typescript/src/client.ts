@@ -103,19 +103,7 @@ export class Client extends Methods {
    * array as the params array itself.
    */
   start<T = AnyMap>(method: string, params?: unknown, opts?: CallOptions): PendingCall<T> {
-    const array = wire.paramsArray(params);
-    if (this.closeReason) {
-      throw new ConnectionClosed(`the connection is closed (${this.closeReason.message})`);
-    }
-    const msgid = this.ids.allocate(this.pending);
-    const call = new PendingCall<T>(this, msgid, method, opts);
-    if (opts?.signal?.aborted) {
-      call.settle(abortedBeforeSend(method), undefined);
-      return call;
-    }
-    this.pending.set(msgid, call as PendingCall<unknown>);
-    this.socket.write(wire.packRequest(msgid, method, array));
-    return call;
+    return this.begin<T>(method, params, opts);
   }
 
   /** Calls any method; rejects with the daemon's error as its `SidecarError` subclass. */
@@ -129,20 +117,34 @@ export class Client extends Methods {
 
   /** Starts a streaming request; the payloads of its notifications are the chunks. */
   stream<C = AnyMap, R = AnyMap>(method: string, params?: unknown, opts?: CallOptions): ResultStream<C, R> {
+    let stream: ResultStream<C, R> | undefined;
+    this.begin<R>(method, params, opts, (call) => {
+      stream = new ResultStream<C, R>(call);
+    });
+    return stream as ResultStream<C, R>;
+  }
+
+  /** Records a call (letting `attach` hook into it before anything can arrive) and sends it. */
+  private begin<T>(
+    method: string,
+    params: unknown,
+    opts: CallOptions | undefined,
+    attach?: (call: PendingCall<T>) => void,
+  ): PendingCall<T> {
     const array = wire.paramsArray(params);
     if (this.closeReason) {
       throw new ConnectionClosed(`the connection is closed (${this.closeReason.message})`);
     }
     const msgid = this.ids.allocate(this.pending);
-    const call = new PendingCall<R>(this, msgid, method, opts);
-    const stream = new ResultStream<C, R>(call);
+    const call = new PendingCall<T>(this, msgid, method, opts);
+    attach?.(call);
     if (opts?.signal?.aborted) {
       call.settle(abortedBeforeSend(method), undefined);
-      return stream;
+      return call;
     }
     this.pending.set(msgid, call as PendingCall<unknown>);
     this.socket.write(wire.packRequest(msgid, method, array));
-    return stream;
+    return call;
   }
 
   /**

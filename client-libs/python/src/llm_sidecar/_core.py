@@ -9,10 +9,12 @@ import threading
 from typing import Any, Callable, Dict, Generic, List, Mapping, Optional, Protocol, Sequence, Tuple, TypeVar, Union
 
 from . import _wire
+from ._types import Params
 from .errors import ConnectionClosed, ProtocolError, SidecarError
 
 
 class _CallLike(Protocol):
+    msgid: int
     method: str
     _chunks: Any  # queue.Queue / asyncio.Queue of chunks, or None
 
@@ -48,7 +50,6 @@ class Core(Generic[CallT, SubT]):
         return self._closed
 
     def _register(self, make: Callable[[int], CallT]) -> CallT:
-        """Allocates a msgid and records the call `make(msgid)` before its request is sent."""
         with self._lock:
             if self._closed:
                 reason = self._close_reason.message if self._close_reason else "closed"
@@ -58,9 +59,27 @@ class Core(Generic[CallT, SubT]):
             self._pending[msgid] = call
         return call
 
-    def _forget(self, msgid: int) -> None:
-        with self._lock:
-            self._pending.pop(msgid, None)
+    def _transmit(self, data: bytes) -> None:
+        """Writes bytes to the daemon (raising `ConnectionClosed` when it cannot)."""
+        raise NotImplementedError
+
+    def _start(self, method: str, params: Params, make: Callable[[int], CallT]) -> CallT:
+        """Records the call `make(msgid)` and sends its request."""
+        array = _wire.params_array(params)
+        call = self._register(make)
+        try:
+            self._transmit(_wire.pack_request(call.msgid, method, array))
+        except BaseException:
+            with self._lock:
+                self._pending.pop(call.msgid, None)
+            raise
+        return call
+
+    def _send_cancel(self, msgid: int) -> None:
+        try:
+            self._transmit(_wire.pack_cancel(msgid))
+        except (ConnectionClosed, OSError, RuntimeError):
+            pass  # closing the connection cancels everything anyway
 
     def _add_subscription(self, sub: SubT) -> None:
         """Registers a subscription before `events.subscribe` is sent, so no event is missed."""

@@ -283,7 +283,7 @@ class AsyncClient(AsyncMethods, Core[AsyncPendingCall[Any], AsyncSubscription]):
 
     # ---- sending ---------------------------------------------------------------------------
 
-    def _write(self, data: bytes) -> None:
+    def _transmit(self, data: bytes) -> None:
         if self._writer is None:
             raise ConnectionClosed("not connected: call `await client.open()` first")
         if self._closed or self._writer.is_closing():
@@ -300,25 +300,12 @@ class AsyncClient(AsyncMethods, Core[AsyncPendingCall[Any], AsyncSubscription]):
             self._shutdown(ConnectionClosed(f"connection lost: {e}"))
             raise ConnectionClosed(f"connection to the daemon lost: {e}") from e
 
-    def _send_cancel(self, msgid: int) -> None:
-        try:
-            self._write(_wire.pack_cancel(msgid))
-        except (ConnectionClosed, OSError, RuntimeError):
-            pass  # closing the connection cancels everything anyway
-
     def start(self, method: str, params: Params = None, *, streaming: bool = False) -> AsyncPendingCall[Any]:
         """Sends a request without waiting for it; `await` the returned call for its result.
 
         With `streaming=True` the notifications `[msgid, payload]` the daemon sends for this
         request are kept for an `AsyncStream` (see `stream()`)."""
-        array = _wire.params_array(params)
-        call: AsyncPendingCall[Any] = self._register(lambda msgid: AsyncPendingCall(self, msgid, method, streaming))
-        try:
-            self._write(_wire.pack_request(call.msgid, method, array))
-        except BaseException:
-            self._forget(call.msgid)
-            raise
-        return call
+        return self._start(method, params, lambda msgid: AsyncPendingCall(self, msgid, method, streaming))
 
     async def call(self, method: str, params: Params = None) -> Any:
         """Calls any method and returns its result; raises its error as a `SidecarError` subclass.

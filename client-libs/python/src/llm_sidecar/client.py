@@ -258,7 +258,7 @@ class Client(SyncMethods, Core[PendingCall[Any], Subscription]):
 
     # ---- sending ---------------------------------------------------------------------------
 
-    def _send(self, data: bytes) -> None:
+    def _transmit(self, data: bytes) -> None:
         try:
             with self._send_lock:
                 self._sock.sendall(data)
@@ -266,25 +266,12 @@ class Client(SyncMethods, Core[PendingCall[Any], Subscription]):
             self._shutdown(ConnectionClosed(f"connection lost: {e}"))
             raise ConnectionClosed(f"connection to the daemon lost: {e}") from e
 
-    def _send_cancel(self, msgid: int) -> None:
-        try:
-            self._send(_wire.pack_cancel(msgid))
-        except ConnectionClosed:
-            pass  # closing the connection cancels everything anyway
-
     def start(self, method: str, params: Params = None, *, streaming: bool = False) -> PendingCall[Any]:
         """Sends a request without waiting; `.result()` waits for it, `.cancel()` cancels it.
 
         With `streaming=True` the notifications `[msgid, payload]` the daemon sends for this
         request are kept for a `Stream` (see `stream()`)."""
-        array = _wire.params_array(params)
-        call: PendingCall[Any] = self._register(lambda msgid: PendingCall(self, msgid, method, streaming))
-        try:
-            self._send(_wire.pack_request(call.msgid, method, array))
-        except BaseException:
-            self._forget(call.msgid)
-            raise
-        return call
+        return self._start(method, params, lambda msgid: PendingCall(self, msgid, method, streaming))
 
     def call(self, method: str, params: Params = None, *, timeout: Optional[float] = None) -> Any:
         """Calls any method and returns its result; raises its error as a `SidecarError` subclass.
