@@ -6,11 +6,14 @@
 
 use crate::config::Config;
 use crate::events::Bus;
-use crate::keys::{KeyStore, NoKeys};
+use crate::keys::KeyStore;
+use crate::ledger::{Ledger, LedgerError};
+use crate::sync::{SyncHandle, SyncWorker};
 use crate::usage::UsageRecord;
+use crate::vault::{Vault, VaultError};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 
@@ -31,10 +34,14 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot open the key vault")]
+    Vault(#[source] VaultError),
     #[error("providers and routes: {0}")]
     Router(#[from] crate::router::RouterError),
     #[error("pricing: {0}")]
     Pricing(#[from] crate::pricing::PricingError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
 }
 
 /// Why a usage record could not be committed.
@@ -42,6 +49,9 @@ pub enum StateError {
 pub enum RecordError {
     #[error("usage store failure: {0}")]
     Store(String),
+    /// The record breaks the ledger's limits (see `ledger::validate`).
+    #[error("invalid usage record: {0}")]
+    Invalid(String),
 }
 
 #[derive(Debug)]
@@ -55,11 +65,29 @@ pub struct State {
     pub shutdown: CancellationToken,
     pub events: Bus,
     pub keys: Arc<dyn KeyStore>,
+    /// The key vault itself (the `keys.*`/`vault.*` methods); `keys` is the same object.
+    pub vault: Arc<Vault>,
     /// Providers, routes and the pooled HTTP client.
     pub router: crate::router::Router,
     pub prices: crate::pricing::PriceTable,
-    /// Placeholder usage store until the ledger lands: the most recent records, in memory.
-    recent_usage: Mutex<Vec<UsageRecord>>,
+    /// The usage ledger (`data_dir/ledger`).
+    pub ledger: Arc<Ledger>,
+    /// The usage sync worker's handle (status, `sync.now`).
+    pub sync: SyncHandle,
+    background: std::sync::Mutex<Background>,
+}
+
+/// Background tasks: created by [`State::open`], run by [`State::start_background`], stopped
+/// (with the bounded sync drain) by [`State::stop_background`].
+#[derive(Debug, Default)]
+enum Background {
+    Ready(SyncWorker),
+    Running {
+        finish: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    },
+    #[default]
+    Stopped,
 }
 
 impl State {
@@ -67,9 +95,14 @@ impl State {
     pub fn open(config: Config, paths: Paths, shutdown: CancellationToken) -> Result<State, StateError> {
         std::fs::create_dir_all(&paths.data_dir)
             .map_err(|source| StateError::DataDir { path: paths.data_dir.clone(), source })?;
+        let events = Bus::default();
+        let vault =
+            Vault::open(&config.vault, &paths.data_dir, events.clone(), shutdown.clone()).map_err(StateError::Vault)?;
         let router = crate::router::Router::new(&config.providers, &config.routes, &config.router)?;
         let config_dir = paths.config_file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
         let prices = crate::pricing::PriceTable::load(&config.pricing, &config_dir)?;
+        let ledger = Arc::new(Ledger::open(&paths.data_dir.join("ledger"))?);
+        let (sync, worker) = crate::sync::new(&config.sync, ledger.clone(), events.clone(), config.sync.credentials());
         Ok(State {
             router,
             prices,
@@ -79,10 +112,39 @@ impl State {
             started_at: SystemTime::now(),
             connections: AtomicUsize::new(0),
             shutdown,
-            events: Bus::default(),
-            keys: Arc::new(NoKeys),
-            recent_usage: Mutex::default(),
+            events,
+            keys: vault.clone(),
+            vault,
+            ledger,
+            sync,
+            background: std::sync::Mutex::new(Background::Ready(worker)),
         })
+    }
+
+    /// Starts the background tasks (the sync worker). Call once, inside the runtime.
+    pub fn start_background(&self) {
+        let Ok(mut bg) = self.background.lock() else { return };
+        if let Background::Ready(worker) = std::mem::take(&mut *bg) {
+            let finish = CancellationToken::new();
+            let task = tokio::spawn(worker.run(finish.clone()));
+            *bg = Background::Running { finish, task };
+        }
+    }
+
+    /// Stops the background tasks: the sync worker drains the outbox for at most
+    /// `sync.shutdown_drain_secs`; then the ledger is flushed. Call after the last call finished.
+    pub async fn stop_background(&self) {
+        let running = self.background.lock().map(|mut bg| std::mem::take(&mut *bg)).unwrap_or_default();
+        if let Background::Running { finish, task } = running {
+            finish.cancel();
+            let bound = std::time::Duration::from_secs(self.config.sync.shutdown_drain_secs + 2);
+            if tokio::time::timeout(bound, task).await.is_err() {
+                tracing::warn!("the sync worker did not stop in time");
+            }
+        }
+        if let Err(e) = self.ledger.flush() {
+            tracing::error!("final ledger flush failed: {e}");
+        }
     }
 
     pub fn connections(&self) -> usize {
@@ -98,12 +160,11 @@ impl State {
     /// Commits one usage record; returns once it is durable. The call that produced it must not
     /// be answered before this returns.
     pub async fn record_usage(&self, record: UsageRecord) -> Result<(), RecordError> {
-        let mut recent = self.recent_usage.lock().map_err(|_| RecordError::Store("poisoned".into()))?;
-        if recent.len() >= 1000 {
-            recent.remove(0);
+        match self.ledger.commit(&record).await {
+            Ok(_) => Ok(()),
+            Err(LedgerError::Invalid(e)) => Err(RecordError::Invalid(e.to_string())),
+            Err(e) => Err(RecordError::Store(e.to_string())),
         }
-        recent.push(record);
-        Ok(())
     }
 }
 

@@ -658,3 +658,33 @@ async fn estimated_usage_when_the_provider_reports_none_and_optional_params() {
     assert_eq!(body["stop_sequences"], serde_json::json!(["\n\n"]));
     assert!(body.get("metadata").is_none());
 }
+
+/// Keys stored in the vault (BYOK) are used before the platform key, in the user's order; a key
+/// the provider rejects is marked invalid and the next one is tried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_keys_are_used_in_order_and_rejected_ones_marked_invalid() {
+    let mock = Mock::start().await;
+    let d = Daemon::start_with(&config(&mock, None, "", ""), &[]); // no platform key
+    let c = d.client().await;
+    let set = |label: &str, secret: &str| {
+        params(&[("provider", "openai".into()), ("label", label.into()), ("secret", secret.into())])
+    };
+    let first = c.call("keys.set", set("first", "sk-byok-first-REJECTED-000")).await.unwrap();
+    c.call("keys.set", set("second", "sk-byok-second-GOOD-1111")).await.unwrap();
+    mock.push([Fault::Status { status: 401, headers: vec![], body: r#"{"error":{"message":"bad key"}}"#.into() }]);
+    let r = c.call("chat", chat_params("openai/gpt-4o-mini", false)).await.unwrap();
+    assert_eq!(field(&r, "content").as_str(), Some(REPLY));
+    let auths: Vec<String> = mock.seen().iter().filter_map(|s| s.authorization.clone()).collect();
+    assert_eq!(auths, ["Bearer sk-byok-first-REJECTED-000", "Bearer sk-byok-second-GOOD-1111"]);
+    let list = c.call("keys.list", vec![]).await.unwrap();
+    let keys = field(&list, "keys").as_array().unwrap();
+    let status_of = |id: &Value| {
+        keys.iter().find(|k| field(k, "id") == id).map(|k| field(k, "status").as_str().unwrap().to_string()).unwrap()
+    };
+    assert_eq!(status_of(field(field(&first, "key"), "id")), "invalid");
+    // The rejected key is skipped from now on.
+    c.call("chat", chat_params("openai/gpt-4o-mini", false)).await.unwrap();
+    assert_eq!(mock.seen().last().unwrap().authorization.as_deref(), Some("Bearer sk-byok-second-GOOD-1111"));
+    let logs = d.logs();
+    assert!(!logs.contains("sk-byok-first") && !logs.contains("sk-byok-second"), "a key leaked into the log");
+}

@@ -8,7 +8,11 @@
 mod chat;
 mod daemon;
 mod events;
+mod keys;
 mod models;
+mod sync;
+mod usage;
+mod vault;
 
 use crate::rpc::{message::Message, parse_params, Encoded, ErrorCode, RpcError};
 use crate::state::State;
@@ -89,8 +93,12 @@ pub const CANCEL_NOTIFICATION: &str = "$/cancel";
 pub static METHODS: LazyLock<Vec<Method>> = LazyLock::new(|| {
     let mut all = daemon::methods();
     all.extend(events::methods());
+    all.extend(keys::methods());
+    all.extend(vault::methods());
     all.extend(chat::methods());
     all.extend(models::methods());
+    all.extend(usage::methods());
+    all.extend(sync::methods());
     all.push(Method {
         name: CANCEL_NOTIFICATION,
         params: "[msgid: u32]",

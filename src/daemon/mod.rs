@@ -2,7 +2,8 @@
 //!
 //! [`run`] serves until its shutdown token is cancelled (SIGTERM/SIGINT in `main`, anything in
 //! tests), then stops accepting, removes the socket, gives running calls
-//! `daemon.shutdown_grace_secs` to finish, and returns.
+//! `daemon.shutdown_grace_secs` to finish, lets the sync worker drain the outbox (bounded by
+//! `sync.shutdown_drain_secs`, see [`State::stop_background`]), and returns.
 
 pub mod conn;
 pub mod listener;
@@ -14,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
-pub use listener::{bind, BoundSocket, ListenError};
+pub use listener::{adopt, bind, Activation, BoundSocket, ListenError};
 
 /// Serves connections on `socket` until `state.shutdown` is cancelled.
 pub async fn run(state: Arc<State>, mut socket: BoundSocket) {
@@ -22,7 +23,9 @@ pub async fn run(state: Arc<State>, mut socket: BoundSocket) {
     let limit = Arc::new(Semaphore::new(state.config.daemon.max_connections));
     let tracker = TaskTracker::new();
     let mut next_id: u64 = 1;
+    state.start_background();
     tracing::info!(socket = %socket.path.display(), pid = std::process::id(), "listening");
+    notify_service_manager(&[sd_notify::NotifyState::Ready]);
     loop {
         let permit = tokio::select! {
             biased;
@@ -62,6 +65,7 @@ pub async fn run(state: Arc<State>, mut socket: BoundSocket) {
             drop(permit);
         });
     }
+    notify_service_manager(&[sd_notify::NotifyState::Stopping]);
     socket.remove_file();
     tracker.close();
     let grace = Duration::from_secs(state.config.daemon.shutdown_grace_secs);
@@ -73,6 +77,15 @@ pub async fn run(state: Arc<State>, mut socket: BoundSocket) {
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!("calls still running after the grace period; exiting anyway");
     }
+    // Bounded sync drain and final ledger flush, while the single-instance lock is still held.
+    state.stop_background().await;
     drop(socket);
     tracing::info!("stopped");
+}
+
+/// Tells systemd (`Type=notify`) about state changes; a no-op when not run by systemd.
+fn notify_service_manager(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        tracing::debug!("sd_notify failed: {e}");
+    }
 }

@@ -176,3 +176,45 @@ pub fn field<'a>(v: &'a rmpv::Value, name: &str) -> &'a rmpv::Value {
 pub fn params(entries: &[(&str, rmpv::Value)]) -> Vec<rmpv::Value> {
     vec![rmpv::Value::Map(entries.iter().map(|(k, v)| (rmpv::Value::from(*k), v.clone())).collect())]
 }
+
+pub mod collector;
+
+/// Records `n` usage records concurrently over `client`; returns their ids.
+pub async fn record_many(client: &Client, n: usize, app: &str) -> Vec<String> {
+    let calls = (0..n).map(|i| {
+        client.call(
+            "usage.record",
+            params(&[
+                ("app", app.into()),
+                ("provider", "openai".into()),
+                ("model", "gpt-4o-mini".into()),
+                ("input_tokens", (i as u64).into()),
+                ("output_tokens", 7u64.into()),
+                ("cost_microusd", 10u64.into()),
+            ]),
+        )
+    });
+    futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| field(&r.expect("usage.record"), "id").as_str().expect("id").to_string())
+        .collect()
+}
+
+/// Polls `method` until `pred` holds for its result; panics after `timeout`.
+pub async fn wait_until(
+    client: &Client,
+    method: &str,
+    timeout: Duration,
+    pred: impl Fn(&rmpv::Value) -> bool,
+) -> rmpv::Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v = client.call(method, vec![]).await.expect(method);
+        if pred(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{method} never satisfied the condition; last: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,418 @@
+//! The usage ledger: every metered call, durably, in sled. The only module that knows sled.
+//!
+//! Trees:
+//! - `records`: id (UUIDv7 bytes, so time-ordered) → the record as JSON;
+//! - `counters`: per period (UTC day and month) and per user, app, provider, provider/model,
+//!   key_source and total → [`Counter`] (see [`keys`] for the key layout);
+//! - `outbox`: id → record JSON, for records not yet confirmed by the sync backend;
+//! - `dead`: id → [`DeadLetter`], records the backend refused;
+//! - `meta`: the device id, and the `clearing` marker.
+//!
+//! Invariants:
+//! - a record, its counters and its outbox entry are written in ONE transaction, and
+//!   [`Ledger::commit`] returns only after that transaction is flushed to disk (group commit:
+//!   concurrent writers share one flush, see [`committer`]);
+//! - ids are unique: committing an id that is already stored changes nothing (idempotent import);
+//! - the counters always equal the sum of the records they count (both are cleared together,
+//!   behind a marker that makes an interrupted clear finish at the next open);
+//! - an outbox entry is removed only when the backend confirmed it (`ack`) or refused it
+//!   (moved to `dead`), never by `clear` unless forced.
+
+mod committer;
+pub mod counters;
+pub mod keys;
+pub mod summary;
+pub mod validate;
+
+pub use committer::Cleared;
+pub use counters::Counter;
+pub use keys::{Dim, Period};
+pub use summary::{BadPeriod, Group, Projection, Summary};
+pub use validate::{validate, InvalidRecord};
+
+use crate::usage::{now_ms, UsageRecord};
+use committer::{Committer, Job, Prepared, CLEARING_KEY};
+use serde::{Deserialize, Serialize};
+use sled::IVec;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+/// Writes queued for the committer before writers wait (backpressure).
+const JOB_QUEUE: usize = 16_384;
+const DEVICE_ID_KEY: &[u8] = b"device_id";
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LedgerError {
+    #[error("cannot open the usage ledger at {path}: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error("invalid usage record: {0}")]
+    Invalid(#[from] InvalidRecord),
+    #[error("usage ledger storage failure")]
+    Storage(#[source] Arc<sled::Error>),
+    #[error("unreadable ledger entry: {0}")]
+    Corrupt(String),
+    #[error("the usage ledger is closed")]
+    Closed,
+}
+
+impl LedgerError {
+    fn storage(e: sled::Error) -> LedgerError {
+        LedgerError::Storage(Arc::new(e))
+    }
+}
+
+/// Sizes the sync worker and `sync.status` watch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Records waiting in the outbox.
+    pub outbox: u64,
+    pub dead: u64,
+}
+
+#[derive(Clone)]
+pub(crate) struct Trees {
+    records: sled::Tree,
+    counters: sled::Tree,
+    outbox: sled::Tree,
+    dead: sled::Tree,
+    meta: sled::Tree,
+}
+
+/// A record the backend refused, with why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeadLetter {
+    pub batch_id: String,
+    /// HTTP status of the refusal, if there was one.
+    pub status: Option<u16>,
+    pub reason: String,
+    pub at_ms: i64,
+    pub record: UsageRecord,
+}
+
+#[derive(Serialize)]
+struct DeadMeta<'a> {
+    batch_id: &'a str,
+    status: Option<u16>,
+    reason: &'a str,
+    at_ms: i64,
+}
+
+impl DeadLetter {
+    /// The stored record inside a dead-letter value.
+    fn record_bytes(v: &[u8]) -> Option<Vec<u8>> {
+        #[derive(Deserialize)]
+        struct Only {
+            record: serde_json::Value,
+        }
+        let only: Only = serde_json::from_slice(v).ok()?;
+        serde_json::to_vec(&only.record).ok()
+    }
+}
+
+/// Filters for [`Ledger::records`]. Times are Unix milliseconds, `from` inclusive, `to` exclusive.
+#[derive(Debug, Clone, Default)]
+pub struct RecordQuery {
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub app: Option<String>,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    /// Continue after (in the scan direction) this id.
+    pub after: Option<Uuid>,
+    pub limit: usize,
+    /// Oldest first instead of newest first.
+    pub ascending: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordPage {
+    pub records: Vec<UsageRecord>,
+    /// Pass as `after` for the next page; `None` when there is no more.
+    pub next: Option<Uuid>,
+}
+
+/// One counter row of a summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CounterRow {
+    pub period: String,
+    pub key: String,
+    pub counter: Counter,
+}
+
+/// Result of committing one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    New,
+    /// A record with this id was already stored; nothing changed.
+    Duplicate,
+}
+
+pub struct Ledger {
+    path: PathBuf,
+    db: sled::Db,
+    trees: Trees,
+    jobs: mpsc::Sender<Job>,
+    counts: watch::Receiver<Counts>,
+    device_id: Uuid,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger").field("path", &self.path).field("counts", &*self.counts.borrow()).finish()
+    }
+}
+
+impl Ledger {
+    /// Opens (or creates) the ledger in directory `path` and starts its committer thread.
+    pub fn open(path: &Path) -> Result<Ledger, LedgerError> {
+        let open_err = |message: String| LedgerError::Open { path: path.to_path_buf(), message };
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(64 * 1024 * 1024)
+            .open()
+            .map_err(|e| open_err(e.to_string()))?;
+        let tree = |name: &str| db.open_tree(name).map_err(|e| open_err(e.to_string()));
+        let trees = Trees {
+            records: tree("records")?,
+            counters: tree("counters")?,
+            outbox: tree("outbox")?,
+            dead: tree("dead")?,
+            meta: tree("meta")?,
+        };
+        let device_id = device_id(&trees.meta).map_err(|e| open_err(e.to_string()))?;
+        let counts = Counts { outbox: trees.outbox.len() as u64, dead: trees.dead.len() as u64 };
+        let (counts_tx, counts_rx) = watch::channel(counts);
+        let mut committer = Committer { db: db.clone(), trees: trees.clone(), counts, counts_tx };
+        if let Some(flag) = trees.meta.get(CLEARING_KEY).map_err(|e| open_err(e.to_string()))? {
+            tracing::warn!("finishing a usage.clear interrupted by a crash");
+            committer.clear(flag.first() == Some(&1)).map_err(|e| open_err(e.to_string()))?;
+            db.flush().map_err(|e| open_err(e.to_string()))?;
+        }
+        let (tx, rx) = mpsc::channel(JOB_QUEUE);
+        std::thread::Builder::new()
+            .name("ledger-commit".into())
+            .spawn(move || committer.run(rx))
+            .map_err(|e| open_err(format!("cannot start the committer thread: {e}")))?;
+        tracing::info!(path = %path.display(), outbox = counts.outbox, dead_letters = counts.dead, "usage ledger open");
+        Ok(Ledger { path: path.to_path_buf(), db, trees, jobs: tx, counts: counts_rx, device_id })
+    }
+
+    /// This installation's id (made once, kept in the ledger); the sync source is derived from it.
+    pub fn device_id(&self) -> Uuid {
+        self.device_id
+    }
+
+    /// Validates and durably stores one record with its counters and outbox entry.
+    pub async fn commit(&self, record: &UsageRecord) -> Result<Committed, LedgerError> {
+        let flags = self.commit_many(std::slice::from_ref(record)).await?;
+        Ok(if flags.first() == Some(&true) { Committed::New } else { Committed::Duplicate })
+    }
+
+    /// Validates every record (all or none are stored), then stores the ones whose id is new, in
+    /// one transaction, durably. Returns per record whether it was new.
+    pub async fn commit_many(&self, records: &[UsageRecord]) -> Result<Vec<bool>, LedgerError> {
+        let now = now_ms();
+        let mut prepared = Vec::with_capacity(records.len());
+        for (i, r) in records.iter().enumerate() {
+            validate(r, now).map_err(|e| match records.len() {
+                1 => e,
+                _ => InvalidRecord(format!("record {i}: {e}")),
+            })?;
+            let value = serde_json::to_vec(r).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+            prepared.push(Prepared {
+                key: *r.id.as_bytes(),
+                value,
+                counter_keys: counters::keys_for(r),
+                delta: Counter::of(r),
+            });
+        }
+        self.send(|reply| Job::Commit { records: prepared, reply }).await
+    }
+
+    /// Removes records the backend accepted from the outbox.
+    pub async fn ack(&self, ids: &[Uuid]) -> Result<u64, LedgerError> {
+        let ids = ids.iter().map(|i| *i.as_bytes()).collect();
+        self.send(|reply| Job::Ack { ids, reply }).await
+    }
+
+    /// Moves records the backend refused from the outbox to the dead letters.
+    pub async fn dead_letter(
+        &self,
+        ids: &[Uuid],
+        batch_id: &str,
+        status: Option<u16>,
+        reason: &str,
+    ) -> Result<u64, LedgerError> {
+        let meta = DeadMeta { batch_id, status, reason, at_ms: now_ms() };
+        let mut meta = serde_json::to_string(&meta).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+        meta.pop(); // the closing brace; the committer appends `,"record":...}`
+        let ids = ids.iter().map(|i| *i.as_bytes()).collect();
+        self.send(|reply| Job::DeadLetter { ids, meta, reply }).await
+    }
+
+    /// Moves every dead letter back to the outbox (to be sent again).
+    pub async fn requeue_dead_letters(&self) -> Result<u64, LedgerError> {
+        self.send(|reply| Job::Requeue { reply }).await
+    }
+
+    /// Removes the local history (records and counters). The outbox and dead letters (records not
+    /// yet accepted by the backend) are kept unless `force`.
+    pub async fn clear(&self, force: bool) -> Result<Cleared, LedgerError> {
+        self.send(|reply| Job::Clear { force, reply }).await
+    }
+
+    async fn send<T>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<T, LedgerError>>) -> Job,
+    ) -> Result<T, LedgerError> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs.send(job(tx)).await.map_err(|_| LedgerError::Closed)?;
+        rx.await.map_err(|_| LedgerError::Closed)?
+    }
+
+    /// Current outbox and dead-letter sizes.
+    pub fn counts(&self) -> Counts {
+        *self.counts.borrow()
+    }
+
+    /// Changes whenever a write round changed the counts.
+    pub fn watch_counts(&self) -> watch::Receiver<Counts> {
+        self.counts.clone()
+    }
+
+    /// Records matching `q`, newest first (or oldest first if `q.ascending`).
+    pub fn records(&self, q: &RecordQuery) -> Result<RecordPage, LedgerError> {
+        // Ids carry their creation time, which is within a day of `ts` (see validate), so the id
+        // range is bounded with that slack and `ts` is then checked exactly.
+        let slack = validate::MAX_ID_SKEW_MS;
+        let mut lo = q.from_ms.map_or([0u8; 16], |f| keys::id_bound(f - slack, 0));
+        let mut hi = q.to_ms.map_or([0xffu8; 16], |t| keys::id_bound(t + slack, 0xff));
+        if let Some(after) = q.after {
+            let a = *after.as_bytes();
+            if q.ascending {
+                lo = lo.max(next_key(a));
+            } else {
+                hi = hi.min(a);
+            }
+        }
+        let limit = q.limit.max(1);
+        let range = self.trees.records.range(lo..hi);
+        let iter: Box<dyn Iterator<Item = sled::Result<(IVec, IVec)>>> =
+            if q.ascending { Box::new(range) } else { Box::new(range.rev()) };
+        let mut records = Vec::new();
+        let mut next = None;
+        for item in iter {
+            let (_, v) = item.map_err(LedgerError::storage)?;
+            let r = decode(&v)?;
+            let keep = q.from_ms.is_none_or(|f| r.ts >= f)
+                && q.to_ms.is_none_or(|t| r.ts < t)
+                && q.app.as_ref().is_none_or(|a| *a == r.app)
+                && q.provider.as_ref().is_none_or(|p| *p == r.provider)
+                && q.model.as_ref().is_none_or(|m| *m == r.model);
+            if !keep {
+                continue;
+            }
+            if records.len() == limit {
+                next = records.last().map(|l: &UsageRecord| l.id);
+                break;
+            }
+            records.push(r);
+        }
+        Ok(RecordPage { records, next })
+    }
+
+    /// Counter rows of `dim` for periods `from..=to` (labels like `2025-01-31` or `2025-01`).
+    pub fn counters(&self, period: Period, dim: Dim, from: &str, to: &str) -> Result<Vec<CounterRow>, LedgerError> {
+        let (lo, hi) = keys::counter_range(period, dim, from, to);
+        let mut rows = Vec::new();
+        for item in self.trees.counters.range(lo..hi) {
+            let (k, v) = item.map_err(LedgerError::storage)?;
+            let (period, key) =
+                keys::split_counter_key(&k).ok_or_else(|| LedgerError::Corrupt("counter key".into()))?;
+            rows.push(CounterRow { period, key, counter: Counter::decode(&v) });
+        }
+        Ok(rows)
+    }
+
+    /// Up to `limit` outbox entries after `after` (oldest first). An entry that cannot be read is
+    /// returned as `Err(id)` so the caller can dead-letter it instead of stalling on it.
+    pub fn outbox_after(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<Result<UsageRecord, Uuid>>, LedgerError> {
+        let lo = after.map_or([0u8; 16], |a| next_key(*a.as_bytes()));
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for item in self.trees.outbox.range(lo..).take(limit) {
+            let (k, v) = item.map_err(LedgerError::storage)?;
+            out.push(decode(&v).map_err(|_| uuid_of(&k)));
+        }
+        Ok(out)
+    }
+
+    /// The oldest record waiting in the outbox.
+    pub fn oldest_pending(&self) -> Result<Option<UsageRecord>, LedgerError> {
+        match self.trees.outbox.first().map_err(LedgerError::storage)? {
+            Some((_, v)) => Ok(Some(decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The most recent dead letters, newest first.
+    pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, LedgerError> {
+        let mut out = Vec::new();
+        for item in self.trees.dead.iter().rev().take(limit) {
+            let (_, v) = item.map_err(LedgerError::storage)?;
+            out.push(serde_json::from_slice(&v).map_err(|e| LedgerError::Corrupt(e.to_string()))?);
+        }
+        Ok(out)
+    }
+
+    /// Bytes the ledger occupies on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
+    /// Flushes everything written so far (used at shutdown; commits are already durable).
+    pub fn flush(&self) -> Result<(), LedgerError> {
+        self.db.flush().map(|_| ()).map_err(LedgerError::storage)
+    }
+}
+
+fn decode(v: &[u8]) -> Result<UsageRecord, LedgerError> {
+    serde_json::from_slice(v).map_err(|e| LedgerError::Corrupt(format!("usage record: {e}")))
+}
+
+fn uuid_of(k: &[u8]) -> Uuid {
+    Uuid::from_slice(k).unwrap_or_default()
+}
+
+/// The smallest key greater than `k`.
+fn next_key(mut k: [u8; 16]) -> [u8; 16] {
+    for b in k.iter_mut().rev() {
+        if *b == 0xff {
+            *b = 0;
+        } else {
+            *b += 1;
+            return k;
+        }
+    }
+    [0xff; 16]
+}
+
+fn device_id(meta: &sled::Tree) -> Result<Uuid, sled::Error> {
+    if let Some(v) = meta.get(DEVICE_ID_KEY)? {
+        if let Ok(id) = Uuid::from_slice(&v) {
+            return Ok(id);
+        }
+    }
+    let id = Uuid::new_v4();
+    meta.insert(DEVICE_ID_KEY, id.as_bytes())?;
+    meta.flush()?;
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests;

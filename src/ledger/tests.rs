@@ -1,0 +1,182 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+use crate::usage::{CallStatus, KeySource};
+use std::sync::Arc;
+
+fn record(app: &str, provider: &str, model: &str, input: u64, output: u64, cost: i64) -> UsageRecord {
+    let mut r = UsageRecord::new(app, provider, model);
+    r.input_tokens = input;
+    r.output_tokens = output;
+    r.cost_microusd = cost;
+    r
+}
+
+fn total(l: &Ledger, period: Period) -> Counter {
+    let label = period.label(now_ms());
+    let rows = l.counters(period, Dim::Total, &label, &label).unwrap();
+    rows.first().map(|r| r.counter).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn commit_stores_record_counters_and_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path()).unwrap();
+    let mut r = record("nvim", "openai", "gpt-4o", 100, 20, 1500);
+    r.status = CallStatus::Error;
+    r.key_source = KeySource::Platform;
+    assert_eq!(l.commit(&r).await.unwrap(), Committed::New);
+    assert_eq!(l.commit(&r).await.unwrap(), Committed::Duplicate);
+    let page = l.records(&RecordQuery { limit: 10, ..Default::default() }).unwrap();
+    assert_eq!(page.records, vec![r.clone()]);
+    assert_eq!(l.counts(), Counts { outbox: 1, dead: 0 });
+    let today = Period::Day.label(r.ts);
+    let by_model = l.counters(Period::Day, Dim::Model, &today, &today).unwrap();
+    assert_eq!(by_model.len(), 1);
+    assert_eq!(by_model[0].key, "openai/gpt-4o");
+    let c = by_model[0].counter;
+    assert_eq!((c.requests, c.failed, c.input_tokens, c.output_tokens, c.cost_microusd), (1, 1, 100, 20, 1500));
+    let ks = l.counters(Period::Month, Dim::KeySource, &Period::Month.label(r.ts), &Period::Month.label(r.ts)).unwrap();
+    assert_eq!(ks[0].key, "platform");
+}
+
+#[tokio::test]
+async fn invalid_records_are_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path()).unwrap();
+    let good = record("a", "p", "m", 1, 1, 1);
+    let bad = record("a", "p", "m", validate::MAX_TOKENS + 1, 1, 1);
+    assert!(matches!(l.commit_many(&[good, bad]).await, Err(LedgerError::Invalid(_))));
+    assert_eq!(l.counts().outbox, 0);
+    assert!(l.records(&RecordQuery { limit: 10, ..Default::default() }).unwrap().records.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_commits_share_flushes_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Arc::new(Ledger::open(dir.path()).unwrap());
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let l = l.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50u64 {
+                l.commit(&record(&format!("app{}", t % 4), "openai", "m", i, 1, 10)).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(l.counts().outbox, 800);
+    let c = total(&l, Period::Month);
+    assert_eq!((c.requests, c.cost_microusd, c.output_tokens), (800, 8000, 800));
+    drop(l);
+    // The committer thread holds the db until its channel closes; wait for the lock to go.
+    let reopened = loop {
+        match Ledger::open(dir.path()) {
+            Ok(l) => break l,
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+        }
+    };
+    assert_eq!(reopened.counts().outbox, 800);
+    assert_eq!(total(&reopened, Period::Day).requests, 800);
+    let per_app = reopened.counters(Period::Day, Dim::App, &Period::Day.label(now_ms()), &Period::Day.label(now_ms()));
+    assert_eq!(per_app.unwrap().iter().map(|r| r.counter.requests).sum::<u64>(), 800);
+}
+
+#[tokio::test]
+async fn ack_dead_letter_and_requeue() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path()).unwrap();
+    let rs: Vec<UsageRecord> = (0..5).map(|i| record("a", "p", "m", i, 0, 0)).collect();
+    l.commit_many(&rs).await.unwrap();
+    let pending: Vec<UsageRecord> = l.outbox_after(None, 100).unwrap().into_iter().map(Result::unwrap).collect();
+    assert_eq!(pending, rs);
+    let after_two = l.outbox_after(Some(rs[1].id), 2).unwrap();
+    assert_eq!(after_two.len(), 2);
+    assert_eq!(after_two[0].as_ref().unwrap().id, rs[2].id);
+    assert_eq!(l.ack(&[rs[0].id, rs[1].id, Uuid::now_v7()]).await.unwrap(), 2);
+    assert_eq!(l.dead_letter(&[rs[2].id], "batch-1", Some(400), "bad event").await.unwrap(), 1);
+    assert_eq!(l.counts(), Counts { outbox: 2, dead: 1 });
+    let dead = l.dead_letters(10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].status, dead[0].batch_id.as_str(), &dead[0].record), (Some(400), "batch-1", &rs[2]));
+    assert_eq!(l.oldest_pending().unwrap().unwrap().id, rs[3].id);
+    assert_eq!(l.requeue_dead_letters().await.unwrap(), 1);
+    assert_eq!(l.counts(), Counts { outbox: 3, dead: 0 });
+    assert_eq!(l.oldest_pending().unwrap().unwrap().id, rs[2].id);
+    // Records stay in the history whatever happens to their outbox entries.
+    assert_eq!(l.records(&RecordQuery { limit: 10, ..Default::default() }).unwrap().records.len(), 5);
+}
+
+#[tokio::test]
+async fn clear_keeps_unsynced_outbox_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path()).unwrap();
+    let rs: Vec<UsageRecord> = (0..4).map(|i| record("a", "p", "m", i, 0, 0)).collect();
+    l.commit_many(&rs).await.unwrap();
+    l.ack(&[rs[0].id]).await.unwrap();
+    let c = l.clear(false).await.unwrap();
+    assert_eq!(c, Cleared { records: 4, outbox: 0, dead_letters: 0 });
+    assert_eq!(l.counts().outbox, 3);
+    assert_eq!(total(&l, Period::Day), Counter::default());
+    assert!(l.records(&RecordQuery { limit: 10, ..Default::default() }).unwrap().records.is_empty());
+    let c = l.clear(true).await.unwrap();
+    assert_eq!(c, Cleared { records: 0, outbox: 3, dead_letters: 0 });
+    assert_eq!(l.counts(), Counts::default());
+    assert!(l.outbox_after(None, 10).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn records_are_paged_and_filtered() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path()).unwrap();
+    let mut rs = Vec::new();
+    for i in 0..25u64 {
+        let app = if i % 2 == 0 { "even" } else { "odd" };
+        rs.push(record(app, if i % 5 == 0 { "anthropic" } else { "openai" }, "m", i, 0, 0));
+    }
+    l.commit_many(&rs).await.unwrap();
+    let mut seen = Vec::new();
+    let mut q = RecordQuery { limit: 4, app: Some("even".into()), ..Default::default() };
+    loop {
+        let page = l.records(&q).unwrap();
+        seen.extend(page.records.iter().map(|r| r.input_tokens));
+        match page.next {
+            Some(n) => q.after = Some(n),
+            None => break,
+        }
+    }
+    let expected: Vec<u64> = (0..25).rev().filter(|i| i % 2 == 0).collect();
+    assert_eq!(seen, expected);
+    let asc = l
+        .records(&RecordQuery { limit: 100, ascending: true, provider: Some("anthropic".into()), ..Default::default() })
+        .unwrap();
+    assert_eq!(asc.records.iter().map(|r| r.input_tokens).collect::<Vec<_>>(), vec![0, 5, 10, 15, 20]);
+    assert!(asc.next.is_none());
+    let future = l.records(&RecordQuery { limit: 100, from_ms: Some(now_ms() + 60_000), ..Default::default() });
+    assert!(future.unwrap().records.is_empty());
+    let window = l.records(&RecordQuery {
+        limit: 100,
+        from_ms: Some(rs[0].ts),
+        to_ms: Some(rs[24].ts + 1),
+        ..Default::default()
+    });
+    assert_eq!(window.unwrap().records.len(), 25);
+}
+
+#[tokio::test]
+async fn device_id_is_stable() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let l = Ledger::open(dir.path()).unwrap();
+        l.device_id()
+    };
+    let l = loop {
+        match Ledger::open(dir.path()) {
+            Ok(l) => break l,
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+        }
+    };
+    assert_eq!(l.device_id(), id);
+}

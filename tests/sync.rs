@@ -1,0 +1,275 @@
+//! Usage sync against a local collector: batches, headers, CloudEvent fields, retries with
+//! backoff and Retry-After, lost responses, dead letters, pause on 401 and resume.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::collector::{Collector, Fault};
+use common::{field, params, record_many, wait_until, Daemon};
+use rmpv::Value;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "sync-token-5d1c8e0f-never-logged";
+
+/// Sync config that only flushes on `sync.now` (or at start), with fast retries.
+fn config(url: &str, extra: &str) -> String {
+    format!(
+        "[sync]\nurl = \"{url}\"\ninterval_secs = 3600\nflush_threshold = 1000000\nbackoff_initial_ms = 50\n\
+         backoff_max_ms = 200\ntimeout_secs = 1\n{extra}"
+    )
+}
+
+fn start(url: &str, extra: &str) -> Daemon {
+    let extra =
+        if extra.contains("token_") { extra.to_string() } else { format!("token_env = \"SYNC_TOKEN\"\n{extra}") };
+    Daemon::start_with(&config(url, &extra), &[("SYNC_TOKEN", TOKEN)])
+}
+
+fn u(v: &Value, name: &str) -> u64 {
+    field(v, name).as_u64().unwrap_or_else(|| panic!("`{name}` is not an integer in {v}"))
+}
+
+fn s<'a>(v: &'a Value, name: &str) -> &'a str {
+    field(v, name).as_str().unwrap_or_else(|| panic!("`{name}` is not a string in {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_carry_design_headers_and_cloudevent_fields() {
+    let col = Collector::start().await;
+    col.require_token(Some(TOKEN));
+    let d = start(&col.url, "");
+    let c = d.client().await;
+    c.call("daemon.hello", params(&[("app", "writer".into())])).await.unwrap();
+    let ids = record_many(&c, 1203, "writer").await;
+    let before = c.call("sync.status", vec![]).await.unwrap();
+    assert_eq!(u(&before, "pending"), 1203);
+    assert!(field(&before, "oldest_pending_age_ms").as_u64().is_some());
+    let report = c.call("sync.now", vec![]).await.unwrap();
+    assert_eq!((u(&report, "sent"), u(&report, "pending")), (1203, 0), "{report}");
+    assert_eq!(s(&report, "state"), "idle");
+    assert!(field(&report, "error").is_nil());
+
+    assert_eq!(col.ids(), ids.iter().cloned().collect::<HashSet<_>>());
+    assert_eq!(col.duplicate_events(), 0);
+    let reqs = col.requests();
+    assert_eq!(reqs.iter().map(|r| r.events).collect::<Vec<_>>(), vec![500, 500, 203]);
+    let mut keys = HashSet::new();
+    for r in &reqs {
+        assert_eq!(r.content_type.as_deref(), Some("application/cloudevents-batch+json"));
+        assert_eq!(r.authorization.as_deref(), Some(format!("Bearer {TOKEN}").as_str()));
+        assert!(r.bytes <= 1024 * 1024);
+        let key = r.idempotency_key.clone().expect("Idempotency-Key");
+        uuid::Uuid::parse_str(&key).expect("batch id is a UUID");
+        assert!(keys.insert(key), "each batch has its own key");
+    }
+
+    // One event in full: the design's fields, and the record as data.
+    let status = c.call("sync.status", vec![]).await.unwrap();
+    let source = s(&status, "source").to_string();
+    assert!(source.starts_with("llm-sidecar://"), "{source}");
+    let records = c.call("usage.records", params(&[("limit", 1.into())])).await.unwrap();
+    let rec = &field(&records, "records").as_array().unwrap()[0];
+    let e = col.event(s(rec, "id")).expect("event stored");
+    assert_eq!(e["specversion"], "1.0");
+    assert_eq!(e["id"], s(rec, "id"));
+    assert_eq!(e["source"], source.as_str());
+    assert_eq!(e["type"], "dev.llm-sidecar.usage.v1");
+    assert_eq!(e["subject"], s(rec, "user"));
+    assert_eq!(e["datacontenttype"], "application/json");
+    let time = e["time"].as_str().unwrap();
+    let parsed = time::OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339).unwrap();
+    assert_eq!(parsed.unix_timestamp_nanos() / 1_000_000, i128::from(field(rec, "ts").as_i64().unwrap()));
+    assert_eq!(e["data"]["id"], s(rec, "id"));
+    assert_eq!(e["data"]["app"], "writer");
+    assert_eq!(e["data"]["model"], "gpt-4o-mini");
+    assert_eq!(e["data"]["cost_microusd"], 10);
+    assert_eq!(e["data"]["key_source"], "byok");
+
+    let after = c.call("sync.status", vec![]).await.unwrap();
+    assert_eq!((u(&after, "pending"), u(&after, "sent_total"), u(&after, "batches_total")), (0, 1203, 3));
+    assert!(field(&after, "last_success_at_ms").as_i64().is_some());
+    assert!(!d.logs().contains(TOKEN), "the token leaked into the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_through_faults_with_one_idempotency_key() {
+    let col = Collector::start().await;
+    for f in [
+        Fault::Status(500),
+        Fault::Status(503),
+        Fault::Reset,
+        Fault::Hang(Duration::from_secs(3)),
+        Fault::CommitThenReset,
+        Fault::CommitThenHang(Duration::from_secs(3)),
+        Fault::RetryAfter { status: 429, secs: 1 },
+    ] {
+        col.push_fault(f);
+    }
+    let d = start(&col.url, "");
+    let c = d.client().await;
+    let ids = record_many(&c, 40, "app").await;
+    let report = c.call("sync.now", vec![]).await.unwrap();
+    assert_eq!(s(&report, "state"), "retrying", "{report}");
+    assert_eq!(field(field(&report, "error"), "status").as_u64(), Some(500));
+    let st = c.call("sync.status", vec![]).await.unwrap();
+    assert!(u(&st, "failures") >= 1);
+    assert!(field(&st, "next_attempt_at_ms").as_i64().is_some() || s(&st, "state") != "retrying");
+
+    let done = wait_until(&c, "sync.status", Duration::from_secs(30), |v| u(v, "pending") == 0).await;
+    assert_eq!(s(&done, "state"), "idle");
+    assert_eq!(col.ids(), ids.iter().cloned().collect::<HashSet<_>>(), "every record exactly once");
+    let reqs = col.requests();
+    assert_eq!(reqs.len(), 8, "7 faults then success: {reqs:?}");
+    let key = reqs[0].idempotency_key.clone();
+    assert!(reqs.iter().all(|r| r.idempotency_key == key), "a retried batch keeps its key");
+    // Both "committed but lost" answers were replayed from the key, not stored twice.
+    assert_eq!(col.replayed_batches(), 2);
+    assert_eq!(col.duplicate_events(), 0);
+    // Retry-After: 1 was honoured.
+    let gap = reqs[7].at.duration_since(reqs[6].at);
+    assert!(gap >= Duration::from_millis(990), "retried after {gap:?} despite Retry-After: 1");
+    assert!(d.logs().contains("retrying in"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_4xx_moves_the_batch_to_dead_letters() {
+    let col = Collector::start().await;
+    col.push_fault(Fault::Status(422));
+    let d = start(&col.url, "batch_max_events = 10\n");
+    let c = d.client().await;
+    record_many(&c, 15, "app").await;
+    let report = c.call("sync.now", vec![]).await.unwrap();
+    // The first batch (10) is refused, the second (5) accepted.
+    assert_eq!((u(&report, "dead_lettered"), u(&report, "sent"), u(&report, "pending")), (10, 5, 0), "{report}");
+    let st = c.call("sync.status", vec![]).await.unwrap();
+    assert_eq!(u(&st, "dead_letters"), 10);
+    let dead = field(&st, "recent_dead_letters").as_array().unwrap();
+    assert_eq!(dead.len(), 10);
+    assert_eq!(field(&dead[0], "status").as_u64(), Some(422));
+    assert!(s(&dead[0], "reason").contains("422"));
+    assert_eq!(field(field(&st, "last_error"), "status").as_u64(), Some(422));
+    assert_eq!(col.count(), 5);
+    // Records stay in the local history.
+    let recs = c.call("usage.records", params(&[("limit", 100.into())])).await.unwrap();
+    assert_eq!(field(&recs, "records").as_array().unwrap().len(), 15);
+    // Once the backend is fixed, dead letters can be sent again.
+    let again = c.call("sync.now", params(&[("retry_dead_letters", true.into())])).await.unwrap();
+    assert_eq!((u(&again, "requeued"), u(&again, "sent")), (10, 10), "{again}");
+    assert_eq!(col.count(), 15);
+    assert_eq!(u(&c.call("sync.status", vec![]).await.unwrap(), "dead_letters"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pauses_on_401_and_resumes_when_the_token_changes() {
+    let col = Collector::start().await;
+    col.require_token(Some("new-token"));
+    let token_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(token_file.path(), "old-token\n").unwrap();
+    let d = start(&col.url, &format!("token_file = \"{}\"\n", token_file.path().display()));
+    let c = d.client().await;
+    let events = d.client().await;
+    events
+        .call("events.subscribe", params(&[("kinds", Value::Array(vec!["sync.paused".into(), "sync.resumed".into()]))]))
+        .await
+        .unwrap();
+    let mut notes = events.take_notifications().unwrap();
+
+    let first = record_many(&c, 5, "app").await;
+    let report = c.call("sync.now", vec![]).await.unwrap();
+    assert_eq!(s(&report, "state"), "paused", "{report}");
+    assert_eq!(field(field(&report, "error"), "status").as_u64(), Some(401));
+    let (method, args) = tokio::time::timeout(Duration::from_secs(5), notes.recv()).await.unwrap().unwrap();
+    assert_eq!(method, "event");
+    assert_eq!(field(&args[0], "kind").as_str(), Some("sync.paused"));
+    assert_eq!(field(&args[0], "status").as_u64(), Some(401));
+    let second = record_many(&c, 3, "app").await;
+    let st = c.call("sync.status", vec![]).await.unwrap();
+    assert_eq!((s(&st, "state"), u(&st, "pending")), ("paused", 8));
+    // A paused worker does not keep hammering the backend.
+    let attempts = col.requests().len();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(col.requests().len(), attempts);
+
+    std::fs::write(token_file.path(), "new-token\n").unwrap();
+    let (_, args) = tokio::time::timeout(Duration::from_secs(5), notes.recv()).await.unwrap().unwrap();
+    assert_eq!(field(&args[0], "kind").as_str(), Some("sync.resumed"));
+    wait_until(&c, "sync.status", Duration::from_secs(10), |v| u(v, "pending") == 0).await;
+    let all: HashSet<String> = first.into_iter().chain(second).collect();
+    assert_eq!(col.ids(), all);
+    assert!(!d.logs().contains("new-token") && !d.logs().contains("old-token"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushes_periodically_and_at_the_threshold() {
+    let col = Collector::start().await;
+    let periodic = Daemon::start_with(
+        &format!("[sync]\nurl = \"{}\"\ninterval_secs = 1\nflush_threshold = 1000000\n", col.url),
+        &[],
+    );
+    let c = periodic.client().await;
+    record_many(&c, 3, "periodic").await;
+    col.wait_for(3, Duration::from_secs(5)).await;
+
+    let col2 = Collector::start().await;
+    let threshold = Daemon::start_with(
+        &format!("[sync]\nurl = \"{}\"\ninterval_secs = 3600\nflush_threshold = 50\n", col2.url),
+        &[],
+    );
+    let c2 = threshold.client().await;
+    record_many(&c2, 49, "threshold").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(col2.count(), 0, "nothing is sent below the threshold");
+    record_many(&c2, 1, "threshold").await;
+    col2.wait_for(50, Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_drains_within_its_bound() {
+    let col = Collector::start().await;
+    let mut d = start(&col.url, "shutdown_drain_secs = 3\n");
+    let c = d.client().await;
+    let ids = record_many(&c, 120, "app").await;
+    drop(c);
+    d.terminate(Duration::from_secs(10));
+    assert_eq!(col.ids(), ids.into_iter().collect::<HashSet<_>>());
+
+    // A backend that never answers cannot hold the shutdown beyond the drain bound.
+    let stuck = Collector::start().await;
+    for _ in 0..10 {
+        stuck.push_fault(Fault::Hang(Duration::from_secs(30)));
+    }
+    let mut d = Daemon::start_with(
+        &format!("[sync]\nurl = \"{}\"\ninterval_secs = 3600\nflush_threshold = 1000000\ntimeout_secs = 30\nshutdown_drain_secs = 1\n", stuck.url),
+        &[],
+    );
+    let c = d.client().await;
+    record_many(&c, 5, "app").await;
+    drop(c);
+    let t = Instant::now();
+    d.terminate(Duration::from_secs(10));
+    assert!(t.elapsed() < Duration::from_secs(5), "shutdown took {:?}", t.elapsed());
+    // The records were kept and go out at the next start.
+    stuck.clear_faults();
+    d.spawn();
+    stuck.wait_for(5, Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_is_off_without_a_url() {
+    let d = Daemon::start();
+    let c = d.client().await;
+    let st = c.call("sync.status", vec![]).await.unwrap();
+    assert_eq!(field(&st, "enabled").as_bool(), Some(false));
+    assert_eq!(s(&st, "state"), "disabled");
+    record_many(&c, 2, "app").await;
+    assert_eq!(u(&c.call("sync.status", vec![]).await.unwrap(), "pending"), 2);
+    let e = c.call("sync.now", vec![]).await.expect_err("sync is off");
+    match e {
+        llm_sidecar::rpc::ClientError::Rpc(e) => {
+            assert_eq!(e.code, llm_sidecar::rpc::ErrorCode::InvalidRequest);
+            assert!(e.message.contains("[sync]"), "{}", e.message);
+        }
+        other => panic!("{other:?}"),
+    }
+}
