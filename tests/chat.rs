@@ -618,6 +618,47 @@ async fn cli_chat_streams_prints_usage_and_ctrl_c_cancels() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn estimated_usage_when_the_provider_reports_none_and_optional_params() {
+    let mock = Mock::start().await;
+    let extra = format!(
+        "[providers.oldserver]\nadapter = \"openai\"\nbase_url = \"{}/v1\"\nstream_usage = false\n",
+        mock.url()
+    );
+    let d = start(&config(&mock, None, "", &extra));
+    let c = d.client().await;
+    let mut notes = c.take_notifications().unwrap();
+    let (r, deltas) = stream_call(&c, &mut notes, chat_params("oldserver/some-model", true)).await;
+    let r = r.unwrap();
+    assert_eq!(deltas.concat(), REPLY);
+    // ceil(len("Say hello") / 4) = 3; ceil(len(REPLY) = 29 / 4) = 8.
+    assert_eq!(usage_of(&r), (3, 8, 0, 0, true));
+    assert_eq!(field(&r, "cost_microusd").as_i64(), Some(0));
+    let seen = mock.seen();
+    assert!(seen[0].body.get("stream_options").is_none());
+    assert!(seen[0].authorization.is_none(), "keyless custom provider sends no key");
+
+    // stop as a string, system, max_tokens, temperature and metadata reach the wire correctly.
+    let msg = Value::Map(vec![(Value::from("role"), Value::from("user")), (Value::from("content"), Value::from("hi"))]);
+    let meta = Value::Map(vec![(Value::from("trace"), Value::from("abc"))]);
+    let p = params(&[
+        ("model", "anthropic/claude-haiku-4-5".into()),
+        ("messages", Value::Array(vec![msg])),
+        ("system", "be brief".into()),
+        ("max_tokens", 64.into()),
+        ("temperature", 0.5.into()),
+        ("stop", "\n\n".into()),
+        ("metadata", meta),
+    ]);
+    c.call("chat", p).await.unwrap();
+    let body = &mock.seen()[1].body;
+    assert_eq!(body["system"], "be brief");
+    assert_eq!(body["max_tokens"], 64);
+    assert_eq!(body["temperature"], 0.5);
+    assert_eq!(body["stop_sequences"], serde_json::json!(["\n\n"]));
+    assert!(body.get("metadata").is_none());
+}
+
 /// Keys stored in the vault (BYOK) are used before the platform key, in the user's order; a key
 /// the provider rejects is marked invalid and the next one is tried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
