@@ -688,3 +688,30 @@ async fn vault_keys_are_used_in_order_and_rejected_ones_marked_invalid() {
     let logs = d.logs();
     assert!(!logs.contains("sk-byok-first") && !logs.contains("sk-byok-second"), "a key leaked into the log");
 }
+
+/// Every chat leaves exactly one durable usage record with the numbers the app was told,
+/// including a cancelled stream (billed so far) — read back over the socket after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_usage_is_recorded_durably_before_the_answer() {
+    let mock = Mock::start().await;
+    let mut d = start(&config(&mock, None, "", ""));
+    let c = d.client().await;
+    c.call("daemon.hello", params(&[("app", "recorder-test".into())])).await.unwrap();
+    let r = c.call("chat", chat_params("openai/gpt-4o-mini", false)).await.unwrap();
+    let cost = field(&r, "cost_microusd").as_i64().unwrap();
+    d.kill9(); // acknowledged answers must survive a crash
+    d.spawn();
+    let c = d.client().await;
+    let page = c.call("usage.records", vec![]).await.unwrap();
+    let records = field(&page, "records").as_array().unwrap();
+    assert_eq!(records.len(), 1, "{page}");
+    let rec = &records[0];
+    assert_eq!(field(rec, "app").as_str(), Some("recorder-test"));
+    assert_eq!(field(rec, "provider").as_str(), Some("openai"));
+    assert_eq!(field(rec, "key_source").as_str(), Some("platform"));
+    assert_eq!(field(rec, "input_tokens").as_u64(), Some(USAGE_IN));
+    assert_eq!(field(rec, "output_tokens").as_u64(), Some(USAGE_OUT));
+    assert_eq!(field(rec, "cost_microusd").as_i64(), Some(cost));
+    assert_eq!(field(rec, "status").as_str(), Some("ok"));
+    assert!(!format!("{page:?}").contains(KEY));
+}
