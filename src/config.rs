@@ -30,6 +30,11 @@ pub enum ConfigError {
 pub struct Config {
     pub daemon: DaemonConfig,
     pub log: LogConfig,
+    pub vault: crate::vault::VaultConfig,
+    pub providers: crate::providers::ProvidersConfig,
+    pub routes: crate::router::RoutesConfig,
+    pub router: crate::router::RouterConfig,
+    pub pricing: crate::pricing::PricingConfig,
     pub sync: crate::sync::SyncConfig,
 }
 
@@ -81,9 +86,16 @@ pub enum LogFormat {
 impl Config {
     /// Parses and validates config text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| {
+        let deserializer = toml::Deserializer::new(text);
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|err| {
+            let key = err.path().to_string();
+            let e = err.into_inner();
             let (line, column) = e.span().map(|s| line_col(text, s.start)).unzip();
-            let what = e.message().to_string();
+            let what = if key.is_empty() || key == "." {
+                e.message().to_string()
+            } else {
+                format!("`{key}`: {}", e.message())
+            };
             let message = match line.zip(column) {
                 Some((l, c)) => format!("line {l}, column {c}: {what}"),
                 None => what,
@@ -118,6 +130,10 @@ impl Config {
         }
         if self.daemon.shutdown_grace_secs > 3600 {
             return Err(invalid("daemon.shutdown_grace_secs", "must be at most 3600"));
+        }
+        self.vault.validate().map_err(|(key, message)| invalid(&key, &message))?;
+        if let Err((key, message)) = crate::router::Router::check(&self.providers, &self.routes, &self.router) {
+            return Err(invalid(&key, &message));
         }
         if let Err((key, message)) = self.sync.validate() {
             return Err(invalid(key, &message));

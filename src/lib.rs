@@ -8,10 +8,15 @@ pub mod events;
 pub mod keys;
 pub mod ledger;
 pub mod logging;
+pub mod pricing;
+pub mod providers;
+pub mod router;
 pub mod rpc;
+pub mod service;
 pub mod state;
 pub mod sync;
 pub mod usage;
+pub mod vault;
 
 /// The daemon's version, as reported by `daemon.hello`/`daemon.info` and `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

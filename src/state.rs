@@ -6,10 +6,11 @@
 
 use crate::config::Config;
 use crate::events::Bus;
-use crate::keys::{KeyStore, NoKeys};
+use crate::keys::KeyStore;
 use crate::ledger::{Ledger, LedgerError};
 use crate::sync::{SyncHandle, SyncWorker};
 use crate::usage::UsageRecord;
+use crate::vault::{Vault, VaultError};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -33,6 +34,12 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot open the key vault")]
+    Vault(#[source] VaultError),
+    #[error("providers and routes: {0}")]
+    Router(#[from] crate::router::RouterError),
+    #[error("pricing: {0}")]
+    Pricing(#[from] crate::pricing::PricingError),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
 }
@@ -58,6 +65,11 @@ pub struct State {
     pub shutdown: CancellationToken,
     pub events: Bus,
     pub keys: Arc<dyn KeyStore>,
+    /// The key vault itself (the `keys.*`/`vault.*` methods); `keys` is the same object.
+    pub vault: Arc<Vault>,
+    /// Providers, routes and the pooled HTTP client.
+    pub router: crate::router::Router,
+    pub prices: crate::pricing::PriceTable,
     /// The usage ledger (`data_dir/ledger`).
     pub ledger: Arc<Ledger>,
     /// The usage sync worker's handle (status, `sync.now`).
@@ -83,10 +95,17 @@ impl State {
     pub fn open(config: Config, paths: Paths, shutdown: CancellationToken) -> Result<State, StateError> {
         std::fs::create_dir_all(&paths.data_dir)
             .map_err(|source| StateError::DataDir { path: paths.data_dir.clone(), source })?;
-        let ledger = Arc::new(Ledger::open(&paths.data_dir.join("ledger"))?);
         let events = Bus::default();
+        let vault =
+            Vault::open(&config.vault, &paths.data_dir, events.clone(), shutdown.clone()).map_err(StateError::Vault)?;
+        let router = crate::router::Router::new(&config.providers, &config.routes, &config.router)?;
+        let config_dir = paths.config_file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+        let prices = crate::pricing::PriceTable::load(&config.pricing, &config_dir)?;
+        let ledger = Arc::new(Ledger::open(&paths.data_dir.join("ledger"))?);
         let (sync, worker) = crate::sync::new(&config.sync, ledger.clone(), events.clone(), config.sync.credentials());
         Ok(State {
+            router,
+            prices,
             config,
             paths,
             started: Instant::now(),
@@ -94,7 +113,8 @@ impl State {
             connections: AtomicUsize::new(0),
             shutdown,
             events,
-            keys: Arc::new(NoKeys),
+            keys: vault.clone(),
+            vault,
             ledger,
             sync,
             background: std::sync::Mutex::new(Background::Ready(Box::new(worker))),

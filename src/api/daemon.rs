@@ -21,7 +21,7 @@ pub(super) fn methods() -> Vec<Method> {
         Method {
             name: "daemon.info",
             params: "{}",
-            result: "{server, version, protocol, pid, started_at, uptime_ms, socket, config_file, data_dir, connections, app}",
+            result: "{server, version, protocol, pid, started_at, uptime_ms, socket, config_file, data_dir, connections, app, vault: {mode, state, locked, keys, ...}}",
             summary: "Daemon version, protocol, uptime and state",
             kind: "request",
             handler: Some(|c| Box::pin(info(c))),
@@ -108,6 +108,7 @@ struct InfoResult<'a> {
     data_dir: &'a str,
     connections: usize,
     app: String,
+    vault: crate::vault::VaultStatus,
 }
 
 async fn info(mut c: Call) -> Result<Encoded, RpcError> {
@@ -125,6 +126,7 @@ async fn info(mut c: Call) -> Result<Encoded, RpcError> {
         data_dir: &s.paths.data_dir.to_string_lossy(),
         connections: s.connections(),
         app: c.conn.app(),
+        vault: s.vault.status(),
     })
 }
 

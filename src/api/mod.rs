@@ -5,10 +5,14 @@
 //! table and the dispatcher cannot disagree); handlers never panic on peer input: bad params are
 //! `invalid_params`; results are maps encoded with field names.
 
+mod chat;
 mod daemon;
 mod events;
+mod keys;
+mod models;
 mod sync;
 mod usage;
+mod vault;
 
 use crate::rpc::{message::Message, parse_params, Encoded, ErrorCode, RpcError};
 use crate::state::State;
@@ -34,6 +38,8 @@ pub struct ConnCtx {
     pub outbox: mpsc::Sender<Bytes>,
     /// Event kinds this connection subscribed to (`events.subscribe`).
     pub events: Mutex<BTreeSet<String>>,
+    /// Whether this connection's event forwarder task has been started.
+    pub events_forwarder: std::sync::atomic::AtomicBool,
     /// Cancelled when the connection stops reading; background tasks tied to it end then.
     pub closed: CancellationToken,
 }
@@ -89,6 +95,10 @@ pub const CANCEL_NOTIFICATION: &str = "$/cancel";
 pub static METHODS: LazyLock<Vec<Method>> = LazyLock::new(|| {
     let mut all = daemon::methods();
     all.extend(events::methods());
+    all.extend(keys::methods());
+    all.extend(vault::methods());
+    all.extend(chat::methods());
+    all.extend(models::methods());
     all.extend(usage::methods());
     all.extend(sync::methods());
     all.push(Method {
@@ -105,11 +115,18 @@ pub static METHODS: LazyLock<Vec<Method>> = LazyLock::new(|| {
 static BY_NAME: LazyLock<HashMap<&'static str, Handler>> =
     LazyLock::new(|| METHODS.iter().filter_map(|m| m.handler.map(|h| (m.name, h))).collect());
 
+/// Methods that watch `call.cancel` themselves, so they can bill the work done before answering
+/// `cancelled`; [`dispatch`] does not race them with their token.
+const OWN_CANCEL: &[&str] = &["chat"];
+
 /// Runs one request to completion or cancellation.
 pub async fn dispatch(method: &str, call: Call) -> Result<Encoded, RpcError> {
     let Some(handler) = BY_NAME.get(method) else {
         return Err(RpcError::method_not_found(method));
     };
+    if OWN_CANCEL.contains(&method) {
+        return handler(call).await;
+    }
     let cancel = call.cancel.clone();
     tokio::select! {
         r = handler(call) => r,

@@ -2,10 +2,14 @@
 //!
 //! Exit codes: 0 success, 1 error, 2 usage error (clap), 3 no daemon running.
 
+mod chat;
+mod keys;
 mod serve;
+mod service;
 mod status;
 mod sync;
 mod usage;
+mod vault;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -47,6 +51,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Manage provider API keys in the vault
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
+    /// Unlock, lock and inspect the key vault
+    Vault {
+        #[command(subcommand)]
+        command: vault::VaultCommand,
+    },
+    /// Install or remove the per-user service (systemd user units / launchd agent)
+    Service {
+        #[command(subcommand)]
+        command: service::ServiceCommand,
+    },
+    /// Send one prompt and stream the answer; prints usage and cost at the end
+    Chat(chat::ChatArgs),
     /// Usage per provider, model, app or key source, with the projected month-end
     Usage(usage::UsageArgs),
     /// Usage sync to the backend
@@ -119,6 +140,17 @@ impl Cli {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A service manager's socket hand-over edits the environment: do it before threads exist.
+    let activation = match cli.command {
+        Command::Serve { .. } => match llm_sidecar::daemon::Activation::take() {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => llm_sidecar::daemon::Activation::None,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -126,7 +158,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(cli));
+    let result = runtime.block_on(run(cli, activation));
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -140,11 +172,15 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<ExitCode> {
+async fn run(cli: Cli, activation: llm_sidecar::daemon::Activation) -> Result<ExitCode> {
     match &cli.command {
-        Command::Serve { data_dir } => serve::run(&cli, data_dir.clone()).await,
+        Command::Serve { data_dir } => serve::run(&cli, data_dir.clone(), activation).await,
         Command::Status { json } => status::run(&cli, *json).await,
+        Command::Keys { command } => keys::run(&cli, command).await,
+        Command::Vault { command } => vault::run(&cli, command).await,
+        Command::Chat(args) => chat::run(&cli, args).await,
         Command::Config { command } => config_cmd(&cli, command),
+        Command::Service { command } => service::run(&cli, command).await,
         Command::Usage(args) => usage::run(&cli, args).await,
         Command::Sync { command } => sync::run(&cli, command).await,
     }

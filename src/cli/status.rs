@@ -21,6 +21,10 @@ pub async fn run(cli: &Cli, json: bool) -> Result<ExitCode> {
     println!("  config       {}", get("config_file"));
     println!("  data         {}", get("data_dir"));
     println!("  connections  {}", get("connections"));
+    let vault = llm_sidecar::rpc::client::field(&info, "vault");
+    let vault_get =
+        |k: &str| vault.and_then(|v| llm_sidecar::rpc::client::field(v, k)).map(display).unwrap_or_else(|| "?".into());
+    println!("  vault        {} ({} mode)", vault_get("state"), vault_get("mode"));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use interprocess::local_socket::tokio::Stream;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -52,6 +53,7 @@ pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<
         peer_pid,
         outbox: tx,
         events: Mutex::default(),
+        events_forwarder: Default::default(),
         closed: CancellationToken::new(),
     });
     let inflight: InFlight = Arc::default();
@@ -97,17 +99,28 @@ pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<
                     continue;
                 }
                 let call = Call { state: state.clone(), conn: conn.clone(), msgid, cancel, params };
-                let inflight = inflight.clone();
-                handlers.spawn(async move {
-                    let outbox = call.conn.outbox.clone();
+                let done = inflight.clone();
+                let mut answer = Box::pin(async move {
                     let bytes = match api::dispatch(&method, call).await {
                         Ok(result) => encode_response_raw(msgid, &result.0),
                         Err(err) => encode_error_response(msgid, &err),
                     };
-                    if let Ok(mut m) = inflight.lock() {
+                    if let Ok(mut m) = done.lock() {
                         m.remove(&msgid);
                     }
-                    let _ = outbox.send(Bytes::from(bytes)).await;
+                    Bytes::from(bytes)
+                });
+                // Fast path: most calls finish on their first poll; answer them without a task hop.
+                if let Poll::Ready(bytes) = futures::poll!(answer.as_mut()) {
+                    drop(permit);
+                    if conn.outbox.send(bytes).await.is_err() {
+                        break Stop::PeerGone;
+                    }
+                    continue;
+                }
+                let outbox = conn.outbox.clone();
+                handlers.spawn(async move {
+                    let _ = outbox.send(answer.await).await;
                     drop(permit);
                 });
             }

@@ -9,6 +9,10 @@
 //! 4. the socket is created with mode 0600 before `listen`.
 //!
 //! The lock is held, and the socket file removed, for exactly the lifetime of [`BoundSocket`].
+//!
+//! Under a service manager the socket may instead be inherited ([`Activation`]): from systemd
+//! (`LISTEN_FDS`, honoured only when `LISTEN_PID` is our pid) or launchd (`launch_activate_socket`
+//! on macOS). The manager owns such a socket: the daemon neither locks nor removes it.
 
 use interprocess::local_socket::tokio::Listener;
 use interprocess::local_socket::traits::tokio::Listener as _;
@@ -46,7 +50,7 @@ pub struct BoundSocket {
     pub path: PathBuf,
     /// Whether this process created the socket file (and so must remove it).
     owns_file: bool,
-    _lock: File,
+    _lock: Option<File>,
 }
 
 impl BoundSocket {
@@ -169,7 +173,83 @@ pub fn bind(socket: &Path) -> Result<BoundSocket, ListenError> {
         }
         Err(e) => return Err(io_err("bind", socket)(e)),
     };
-    Ok(BoundSocket { listener, path: socket.to_path_buf(), owns_file: true, _lock: lock })
+    Ok(BoundSocket { listener, path: socket.to_path_buf(), owns_file: true, _lock: Some(lock) })
+}
+
+/// A listening socket handed over by a service manager, taken before any thread starts.
+pub enum Activation {
+    /// Not started by a service manager (or by one that passed no socket).
+    None,
+    /// `LISTEN_FDS` was set for another process (e.g. inherited from a parent); ignored.
+    OtherProcess,
+    /// A listening Unix socket passed by systemd or launchd.
+    Socket(std::os::unix::net::UnixListener),
+}
+
+impl Activation {
+    /// Reads the service manager's hand-over. Must run before the async runtime starts threads,
+    /// because it clears `LISTEN_*` from the environment.
+    pub fn take() -> Result<Activation, ListenError> {
+        if let Some(activation) = Self::take_launchd()? {
+            return Ok(activation);
+        }
+        if std::env::var_os("LISTEN_FDS").is_none() {
+            return Ok(Activation::None);
+        }
+        let for_us =
+            std::env::var("LISTEN_PID").ok().and_then(|p| p.trim().parse::<u32>().ok()) == Some(std::process::id());
+        if !for_us {
+            return Ok(Activation::OtherProcess);
+        }
+        let path = PathBuf::from("LISTEN_FDS");
+        match listenfd::ListenFd::from_env().take_unix_listener(0).map_err(io_err("use the socket passed in", &path))? {
+            Some(l) => Ok(Activation::Socket(l)),
+            None => Ok(Activation::None),
+        }
+    }
+
+    #[cfg(target_os = "macos")]
+    #[allow(unsafe_code)]
+    fn take_launchd() -> Result<Option<Activation>, ListenError> {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        match raunch::activate_socket(LAUNCHD_SOCKET_NAME) {
+            Ok(fds) => {
+                let mut owned: Vec<OwnedFd> = fds
+                    .into_iter()
+                    // SAFETY: launch_activate_socket hands us ownership of these freshly created
+                    // descriptors; nothing else in this process knows or closes them.
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+                    .collect();
+                if owned.is_empty() {
+                    return Ok(None);
+                }
+                Ok(Some(Activation::Socket(std::os::unix::net::UnixListener::from(owned.swap_remove(0)))))
+            }
+            // Not started by launchd, or no such socket in the plist: bind ourselves.
+            Err(_) => Ok(None),
+        }
+    }
+
+    #[cfg(not(target_os = "macos"))]
+    fn take_launchd() -> Result<Option<Activation>, ListenError> {
+        Ok(None)
+    }
+}
+
+/// Name of the socket entry in the launchd plist (`Sockets.<name>`).
+pub const LAUNCHD_SOCKET_NAME: &str = "Listeners";
+
+/// Serves on a socket inherited from a service manager.
+pub fn adopt(std_listener: std::os::unix::net::UnixListener) -> Result<BoundSocket, ListenError> {
+    let path = std_listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("<inherited socket>"));
+    let sync = interprocess::os::unix::uds_local_socket::Listener::from(std_listener);
+    let tokio_listener = interprocess::os::unix::uds_local_socket::tokio::Listener::try_from(sync)
+        .map_err(io_err("use inherited socket", &path))?;
+    Ok(BoundSocket { listener: Listener::from(tokio_listener), path, owns_file: false, _lock: None })
 }
 
 /// Accepts the next connection (a thin wrapper so callers need not import the trait).

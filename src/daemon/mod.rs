@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
-pub use listener::{bind, BoundSocket, ListenError};
+pub use listener::{adopt, bind, Activation, BoundSocket, ListenError};
 
 /// Serves connections on `socket` until `state.shutdown` is cancelled.
 pub async fn run(state: Arc<State>, mut socket: BoundSocket) {
@@ -25,6 +25,7 @@ pub async fn run(state: Arc<State>, mut socket: BoundSocket) {
     let mut next_id: u64 = 1;
     state.start_background();
     tracing::info!(socket = %socket.path.display(), pid = std::process::id(), "listening");
+    notify_service_manager(&[sd_notify::NotifyState::Ready]);
     loop {
         let permit = tokio::select! {
             biased;
@@ -64,6 +65,7 @@ pub async fn run(state: Arc<State>, mut socket: BoundSocket) {
             drop(permit);
         });
     }
+    notify_service_manager(&[sd_notify::NotifyState::Stopping]);
     socket.remove_file();
     tracker.close();
     let grace = Duration::from_secs(state.config.daemon.shutdown_grace_secs);
@@ -79,4 +81,11 @@ pub async fn run(state: Arc<State>, mut socket: BoundSocket) {
     state.stop_background().await;
     drop(socket);
     tracing::info!("stopped");
+}
+
+/// Tells systemd (`Type=notify`) about state changes; a no-op when not run by systemd.
+fn notify_service_manager(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        tracing::debug!("sd_notify failed: {e}");
+    }
 }

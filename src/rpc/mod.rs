@@ -44,9 +44,12 @@ pub fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<Value, RpcError> {
     rmpv::decode::read_value(&mut &bytes[..]).map_err(|e| RpcError::internal(format!("could not re-read value: {e}")))
 }
 
-/// Reads a value into a typed struct (maps by field name).
+/// Reads a value into a typed struct (maps by field name; enums as their variant strings).
+///
+/// Goes through `rmp_serde` rather than `rmpv::ext`, whose deserializer cannot read unit enum
+/// variants sent as strings.
 pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, String> {
-    rmpv::ext::from_value(value).map_err(|e| e.to_string())
+    rmp_serde::from_slice(&message::encode_value(&value)).map_err(|e| e.to_string())
 }
 
 /// Parses the conventional params array: `[]`, `[nil]` or `[{...}]`.
@@ -115,6 +118,25 @@ mod tests {
         assert_eq!(parse_params::<P>(vec![wrong]).expect_err("type").code, ErrorCode::InvalidParams);
         assert_eq!(parse_params::<P>(vec![Value::from(1)]).expect_err("not map").code, ErrorCode::InvalidParams);
         assert!(parse_params::<AllOptional>(vec![Value::Nil, Value::Nil]).is_err());
+    }
+
+    #[test]
+    fn enums_read_from_strings() {
+        #[derive(Debug, Deserialize, PartialEq)]
+        #[serde(rename_all = "lowercase")]
+        enum Period {
+            Day,
+            Month,
+        }
+        #[derive(Debug, Deserialize)]
+        struct Q {
+            period: Period,
+        }
+        let q: Q = parse_params(vec![Value::Map(vec![(Value::from("period"), Value::from("month"))])]).expect("ok");
+        assert_eq!(q.period, Period::Month);
+        let e =
+            parse_params::<Q>(vec![Value::Map(vec![(Value::from("period"), Value::from("year"))])]).expect_err("bad");
+        assert!(e.message.contains("year"), "{}", e.message);
     }
 
     #[test]

@@ -1,0 +1,47 @@
+# `make test` runs every test suite of the repository and installs what they need.
+CARGO ?= cargo
+PYTHON ?= python3
+VENV := .venv
+VENV_STAMP := $(VENV)/.installed-$(shell cat tests/python/requirements.txt | cksum | cut -d' ' -f1)
+BIN := $(CURDIR)/target/debug/llm-sidecar
+
+.PHONY: test deps test-rust test-python test-clients build bench lint fmt clean-venv
+
+test: deps test-rust test-python test-clients
+
+deps:
+	scripts/install-test-deps.sh
+
+build:
+	$(CARGO) build
+
+test-rust:
+	$(CARGO) test
+
+$(VENV_STAMP): tests/python/requirements.txt
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+	touch $@
+
+test-python: build $(VENV_STAMP)
+	LLM_SIDECAR_BIN=$(BIN) $(VENV)/bin/python -m pytest -q tests/python
+
+# Client libraries: each script installs its own dependencies (venv / npm ci) and runs its tests
+# against the daemon built above.
+test-clients: build
+	LLM_SIDECAR_BIN=$(BIN) client-libs/python/run-tests.sh
+	LLM_SIDECAR_BIN=$(BIN) client-libs/typescript/run-tests.sh
+
+bench:
+	$(CARGO) bench --bench rpc
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt
+
+clean-venv:
+	rm -rf $(VENV)

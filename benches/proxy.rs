@@ -1,0 +1,277 @@
+//! Proxy overhead: the same chat calls sent straight to a mock provider and through the daemon,
+//! in one run, at concurrency 1 and 32. Prints p50/p99 of total latency and of time to the first
+//! content chunk, and the latency the daemon adds (daemon percentile minus direct percentile).
+//!
+//! Run: `cargo bench --bench proxy` (about 20-40 s). `PROXY_BENCH_N` sets requests per cell.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+#[path = "../tests/mock_provider/mod.rs"]
+mod mock_provider;
+
+use llm_sidecar::providers::{self, AdapterKind, Framer};
+use llm_sidecar::rpc::client::field;
+use llm_sidecar::rpc::Client;
+use mock_provider::{Mock, REPLY};
+use rmpv::Value;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_llm-sidecar");
+const MODEL: &str = "gpt-4o-mini";
+
+#[derive(Clone, Copy, PartialEq)]
+enum Path {
+    Direct,
+    Daemon,
+}
+
+/// One measured call: total latency and time to the first content chunk.
+#[derive(Clone, Copy)]
+struct Sample {
+    total: Duration,
+    first: Duration,
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(run());
+}
+
+async fn run() {
+    let n: usize = std::env::var("PROXY_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let mock = Mock::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("run").join("sock");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("[providers.openai]\nbase_url = \"{}/v1\"\nkey_env = \"BENCH_KEY\"\n[daemon]\nmax_inflight_per_connection = 256\n", mock.url()),
+    )
+    .unwrap();
+    let mut daemon = Command::new(BIN)
+        .env("BENCH_KEY", "sk-bench")
+        .env("HOME", dir.path())
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .env_remove("RUST_LOG")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--config")
+        .arg(&config)
+        .args(["--log-level", "warn", "serve", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "daemon did not start");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let http = reqwest::Client::builder().pool_max_idle_per_host(256).tcp_nodelay(true).build().unwrap();
+    let url = format!("{}/v1/chat/completions", mock.url());
+    println!("proxy overhead: {n} calls per cell, mock at {}, reply {:?}", mock.url(), REPLY);
+    println!();
+    println!(
+        "{:<10} {:>4} | {:>9} {:>9} | {:>9} {:>9} | {:>9} {:>9} | {:>9} {:>9} | {:>9} {:>9}",
+        "mode",
+        "conc",
+        "dir p50",
+        "dir p99",
+        "dmn p50",
+        "dmn p99",
+        "add p50",
+        "add p99",
+        "ttfc d50",
+        "ttfc m50",
+        "ttfc+p50",
+        "ttfc+p99"
+    );
+    for stream in [false, true] {
+        for conc in [1usize, 32] {
+            // Warm up both paths (connections, pools, caches).
+            measure(Path::Direct, stream, conc, 200.max(conc * 4), &http, &url, &socket).await;
+            measure(Path::Daemon, stream, conc, 200.max(conc * 4), &http, &url, &socket).await;
+            let direct = measure(Path::Direct, stream, conc, n, &http, &url, &socket).await;
+            let through = measure(Path::Daemon, stream, conc, n, &http, &url, &socket).await;
+            let (d50, d99) = pct(&direct, |s| s.total);
+            let (m50, m99) = pct(&through, |s| s.total);
+            let (f50, f99) = pct(&direct, |s| s.first);
+            let (g50, g99) = pct(&through, |s| s.first);
+            println!(
+                "{:<10} {:>4} | {:>9} {:>9} | {:>9} {:>9} | {:>9} {:>9} | {:>9} {:>9} | {:>9} {:>9}",
+                if stream { "stream" } else { "non-stream" },
+                conc,
+                us(d50),
+                us(d99),
+                us(m50),
+                us(m99),
+                diff(m50, d50),
+                diff(m99, d99),
+                us(f50),
+                us(g50),
+                diff(g50, f50),
+                diff(g99, f99),
+            );
+        }
+    }
+    println!();
+    println!("times in microseconds; add = daemon percentile - direct percentile; ttfc = time to first content chunk");
+    println!();
+    // The floor: an RPC round trip to the daemon that does no work (daemon.ping).
+    for conc in [1usize, 32] {
+        let pings = ping_floor(&socket, conc, n).await;
+        let (p50, p99) = pct(&pings, |s| s.total);
+        println!("rpc floor (daemon.ping) conc {conc:>2}: p50 {} us, p99 {} us", us(p50), us(p99));
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}
+
+async fn ping_floor(socket: &std::path::Path, conc: usize, n: usize) -> Vec<Sample> {
+    let mut tasks = Vec::new();
+    for _ in 0..conc {
+        let socket = socket.to_path_buf();
+        let per_task = n.div_ceil(conc);
+        tasks.push(tokio::spawn(async move {
+            let c = Client::connect(&socket).await.unwrap();
+            let mut out = Vec::with_capacity(per_task);
+            for _ in 0..per_task {
+                let t0 = Instant::now();
+                c.call("daemon.ping", vec![]).await.unwrap();
+                let total = t0.elapsed();
+                out.push(Sample { total, first: total });
+            }
+            out
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
+}
+
+fn pct(samples: &[Sample], key: impl Fn(&Sample) -> Duration) -> (Duration, Duration) {
+    let mut v: Vec<Duration> = samples.iter().map(key).collect();
+    v.sort();
+    let at = |p: usize| v[(v.len() * p / 100).min(v.len() - 1)];
+    (at(50), at(99))
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.0}", d.as_secs_f64() * 1e6)
+}
+
+fn diff(a: Duration, b: Duration) -> String {
+    format!("{:+.0}", (a.as_secs_f64() - b.as_secs_f64()) * 1e6)
+}
+
+async fn measure(
+    path: Path,
+    stream: bool,
+    conc: usize,
+    n: usize,
+    http: &reqwest::Client,
+    url: &str,
+    socket: &std::path::Path,
+) -> Vec<Sample> {
+    let per_task = n.div_ceil(conc);
+    let mut tasks = Vec::new();
+    for _ in 0..conc {
+        let http = http.clone();
+        let url = url.to_string();
+        let socket = socket.to_path_buf();
+        tasks.push(tokio::spawn(async move {
+            let client = match path {
+                Path::Daemon => Some(Arc::new(Client::connect(&socket).await.unwrap())),
+                Path::Direct => None,
+            };
+            let mut notes = client.as_ref().and_then(|c| c.take_notifications());
+            let mut out = Vec::with_capacity(per_task);
+            for _ in 0..per_task {
+                let s = match (&client, notes.as_mut()) {
+                    (Some(c), Some(notes)) => via_daemon(c, notes, stream).await,
+                    _ => direct(&http, &url, stream).await,
+                };
+                out.push(s);
+            }
+            out
+        }));
+    }
+    let mut all = Vec::with_capacity(n);
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
+}
+
+/// What an app would do without the daemon: build the provider request, send it, read the answer
+/// (first content delta, then the end of the stream).
+async fn direct(http: &reqwest::Client, url: &str, stream: bool) -> Sample {
+    let mut body =
+        serde_json::json!({"model": MODEL, "messages": [{"role": "user", "content": "Say hello"}], "stream": stream});
+    if stream {
+        body["stream_options"] = serde_json::json!({"include_usage": true});
+    }
+    let t0 = Instant::now();
+    let mut resp = http.post(url).bearer_auth("sk-bench").json(&body).send().await.unwrap();
+    if !stream {
+        let bytes = resp.bytes().await.unwrap();
+        let c = providers::adapter(AdapterKind::Openai).parse_body(&bytes).unwrap();
+        assert_eq!(c.content, REPLY);
+        let total = t0.elapsed();
+        return Sample { total, first: total };
+    }
+    let adapter = providers::adapter(AdapterKind::Openai);
+    let mut framer = Framer::new(adapter.framing());
+    let mut decoder = adapter.decoder();
+    let mut frames = Vec::new();
+    let mut first = None;
+    let mut text = String::new();
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        framer.feed(&chunk, &mut frames).unwrap();
+        for f in frames.drain(..) {
+            if let Some(d) = decoder.on_frame(&f).unwrap() {
+                first.get_or_insert_with(|| t0.elapsed());
+                text.push_str(&d);
+            }
+        }
+    }
+    assert_eq!(text, REPLY);
+    Sample { total: t0.elapsed(), first: first.unwrap() }
+}
+
+async fn via_daemon(
+    c: &Client,
+    notes: &mut tokio::sync::mpsc::UnboundedReceiver<llm_sidecar::rpc::client::Notification>,
+    stream: bool,
+) -> Sample {
+    let msg = Value::Map(vec![
+        (Value::from("role"), Value::from("user")),
+        (Value::from("content"), Value::from("Say hello")),
+    ]);
+    let params = Value::Map(vec![
+        (Value::from("model"), Value::from("openai/gpt-4o-mini")),
+        (Value::from("messages"), Value::Array(vec![msg])),
+        (Value::from("stream"), Value::from(stream)),
+    ]);
+    let t0 = Instant::now();
+    let (id, rx) = c.start("chat", vec![params]).await.unwrap();
+    let resp = Client::finish(id, rx);
+    tokio::pin!(resp);
+    let mut first = None;
+    let r = loop {
+        tokio::select! {
+            biased;
+            Some(_) = notes.recv() => { first.get_or_insert_with(|| t0.elapsed()); }
+            r = &mut resp => break r.unwrap(),
+        }
+    };
+    let total = t0.elapsed();
+    while notes.try_recv().is_ok() {}
+    assert_eq!(field(&r, "content").and_then(Value::as_str), Some(REPLY));
+    Sample { total, first: first.unwrap_or(total) }
+}

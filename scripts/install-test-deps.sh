@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the system tools the test suites use, when missing: systemd-socket-activate and
+# systemd-analyze (Debian package `systemd`). Node/npm and python3 come with the machine image.
+# Safe to run repeatedly; does nothing when everything is present.
+set -euo pipefail
+missing=()
+command -v systemd-socket-activate >/dev/null 2>&1 || missing+=(systemd)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "install-test-deps: missing ${missing[*]}; install them with your package manager" >&2
+  exit 0
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,353 @@
+//! `chat` and `chat.cancel`: one chat call through the router, streamed or not, metered.
+//!
+//! Invariants:
+//! - every call that completed, was cancelled, or failed after tokens were billed commits exactly
+//!   one usage record (`state.record_usage`) before it is answered;
+//! - with `stream: true`, deltas go out as `chat.chunk [msgid, {delta, seq}]` notifications on the
+//!   caller's connection only, all before the final response;
+//! - `$/cancel [msgid]` or `chat.cancel {id}` aborts the upstream request at once; the answer is
+//!   `cancelled` with the usage billed so far in `data`;
+//! - nothing here sees a key: the router picks keys and redacts provider messages.
+
+use super::{ok, Call, Method};
+use crate::pricing::cost_microusd;
+use crate::providers::{ChatMessage, ChatRequest};
+use crate::router::{Attempt, ChatCall, ChatFailure, ChatOutcome};
+use crate::rpc::{Encoded, ErrorCode, RpcError};
+use crate::usage::{CallStatus, TokenUsage, UsageRecord};
+use rmpv::Value;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Attempt outcomes of targets that were skipped without a request.
+const SKIPPED: &[&str] = &["cooldown", "key_missing", "vault_locked", "deadline"];
+
+/// Deltas buffered between the router and the connection writer.
+const CHUNK_BUFFER: usize = 64;
+
+pub(super) fn methods() -> Vec<Method> {
+    vec![
+        Method {
+            name: "chat",
+            params: "{model: str, messages: [{role: system|user|assistant, content: str}], system?: str, max_tokens?: u32, temperature?: f64 (0-2), stop?: str|[str], stream?: bool, metadata?: map}",
+            result: "{content, finish_reason, model, provider, usage: {input, output, cached, cache_write, reasoning, estimated}, cost_microusd, latency_ms, ttft_ms, attempts: [{provider, model, outcome, status, ms}]}",
+            summary: "Chat completion via a route, alias or provider/model; with stream: true sends chat.chunk [msgid, {delta, seq}] notifications first",
+            kind: "request",
+            handler: Some(|c| Box::pin(chat(c))),
+        },
+        Method {
+            name: "chat.cancel",
+            params: "{id: u32}  (msgid of a running chat call on this connection)",
+            result: "{cancelled: bool}",
+            summary: "Cancel a running chat call (same as $/cancel); it answers `cancelled` with the usage so far",
+            kind: "request",
+            handler: Some(|c| Box::pin(cancel(c))),
+        },
+    ]
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChatParams {
+    model: String,
+    messages: Vec<MessageParam>,
+    system: Option<String>,
+    max_tokens: Option<u32>,
+    temperature: Option<f64>,
+    stop: Option<Stop>,
+    stream: Option<bool>,
+    /// Accepted for the app's own bookkeeping; not sent to providers.
+    #[allow(dead_code)]
+    metadata: Option<HashMap<String, Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageParam {
+    role: String,
+    content: String,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Serialize)]
+struct UsageOut {
+    input: u64,
+    output: u64,
+    cached: u64,
+    cache_write: u64,
+    reasoning: u64,
+    estimated: bool,
+}
+
+impl From<TokenUsage> for UsageOut {
+    fn from(u: TokenUsage) -> Self {
+        UsageOut {
+            input: u.input,
+            output: u.output,
+            cached: u.cached,
+            cache_write: u.cache_write,
+            reasoning: u.reasoning,
+            estimated: u.estimated,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ChatResult<'a> {
+    content: &'a str,
+    finish_reason: Option<&'a str>,
+    model: &'a str,
+    provider: &'a str,
+    usage: UsageOut,
+    cost_microusd: i64,
+    latency_ms: u64,
+    ttft_ms: Option<u64>,
+    attempts: &'a [Attempt],
+}
+
+/// `data` of a `cancelled` or `provider_error` answer.
+#[derive(Serialize)]
+struct FailureData<'a> {
+    provider: &'a str,
+    model: &'a str,
+    status: Option<u16>,
+    usage: UsageOut,
+    cost_microusd: i64,
+    /// Text that reached the app (streaming) or was received before the end.
+    content: &'a str,
+    after_first_chunk: bool,
+    attempts: &'a [Attempt],
+}
+
+fn validate(p: ChatParams) -> Result<(ChatCall, bool), RpcError> {
+    if p.model.trim().is_empty() {
+        return Err(RpcError::invalid_params("`model` must name a route, an alias or provider/model"));
+    }
+    if p.messages.is_empty() {
+        return Err(RpcError::invalid_params("`messages` must not be empty"));
+    }
+    if let Some(m) = p.messages.iter().find(|m| !matches!(m.role.as_str(), "system" | "user" | "assistant")) {
+        return Err(RpcError::invalid_params(format!(
+            "message role `{}` is not one of system, user, assistant",
+            m.role.chars().take(32).collect::<String>()
+        )));
+    }
+    if let Some(t) = p.temperature {
+        if !(0.0..=2.0).contains(&t) {
+            return Err(RpcError::invalid_params("`temperature` must be between 0 and 2"));
+        }
+    }
+    if p.max_tokens == Some(0) {
+        return Err(RpcError::invalid_params("`max_tokens` must be at least 1"));
+    }
+    let stop = match p.stop {
+        None => Vec::new(),
+        Some(Stop::One(s)) => vec![s],
+        Some(Stop::Many(v)) => v,
+    };
+    if stop.len() > 16 {
+        return Err(RpcError::invalid_params("at most 16 `stop` sequences"));
+    }
+    let stream = p.stream.unwrap_or(false);
+    let request = ChatRequest {
+        messages: p.messages.into_iter().map(|m| ChatMessage { role: m.role, content: m.content }).collect(),
+        system: p.system,
+        max_tokens: p.max_tokens,
+        temperature: p.temperature,
+        stop,
+    };
+    Ok((ChatCall { route: p.model, request, stream }, stream))
+}
+
+/// Running chat calls by (connection, msgid), so `chat.cancel` can reach them.
+static RUNNING: LazyLock<Mutex<HashMap<(u64, u32), CancellationToken>>> = LazyLock::new(Mutex::default);
+
+struct Registered((u64, u32));
+
+impl Registered {
+    fn new(conn: u64, msgid: u32, token: CancellationToken) -> Registered {
+        if let Ok(mut m) = RUNNING.lock() {
+            m.insert((conn, msgid), token);
+        }
+        Registered((conn, msgid))
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Ok(mut m) = RUNNING.lock() {
+            m.remove(&self.0);
+        }
+    }
+}
+
+async fn chat(mut c: Call) -> Result<Encoded, RpcError> {
+    let (call, stream) = validate(c.params()?)?;
+    let _registered = Registered::new(c.conn.id, c.msgid, c.cancel.clone());
+    let state = c.state.clone();
+    let outcome = if stream {
+        let (tx, mut rx) = mpsc::channel::<String>(CHUNK_BUFFER);
+        let run = state.router.chat(&call, state.keys.as_ref(), Some(&tx), &c.cancel);
+        tokio::pin!(run);
+        let mut seq: u64 = 0;
+        let outcome = loop {
+            tokio::select! {
+                biased;
+                Some(delta) = rx.recv() => send_chunk(&c, &mut seq, delta).await,
+                o = &mut run => break o,
+            }
+        };
+        while let Ok(delta) = rx.try_recv() {
+            send_chunk(&c, &mut seq, delta).await;
+        }
+        outcome
+    } else {
+        state.router.chat(&call, state.keys.as_ref(), None, &c.cancel).await
+    };
+    finish(&c, &call, outcome).await
+}
+
+async fn send_chunk(c: &Call, seq: &mut u64, delta: String) {
+    let body = Value::Map(vec![(Value::from("delta"), Value::from(delta)), (Value::from("seq"), Value::from(*seq))]);
+    *seq += 1;
+    // A closed connection cancels the call (conn.rs); nothing to do here if this fails.
+    let _ = c.conn.notify("chat.chunk", vec![Value::from(c.msgid), body]).await;
+}
+
+/// Bills the call (when tokens were or may have been billed, or it was cancelled) and answers.
+async fn finish(c: &Call, call: &ChatCall, o: ChatOutcome) -> Result<Encoded, RpcError> {
+    let usage = o.usage.unwrap_or_default();
+    let price =
+        c.state.prices.lookup(&o.provider, &o.target_model).or_else(|| c.state.prices.lookup(&o.provider, &o.model));
+    let cost = price.map_or(0, |p| cost_microusd(&p, &usage));
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let (status, error_code) = match &o.result {
+        None => (CallStatus::Ok, None),
+        Some(ChatFailure::Cancelled) => (CallStatus::Cancelled, Some(ErrorCode::Cancelled)),
+        Some(_) => (CallStatus::Error, Some(ErrorCode::ProviderError)),
+    };
+    tracing::debug!(
+        conn = c.conn.id,
+        route = %call.route,
+        provider = %o.provider,
+        model = %o.model,
+        status = ?status,
+        input = usage.input,
+        output = usage.output,
+        estimated = usage.estimated,
+        latency_ms = ms(o.latency),
+        attempts = o.attempts.len(),
+        "chat finished"
+    );
+    let bill = o.usage.is_some() || matches!(o.result, Some(ChatFailure::Cancelled));
+    if bill && !o.provider.is_empty() {
+        let mut record = UsageRecord::new(c.conn.app(), o.provider.clone(), o.target_model.clone());
+        record.route.clone_from(&call.route);
+        record.key_source = o.key_source.unwrap_or_default();
+        record.set_tokens(&usage);
+        record.cost_microusd = cost;
+        record.latency_ms = ms(o.latency);
+        record.ttft_ms = o.ttft.map(ms);
+        record.status = status;
+        record.error_code = error_code.map(|e| e.as_str().to_string());
+        let tries = o.attempts.iter().filter(|a| !SKIPPED.contains(&a.outcome.as_str())).count();
+        record.attempts = u32::try_from(tries).unwrap_or(u32::MAX).max(1);
+        if let Err(e) = c.state.record_usage(record).await {
+            tracing::error!("usage record not committed: {e}");
+            return Err(RpcError::internal("the usage record could not be stored; the call was not billed"));
+        }
+    }
+    let data = |status: Option<u16>, after_first_chunk: bool| FailureData {
+        provider: &o.provider,
+        model: &o.model,
+        status,
+        usage: usage.into(),
+        cost_microusd: cost,
+        content: &o.content,
+        after_first_chunk,
+        attempts: &o.attempts,
+    };
+    match &o.result {
+        None => ok(&ChatResult {
+            content: &o.content,
+            finish_reason: o.finish_reason.as_deref(),
+            model: &o.model,
+            provider: &o.provider,
+            usage: usage.into(),
+            cost_microusd: cost,
+            latency_ms: ms(o.latency),
+            ttft_ms: o.ttft.map(ms),
+            attempts: &o.attempts,
+        }),
+        Some(ChatFailure::Cancelled) => {
+            Err(RpcError::new(ErrorCode::Cancelled, "the chat call was cancelled").with_data(&data(None, o.delivered)))
+        }
+        Some(ChatFailure::UnknownRoute(name)) => {
+            #[derive(Serialize)]
+            struct D<'a> {
+                model: &'a str,
+            }
+            Err(RpcError::invalid_params(format!(
+                "unknown model `{}`: not a route, alias, provider/model or listed model (see models.list)",
+                name.chars().take(128).collect::<String>()
+            ))
+            .with_data(&D { model: name }))
+        }
+        Some(ChatFailure::KeyMissing { provider }) => {
+            #[derive(Serialize)]
+            struct D<'a> {
+                provider: &'a str,
+                attempts: &'a [Attempt],
+            }
+            Err(RpcError::new(
+                ErrorCode::KeyMissing,
+                format!(
+                    "no key for provider `{provider}`: add one with `llm-sidecar keys set` or set its key_env variable"
+                ),
+            )
+            .with_data(&D { provider, attempts: &o.attempts }))
+        }
+        Some(ChatFailure::VaultLocked { provider }) => {
+            #[derive(Serialize)]
+            struct D<'a> {
+                provider: &'a str,
+            }
+            Err(RpcError::new(ErrorCode::VaultLocked, "the vault is locked; unlock it with `llm-sidecar vault unlock`")
+                .with_data(&D { provider }))
+        }
+        Some(ChatFailure::Provider { provider, status, message, after_first_chunk }) => {
+            let mut d = data(*status, *after_first_chunk);
+            d.provider = provider;
+            Err(RpcError::new(ErrorCode::ProviderError, format!("{provider}: {message}")).with_data(&d))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelParams {
+    id: u32,
+}
+
+#[derive(Serialize)]
+struct CancelResult {
+    cancelled: bool,
+}
+
+async fn cancel(mut c: Call) -> Result<Encoded, RpcError> {
+    let p: CancelParams = c.params()?;
+    let token = RUNNING.lock().ok().and_then(|m| m.get(&(c.conn.id, p.id)).cloned());
+    if let Some(t) = &token {
+        t.cancel();
+    }
+    ok(&CancelResult { cancelled: token.is_some() })
+}

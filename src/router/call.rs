@@ -1,0 +1,436 @@
+//! One chat call through the router: targets × keys × retries, and one HTTP exchange per attempt.
+//!
+//! Text deltas go to the caller through a bounded channel as they arrive; a delta is "delivered"
+//! once the channel accepted it, and from then on the call can no longer fall back.
+
+use super::{KeyChoice, Router, RouterConfig, Target};
+use crate::keys::{KeyOutcome, KeyStore};
+use crate::providers::{
+    self, estimate_usage, transport, ChatRequest, Completion, Framer, ProviderError, ProviderSpec, StreamSummary,
+};
+use crate::usage::{KeySource, TokenUsage};
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// How long to wait for the end of a body after the stream's terminal marker before giving up on
+/// reusing the connection.
+const DRAIN_AFTER_END: Duration = Duration::from_millis(500);
+
+/// What the app asked for.
+#[derive(Debug, Clone)]
+pub struct ChatCall {
+    /// Route, alias, `provider/model`, or a model listed by one provider.
+    pub route: String,
+    pub request: ChatRequest,
+    pub stream: bool,
+}
+
+/// One try of one target, as reported to the app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attempt {
+    pub provider: String,
+    pub model: String,
+    /// `ok`, `cancelled`, `key_missing`, `cooldown`, or the failure (`rate_limited`,
+    /// `server_error`, `timeout`, `connect_error`, `connection_lost`, `key_invalid`, ...).
+    pub outcome: String,
+    pub status: Option<u16>,
+    pub ms: u64,
+}
+
+/// Why a call did not complete.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChatFailure {
+    UnknownRoute(String),
+    /// No key for any target (the first target's provider).
+    KeyMissing {
+        provider: String,
+    },
+    VaultLocked {
+        provider: String,
+    },
+    Cancelled,
+    Provider {
+        provider: String,
+        status: Option<u16>,
+        message: String,
+        after_first_chunk: bool,
+    },
+}
+
+/// Everything the API layer needs to answer and bill the call.
+#[derive(Debug, Clone, Default)]
+pub struct ChatOutcome {
+    pub result: Option<ChatFailure>,
+    pub content: String,
+    pub finish_reason: Option<String>,
+    /// The target of the last attempt that reached a provider.
+    pub provider: String,
+    pub target_model: String,
+    /// The model the provider reported, else the target's.
+    pub model: String,
+    pub key_source: Option<KeySource>,
+    /// Tokens billed (exact or estimated); `None` when nothing was billed.
+    pub usage: Option<TokenUsage>,
+    pub latency: Duration,
+    pub ttft: Option<Duration>,
+    pub attempts: Vec<Attempt>,
+    /// At least one delta reached the app.
+    pub delivered: bool,
+}
+
+enum End {
+    Ok,
+    Cancelled,
+    Failed(ProviderError),
+}
+
+struct Attempted {
+    end: End,
+    content: String,
+    summary: StreamSummary,
+    /// The request was sent (so the provider may bill the prompt).
+    sent: bool,
+    delivered: bool,
+    ttft: Option<Duration>,
+}
+
+impl Router {
+    /// Runs `call` to completion, failure or cancellation. Deltas go to `chunks` when streaming.
+    pub async fn chat(
+        &self,
+        call: &ChatCall,
+        store: &dyn KeyStore,
+        chunks: Option<&mpsc::Sender<String>>,
+        cancel: &CancellationToken,
+    ) -> ChatOutcome {
+        let start = Instant::now();
+        let mut out = self.chat_inner(call, store, chunks, cancel, start).await;
+        out.latency = start.elapsed();
+        out
+    }
+
+    async fn chat_inner(
+        &self,
+        call: &ChatCall,
+        store: &dyn KeyStore,
+        chunks: Option<&mpsc::Sender<String>>,
+        cancel: &CancellationToken,
+        start: Instant,
+    ) -> ChatOutcome {
+        let mut out = ChatOutcome::default();
+        let Some(targets) = self.resolve(&call.route) else {
+            out.result = Some(ChatFailure::UnknownRoute(call.route.clone()));
+            return out;
+        };
+        let deadline = start + RouterConfig::ms(self.settings.deadline_ms);
+        let max_retry_after = RouterConfig::ms(self.settings.max_retry_after_ms);
+        let all_cooling = targets.iter().all(|t| self.cooling(t, start));
+        let mut last_failure: Option<ChatFailure> = None;
+        let mut missing: Option<String> = None;
+        let mut locked: Option<String> = None;
+
+        'targets: for target in &targets {
+            let Some(spec) = self.providers.get(&target.provider) else { continue };
+            if !all_cooling && self.cooling(target, Instant::now()) {
+                out.attempts.push(skipped(target, "cooldown"));
+                continue;
+            }
+            let (keys, was_locked) = self.keys_for(spec, store);
+            if keys.is_empty() {
+                if was_locked {
+                    locked.get_or_insert_with(|| target.provider.clone());
+                } else {
+                    missing.get_or_insert_with(|| target.provider.clone());
+                }
+                out.attempts.push(skipped(target, if was_locked { "vault_locked" } else { "key_missing" }));
+                continue;
+            }
+            for key in &keys {
+                let mut retries = 0u32;
+                loop {
+                    if cancel.is_cancelled() {
+                        out.result = Some(ChatFailure::Cancelled);
+                        return out;
+                    }
+                    if Instant::now() >= deadline {
+                        out.attempts.push(skipped(target, "deadline"));
+                        break 'targets;
+                    }
+                    let t0 = Instant::now();
+                    let a = self.attempt(spec, target, key, call, chunks, cancel, deadline, start).await;
+                    let ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    out.provider.clone_from(&target.provider);
+                    out.target_model.clone_from(&target.model);
+                    out.model = a.summary.model.clone().unwrap_or_else(|| target.model.clone());
+                    out.key_source = Some(key.source);
+                    out.delivered |= a.delivered;
+                    out.ttft = out.ttft.or(a.ttft);
+                    match a.end {
+                        End::Ok => {
+                            out.attempts.push(attempt(target, "ok", None, ms));
+                            if key.source != KeySource::Local {
+                                store.report(&key.id, KeyOutcome::Ok);
+                            }
+                            self.note_success(target);
+                            out.usage = Some(settle_usage(&call.request, &a.summary, &a.content));
+                            out.finish_reason = a.summary.finish_reason;
+                            out.content = a.content;
+                            return out;
+                        }
+                        End::Cancelled => {
+                            out.attempts.push(attempt(target, "cancelled", None, ms));
+                            if a.sent {
+                                out.usage = Some(settle_usage(&call.request, &a.summary, &a.content));
+                            }
+                            out.content = a.content;
+                            out.result = Some(ChatFailure::Cancelled);
+                            return out;
+                        }
+                        End::Failed(err) => {
+                            let err = match &key.secret {
+                                Some(s) => err.redact(s.expose_secret()),
+                                None => err,
+                            };
+                            out.attempts.push(attempt(target, err.outcome(), err.status(), ms));
+                            tracing::debug!(target = %target, key = %key.id, error = %err, delivered = a.delivered, "attempt failed");
+                            let failure = ChatFailure::Provider {
+                                provider: target.provider.clone(),
+                                status: err.status(),
+                                message: err.to_string(),
+                                after_first_chunk: a.delivered,
+                            };
+                            if a.delivered {
+                                // The app has part of the answer: no retry, no fallback.
+                                out.usage = Some(settle_usage(&call.request, &a.summary, &a.content));
+                                out.finish_reason = a.summary.finish_reason;
+                                out.content = a.content;
+                                out.result = Some(failure);
+                                return out;
+                            }
+                            if err.is_auth() {
+                                store.report(&key.id, KeyOutcome::Invalid);
+                                tracing::warn!(provider = %target.provider, key = %key.id, "provider rejected the key");
+                                last_failure = Some(failure);
+                                break; // next key, then next target
+                            }
+                            if !err.is_retryable() {
+                                // A request error fails the same everywhere: do not fall back.
+                                out.usage = a.summary.usage.filter(|u| !u.estimated);
+                                out.result = Some(failure);
+                                return out;
+                            }
+                            last_failure = Some(failure);
+                            self.note_failure(target);
+                            if retries >= self.settings.max_retries {
+                                continue 'targets;
+                            }
+                            let wait = match err.retry_after() {
+                                Some(w) if w > max_retry_after => continue 'targets,
+                                Some(w) => w,
+                                None => self.backoff(retries),
+                            };
+                            if Instant::now() + wait >= deadline {
+                                continue 'targets;
+                            }
+                            retries += 1;
+                            tokio::select! {
+                                _ = cancel.cancelled() => {
+                                    out.result = Some(ChatFailure::Cancelled);
+                                    return out;
+                                }
+                                _ = tokio::time::sleep(wait) => {}
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out.result = Some(match (last_failure, locked, missing) {
+            (Some(f), _, _) => f,
+            (None, Some(provider), _) => ChatFailure::VaultLocked { provider },
+            (None, None, Some(provider)) => ChatFailure::KeyMissing { provider },
+            (None, None, None) => ChatFailure::Provider {
+                provider: targets.first().map(|t| t.provider.clone()).unwrap_or_default(),
+                status: None,
+                message: "the call's deadline passed before any provider answered".into(),
+                after_first_chunk: false,
+            },
+        });
+        out
+    }
+
+    /// One HTTP exchange with one target and key.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &self,
+        spec: &ProviderSpec,
+        target: &Target,
+        key: &KeyChoice,
+        call: &ChatCall,
+        chunks: Option<&mpsc::Sender<String>>,
+        cancel: &CancellationToken,
+        deadline: Instant,
+        start: Instant,
+    ) -> Attempted {
+        let mut a = Attempted {
+            end: End::Ok,
+            content: String::new(),
+            summary: StreamSummary::default(),
+            sent: false,
+            delivered: false,
+            ttft: None,
+        };
+        let adapter = providers::adapter(spec.adapter);
+        let request = match adapter.build(spec, &target.model, &call.request, call.stream, key.secret.as_ref()) {
+            Ok(r) => r,
+            Err(e) => {
+                a.end = End::Failed(e);
+                return a;
+            }
+        };
+        let first_byte = RouterConfig::ms(self.settings.first_byte_timeout_ms)
+            .min(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
+        let idle = RouterConfig::ms(self.settings.idle_timeout_ms);
+        a.sent = true;
+        let sent = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                a.end = End::Cancelled;
+                return a;
+            }
+            r = transport::send(&self.client, adapter, request, first_byte, idle) => r,
+        };
+        let mut body = match sent {
+            Ok(b) => b,
+            Err(e) => {
+                a.end = End::Failed(e);
+                return a;
+            }
+        };
+        if !call.stream {
+            let read = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => {
+                    a.end = End::Cancelled;
+                    return a;
+                }
+                r = body.read_all(transport::MAX_BODY) => r,
+            };
+            match read.and_then(|bytes| adapter.parse_body(&bytes)) {
+                Ok(Completion { content, finish_reason, model, usage }) => {
+                    a.content = content;
+                    a.summary = StreamSummary { finish_reason, model, usage };
+                    a.ttft = Some(start.elapsed());
+                }
+                Err(e) => a.end = End::Failed(e),
+            }
+            return a;
+        }
+
+        let mut framer = Framer::new(adapter.framing());
+        let mut decoder = adapter.decoder();
+        let mut frames = Vec::new();
+        let mut ended_at: Option<Instant> = None;
+        loop {
+            let piece = if let Some(t) = ended_at {
+                // Terminal marker seen: read to the end so the connection can be reused, briefly.
+                match tokio::time::timeout(DRAIN_AFTER_END.saturating_sub(t.elapsed()), body.next()).await {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(_)) | Err(_) => break,
+                }
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => {
+                        a.summary = decoder.summary();
+                        a.end = End::Cancelled;
+                        return a;
+                    }
+                    r = body.next() => match r {
+                        Ok(p) => p,
+                        Err(e) => {
+                            a.summary = decoder.summary();
+                            a.end = End::Failed(e);
+                            return a;
+                        }
+                    },
+                }
+            };
+            let eof = piece.is_none();
+            let framed = match piece {
+                Some(bytes) => framer.feed(&bytes, &mut frames),
+                None => framer.finish(&mut frames),
+            };
+            if let Err(e) = framed {
+                a.summary = decoder.summary();
+                a.end = End::Failed(e);
+                return a;
+            }
+            for frame in frames.drain(..) {
+                match decoder.on_frame(&frame) {
+                    Ok(None) => {}
+                    Ok(Some(delta)) => {
+                        a.content.push_str(&delta);
+                        if let Some(tx) = chunks {
+                            let sent = tokio::select! {
+                                biased;
+                                _ = cancel.cancelled() => false,
+                                r = tx.send(delta) => r.is_ok(),
+                            };
+                            if !sent {
+                                // Cancelled, or the app's side of the call is gone.
+                                a.summary = decoder.summary();
+                                a.end = End::Cancelled;
+                                return a;
+                            }
+                            a.delivered = true;
+                        }
+                        if a.ttft.is_none() {
+                            a.ttft = Some(start.elapsed());
+                        }
+                    }
+                    Err(e) => {
+                        a.summary = decoder.summary();
+                        a.end = End::Failed(e);
+                        return a;
+                    }
+                }
+            }
+            if eof {
+                break;
+            }
+            if ended_at.is_none() && decoder.finished() {
+                ended_at = Some(Instant::now());
+            }
+        }
+        a.summary = decoder.summary();
+        if !decoder.finished() && a.summary.finish_reason.is_none() {
+            a.end = End::Failed(ProviderError::Transport("the stream ended before its end marker".into()));
+        }
+        a
+    }
+}
+
+/// The usage to bill: the provider's, with an estimate filling what it did not report.
+fn settle_usage(req: &ChatRequest, summary: &StreamSummary, content: &str) -> TokenUsage {
+    match summary.usage {
+        Some(u) if !u.estimated => u,
+        Some(partial) => {
+            // Exact input is known (e.g. Anthropic's message_start); estimate the output only.
+            let est = estimate_usage(req, content);
+            TokenUsage { output: partial.output.max(est.output), estimated: true, ..partial }
+        }
+        None => estimate_usage(req, content),
+    }
+}
+
+fn attempt(target: &Target, outcome: &str, status: Option<u16>, ms: u64) -> Attempt {
+    Attempt { provider: target.provider.clone(), model: target.model.clone(), outcome: outcome.to_string(), status, ms }
+}
+
+fn skipped(target: &Target, why: &str) -> Attempt {
+    attempt(target, why, None, 0)
+}

@@ -1,0 +1,315 @@
+//! Routing of chat calls: which provider and model, with which key, and what to do when it fails.
+//!
+//! A route (`[routes.<name>] targets = ["provider/model", ...]`) is an ordered list of targets;
+//! a request may also name `provider/model` directly. For each target the router tries the
+//! provider's keys in order (vault keys, then the platform key from `key_env`; keyless providers
+//! need none), retrying retryable failures with full-jitter exponential backoff, honouring the
+//! provider's `Retry-After`, within the call's deadline; then it falls back to the next target.
+//!
+//! Invariants:
+//! - a request error (400-class other than 401/403/408/429) never falls back: it would fail
+//!   everywhere;
+//! - 401/403 reports the key as invalid to the key store and moves on to the next key/target;
+//! - once a chunk of a stream reached the app, nothing is retried or replaced: the call ends with
+//!   the usage so far;
+//! - a target with `cooldown_failures` consecutive failed attempts is skipped for
+//!   `cooldown_secs` (unless every target of the call is cooling down, then all are tried);
+//! - cancellation drops the in-flight HTTP request at once (closing its connection);
+//! - key material never appears in an outcome: provider messages are redacted.
+
+pub mod call;
+pub mod config;
+
+pub use call::{Attempt, ChatCall, ChatFailure, ChatOutcome};
+pub use config::{RouteConfig, RouterConfig, RoutesConfig};
+
+use crate::keys::{KeyError, KeyStore};
+use crate::providers::{presets, ProviderError, ProviderSpec, ProvidersConfig};
+use crate::usage::KeySource;
+use secrecy::SecretString;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// One (provider, model) a call may go to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub provider: String,
+    pub model: String,
+}
+
+impl Target {
+    /// Parses `provider/model` (the model may itself contain `/`).
+    pub fn parse(s: &str) -> Option<Target> {
+        let (p, m) = s.split_once('/')?;
+        (!p.is_empty() && !m.is_empty()).then(|| Target { provider: p.to_string(), model: m.to_string() })
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.provider, self.model)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error("`{key}`: {message}")]
+    Config { key: String, message: String },
+    #[error(transparent)]
+    Http(#[from] ProviderError),
+}
+
+/// A key chosen for one attempt.
+pub(crate) struct KeyChoice {
+    pub id: String,
+    pub source: KeySource,
+    pub secret: Option<SecretString>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Health {
+    failures: u32,
+    cooled_until: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub struct Router {
+    settings: RouterConfig,
+    providers: BTreeMap<String, ProviderSpec>,
+    routes: BTreeMap<String, Vec<Target>>,
+    client: reqwest::Client,
+    health: Mutex<HashMap<Target, Health>>,
+}
+
+impl Router {
+    /// Resolves providers (presets + config) and routes, and builds the pooled HTTP client.
+    pub fn new(
+        providers: &ProvidersConfig,
+        routes: &RoutesConfig,
+        settings: &RouterConfig,
+    ) -> Result<Router, RouterError> {
+        let (providers, routes) =
+            plan(providers, routes, settings).map_err(|(key, message)| RouterError::Config { key, message })?;
+        let client = crate::providers::transport::client(
+            RouterConfig::ms(settings.connect_timeout_ms),
+            Duration::from_secs(settings.pool_idle_secs),
+        )?;
+        Ok(Router { settings: settings.clone(), providers, routes, client, health: Mutex::default() })
+    }
+
+    /// Checks providers, routes and settings (config validation); errors carry the dotted key.
+    pub fn check(
+        providers: &ProvidersConfig,
+        routes: &RoutesConfig,
+        settings: &RouterConfig,
+    ) -> Result<(), (String, String)> {
+        plan(providers, routes, settings).map(|_| ())
+    }
+
+    pub fn providers(&self) -> &BTreeMap<String, ProviderSpec> {
+        &self.providers
+    }
+
+    pub fn routes(&self) -> &BTreeMap<String, Vec<Target>> {
+        &self.routes
+    }
+
+    /// The targets for `name`: a route, else `provider/model` with a known provider, else a bare
+    /// model listed by exactly one provider.
+    pub fn resolve(&self, name: &str) -> Option<Vec<Target>> {
+        if let Some(t) = self.routes.get(name) {
+            return Some(t.clone());
+        }
+        if let Some(t) = Target::parse(name).filter(|t| self.providers.contains_key(&t.provider)) {
+            return Some(vec![t]);
+        }
+        let mut owners = self.providers.values().filter(|p| p.models.iter().any(|m| m == name));
+        match (owners.next(), owners.next()) {
+            (Some(p), None) => Some(vec![Target { provider: p.name.clone(), model: name.to_string() }]),
+            _ => None,
+        }
+    }
+
+    /// Whether any key is available for `provider` (for `models.list`; no secret leaves here).
+    pub fn key_present(&self, provider: &str, store: &dyn KeyStore) -> bool {
+        self.providers.get(provider).is_some_and(|spec| !self.keys_for(spec, store).0.is_empty())
+    }
+
+    /// Keys to try for `spec`, in order, and whether the vault was locked.
+    pub(crate) fn keys_for(&self, spec: &ProviderSpec, store: &dyn KeyStore) -> (Vec<KeyChoice>, bool) {
+        let mut out = Vec::new();
+        let mut locked = false;
+        match store.keys_for(&spec.name) {
+            Ok(keys) => {
+                out.extend(keys.into_iter().map(|k| KeyChoice { id: k.id, source: k.source, secret: Some(k.secret) }))
+            }
+            Err(KeyError::Locked) => locked = true,
+            Err(KeyError::Store(e)) => tracing::warn!(provider = %spec.name, "key store failure: {e}"),
+        }
+        if let Some(var) = &spec.key_env {
+            if let Some(value) = std::env::var_os(var).and_then(|v| v.into_string().ok()).filter(|v| !v.is_empty()) {
+                out.push(KeyChoice {
+                    id: format!("env:{var}"),
+                    source: KeySource::Platform,
+                    secret: Some(SecretString::from(value)),
+                });
+            }
+        }
+        if spec.keyless && out.is_empty() {
+            out.push(KeyChoice { id: "local".into(), source: KeySource::Local, secret: None });
+        }
+        (out, locked)
+    }
+
+    fn cooling(&self, target: &Target, now: Instant) -> bool {
+        self.health
+            .lock()
+            .ok()
+            .and_then(|h| h.get(target).and_then(|h| h.cooled_until))
+            .is_some_and(|until| until > now)
+    }
+
+    fn note_success(&self, target: &Target) {
+        if let Ok(mut h) = self.health.lock() {
+            h.remove(target);
+        }
+    }
+
+    fn note_failure(&self, target: &Target) {
+        if let Ok(mut h) = self.health.lock() {
+            let entry = h.entry(target.clone()).or_default();
+            entry.failures += 1;
+            if entry.failures >= self.settings.cooldown_failures {
+                entry.cooled_until = Some(Instant::now() + Duration::from_secs(self.settings.cooldown_secs));
+                entry.failures = 0;
+                tracing::info!(target = %target, secs = self.settings.cooldown_secs, "cooling down a failing target");
+            }
+        }
+    }
+
+    /// Full-jitter backoff before retry number `n` (0-based).
+    fn backoff(&self, n: u32) -> Duration {
+        let cap = self.settings.backoff_base_ms.saturating_mul(1u64 << n.min(20)).min(self.settings.backoff_max_ms);
+        Duration::from_millis(fastrand::u64(0..=cap))
+    }
+}
+
+type Plan = (BTreeMap<String, ProviderSpec>, BTreeMap<String, Vec<Target>>);
+
+fn plan(providers: &ProvidersConfig, routes: &RoutesConfig, settings: &RouterConfig) -> Result<Plan, (String, String)> {
+    let providers = presets::resolve(providers).map_err(|e| (e.key, e.message))?;
+    settings.validate()?;
+    let mut resolved = BTreeMap::new();
+    for (name, route) in routes {
+        let key = format!("routes.{name}.targets");
+        if route.targets.is_empty() {
+            return Err((key, "a route needs at least one target".into()));
+        }
+        let mut targets = Vec::new();
+        for t in &route.targets {
+            let target = Target::parse(t).ok_or_else(|| (key.clone(), format!("`{t}` is not `provider/model`")))?;
+            if !providers.contains_key(&target.provider) {
+                return Err((key.clone(), format!("unknown provider `{}` in `{t}`", target.provider)));
+            }
+            targets.push(target);
+        }
+        resolved.insert(name.clone(), targets);
+    }
+    Ok((providers, resolved))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::keys::{KeyOutcome, ResolvedKey};
+
+    #[derive(Debug)]
+    struct TwoKeys;
+    impl KeyStore for TwoKeys {
+        fn keys_for(&self, provider: &str) -> Result<Vec<ResolvedKey>, KeyError> {
+            if provider == "locked" {
+                return Err(KeyError::Locked);
+            }
+            Ok(["k1", "k2"]
+                .iter()
+                .map(|id| ResolvedKey {
+                    id: id.to_string(),
+                    source: KeySource::Byok,
+                    secret: SecretString::from(format!("s-{id}")),
+                })
+                .collect())
+        }
+        fn report(&self, _id: &str, _outcome: KeyOutcome) {}
+    }
+
+    fn router(routes: &str, providers: &str) -> Router {
+        Router::new(&toml::from_str(providers).unwrap(), &toml::from_str(routes).unwrap(), &RouterConfig::default())
+            .unwrap()
+    }
+
+    #[test]
+    fn resolves_routes_provider_model_and_bare_models() {
+        let r = router("[fast]\ntargets = [\"groq/llama-3.1-8b-instant\", \"openai/gpt-4o-mini\"]\n", "");
+        let fast = r.resolve("fast").unwrap();
+        assert_eq!(
+            fast.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["groq/llama-3.1-8b-instant", "openai/gpt-4o-mini"]
+        );
+        assert_eq!(
+            r.resolve("openrouter/anthropic/claude-sonnet-4.5").unwrap()[0].model,
+            "anthropic/claude-sonnet-4.5"
+        );
+        assert_eq!(r.resolve("gpt-4o-mini").unwrap()[0].provider, "openai");
+        assert!(r.resolve("nope/x").is_none());
+        assert!(r.resolve("unknown-model").is_none());
+        let e = Router::new(
+            &ProvidersConfig::new(),
+            &toml::from_str("[x]\ntargets = [\"nope/m\"]").unwrap(),
+            &RouterConfig::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("routes.x.targets"), "{e}");
+    }
+
+    #[test]
+    fn key_order_vault_then_env_then_local() {
+        let r = router("", "[custom]\nadapter = \"openai\"\nbase_url = \"http://127.0.0.1:1\"\nkey_env = \"LLM_SIDECAR_TEST_NO_SUCH_VAR\"\n[locked]\nadapter = \"openai\"\nbase_url = \"http://127.0.0.1:1\"\n");
+        let (keys, locked) = r.keys_for(&r.providers["custom"], &TwoKeys);
+        assert_eq!(keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), ["k1", "k2"]);
+        assert!(!locked);
+        let (keys, locked) = r.keys_for(&r.providers["ollama"], &crate::keys::NoKeys);
+        assert_eq!((keys.len(), keys[0].source, locked), (1, KeySource::Local, false));
+        let (keys, locked) = r.keys_for(&r.providers["locked"], &TwoKeys);
+        assert!(locked);
+        assert_eq!(keys[0].source, KeySource::Local, "keyless custom provider still usable");
+        let (keys, _) = r.keys_for(&r.providers["openai"], &crate::keys::NoKeys);
+        assert!(keys.is_empty() || keys[0].id == "env:OPENAI_API_KEY");
+    }
+
+    #[test]
+    fn backoff_is_bounded_full_jitter() {
+        let r = router("", "");
+        for n in 0..30 {
+            let cap = (250u64 << n.min(20)).min(8_000);
+            for _ in 0..20 {
+                assert!(r.backoff(n) <= Duration::from_millis(cap));
+            }
+        }
+    }
+
+    #[test]
+    fn cooldown_after_consecutive_failures() {
+        let r = router("", "");
+        let t = Target { provider: "openai".into(), model: "m".into() };
+        r.note_failure(&t);
+        r.note_failure(&t);
+        assert!(!r.cooling(&t, Instant::now()));
+        r.note_failure(&t);
+        assert!(r.cooling(&t, Instant::now()));
+        assert!(!r.cooling(&t, Instant::now() + Duration::from_secs(31)));
+        r.note_success(&t);
+        assert!(!r.cooling(&t, Instant::now()));
+    }
+}

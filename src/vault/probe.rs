@@ -1,0 +1,188 @@
+//! `keys.test`: one cheap authenticated request (list models) that tells whether a provider
+//! accepts a key.
+//!
+//! Kept self-contained on purpose (the provider adapters live in `providers/`): a table maps a
+//! provider name to its models URL and auth header. OpenAI-compatible providers send
+//! `Authorization: Bearer`, Anthropic `x-api-key` + `anthropic-version`, Gemini
+//! `x-goog-api-key`. Base URLs default to the real services and can be overridden per provider
+//! with `vault.probe_base_urls` (an unknown provider with a configured base URL is treated as
+//! OpenAI-compatible).
+//!
+//! Invariants: the key only travels in a header marked sensitive; redirects are not followed (a
+//! redirect could carry the header to another host); error messages never include the URL's
+//! query or any header.
+
+use age::secrecy::{ExposeSecret, SecretString};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
+
+/// How long one check may take.
+const TIMEOUT: Duration = Duration::from_secs(15);
+/// How much of an error body is read (Gemini reports a bad key as HTTP 400 with a reason).
+const MAX_BODY: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Auth {
+    Bearer,
+    Anthropic,
+    Google,
+}
+
+/// The provider accepted (`Valid`) or rejected (`Invalid`) the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked {
+    pub valid: bool,
+    pub http_status: u16,
+    pub latency_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(
+        "no key check is known for provider `{0}`; set `vault.probe_base_urls.{0}` to its OpenAI-compatible base URL"
+    )]
+    UnknownProvider(String),
+    #[error("{provider} answered the key check with HTTP {status}; the key's status is unchanged")]
+    Status { provider: String, status: u16 },
+    #[error("could not reach {provider} to check the key: {message}")]
+    Network { provider: String, message: String },
+}
+
+/// Default base URL, models path and auth style of each known provider.
+fn known(provider: &str) -> Option<(&'static str, &'static str, Auth)> {
+    Some(match provider {
+        "openai" => ("https://api.openai.com/v1", "/models", Auth::Bearer),
+        "anthropic" => ("https://api.anthropic.com", "/v1/models", Auth::Anthropic),
+        "gemini" | "google" => ("https://generativelanguage.googleapis.com", "/v1beta/models", Auth::Google),
+        // OpenRouter lists models without authentication; its key endpoint needs the key.
+        "openrouter" => ("https://openrouter.ai/api/v1", "/key", Auth::Bearer),
+        "deepseek" => ("https://api.deepseek.com", "/models", Auth::Bearer),
+        "groq" => ("https://api.groq.com/openai/v1", "/models", Auth::Bearer),
+        "mistral" => ("https://api.mistral.ai/v1", "/models", Auth::Bearer),
+        "xai" => ("https://api.x.ai/v1", "/models", Auth::Bearer),
+        "together" => ("https://api.together.xyz/v1", "/models", Auth::Bearer),
+        _ => return None,
+    })
+}
+
+/// The URL to call and the auth style for `provider`.
+fn endpoint(provider: &str, base_urls: &BTreeMap<String, String>) -> Option<(String, Auth)> {
+    let configured = base_urls.get(provider).map(|b| b.trim_end_matches('/'));
+    match (known(provider), configured) {
+        (Some((_, path, auth)), Some(base)) => Some((format!("{base}{path}"), auth)),
+        (Some((base, path, auth)), None) => Some((format!("{base}{path}"), auth)),
+        (None, Some(base)) => Some((format!("{base}/models"), Auth::Bearer)),
+        (None, None) => None,
+    }
+}
+
+/// True if `keys.test` can check keys of `provider`.
+pub fn supports(provider: &str, base_urls: &BTreeMap<String, String>) -> bool {
+    endpoint(provider, base_urls).is_some()
+}
+
+fn headers(auth: Auth, secret: &SecretString) -> Option<HeaderMap> {
+    let sensitive = |text: &str| {
+        let mut v = HeaderValue::from_str(text).ok()?;
+        v.set_sensitive(true);
+        Some(v)
+    };
+    let mut h = HeaderMap::new();
+    match auth {
+        Auth::Bearer => {
+            let value = Zeroizing::new(format!("Bearer {}", secret.expose_secret()));
+            h.insert(reqwest::header::AUTHORIZATION, sensitive(&value)?);
+        }
+        Auth::Anthropic => {
+            h.insert(HeaderName::from_static("x-api-key"), sensitive(secret.expose_secret())?);
+            h.insert(HeaderName::from_static("anthropic-version"), HeaderValue::from_static("2023-06-01"));
+        }
+        Auth::Google => {
+            h.insert(HeaderName::from_static("x-goog-api-key"), sensitive(secret.expose_secret())?);
+        }
+    }
+    Some(h)
+}
+
+/// Asks `provider` whether it accepts `secret`: 2xx is valid, 401/403 (and Gemini's 400
+/// `API_KEY_INVALID`) invalid, anything else an error that leaves the key's status alone.
+pub async fn check(
+    provider: &str,
+    secret: &SecretString,
+    base_urls: &BTreeMap<String, String>,
+) -> Result<Checked, ProbeError> {
+    let (url, auth) = endpoint(provider, base_urls).ok_or_else(|| ProbeError::UnknownProvider(provider.into()))?;
+    let net = |message: String| ProbeError::Network { provider: provider.into(), message };
+    let headers = headers(auth, secret)
+        .ok_or_else(|| net("the key contains characters that cannot be sent in a header".into()))?;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(TIMEOUT)
+        .build()
+        .map_err(|e| net(chain(&e.without_url())))?;
+    let started = Instant::now();
+    let mut response = client.get(&url).headers(headers).send().await.map_err(|e| net(chain(&e.without_url())))?;
+    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let status = response.status().as_u16();
+    let valid = match status {
+        200..=299 => true,
+        401 | 403 => false,
+        400 if auth == Auth::Google => {
+            let mut body = Vec::new();
+            while let Ok(Some(chunk)) = response.chunk().await {
+                body.extend_from_slice(&chunk);
+                if body.len() > MAX_BODY {
+                    break;
+                }
+            }
+            if !String::from_utf8_lossy(&body).contains("API_KEY_INVALID") {
+                return Err(ProbeError::Status { provider: provider.into(), status });
+            }
+            false
+        }
+        _ => return Err(ProbeError::Status { provider: provider.into(), status }),
+    };
+    Ok(Checked { valid, http_status: status, latency_ms })
+}
+
+/// An error and its sources on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_and_overrides() {
+        let none = BTreeMap::new();
+        assert_eq!(endpoint("openai", &none), Some(("https://api.openai.com/v1/models".into(), Auth::Bearer)));
+        assert_eq!(endpoint("anthropic", &none), Some(("https://api.anthropic.com/v1/models".into(), Auth::Anthropic)));
+        assert_eq!(endpoint("mystery", &none), None);
+        let mut over = BTreeMap::new();
+        over.insert("openai".to_string(), "http://127.0.0.1:9/v1/".to_string());
+        over.insert("mystery".to_string(), "http://127.0.0.1:9/api".to_string());
+        assert_eq!(endpoint("openai", &over), Some(("http://127.0.0.1:9/v1/models".into(), Auth::Bearer)));
+        assert_eq!(endpoint("mystery", &over), Some(("http://127.0.0.1:9/api/models".into(), Auth::Bearer)));
+        assert!(supports("mystery", &over));
+    }
+
+    #[test]
+    fn auth_headers_are_sensitive() {
+        let h = headers(Auth::Bearer, &SecretString::from("sk-test-123")).unwrap_or_default();
+        let v = h.get(reqwest::header::AUTHORIZATION);
+        assert!(v.is_some_and(HeaderValue::is_sensitive));
+        assert!(!format!("{h:?}").contains("sk-test-123"));
+        assert!(headers(Auth::Google, &SecretString::from("bad\nkey")).is_none());
+    }
+}
