@@ -5,9 +5,9 @@ VENV := .venv
 VENV_STAMP := $(VENV)/.installed-$(shell cat tests/python/requirements.txt | cksum | cut -d' ' -f1)
 BIN := $(CURDIR)/target/debug/llm-sidecar
 
-.PHONY: test deps test-rust test-python build bench lint fmt clean-venv
+.PHONY: test deps test-rust test-python test-clients build bench lint fmt clean-venv
 
-test: deps test-rust test-python
+test: deps test-rust test-python test-clients
 
 deps:
 	scripts/install-test-deps.sh
@@ -26,6 +26,12 @@ $(VENV_STAMP): tests/python/requirements.txt
 
 test-python: build $(VENV_STAMP)
 	LLM_SIDECAR_BIN=$(BIN) $(VENV)/bin/python -m pytest -q tests/python
+
+# Client libraries: each script installs its own dependencies (venv / npm ci) and runs its tests
+# against the daemon built above.
+test-clients: build
+	LLM_SIDECAR_BIN=$(BIN) client-libs/python/run-tests.sh
+	LLM_SIDECAR_BIN=$(BIN) client-libs/typescript/run-tests.sh
 
 bench:
 	$(CARGO) bench --bench rpc

@@ -119,8 +119,39 @@ async fn run() {
     }
     println!();
     println!("times in microseconds; add = daemon percentile - direct percentile; ttfc = time to first content chunk");
+    println!();
+    // The floor: an RPC round trip to the daemon that does no work (daemon.ping).
+    for conc in [1usize, 32] {
+        let pings = ping_floor(&socket, conc, n).await;
+        let (p50, p99) = pct(&pings, |s| s.total);
+        println!("rpc floor (daemon.ping) conc {conc:>2}: p50 {} us, p99 {} us", us(p50), us(p99));
+    }
     let _ = daemon.kill();
     let _ = daemon.wait();
+}
+
+async fn ping_floor(socket: &std::path::Path, conc: usize, n: usize) -> Vec<Sample> {
+    let mut tasks = Vec::new();
+    for _ in 0..conc {
+        let socket = socket.to_path_buf();
+        let per_task = n.div_ceil(conc);
+        tasks.push(tokio::spawn(async move {
+            let c = Client::connect(&socket).await.unwrap();
+            let mut out = Vec::with_capacity(per_task);
+            for _ in 0..per_task {
+                let t0 = Instant::now();
+                c.call("daemon.ping", vec![]).await.unwrap();
+                let total = t0.elapsed();
+                out.push(Sample { total, first: total });
+            }
+            out
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
 }
 
 fn pct(samples: &[Sample], key: impl Fn(&Sample) -> Duration) -> (Duration, Duration) {

@@ -85,7 +85,7 @@ pub struct State {
 /// (with the bounded sync drain) by [`State::stop_background`].
 #[derive(Debug, Default)]
 enum Background {
-    Ready(SyncWorker),
+    Ready(Box<SyncWorker>),
     Running {
         finish: CancellationToken,
         task: tokio::task::JoinHandle<()>,
@@ -133,7 +133,7 @@ impl State {
             vault,
             ledger,
             sync,
-            background: std::sync::Mutex::new(Background::Ready(worker)),
+            background: std::sync::Mutex::new(Background::Ready(Box::new(worker))),
         })
     }
 

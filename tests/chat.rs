@@ -618,6 +618,47 @@ async fn cli_chat_streams_prints_usage_and_ctrl_c_cancels() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn estimated_usage_when_the_provider_reports_none_and_optional_params() {
+    let mock = Mock::start().await;
+    let extra = format!(
+        "[providers.oldserver]\nadapter = \"openai\"\nbase_url = \"{}/v1\"\nstream_usage = false\n",
+        mock.url()
+    );
+    let d = start(&config(&mock, None, "", &extra));
+    let c = d.client().await;
+    let mut notes = c.take_notifications().unwrap();
+    let (r, deltas) = stream_call(&c, &mut notes, chat_params("oldserver/some-model", true)).await;
+    let r = r.unwrap();
+    assert_eq!(deltas.concat(), REPLY);
+    // ceil(len("Say hello") / 4) = 3; ceil(len(REPLY) = 29 / 4) = 8.
+    assert_eq!(usage_of(&r), (3, 8, 0, 0, true));
+    assert_eq!(field(&r, "cost_microusd").as_i64(), Some(0));
+    let seen = mock.seen();
+    assert!(seen[0].body.get("stream_options").is_none());
+    assert!(seen[0].authorization.is_none(), "keyless custom provider sends no key");
+
+    // stop as a string, system, max_tokens, temperature and metadata reach the wire correctly.
+    let msg = Value::Map(vec![(Value::from("role"), Value::from("user")), (Value::from("content"), Value::from("hi"))]);
+    let meta = Value::Map(vec![(Value::from("trace"), Value::from("abc"))]);
+    let p = params(&[
+        ("model", "anthropic/claude-haiku-4-5".into()),
+        ("messages", Value::Array(vec![msg])),
+        ("system", "be brief".into()),
+        ("max_tokens", 64.into()),
+        ("temperature", 0.5.into()),
+        ("stop", "\n\n".into()),
+        ("metadata", meta),
+    ]);
+    c.call("chat", p).await.unwrap();
+    let body = &mock.seen()[1].body;
+    assert_eq!(body["system"], "be brief");
+    assert_eq!(body["max_tokens"], 64);
+    assert_eq!(body["temperature"], 0.5);
+    assert_eq!(body["stop_sequences"], serde_json::json!(["\n\n"]));
+    assert!(body.get("metadata").is_none());
+}
+
 /// Keys stored in the vault (BYOK) are used before the platform key, in the user's order; a key
 /// the provider rejects is marked invalid and the next one is tried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -646,4 +687,31 @@ async fn vault_keys_are_used_in_order_and_rejected_ones_marked_invalid() {
     assert_eq!(mock.seen().last().unwrap().authorization.as_deref(), Some("Bearer sk-byok-second-GOOD-1111"));
     let logs = d.logs();
     assert!(!logs.contains("sk-byok-first") && !logs.contains("sk-byok-second"), "a key leaked into the log");
+}
+
+/// Every chat leaves exactly one durable usage record with the numbers the app was told,
+/// including a cancelled stream (billed so far) — read back over the socket after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_usage_is_recorded_durably_before_the_answer() {
+    let mock = Mock::start().await;
+    let mut d = start(&config(&mock, None, "", ""));
+    let c = d.client().await;
+    c.call("daemon.hello", params(&[("app", "recorder-test".into())])).await.unwrap();
+    let r = c.call("chat", chat_params("openai/gpt-4o-mini", false)).await.unwrap();
+    let cost = field(&r, "cost_microusd").as_i64().unwrap();
+    d.kill9(); // acknowledged answers must survive a crash
+    d.spawn();
+    let c = d.client().await;
+    let page = c.call("usage.records", vec![]).await.unwrap();
+    let records = field(&page, "records").as_array().unwrap();
+    assert_eq!(records.len(), 1, "{page}");
+    let rec = &records[0];
+    assert_eq!(field(rec, "app").as_str(), Some("recorder-test"));
+    assert_eq!(field(rec, "provider").as_str(), Some("openai"));
+    assert_eq!(field(rec, "key_source").as_str(), Some("platform"));
+    assert_eq!(field(rec, "input_tokens").as_u64(), Some(USAGE_IN));
+    assert_eq!(field(rec, "output_tokens").as_u64(), Some(USAGE_OUT));
+    assert_eq!(field(rec, "cost_microusd").as_i64(), Some(cost));
+    assert_eq!(field(rec, "status").as_str(), Some("ok"));
+    assert!(!format!("{page:?}").contains(KEY));
 }

@@ -442,3 +442,27 @@ async fn peers_of_another_uid_are_refused() {
     let log = std::fs::read_to_string(d.dir.path().join("nobody.log")).unwrap();
     assert!(log.contains("another user"), "{log}");
 }
+
+/// Events arrive only for subscribed kinds, exactly once, also after unsubscribing and
+/// subscribing again.
+#[tokio::test]
+async fn events_are_delivered_once_per_subscription() {
+    let d = Daemon::start();
+    let c = d.client().await;
+    let mut notes = c.take_notifications().unwrap();
+    let kinds = |k: &[&str]| params(&[("kinds", Value::Array(k.iter().map(|s| Value::from(*s)).collect()))]);
+    let r = c.call("events.subscribe", kinds(&["vault.locked"])).await.unwrap();
+    assert_eq!(field(&r, "kinds").as_array().unwrap().len(), 1);
+    c.call("events.unsubscribe", vec![]).await.unwrap();
+    c.call("events.subscribe", kinds(&["vault.locked", "key.invalid"])).await.unwrap();
+    c.call("vault.lock", vec![]).await.unwrap();
+    c.call("vault.unlock", vec![]).await.unwrap(); // vault.unlocked: not subscribed
+    let (method, p) = tokio::time::timeout(Duration::from_secs(5), notes.recv()).await.unwrap().unwrap();
+    assert_eq!(method, "event");
+    assert_eq!(field(&p[0], "kind").as_str(), Some("vault.locked"));
+    // Nothing else follows: no duplicate, nothing unsubscribed (negative check, bounded wait).
+    c.call("daemon.info", vec![]).await.unwrap();
+    if let Ok(Some(extra)) = tokio::time::timeout(Duration::from_millis(300), notes.recv()).await {
+        panic!("unexpected notification {extra:?}");
+    }
+}

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{field, params, Daemon};
+use common::{all_records, field, params, Daemon};
 use llm_sidecar::rpc::{Client, ClientError, ErrorCode};
 use rmpv::Value;
 use std::collections::HashMap;
@@ -35,24 +35,6 @@ async fn rec(c: &Client, extra: &[(&str, Value)]) -> Result<Value, ClientError> 
     p.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
     p.extend(extra.iter().cloned());
     c.call("usage.record", params(&p)).await
-}
-
-/// All records, by paging through usage.records.
-async fn all_records(c: &Client) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut p = vec![("limit", Value::from(250))];
-        if let Some(cur) = &cursor {
-            p.push(("cursor", cur.as_str().into()));
-        }
-        let page = c.call("usage.records", params(&p)).await.unwrap();
-        out.extend(field(&page, "records").as_array().unwrap().iter().cloned());
-        match field(&page, "next_cursor").as_str() {
-            Some(n) => cursor = Some(n.to_string()),
-            None => return out,
-        }
-    }
 }
 
 async fn summary(c: &Client, period: &str, by: &str) -> Value {

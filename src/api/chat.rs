@@ -253,6 +253,19 @@ async fn finish(
         Some(ChatFailure::Cancelled) => (CallStatus::Cancelled, Some(ErrorCode::Cancelled)),
         Some(_) => (CallStatus::Error, Some(ErrorCode::ProviderError)),
     };
+    tracing::debug!(
+        conn = c.conn.id,
+        route = %call.route,
+        provider = %o.provider,
+        model = %o.model,
+        status = ?status,
+        input = usage.input,
+        output = usage.output,
+        estimated = usage.estimated,
+        latency_ms = ms(o.latency),
+        attempts = o.attempts.len(),
+        "chat finished"
+    );
     let bill = o.usage.is_some() || matches!(o.result, Some(ChatFailure::Cancelled));
     if bill && !o.provider.is_empty() {
         let mut record = UsageRecord::new(c.conn.app(), o.provider.clone(), o.target_model.clone());

@@ -71,13 +71,9 @@ fn current(conn: &ConnCtx) -> Vec<String> {
 async fn subscribe(mut c: Call) -> Result<Encoded, RpcError> {
     let p: SubscribeParams = c.params()?;
     let add = expand(&p.kinds)?;
-    let start_forwarder = {
-        let mut subs = c.conn.events.lock().map_err(|_| RpcError::internal("subscription state poisoned"))?;
-        let was_empty = subs.is_empty();
-        subs.extend(add);
-        was_empty && !subs.is_empty()
-    };
-    if start_forwarder {
+    c.conn.events.lock().map_err(|_| RpcError::internal("subscription state poisoned"))?.extend(add);
+    // One forwarder per connection, for its whole life (unsubscribing only filters).
+    if !c.conn.events_forwarder.swap(true, std::sync::atomic::Ordering::SeqCst) {
         tokio::spawn(forward(c.state.events.subscribe(), c.conn.clone()));
     }
     ok(&KindsResult { kinds: current(&c.conn) })
@@ -98,7 +94,7 @@ async fn unsubscribe(mut c: Call) -> Result<Encoded, RpcError> {
     ok(&KindsResult { kinds: current(&c.conn) })
 }
 
-/// Forwards subscribed events until the connection closes or unsubscribes from everything.
+/// Forwards subscribed events until the connection closes.
 async fn forward(mut rx: tokio::sync::broadcast::Receiver<Arc<crate::events::Event>>, conn: Arc<ConnCtx>) {
     loop {
         let event = tokio::select! {
@@ -107,13 +103,12 @@ async fn forward(mut rx: tokio::sync::broadcast::Receiver<Arc<crate::events::Eve
         };
         let body = match event {
             Ok(e) => {
-                let wanted = conn.events.lock().map(|s| (s.contains(e.kind), s.is_empty())).unwrap_or((false, true));
-                match wanted {
-                    (_, true) => return,
-                    (false, false) => continue,
-                    (true, false) => e.body.clone(),
+                if !conn.events.lock().map(|s| s.contains(e.kind)).unwrap_or(false) {
+                    continue;
                 }
+                e.body.clone()
             }
+            Err(RecvError::Lagged(_)) if conn.events.lock().map(|s| s.is_empty()).unwrap_or(true) => continue,
             Err(RecvError::Lagged(missed)) => Value::Map(vec![
                 (Value::from("kind"), Value::from(LAGGED)),
                 (Value::from("missed"), Value::from(missed)),

@@ -40,6 +40,8 @@ pub struct ConnCtx {
     pub outbox: mpsc::Sender<Bytes>,
     /// Event kinds this connection subscribed to (`events.subscribe`).
     pub events: Mutex<BTreeSet<String>>,
+    /// Whether this connection's event forwarder task has been started.
+    pub events_forwarder: std::sync::atomic::AtomicBool,
     /// Cancelled when the connection stops reading; background tasks tied to it end then.
     pub closed: CancellationToken,
 }

@@ -53,6 +53,7 @@ pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<
         peer_pid,
         outbox: tx,
         events: Mutex::default(),
+        events_forwarder: Default::default(),
         closed: CancellationToken::new(),
     });
     let inflight: InFlight = Arc::default();

@@ -1,17 +1,22 @@
 //! Group commit: one thread applies every write to the ledger.
 //!
-//! Writers send a [`Job`] and wait for its reply. The thread takes whatever jobs are queued
-//! (up to [`MAX_JOBS_PER_ROUND`]), applies consecutive commits as ONE sled transaction, applies
-//! the other jobs in order, calls `flush` (fsync) once, and only then replies to every writer of
-//! the round. So concurrent writers share one fsync, and nobody is answered before their write
-//! is durable. Because this thread is the only writer, it also keeps the outbox and dead-letter
-//! counts exact without scanning.
+//! Writers send a [`Job`] and wait for its reply. The committer thread takes whatever jobs are
+//! queued (up to [`MAX_JOBS_PER_ROUND`]), applies consecutive commits as ONE sled transaction and
+//! the other jobs in order, and passes the round's replies to the flusher thread. The flusher
+//! takes every round applied so far, calls `flush` (fsync) once, and only then replies to their
+//! writers. So concurrent writers share one fsync, the next round is applied while the previous
+//! one is being flushed, and nobody is answered before their write is durable (a flush covers
+//! every write applied before it started). Because the committer is the only writer, it also
+//! keeps the outbox and dead-letter counts exact without scanning, and hands out outbox segment
+//! numbers.
 
-use super::counters::Counter;
+use super::counters::{self, Counter};
+use super::keys::Dim;
+use super::outbox::{self, Queued};
 use super::{Counts, LedgerError, Trees};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use sled::IVec;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Most jobs taken into one round (one transaction per run of commits, one flush).
@@ -25,7 +30,9 @@ pub const CLEARING_KEY: &[u8] = b"clearing";
 pub struct Prepared {
     pub key: [u8; 16],
     pub value: Vec<u8>,
-    pub counter_keys: Vec<Vec<u8>>,
+    /// Keys of the periods (day, month) the record counts towards.
+    pub periods: [Vec<u8>; 2],
+    pub groups: Vec<(Dim, String)>,
     pub delta: Counter,
 }
 
@@ -40,12 +47,12 @@ pub struct Cleared {
 pub enum Job {
     /// Store records (+ counters + outbox entries) unless their id is already stored; replies with
     /// one `true` per record that was new.
-    Commit { records: Vec<Prepared>, reply: oneshot::Sender<Result<Vec<bool>, LedgerError>> },
+    Commit { records: Vec<Prepared>, reply: CommitReply },
     /// Remove delivered entries from the outbox; replies with how many were there.
-    Ack { ids: Vec<[u8; 16]>, reply: oneshot::Sender<Result<u64, LedgerError>> },
+    Ack { entries: Vec<Queued>, reply: oneshot::Sender<Result<u64, LedgerError>> },
     /// Move outbox entries to dead letters; `meta` is a JSON object (without its closing brace)
     /// to which the record is appended as field `record`.
-    DeadLetter { ids: Vec<[u8; 16]>, meta: String, reply: oneshot::Sender<Result<u64, LedgerError>> },
+    DeadLetter { entries: Vec<Queued>, meta: String, reply: oneshot::Sender<Result<u64, LedgerError>> },
     /// Move every dead letter back into the outbox.
     Requeue { reply: oneshot::Sender<Result<u64, LedgerError>> },
     /// Remove records and counters (and with `force`, the outbox and dead letters too).
@@ -53,6 +60,7 @@ pub enum Job {
 }
 
 type Done = Box<dyn FnOnce(Option<&LedgerError>) + Send>;
+type CommitReply = oneshot::Sender<Result<Vec<bool>, LedgerError>>;
 
 fn done<T: Send + 'static>(reply: oneshot::Sender<Result<T, LedgerError>>, result: Result<T, LedgerError>) -> Done {
     Box::new(move |flush_error: Option<&LedgerError>| {
@@ -64,11 +72,43 @@ fn done<T: Send + 'static>(reply: oneshot::Sender<Result<T, LedgerError>>, resul
     })
 }
 
+/// One applied round on its way to the flusher: its replies and the counts after it.
+pub struct Applied {
+    finished: Vec<Done>,
+    counts: Counts,
+}
+
+/// Flushes applied rounds (as many as are waiting, with one fsync) and then answers them.
+pub fn flush_loop(db: sled::Db, rounds: std::sync::mpsc::Receiver<Applied>, counts_tx: watch::Sender<Counts>) {
+    while let Ok(first) = rounds.recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = rounds.try_recv() {
+            batch.push(more);
+        }
+        let started = std::time::Instant::now();
+        let flushed = db.flush().map_err(LedgerError::storage);
+        tracing::trace!(rounds = batch.len(), flush_us = started.elapsed().as_micros() as u64, "ledger flush");
+        if let Err(e) = &flushed {
+            tracing::error!("ledger flush failed; writers of {} rounds get an error: {e}", batch.len());
+        }
+        if let Some(last) = batch.last() {
+            counts_tx.send_replace(last.counts);
+        }
+        for round in batch {
+            for f in round.finished {
+                f(flushed.as_ref().err());
+            }
+        }
+    }
+}
+
 pub struct Committer {
     pub db: sled::Db,
     pub trees: Trees,
     pub counts: Counts,
-    pub counts_tx: watch::Sender<Counts>,
+    pub to_flusher: std::sync::mpsc::Sender<Applied>,
+    /// Sequence number of the next outbox segment.
+    pub next_seq: u64,
 }
 
 impl Committer {
@@ -83,42 +123,35 @@ impl Committer {
                     Err(_) => break,
                 }
             }
-            self.round(jobs);
-        }
-        if let Err(e) = self.db.flush() {
-            tracing::error!("final ledger flush failed: {e}");
+            let finished = self.round(jobs);
+            if self.to_flusher.send(Applied { finished, counts: self.counts }).is_err() {
+                tracing::error!("the ledger flusher stopped; no more writes are answered");
+                return;
+            }
         }
     }
 
-    fn round(&mut self, jobs: Vec<Job>) {
+    fn round(&mut self, jobs: Vec<Job>) -> Vec<Done> {
+        let started = std::time::Instant::now();
+        let n = jobs.len();
         let mut finished: Vec<Done> = Vec::with_capacity(jobs.len());
-        let mut commits: Vec<(Vec<Prepared>, oneshot::Sender<Result<Vec<bool>, LedgerError>>)> = Vec::new();
+        let mut commits: Vec<(Vec<Prepared>, CommitReply)> = Vec::new();
         for job in jobs {
             match job {
                 Job::Commit { records, reply } => commits.push((records, reply)),
                 other => {
                     // Keep order: commits queued before this job are applied first.
-                    self.flush_commits(&mut commits, &mut finished);
+                    self.apply_commits(&mut commits, &mut finished);
                     finished.push(self.apply(other));
                 }
             }
         }
-        self.flush_commits(&mut commits, &mut finished);
-        let flushed = self.db.flush().map_err(LedgerError::storage);
-        if let Err(e) = &flushed {
-            tracing::error!("ledger flush failed; {} writers get an error: {e}", finished.len());
-        }
-        self.counts_tx.send_replace(self.counts);
-        for f in finished {
-            f(flushed.as_ref().err());
-        }
+        self.apply_commits(&mut commits, &mut finished);
+        tracing::trace!(jobs = n, apply_us = started.elapsed().as_micros() as u64, "ledger round applied");
+        finished
     }
 
-    fn flush_commits(
-        &mut self,
-        commits: &mut Vec<(Vec<Prepared>, oneshot::Sender<Result<Vec<bool>, LedgerError>>)>,
-        finished: &mut Vec<Done>,
-    ) {
+    fn apply_commits(&mut self, commits: &mut Vec<(Vec<Prepared>, CommitReply)>, finished: &mut Vec<Done>) {
         if commits.is_empty() {
             return;
         }
@@ -139,13 +172,16 @@ impl Committer {
         }
     }
 
-    /// One transaction over records, counters and outbox for the whole batch.
+    /// One transaction over records, counters and outbox for the whole batch. New records go
+    /// to the outbox as segments of at most [`outbox::MAX_ENTRIES`], sorted by id.
     fn commit(&mut self, batch: &[&Prepared]) -> Result<Vec<bool>, LedgerError> {
         let t = &self.trees;
+        let first_seq = self.next_seq;
         let result = (&t.records, &t.counters, &t.outbox).transaction(|(records, counters, outbox)| {
             let mut seen: HashSet<[u8; 16]> = HashSet::with_capacity(batch.len());
             let mut new = Vec::with_capacity(batch.len());
-            let mut deltas: HashMap<&[u8], Counter> = HashMap::new();
+            let mut queued: Vec<&Prepared> = Vec::with_capacity(batch.len());
+            let mut deltas: HashMap<&[u8], HashMap<(Dim, &str), Counter>> = HashMap::new();
             for p in batch {
                 let fresh = seen.insert(p.key) && records.get(p.key)?.is_none();
                 new.push(fresh);
@@ -153,32 +189,50 @@ impl Committer {
                     continue;
                 }
                 records.insert(&p.key[..], &p.value[..])?;
-                outbox.insert(&p.key[..], &p.value[..])?;
-                for k in &p.counter_keys {
-                    deltas.entry(k.as_slice()).or_default().add(&p.delta);
+                queued.push(p);
+                for period in &p.periods {
+                    let per = deltas.entry(period.as_slice()).or_default();
+                    for (dim, value) in &p.groups {
+                        per.entry((*dim, value.as_str())).or_default().add(&p.delta);
+                    }
                 }
             }
-            for (k, delta) in deltas {
-                let mut c = counters.get(k)?.map(|v| Counter::decode(&v)).unwrap_or_default();
-                c.add(&delta);
-                counters.insert(k, &c.encode()[..])?;
+            queued.sort_unstable_by_key(|p| p.key);
+            let mut seq = first_seq;
+            for chunk in queued.chunks(outbox::MAX_ENTRIES) {
+                let segment = outbox::encode(chunk.iter().map(|p| (&p.key, p.value.as_slice())));
+                outbox.insert(&outbox::seq_key(seq)[..], segment)?;
+                seq += 1;
             }
-            Ok::<_, ConflictableTransactionError<LedgerError>>(new)
+            for (k, per) in deltas {
+                let mut groups = match counters.get(k)? {
+                    Some(v) => counters::decode_groups(&v).ok_or_else(|| {
+                        ConflictableTransactionError::Abort(LedgerError::Corrupt("period counters".into()))
+                    })?,
+                    None => counters::Groups::new(),
+                };
+                for ((dim, value), delta) in per {
+                    groups.entry((dim, value.to_string())).or_default().add(&delta);
+                }
+                counters.insert(k, counters::encode_groups(&groups))?;
+            }
+            Ok::<_, ConflictableTransactionError<LedgerError>>((new, queued.len() as u64, seq))
         });
-        let new = unwrap_tx(result)?;
-        self.counts.outbox += new.iter().filter(|n| **n).count() as u64;
+        let (new, queued, next_seq) = unwrap_tx(result)?;
+        self.counts.outbox += queued;
+        self.next_seq = next_seq;
         Ok(new)
     }
 
     fn apply(&mut self, job: Job) -> Done {
         match job {
             Job::Commit { reply, .. } => done(reply, Err(LedgerError::Closed)), // handled by the caller
-            Job::Ack { ids, reply } => {
-                let r = self.ack(&ids);
+            Job::Ack { entries, reply } => {
+                let r = self.remove_queued(&entries, None);
                 done(reply, r)
             }
-            Job::DeadLetter { ids, meta, reply } => {
-                let r = self.dead_letter(&ids, &meta);
+            Job::DeadLetter { entries, meta, reply } => {
+                let r = self.remove_queued(&entries, Some(&meta));
                 done(reply, r)
             }
             Job::Requeue { reply } => {
@@ -192,61 +246,83 @@ impl Committer {
         }
     }
 
-    fn ack(&mut self, ids: &[[u8; 16]]) -> Result<u64, LedgerError> {
-        let removed = unwrap_tx(self.trees.outbox.transaction(|outbox| {
+    /// Removes entries from their outbox segments (rewriting or deleting each segment), and with
+    /// `dead_meta` files them as dead letters in the same transaction. Returns how many were
+    /// still queued.
+    fn remove_queued(&mut self, entries: &[Queued], dead_meta: Option<&str>) -> Result<u64, LedgerError> {
+        let mut by_seq: BTreeMap<u64, HashSet<[u8; 16]>> = BTreeMap::new();
+        for e in entries {
+            by_seq.entry(e.seq).or_default().insert(*e.id.as_bytes());
+        }
+        let t = &self.trees;
+        let removed = unwrap_tx((&t.outbox, &t.dead).transaction(|(outbox, dead)| {
             let mut n = 0u64;
-            for id in ids {
-                if outbox.remove(&id[..])?.is_some() {
-                    n += 1;
+            for (seq, ids) in &by_seq {
+                let key = outbox::seq_key(*seq);
+                let Some(segment) = outbox.get(&key[..])? else { continue };
+                let Some(all) = outbox::decode(&segment) else {
+                    tracing::error!(seq, "skipping a malformed outbox segment");
+                    continue;
+                };
+                let (gone, kept): (Vec<_>, Vec<_>) = all.into_iter().partition(|(id, _)| ids.contains(id));
+                if gone.is_empty() {
+                    continue;
+                }
+                n += gone.len() as u64;
+                if let Some(meta) = dead_meta {
+                    for (id, record) in &gone {
+                        let mut v = Vec::with_capacity(meta.len() + record.len() + 12);
+                        v.extend_from_slice(meta.as_bytes());
+                        v.extend_from_slice(b",\"record\":");
+                        v.extend_from_slice(record);
+                        v.push(b'}');
+                        dead.insert(&id[..], v)?;
+                    }
+                }
+                if kept.is_empty() {
+                    outbox.remove(&key[..])?;
+                } else {
+                    outbox.insert(&key[..], outbox::encode(kept.iter().map(|(id, v)| (id, *v))))?;
                 }
             }
             Ok::<_, ConflictableTransactionError<LedgerError>>(n)
         }))?;
         self.counts.outbox = self.counts.outbox.saturating_sub(removed);
+        if dead_meta.is_some() {
+            self.counts.dead += removed;
+        }
         Ok(removed)
     }
 
-    fn dead_letter(&mut self, ids: &[[u8; 16]], meta: &str) -> Result<u64, LedgerError> {
-        let t = &self.trees;
-        let moved = unwrap_tx((&t.outbox, &t.dead).transaction(|(outbox, dead)| {
-            let mut n = 0u64;
-            for id in ids {
-                if let Some(record) = outbox.remove(&id[..])? {
-                    let mut v = Vec::with_capacity(meta.len() + record.len() + 12);
-                    v.extend_from_slice(meta.as_bytes());
-                    v.extend_from_slice(b",\"record\":");
-                    v.extend_from_slice(&record);
-                    v.push(b'}');
-                    dead.insert(&id[..], v)?;
-                    n += 1;
-                }
-            }
-            Ok::<_, ConflictableTransactionError<LedgerError>>(n)
-        }))?;
-        self.counts.outbox = self.counts.outbox.saturating_sub(moved);
-        self.counts.dead += moved;
-        Ok(moved)
-    }
-
+    /// Moves every dead letter back into the outbox, as new segments.
     fn requeue(&mut self) -> Result<u64, LedgerError> {
         let t = &self.trees;
         let entries: Vec<(IVec, IVec)> = t.dead.iter().collect::<Result<_, _>>().map_err(LedgerError::storage)?;
         let mut moved = 0u64;
-        for chunk in entries.chunks(512) {
-            moved += unwrap_tx((&t.outbox, &t.dead).transaction(|(outbox, dead)| {
-                let mut n = 0u64;
-                for (k, v) in chunk {
-                    dead.remove(k)?;
-                    match super::DeadLetter::record_bytes(v) {
-                        Some(record) => {
-                            outbox.insert(k, record)?;
-                            n += 1;
-                        }
-                        None => tracing::warn!("dropping an unreadable dead letter"),
-                    }
+        for chunk in entries.chunks(outbox::MAX_ENTRIES) {
+            let mut queued: Vec<([u8; 16], Vec<u8>)> = Vec::with_capacity(chunk.len());
+            for (k, v) in chunk {
+                match (<[u8; 16]>::try_from(k.as_ref()), super::DeadLetter::record_bytes(v)) {
+                    (Ok(id), Some(record)) => queued.push((id, record)),
+                    _ => tracing::warn!("dropping an unreadable dead letter"),
                 }
-                Ok::<_, ConflictableTransactionError<LedgerError>>(n)
+            }
+            queued.sort_unstable_by_key(|(id, _)| *id);
+            let seq = self.next_seq;
+            unwrap_tx((&t.outbox, &t.dead).transaction(|(outbox, dead)| {
+                for (k, _) in chunk {
+                    dead.remove(k)?;
+                }
+                if !queued.is_empty() {
+                    outbox.insert(
+                        &outbox::seq_key(seq)[..],
+                        outbox::encode(queued.iter().map(|(id, v)| (id, v.as_slice()))),
+                    )?;
+                }
+                Ok::<_, ConflictableTransactionError<LedgerError>>(())
             }))?;
+            self.next_seq += 1;
+            moved += queued.len() as u64;
         }
         self.counts.outbox += moved;
         self.counts.dead = 0;
@@ -262,7 +338,8 @@ impl Committer {
         clear_tree(&t.counters)?;
         let mut cleared = Cleared { records, outbox: 0, dead_letters: 0 };
         if force {
-            cleared.outbox = clear_tree(&t.outbox)?;
+            clear_tree(&t.outbox)?;
+            cleared.outbox = self.counts.outbox;
             cleared.dead_letters = clear_tree(&t.dead)?;
             self.counts = Counts::default();
         }

@@ -1,12 +1,16 @@
 //! Period counters: running totals per (period, dimension, value), updated in the same
 //! transaction as the record they count, so they always equal the sum of the records.
 //!
-//! Stored as little-endian 64-bit fields in a fixed order; a shorter value (written by an older
-//! version) reads its missing fields as zero, a longer one (newer version) keeps working.
+//! One sled entry per period ([`Groups`]) holds the counter of every group of that period, so a
+//! commit round writes two counter entries (its day and its month) however many groups it
+//! touches. A [`Counter`] is stored as little-endian 64-bit fields in a fixed order, behind its
+//! length: a shorter one (written by an older version) reads its missing fields as zero, a
+//! longer one (newer version) keeps working.
 
-use super::keys::{counter_key, Dim, Period};
+use super::keys::{period_key, Dim, Period};
 use crate::usage::{CallStatus, UsageRecord};
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// Totals for one group.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -92,25 +96,61 @@ impl Counter {
     }
 }
 
-/// Every counter key a record contributes to: each dimension, for its day and its month.
-pub fn keys_for(record: &UsageRecord) -> Vec<Vec<u8>> {
-    let model = format!("{}/{}", record.provider, record.model);
-    let mut keys = Vec::with_capacity(Dim::ALL.len() * 2);
-    for period in [Period::Day, Period::Month] {
-        let label = period.label(record.ts);
-        for dim in Dim::ALL {
-            let value = match dim {
-                Dim::Total => "",
-                Dim::User => &record.user,
-                Dim::App => &record.app,
-                Dim::Provider => &record.provider,
-                Dim::Model => &model,
-                Dim::KeySource => record.key_source.as_str(),
-            };
-            keys.push(counter_key(period, dim, &label, value));
-        }
+/// The counters of one period: `(dimension, value) → Counter`.
+pub type Groups = BTreeMap<(Dim, String), Counter>;
+
+/// Encodes as repeated `dim (u8) | value length (u16 LE) | value | counter length (u8) | counter`.
+pub fn encode_groups(groups: &Groups) -> Vec<u8> {
+    let mut out = Vec::with_capacity(groups.len() * (ENCODED_LEN + 24));
+    for ((dim, value), c) in groups {
+        let v = &value.as_bytes()[..value.len().min(u16::MAX as usize)];
+        out.push(dim.code());
+        out.extend_from_slice(&(v.len() as u16).to_le_bytes());
+        out.extend_from_slice(v);
+        out.push(ENCODED_LEN as u8);
+        out.extend_from_slice(&c.encode());
     }
-    keys
+    out
+}
+
+/// Decodes [`encode_groups`]; `None` if malformed. Unknown dimensions are skipped.
+pub fn decode_groups(mut v: &[u8]) -> Option<Groups> {
+    let mut out = Groups::new();
+    while !v.is_empty() {
+        let code = *v.first()?;
+        let len = u16::from_le_bytes(v.get(1..3)?.try_into().ok()?) as usize;
+        let value = std::str::from_utf8(v.get(3..3 + len)?).ok()?.to_string();
+        let clen = *v.get(3 + len)? as usize;
+        let counter = Counter::decode(v.get(4 + len..4 + len + clen)?);
+        if let Some(dim) = Dim::from_code(code) {
+            out.insert((dim, value), counter);
+        }
+        v = &v[4 + len + clen..];
+    }
+    Some(out)
+}
+
+/// The period keys a record counts towards (its day and its month).
+pub fn periods_of(record: &UsageRecord) -> [Vec<u8>; 2] {
+    [period_key(Period::Day, &Period::Day.label(record.ts)), period_key(Period::Month, &Period::Month.label(record.ts))]
+}
+
+/// The groups a record counts in, one per dimension.
+pub fn groups_of(record: &UsageRecord) -> Vec<(Dim, String)> {
+    Dim::ALL
+        .into_iter()
+        .map(|dim| {
+            let value = match dim {
+                Dim::Total => String::new(),
+                Dim::User => record.user.clone(),
+                Dim::App => record.app.clone(),
+                Dim::Provider => record.provider.clone(),
+                Dim::Model => format!("{}/{}", record.provider, record.model),
+                Dim::KeySource => record.key_source.as_str().to_string(),
+            };
+            (dim, value)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -138,11 +178,17 @@ mod tests {
     }
 
     #[test]
-    fn a_record_counts_in_twelve_groups() {
+    fn groups_round_trip() {
         let r = UsageRecord::new("app", "openai", "gpt-4o");
-        let keys = keys_for(&r);
-        assert_eq!(keys.len(), 12);
-        let unique: std::collections::HashSet<_> = keys.iter().collect();
-        assert_eq!(unique.len(), 12);
+        let mut g = Groups::new();
+        for key in groups_of(&r) {
+            g.entry(key).or_default().add(&Counter::of(&r));
+        }
+        assert_eq!(g.len(), 6);
+        assert_eq!(g[&(Dim::Model, "openai/gpt-4o".to_string())].requests, 1);
+        let bytes = encode_groups(&g);
+        assert_eq!(decode_groups(&bytes), Some(g));
+        assert!(decode_groups(&bytes[..bytes.len() - 1]).is_none());
+        assert_eq!(periods_of(&r)[0][0], b'd');
     }
 }

@@ -1,9 +1,9 @@
 //! Byte layouts of the ledger's keys, and the UTC periods a record counts towards.
 //!
-//! - records / outbox / dead letters: the 16 id bytes of a UUIDv7, so keys sort by time;
-//! - counters: `kind 0 dim 0 period 0 value`, where `kind` is `d` (day) or `m` (month), `period`
-//!   is `YYYY-MM-DD` or `YYYY-MM` (fixed width, so ranges of periods are ranges of keys) and
-//!   `value` the grouped value (a NUL in it is replaced, so the separator stays unambiguous).
+//! - records / dead letters: the 16 id bytes of a UUIDv7, so keys sort by time;
+//! - counters: `kind label`, one entry per period, where `kind` is `d` (day) or `m` (month) and
+//!   `label` is `YYYY-MM-DD` or `YYYY-MM` (fixed width, so ranges of periods are ranges of keys).
+//!   The entry holds every group's counter for that period (see `counters`).
 
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -34,7 +34,7 @@ impl Period {
 }
 
 /// What a counter is grouped by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Dim {
     /// Everything (one counter per period).
     Total,
@@ -59,42 +59,40 @@ impl Dim {
             Dim::KeySource => "key_source",
         }
     }
+
+    /// Stable one-byte code used on disk.
+    pub fn code(self) -> u8 {
+        match self {
+            Dim::Total => 0,
+            Dim::User => 1,
+            Dim::App => 2,
+            Dim::Provider => 3,
+            Dim::Model => 4,
+            Dim::KeySource => 5,
+        }
+    }
+
+    pub fn from_code(c: u8) -> Option<Dim> {
+        Dim::ALL.into_iter().find(|d| d.code() == c)
+    }
 }
 
-/// A counter key.
-pub fn counter_key(period: Period, dim: Dim, label: &str, value: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(4 + dim.name().len() + label.len() + value.len());
+/// Key of the counters of one period.
+pub fn period_key(period: Period, label: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + label.len());
     k.push(period.tag());
-    k.push(0);
-    k.extend_from_slice(dim.name().as_bytes());
-    k.push(0);
     k.extend_from_slice(label.as_bytes());
-    k.push(0);
-    if value.contains('\0') {
-        k.extend_from_slice(value.replace('\0', "\u{fffd}").as_bytes());
-    } else {
-        k.extend_from_slice(value.as_bytes());
-    }
     k
 }
 
-/// The key range holding every counter of `dim` for periods `from..=to` (labels).
-pub fn counter_range(period: Period, dim: Dim, from: &str, to: &str) -> (Vec<u8>, Vec<u8>) {
-    let start = counter_key(period, dim, from, "");
-    let mut end = counter_key(period, dim, to, "");
-    end.pop(); // drop the trailing separator: `to` followed by 0x01 bounds every value of `to`
-    end.push(1);
-    (start, end)
+/// The keys of periods `from..=to` (labels).
+pub fn period_range(period: Period, from: &str, to: &str) -> std::ops::RangeInclusive<Vec<u8>> {
+    period_key(period, from)..=period_key(period, to)
 }
 
-/// Splits a counter key into `(period label, value)`.
-pub fn split_counter_key(key: &[u8]) -> Option<(String, String)> {
-    let mut parts = key.splitn(4, |b| *b == 0);
-    let _kind = parts.next()?;
-    let _dim = parts.next()?;
-    let label = std::str::from_utf8(parts.next()?).ok()?.to_string();
-    let value = String::from_utf8_lossy(parts.next()?).into_owned();
-    Some((label, value))
+/// The label of a period key.
+pub fn key_label(key: &[u8]) -> Option<String> {
+    std::str::from_utf8(key.get(1..)?).ok().map(str::to_string)
 }
 
 /// Unix milliseconds encoded in a UUIDv7 (its first 48 bits).
@@ -136,18 +134,17 @@ mod tests {
     }
 
     #[test]
-    fn counter_keys_sort_by_period_and_split_back() {
-        let a = counter_key(Period::Day, Dim::App, "2024-01-02", "zed");
-        let b = counter_key(Period::Day, Dim::App, "2024-01-03", "aaa");
+    fn period_keys_sort_by_period() {
+        let a = period_key(Period::Day, "2024-01-02");
+        let b = period_key(Period::Day, "2024-01-03");
         assert!(a < b);
-        let (lo, hi) = counter_range(Period::Day, Dim::App, "2024-01-02", "2024-01-02");
-        assert!(lo <= a && a < hi);
-        assert!(b >= hi);
-        let other_dim = counter_key(Period::Day, Dim::Model, "2024-01-02", "x");
-        assert!(!(lo <= other_dim && other_dim < hi));
-        assert_eq!(split_counter_key(&a), Some(("2024-01-02".into(), "zed".into())));
-        let nul = counter_key(Period::Month, Dim::Model, "2024-01", "a\0b");
-        assert_eq!(split_counter_key(&nul).map(|(_, v)| v), Some("a\u{fffd}b".into()));
+        assert!(period_range(Period::Day, "2024-01-01", "2024-01-02").contains(&a));
+        assert!(!period_range(Period::Day, "2024-01-01", "2024-01-02").contains(&b));
+        assert!(!period_range(Period::Month, "2024-01", "2024-12").contains(&a));
+        assert_eq!(key_label(&a).as_deref(), Some("2024-01-02"));
+        for d in Dim::ALL {
+            assert_eq!(Dim::from_code(d.code()), Some(d));
+        }
     }
 
     #[test]

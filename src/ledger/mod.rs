@@ -2,9 +2,10 @@
 //!
 //! Trees:
 //! - `records`: id (UUIDv7 bytes, so time-ordered) → the record as JSON;
-//! - `counters`: per period (UTC day and month) and per user, app, provider, provider/model,
-//!   key_source and total → [`Counter`] (see [`keys`] for the key layout);
-//! - `outbox`: id → record JSON, for records not yet confirmed by the sync backend;
+//! - `counters`: per period (UTC day and month) → the [`Counter`] of every user, app, provider,
+//!   provider/model, key_source and the total (see [`counters`] and [`keys`]);
+//! - `outbox`: segments of records not yet confirmed by the sync backend, one per commit round
+//!   (see [`outbox`]);
 //! - `dead`: id → [`DeadLetter`], records the backend refused;
 //! - `meta`: the device id, and the `clearing` marker.
 //!
@@ -21,12 +22,14 @@
 mod committer;
 pub mod counters;
 pub mod keys;
+pub mod outbox;
 pub mod summary;
 pub mod validate;
 
 pub use committer::Cleared;
 pub use counters::Counter;
 pub use keys::{Dim, Period};
+pub use outbox::Queued;
 pub use summary::{BadPeriod, Group, Projection, Summary};
 pub use validate::{validate, InvalidRecord};
 
@@ -141,6 +144,14 @@ pub struct CounterRow {
     pub counter: Counter,
 }
 
+/// One queued record, as read by the sync worker.
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    pub at: Queued,
+    /// The record, or why it cannot be read.
+    pub record: Result<UsageRecord, String>,
+}
+
 /// Result of committing one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Committed {
@@ -182,14 +193,29 @@ impl Ledger {
             meta: tree("meta")?,
         };
         let device_id = device_id(&trees.meta).map_err(|e| open_err(e.to_string()))?;
-        let counts = Counts { outbox: trees.outbox.len() as u64, dead: trees.dead.len() as u64 };
+        let mut queued = 0u64;
+        for item in trees.outbox.iter().values() {
+            queued += outbox::count(&item.map_err(|e| open_err(e.to_string()))?);
+        }
+        let next_seq = match trees.outbox.last().map_err(|e| open_err(e.to_string()))? {
+            Some((k, _)) => outbox::key_seq(&k).map_or(0, |s| s + 1),
+            None => 0,
+        };
+        let counts = Counts { outbox: queued, dead: trees.dead.len() as u64 };
         let (counts_tx, counts_rx) = watch::channel(counts);
-        let mut committer = Committer { db: db.clone(), trees: trees.clone(), counts, counts_tx };
+        let (to_flusher, rounds) = std::sync::mpsc::channel();
+        let mut committer = Committer { db: db.clone(), trees: trees.clone(), counts, to_flusher, next_seq };
         if let Some(flag) = trees.meta.get(CLEARING_KEY).map_err(|e| open_err(e.to_string()))? {
             tracing::warn!("finishing a usage.clear interrupted by a crash");
             committer.clear(flag.first() == Some(&1)).map_err(|e| open_err(e.to_string()))?;
             db.flush().map_err(|e| open_err(e.to_string()))?;
         }
+        counts_tx.send_replace(committer.counts);
+        let flusher_db = db.clone();
+        std::thread::Builder::new()
+            .name("ledger-flush".into())
+            .spawn(move || committer::flush_loop(flusher_db, rounds, counts_tx))
+            .map_err(|e| open_err(format!("cannot start the flusher thread: {e}")))?;
         let (tx, rx) = mpsc::channel(JOB_QUEUE);
         std::thread::Builder::new()
             .name("ledger-commit".into())
@@ -224,7 +250,8 @@ impl Ledger {
             prepared.push(Prepared {
                 key: *r.id.as_bytes(),
                 value,
-                counter_keys: counters::keys_for(r),
+                periods: counters::periods_of(r),
+                groups: counters::groups_of(r),
                 delta: Counter::of(r),
             });
         }
@@ -232,15 +259,15 @@ impl Ledger {
     }
 
     /// Removes records the backend accepted from the outbox.
-    pub async fn ack(&self, ids: &[Uuid]) -> Result<u64, LedgerError> {
-        let ids = ids.iter().map(|i| *i.as_bytes()).collect();
-        self.send(|reply| Job::Ack { ids, reply }).await
+    pub async fn ack(&self, entries: &[Queued]) -> Result<u64, LedgerError> {
+        let entries = entries.to_vec();
+        self.send(|reply| Job::Ack { entries, reply }).await
     }
 
     /// Moves records the backend refused from the outbox to the dead letters.
     pub async fn dead_letter(
         &self,
-        ids: &[Uuid],
+        entries: &[Queued],
         batch_id: &str,
         status: Option<u16>,
         reason: &str,
@@ -248,8 +275,8 @@ impl Ledger {
         let meta = DeadMeta { batch_id, status, reason, at_ms: now_ms() };
         let mut meta = serde_json::to_string(&meta).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
         meta.pop(); // the closing brace; the committer appends `,"record":...}`
-        let ids = ids.iter().map(|i| *i.as_bytes()).collect();
-        self.send(|reply| Job::DeadLetter { ids, meta, reply }).await
+        let entries = entries.to_vec();
+        self.send(|reply| Job::DeadLetter { entries, meta, reply }).await
     }
 
     /// Moves every dead letter back to the outbox (to be sent again).
@@ -325,39 +352,55 @@ impl Ledger {
 
     /// Counter rows of `dim` for periods `from..=to` (labels like `2025-01-31` or `2025-01`).
     pub fn counters(&self, period: Period, dim: Dim, from: &str, to: &str) -> Result<Vec<CounterRow>, LedgerError> {
-        let (lo, hi) = keys::counter_range(period, dim, from, to);
         let mut rows = Vec::new();
-        for item in self.trees.counters.range(lo..hi) {
+        for item in self.trees.counters.range(keys::period_range(period, from, to)) {
             let (k, v) = item.map_err(LedgerError::storage)?;
-            let (period, key) =
-                keys::split_counter_key(&k).ok_or_else(|| LedgerError::Corrupt("counter key".into()))?;
-            rows.push(CounterRow { period, key, counter: Counter::decode(&v) });
+            let label = keys::key_label(&k).ok_or_else(|| LedgerError::Corrupt("counter key".into()))?;
+            let groups = counters::decode_groups(&v).ok_or_else(|| LedgerError::Corrupt("period counters".into()))?;
+            for ((d, key), counter) in groups {
+                if d == dim {
+                    rows.push(CounterRow { period: label.clone(), key, counter });
+                }
+            }
         }
         Ok(rows)
     }
 
-    /// Up to `limit` outbox entries after `after` (oldest first). An entry that cannot be read is
-    /// returned as `Err(id)` so the caller can dead-letter it instead of stalling on it.
-    pub fn outbox_after(
-        &self,
-        after: Option<Uuid>,
-        limit: usize,
-    ) -> Result<Vec<Result<UsageRecord, Uuid>>, LedgerError> {
-        let lo = after.map_or([0u8; 16], |a| next_key(*a.as_bytes()));
+    /// Up to `limit` queued records after `after`, in queue order. A record that cannot be read
+    /// is returned as `Err` so the caller can dead-letter it instead of stalling on it.
+    pub fn outbox_after(&self, after: Option<Queued>, limit: usize) -> Result<Vec<OutboxEntry>, LedgerError> {
+        let start = after.map_or(0, |a| a.seq);
         let mut out = Vec::with_capacity(limit.min(1024));
-        for item in self.trees.outbox.range(lo..).take(limit) {
+        for item in self.trees.outbox.range(outbox::seq_key(start)..) {
             let (k, v) = item.map_err(LedgerError::storage)?;
-            out.push(decode(&v).map_err(|_| uuid_of(&k)));
+            let Some(seq) = outbox::key_seq(&k) else { continue };
+            let Some(entries) = outbox::decode(&v) else {
+                tracing::error!(seq, "skipping a malformed outbox segment");
+                continue;
+            };
+            for (id, bytes) in entries {
+                let at = Queued { seq, id: Uuid::from_bytes(id) };
+                if after.is_some_and(|a| at <= a) {
+                    continue;
+                }
+                out.push(OutboxEntry { at, record: decode(bytes).map_err(|e| e.to_string()) });
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
         }
         Ok(out)
     }
 
-    /// The oldest record waiting in the outbox.
+    /// The record that has waited longest in the outbox.
     pub fn oldest_pending(&self) -> Result<Option<UsageRecord>, LedgerError> {
-        match self.trees.outbox.first().map_err(LedgerError::storage)? {
-            Some((_, v)) => Ok(Some(decode(&v)?)),
-            None => Ok(None),
+        for item in self.trees.outbox.iter().values() {
+            let v = item.map_err(LedgerError::storage)?;
+            if let Some((_, bytes)) = outbox::decode(&v).and_then(|e| e.into_iter().next()) {
+                return decode(bytes).map(Some);
+            }
         }
+        Ok(None)
     }
 
     /// The most recent dead letters, newest first.
@@ -383,10 +426,6 @@ impl Ledger {
 
 fn decode(v: &[u8]) -> Result<UsageRecord, LedgerError> {
     serde_json::from_slice(v).map_err(|e| LedgerError::Corrupt(format!("usage record: {e}")))
-}
-
-fn uuid_of(k: &[u8]) -> Uuid {
-    Uuid::from_slice(k).unwrap_or_default()
 }
 
 /// The smallest key greater than `k`.

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::usage::{CallStatus, KeySource};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 fn record(app: &str, provider: &str, model: &str, input: u64, output: u64, cost: i64) -> UsageRecord {
@@ -84,19 +85,27 @@ async fn concurrent_commits_share_flushes_and_survive_reopen() {
     assert_eq!(per_app.unwrap().iter().map(|r| r.counter.requests).sum::<u64>(), 800);
 }
 
+fn queued(l: &Ledger) -> Vec<(Queued, UsageRecord)> {
+    l.outbox_after(None, 100_000).unwrap().into_iter().map(|e| (e.at, e.record.unwrap())).collect()
+}
+
 #[tokio::test]
 async fn ack_dead_letter_and_requeue() {
     let dir = tempfile::tempdir().unwrap();
     let l = Ledger::open(dir.path()).unwrap();
     let rs: Vec<UsageRecord> = (0..5).map(|i| record("a", "p", "m", i, 0, 0)).collect();
     l.commit_many(&rs).await.unwrap();
-    let pending: Vec<UsageRecord> = l.outbox_after(None, 100).unwrap().into_iter().map(Result::unwrap).collect();
-    assert_eq!(pending, rs);
-    let after_two = l.outbox_after(Some(rs[1].id), 2).unwrap();
+    let pending = queued(&l);
+    assert_eq!(pending.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(), rs, "one segment, in id order");
+    let at: Vec<Queued> = pending.iter().map(|(q, _)| *q).collect();
+    let after_two = l.outbox_after(Some(at[1]), 2).unwrap();
     assert_eq!(after_two.len(), 2);
-    assert_eq!(after_two[0].as_ref().unwrap().id, rs[2].id);
-    assert_eq!(l.ack(&[rs[0].id, rs[1].id, Uuid::now_v7()]).await.unwrap(), 2);
-    assert_eq!(l.dead_letter(&[rs[2].id], "batch-1", Some(400), "bad event").await.unwrap(), 1);
+    assert_eq!(after_two[0].record.as_ref().unwrap().id, rs[2].id);
+    let stranger = Queued { seq: at[0].seq, id: Uuid::now_v7() };
+    assert_eq!(l.ack(&[at[0], at[1], stranger]).await.unwrap(), 2);
+    // Reading after an entry that is gone still continues at the right place.
+    assert_eq!(l.outbox_after(Some(at[1]), 10).unwrap().len(), 3);
+    assert_eq!(l.dead_letter(&[at[2]], "batch-1", Some(400), "bad event").await.unwrap(), 1);
     assert_eq!(l.counts(), Counts { outbox: 2, dead: 1 });
     let dead = l.dead_letters(10).unwrap();
     assert_eq!(dead.len(), 1);
@@ -104,9 +113,45 @@ async fn ack_dead_letter_and_requeue() {
     assert_eq!(l.oldest_pending().unwrap().unwrap().id, rs[3].id);
     assert_eq!(l.requeue_dead_letters().await.unwrap(), 1);
     assert_eq!(l.counts(), Counts { outbox: 3, dead: 0 });
-    assert_eq!(l.oldest_pending().unwrap().unwrap().id, rs[2].id);
+    let ids: Vec<Uuid> = queued(&l).iter().map(|(_, r)| r.id).collect();
+    assert_eq!(ids, vec![rs[3].id, rs[4].id, rs[2].id], "requeued records join the end of the queue");
+    // Acking everything removes the segments.
+    let all: Vec<Queued> = queued(&l).iter().map(|(q, _)| *q).collect();
+    assert_eq!(l.ack(&all).await.unwrap(), 3);
+    assert!(l.outbox_after(None, 10).unwrap().is_empty());
+    assert_eq!(l.counts(), Counts::default());
     // Records stay in the history whatever happens to their outbox entries.
     assert_eq!(l.records(&RecordQuery { limit: 10, ..Default::default() }).unwrap().records.len(), 5);
+}
+
+#[tokio::test]
+async fn outbox_counts_and_order_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = {
+        let l = Ledger::open(dir.path()).unwrap();
+        let a: Vec<UsageRecord> = (0..3).map(|i| record("a", "p", "m", i, 0, 0)).collect();
+        let b: Vec<UsageRecord> = (0..2000).map(|i| record("a", "p", "m", i, 0, 0)).collect();
+        l.commit_many(&a).await.unwrap();
+        l.commit_many(&b).await.unwrap();
+        (a, b)
+    };
+    let l = loop {
+        match Ledger::open(dir.path()) {
+            Ok(l) => break l,
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+        }
+    };
+    assert_eq!(l.counts().outbox, 2003);
+    let q = queued(&l);
+    let ids: Vec<Uuid> = q.iter().map(|(_, r)| r.id).collect();
+    let expected: Vec<Uuid> = first.iter().chain(second.iter()).map(|r| r.id).collect();
+    assert_eq!(ids, expected);
+    let segments: HashSet<u64> = q.iter().map(|(at, _)| at.seq).collect();
+    assert_eq!(segments.len(), 3, "2000 records of one round span two segments");
+    // New segments continue the sequence after a reopen.
+    let more = record("a", "p", "m", 1, 0, 0);
+    l.commit(&more).await.unwrap();
+    assert_eq!(queued(&l).last().unwrap().1.id, more.id);
 }
 
 #[tokio::test]
@@ -115,7 +160,8 @@ async fn clear_keeps_unsynced_outbox_unless_forced() {
     let l = Ledger::open(dir.path()).unwrap();
     let rs: Vec<UsageRecord> = (0..4).map(|i| record("a", "p", "m", i, 0, 0)).collect();
     l.commit_many(&rs).await.unwrap();
-    l.ack(&[rs[0].id]).await.unwrap();
+    let first = queued(&l)[0].0;
+    l.ack(&[first]).await.unwrap();
     let c = l.clear(false).await.unwrap();
     assert_eq!(c, Cleared { records: 4, outbox: 0, dead_letters: 0 });
     assert_eq!(l.counts().outbox, 3);

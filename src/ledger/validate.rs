@@ -84,15 +84,16 @@ mod tests {
     fn accepts_a_normal_record_and_names_the_bad_field() {
         let good = UsageRecord::new("app", "openai", "gpt-4o");
         assert_eq!(validate(&good, now_ms()), Ok(()));
-        let cases: Vec<(&str, Box<dyn Fn(&mut UsageRecord)>)> = vec![
-            ("input_tokens", Box::new(|r| r.input_tokens = MAX_TOKENS + 1)),
-            ("cost_microusd", Box::new(|r| r.cost_microusd = -1)),
-            ("cost_microusd", Box::new(|r| r.cost_microusd = MAX_COST_MICROUSD + 1)),
-            ("app", Box::new(|r| r.app = String::new())),
-            ("model", Box::new(|r| r.model = "a\nb".into())),
-            ("ts", Box::new(|r| r.ts = 0)),
-            ("id", Box::new(|r| r.id = uuid::Uuid::new_v4())),
-            ("attempts", Box::new(|r| r.attempts = 5000)),
+        type Mutation = fn(&mut UsageRecord);
+        let cases: Vec<(&str, Mutation)> = vec![
+            ("input_tokens", |r| r.input_tokens = MAX_TOKENS + 1),
+            ("cost_microusd", |r| r.cost_microusd = -1),
+            ("cost_microusd", |r| r.cost_microusd = MAX_COST_MICROUSD + 1),
+            ("app", |r| r.app = String::new()),
+            ("model", |r| r.model = "a\nb".into()),
+            ("ts", |r| r.ts = 0),
+            ("id", |r| r.id = uuid::Uuid::new_v4()),
+            ("attempts", |r| r.attempts = 5000),
         ];
         for (field, mutate) in cases {
             let mut r = good.clone();

@@ -22,7 +22,8 @@ pub struct RouterConfig {
     pub cooldown_failures: u32,
     pub cooldown_secs: u64,
     pub connect_timeout_ms: u64,
-    /// From sending a request to its response head.
+    /// From sending a request to its response head. Non-streaming calls get no head until the
+    /// whole answer is ready, so slow (reasoning) models may need more.
     pub first_byte_timeout_ms: u64,
     /// Between two reads of a response body.
     pub idle_timeout_ms: u64,
@@ -37,12 +38,12 @@ impl Default for RouterConfig {
             backoff_base_ms: 250,
             backoff_max_ms: 8_000,
             max_retry_after_ms: 30_000,
-            deadline_ms: 60_000,
+            deadline_ms: 300_000,
             cooldown_failures: 3,
             cooldown_secs: 30,
             connect_timeout_ms: 10_000,
-            first_byte_timeout_ms: 60_000,
-            idle_timeout_ms: 60_000,
+            first_byte_timeout_ms: 120_000,
+            idle_timeout_ms: 120_000,
             pool_idle_secs: 90,
         }
     }

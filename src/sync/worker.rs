@@ -10,7 +10,7 @@ use super::cloudevents::{self, Batch};
 use super::credentials::{fingerprint, SyncCredentials};
 use super::{Command, LastError, NowReport, Phase, Progress, SyncConfig};
 use crate::events::Bus;
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, Queued};
 use crate::usage::now_ms;
 use secrecy::ExposeSecret;
 use serde::Serialize;
@@ -21,7 +21,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 /// While paused, how often the token source is checked for a new token.
 const CREDENTIALS_POLL: Duration = Duration::from_secs(1);
@@ -30,8 +29,14 @@ const MAX_PENDING_ACKS: usize = 8;
 /// Longest backend error body kept in `last_error`.
 const MAX_ERROR_BODY: usize = 200;
 
-struct Retry {
+/// A batch and where its records sit in the outbox.
+struct Outgoing {
     batch: Batch,
+    queued: Vec<Queued>,
+}
+
+struct Retry {
+    out: Outgoing,
     at: Instant,
 }
 
@@ -243,22 +248,27 @@ impl SyncWorker {
 
     /// Sends batches until the outbox is empty or a batch fails.
     async fn drain(&mut self, stats: &mut RunStats) -> Outcome {
-        let mut cursor: Option<Uuid> = None;
+        let mut cursor: Option<Queued> = None;
         let mut acks: VecDeque<JoinHandle<()>> = VecDeque::new();
+        let mut next: Option<JoinHandle<Result<Option<Outgoing>, String>>> = None;
         let outcome = loop {
-            let batch = match self.retry.take() {
-                Some(r) => r.batch,
-                None => match self.next_batch(cursor).await {
-                    Ok(Some(b)) => b,
-                    Ok(None) => break Outcome::Drained,
-                    Err(message) => {
-                        let error = LastError { at_ms: now_ms(), status: None, message };
-                        tracing::error!("sync cannot read the outbox: {}", error.message);
-                        self.update(|p| p.last_error = Some(error));
-                        break Outcome::Drained;
-                    }
-                },
+            let read = match (self.retry.take(), next.take()) {
+                (Some(r), _) => Ok(Some(r.out)),
+                (None, Some(prefetched)) => prefetched.await.unwrap_or_else(|e| Err(e.to_string())),
+                (None, None) => self.prefetch(cursor).await.unwrap_or_else(|e| Err(e.to_string())),
             };
+            let Outgoing { batch, queued } = match read {
+                Ok(Some(b)) => b,
+                Ok(None) => break Outcome::Drained,
+                Err(message) => {
+                    let error = LastError { at_ms: now_ms(), status: None, message };
+                    tracing::error!("sync cannot read the outbox: {}", error.message);
+                    self.update(|p| p.last_error = Some(error));
+                    break Outcome::Drained;
+                }
+            };
+            // Read the following batch while this one is in flight; dropped if this one fails.
+            next = Some(self.prefetch(queued.last().copied().or(cursor)));
             self.update(|p| {
                 p.phase = Phase::Sending;
                 p.last_attempt_at_ms = Some(now_ms());
@@ -268,7 +278,7 @@ impl SyncWorker {
                     let n = batch.ids.len() as u64;
                     tracing::debug!(batch = %batch.id, events = n, "sync batch accepted");
                     stats.sent += n;
-                    cursor = batch.ids.last().copied();
+                    cursor = queued.last().copied();
                     self.update(|p| {
                         p.sent_total += n;
                         p.batches_total += 1;
@@ -286,7 +296,7 @@ impl SyncWorker {
                     }
                     let ledger = self.ledger.clone();
                     acks.push_back(tokio::spawn(async move {
-                        if let Err(e) = ledger.ack(&batch.ids).await {
+                        if let Err(e) = ledger.ack(&queued).await {
                             tracing::error!("sent records stay in the outbox (they will be sent again): {e}");
                         }
                     }));
@@ -298,7 +308,7 @@ impl SyncWorker {
                         batch = %batch.id, status = ?error.status, failures,
                         "sync failed ({}); retrying in {} ms", error.message, delay.as_millis()
                     );
-                    self.retry = Some(Retry { batch, at: Instant::now() + delay });
+                    self.retry = Some(Retry { out: Outgoing { batch, queued }, at: Instant::now() + delay });
                     let at_ms = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
                     self.update(|p| {
                         p.failures = failures;
@@ -309,7 +319,7 @@ impl SyncWorker {
                     break Outcome::Retrying;
                 }
                 Response::Unauthorized { error, token } => {
-                    self.retry = Some(Retry { batch, at: Instant::now() });
+                    self.retry = Some(Retry { out: Outgoing { batch, queued }, at: Instant::now() });
                     self.pause(error, token);
                     break Outcome::Paused;
                 }
@@ -319,16 +329,18 @@ impl SyncWorker {
                         "the backend refused a batch of {} records; moving it to the dead letters: {}",
                         batch.ids.len(), error.message
                     );
-                    match self.ledger.dead_letter(&batch.ids, &batch.id.to_string(), error.status, &error.message).await
-                    {
+                    match self.ledger.dead_letter(&queued, &batch.id.to_string(), error.status, &error.message).await {
                         Ok(n) => stats.dead += n,
                         Err(e) => tracing::error!("cannot move the batch to the dead letters: {e}"),
                     }
-                    cursor = batch.ids.last().copied();
+                    cursor = queued.last().copied();
                     self.update(|p| p.last_error = Some(error));
                 }
             }
         };
+        if let Some(unused) = next {
+            unused.abort();
+        }
         for ack in acks {
             let _ = ack.await;
         }
@@ -338,43 +350,15 @@ impl SyncWorker {
         outcome
     }
 
-    /// The next batch after `cursor`; unreadable entries are moved to the dead letters.
-    async fn next_batch(&self, mut cursor: Option<Uuid>) -> Result<Option<Batch>, String> {
-        loop {
-            let ledger = self.ledger.clone();
-            let (max_events, max_bytes) = (self.cfg.batch_max_events, self.cfg.batch_max_bytes);
-            let source = self.source.clone();
-            let read = tokio::task::spawn_blocking(move || {
-                let entries = ledger.outbox_after(cursor, max_events).map_err(|e| e.to_string())?;
-                let last = entries.last().map(|e| match e {
-                    Ok(r) => r.id,
-                    Err(id) => *id,
-                });
-                let mut records = Vec::with_capacity(entries.len());
-                let mut unreadable = Vec::new();
-                for e in entries {
-                    match e {
-                        Ok(r) => records.push(r),
-                        Err(id) => unreadable.push(id),
-                    }
-                }
-                let batch = (!records.is_empty()).then(|| cloudevents::build(&records, &source, max_events, max_bytes));
-                Ok::<_, String>((batch, unreadable, last))
-            });
-            let (batch, unreadable, last) = read.await.map_err(|e| e.to_string())??;
-            if !unreadable.is_empty() {
-                tracing::error!("{} unreadable outbox entries moved to the dead letters", unreadable.len());
-                self.ledger
-                    .dead_letter(&unreadable, "-", None, "unreadable outbox entry")
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            match (batch, last) {
-                (Some(b), _) => return Ok(Some(b)),
-                (None, None) => return Ok(None),
-                (None, Some(last)) => cursor = Some(last),
-            }
-        }
+    /// Starts reading the batch after `cursor` in the background (overlapping the current POST).
+    fn prefetch(&self, cursor: Option<Queued>) -> JoinHandle<Result<Option<Outgoing>, String>> {
+        let reader = BatchReader {
+            ledger: self.ledger.clone(),
+            source: self.source.clone(),
+            max_events: self.cfg.batch_max_events,
+            max_bytes: self.cfg.batch_max_bytes,
+        };
+        tokio::spawn(async move { reader.next(cursor).await })
     }
 
     async fn post(&self, batch: &Batch) -> Response {
@@ -479,6 +463,60 @@ impl SyncWorker {
         let left = self.ledger.counts().outbox;
         if left > 0 {
             tracing::info!(pending = left, "records stay queued for the next start");
+        }
+    }
+}
+
+/// Reads outbox entries into the next batch; unreadable entries go to the dead letters.
+struct BatchReader {
+    ledger: Arc<Ledger>,
+    source: String,
+    max_events: usize,
+    max_bytes: usize,
+}
+
+impl BatchReader {
+    async fn next(self, mut cursor: Option<Queued>) -> Result<Option<Outgoing>, String> {
+        loop {
+            let ledger = self.ledger.clone();
+            let (max_events, max_bytes, source) = (self.max_events, self.max_bytes, self.source.clone());
+            let read = tokio::task::spawn_blocking(move || {
+                let entries = ledger.outbox_after(cursor, max_events).map_err(|e| e.to_string())?;
+                let last = entries.last().map(|e| e.at);
+                let mut records = Vec::with_capacity(entries.len());
+                let mut queued = Vec::with_capacity(entries.len());
+                let mut unreadable = Vec::new();
+                for e in entries {
+                    match e.record {
+                        Ok(r) => {
+                            records.push(r);
+                            queued.push(e.at);
+                        }
+                        Err(why) => {
+                            tracing::error!(id = %e.at.id, "unreadable outbox entry: {why}");
+                            unreadable.push(e.at);
+                        }
+                    }
+                }
+                let out = (!records.is_empty()).then(|| {
+                    let batch = cloudevents::build(&records, &source, max_events, max_bytes);
+                    queued.truncate(batch.ids.len());
+                    Outgoing { batch, queued }
+                });
+                Ok::<_, String>((out, unreadable, last))
+            });
+            let (out, unreadable, last) = read.await.map_err(|e| e.to_string())??;
+            if !unreadable.is_empty() {
+                self.ledger
+                    .dead_letter(&unreadable, "-", None, "unreadable outbox entry")
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            match (out, last) {
+                (Some(o), _) => return Ok(Some(o)),
+                (None, None) => return Ok(None),
+                (None, Some(last)) => cursor = Some(last),
+            }
         }
     }
 }

@@ -186,6 +186,38 @@ fn header(h: &HeaderMap, name: &str) -> Option<String> {
     h.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
+/// What the light mode (ids only) reads of an event; the other required fields must be present.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct LightEvent {
+    specversion: String,
+    id: String,
+    source: serde::de::IgnoredAny,
+    #[serde(rename = "type")]
+    kind: serde::de::IgnoredAny,
+    subject: serde::de::IgnoredAny,
+    time: serde::de::IgnoredAny,
+    datacontenttype: serde::de::IgnoredAny,
+    data: serde::de::IgnoredAny,
+}
+
+/// Parses and checks a batch: `(id, full event if stored)` per event, or `None` if invalid.
+fn parse(body: &[u8], store: bool) -> Option<Vec<(String, Option<serde_json::Value>)>> {
+    if store {
+        let events: Vec<serde_json::Value> = serde_json::from_slice(body).ok()?;
+        if events.iter().any(|e| REQUIRED.iter().any(|f| e.get(f).is_none()) || e["specversion"] != "1.0") {
+            return None;
+        }
+        Some(events.into_iter().map(|e| (e["id"].as_str().unwrap_or_default().to_string(), Some(e))).collect())
+    } else {
+        let events: Vec<LightEvent> = serde_json::from_slice(body).ok()?;
+        if events.iter().any(|e| e.specversion != "1.0") {
+            return None;
+        }
+        Some(events.into_iter().map(|e| (e.id, None)).collect())
+    }
+}
+
 const REQUIRED: [&str; 8] = ["specversion", "id", "source", "type", "subject", "time", "datacontenttype", "data"];
 
 async fn ingest(
@@ -194,7 +226,7 @@ async fn ingest(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let parsed: Result<Vec<serde_json::Value>, _> = serde_json::from_slice(&body);
+    let parsed = parse(&body, s.store_events);
     let events = parsed.as_ref().map_or(0, Vec::len);
     let key = header(&headers, "idempotency-key");
     let (fault, index) = {
@@ -242,21 +274,17 @@ async fn ingest(
     if header(&headers, "content-type").as_deref() != Some("application/cloudevents-batch+json") {
         return reply(415, None);
     }
-    let Ok(events) = parsed else { return reply(400, None) };
-    if events.iter().any(|e| REQUIRED.iter().any(|f| e.get(f).is_none()) || e["specversion"] != "1.0") {
-        return reply(400, None);
-    }
+    let Some(events) = parsed else { return reply(400, None) };
     {
         let mut i = s.inner.lock().unwrap();
         let replay = key.as_ref().is_some_and(|k| i.committed_keys.contains(k));
         if replay {
             i.replayed_batches += 1;
         } else {
-            for e in events {
-                let id = e["id"].as_str().unwrap_or_default().to_string();
+            for (id, event) in events {
                 if !i.ids.insert(id.clone()) {
                     i.duplicate_events += 1;
-                } else if s.store_events {
+                } else if let Some(e) = event {
                     i.events.insert(id, e);
                 }
             }

@@ -224,3 +224,21 @@ pub async fn wait_until(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Every stored record, by paging through `usage.records`.
+pub async fn all_records(c: &Client) -> Vec<rmpv::Value> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut p = vec![("limit", rmpv::Value::from(1000))];
+        if let Some(cur) = &cursor {
+            p.push(("cursor", cur.as_str().into()));
+        }
+        let page = c.call("usage.records", params(&p)).await.expect("usage.records");
+        out.extend(field(&page, "records").as_array().expect("records").iter().cloned());
+        match field(&page, "next_cursor").as_str() {
+            Some(n) => cursor = Some(n.to_string()),
+            None => return out,
+        }
+    }
+}

@@ -1,0 +1,434 @@
+"""The asyncio client: one Unix-socket connection, many concurrent calls from many tasks.
+
+A reader task decodes every message and routes it: responses to the waiting call by msgid
+(answers arrive in completion order), stream notifications `[msgid, payload]` to that call's
+`AsyncStream`, `event` notifications to the matching `AsyncSubscription`s. Cancelling the task
+that awaits a call (e.g. `asyncio.wait_for` timing out) sends `$/cancel` for it. When the
+connection ends, every waiting call fails with `ConnectionClosed`.
+"""
+
+import asyncio
+import inspect
+from typing import (
+    Any,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Generic,
+    Literal,
+    Mapping,
+    Optional,
+    Sequence,
+    TypeVar,
+    Union,
+    cast,
+    overload,
+)
+
+from . import _wire
+from ._core import Core, chat_params, read_failure
+from ._methods import AsyncMethods
+from ._types import ChatChunk, ChatMessage, ChatResult, Event, HelloResult, Params
+from .discovery import PathLike, socket_path
+from .errors import ConnectionClosed, SidecarError, error_from_wire
+
+T = TypeVar("T")
+C = TypeVar("C")
+
+_END = object()
+EventCallback = Callable[[Event], Union[None, Awaitable[None]]]
+
+
+class AsyncPendingCall(Generic[T]):
+    """A request sent and not necessarily answered yet; `await` it for the result."""
+
+    def __init__(self, client: "AsyncClient", msgid: int, method: str, streaming: bool = False):
+        self._client = client
+        self.msgid = msgid
+        self.method = method
+        self._future: "asyncio.Future[Any]" = asyncio.get_running_loop().create_future()
+        self._chunks: "Optional[asyncio.Queue[Any]]" = asyncio.Queue() if streaming else None
+        self._abandoned = False
+        self._cancel_sent = False
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self._wait().__await__()
+
+    async def _wait(self) -> T:
+        try:
+            return cast(T, await self._future)
+        except asyncio.CancelledError:
+            self.cancel()
+            raise
+
+    def cancel(self) -> None:
+        """Asks the daemon to cancel the request (`$/cancel`); its answer becomes `Cancelled`."""
+        if (not self._future.done() or self._future.cancelled()) and not self._cancel_sent:
+            self._cancel_sent = True
+            self._client._send_cancel(self.msgid)
+
+    def _abandon(self) -> None:
+        """Cancels and forgets the answer (nobody will await it)."""
+        self._abandoned = True
+        self.cancel()
+
+    # Called by the reader task.
+    def _resolve(self, error: Any, result: Any) -> None:
+        if not self._future.done() and not self._abandoned:
+            if error is not None:
+                self._future.set_exception(error_from_wire(error))
+            else:
+                self._future.set_result(result)
+        if self._chunks is not None:
+            self._chunks.put_nowait(_END)
+
+    def _fail(self, exc: SidecarError) -> None:
+        if not self._future.done() and not self._abandoned:
+            self._future.set_exception(exc)
+        if self._chunks is not None:
+            self._chunks.put_nowait(_END)
+
+
+class AsyncStream(Generic[C, T]):
+    """A streaming call: `async for` its chunks, then read `.result` (set when it ends).
+
+    Iteration raises the call's error (e.g. `Cancelled` with the usage billed so far in `.data`).
+    `cancel()`, `aclose()`, leaving an `async with` block early, or breaking out of `async for`
+    (once asyncio finalizes the iterator) sends `$/cancel`.
+    """
+
+    def __init__(self, call: "AsyncPendingCall[T]"):
+        if call._chunks is None:
+            raise ValueError("not a streaming call")
+        self._call = call
+        self._chunks: "asyncio.Queue[Any]" = call._chunks
+        self.result: Optional[T] = None
+        self._finished = False
+
+    @property
+    def msgid(self) -> int:
+        return self._call.msgid
+
+    def __aiter__(self) -> AsyncIterator[C]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[C]:
+        try:
+            while not self._finished:
+                item = await self._chunks.get()
+                if item is _END:
+                    self._finished = True
+                    self.result = await self._call
+                    return
+                yield cast(C, item)
+        finally:
+            if not self._finished:
+                self.close()
+
+    async def wait(self) -> T:
+        """Skips the remaining chunks and returns the final result (raising the call's error)."""
+        value = await self._call
+        self._finished = True
+        self.result = value
+        return value
+
+    def cancel(self) -> None:
+        """Cancels the request on the daemon; iteration then ends with `Cancelled`."""
+        self._call.cancel()
+
+    def close(self) -> None:
+        """Cancels the request if it has not finished and drops its remaining output."""
+        if not self._finished:
+            self._finished = True
+            self._call._abandon()
+
+    async def aclose(self) -> None:
+        self.close()
+
+    async def __aenter__(self) -> "AsyncStream[C, T]":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class AsyncSubscription:
+    """Daemon events of some kinds: `async for` them, `await get()`, or pass a callback."""
+
+    def __init__(self, client: "AsyncClient", kinds: "frozenset[str]", callback: Optional[EventCallback]):
+        self._client = client
+        self.kinds = kinds
+        self._queue: "asyncio.Queue[Any]" = asyncio.Queue()
+        self._callback = callback
+        self.closed = False
+        self._tasks: "set[asyncio.Task[Any]]" = set()
+
+    async def get(self) -> Event:
+        """The next event; raises `ConnectionClosed` once the subscription ended."""
+        item = await self._queue.get()
+        if item is _END:
+            self._queue.put_nowait(_END)
+            raise ConnectionClosed("subscription closed")
+        return cast(Event, item)
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Event]:
+        while True:
+            item = await self._queue.get()
+            if item is _END:
+                self._queue.put_nowait(_END)
+                return
+            yield cast(Event, item)
+
+    async def close(self) -> None:
+        """Unsubscribes the kinds no other subscription of this client still needs."""
+        if not self.closed:
+            self.closed = True
+            self._queue.put_nowait(_END)
+            await self._client._drop_subscription(self)
+
+    async def __aenter__(self) -> "AsyncSubscription":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    def _deliver(self, event: Event) -> None:
+        if not _wire.match_kinds(self.kinds, event.get("kind")):
+            return
+        if self._callback is None:
+            self._queue.put_nowait(event)
+            return
+        out = self._callback(event)
+        if inspect.isawaitable(out):
+            task = asyncio.ensure_future(out)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _end(self) -> None:
+        self.closed = True
+        self._queue.put_nowait(_END)
+
+
+class AsyncClient(AsyncMethods, Core[AsyncPendingCall[Any], AsyncSubscription]):
+    """An asyncio connection to the daemon.
+
+    >>> async with AsyncClient(app="my-app") as c:
+    ...     print((await c.info())["version"])
+    """
+
+    def __init__(self, path: Optional[PathLike] = None, *, app: Optional[str] = None, app_version: Optional[str] = None):
+        """Does not connect yet: use `await client.open()`, `async with`, or `AsyncClient.connect()`."""
+        Core.__init__(self)
+        self.path = socket_path(path)
+        self.app = app
+        self.app_version = app_version
+        self.hello_result: Optional[HelloResult] = None
+        self._reader: Optional[asyncio.StreamReader] = None
+        self._writer: Optional[asyncio.StreamWriter] = None
+        self._read_task: "Optional[asyncio.Task[None]]" = None
+        self._drain_lock: Optional[asyncio.Lock] = None
+
+    @classmethod
+    async def connect(cls, path: Optional[PathLike] = None, **kwargs: Any) -> "AsyncClient":
+        """Creates a client and connects it (raising `DaemonNotRunning` if nothing listens)."""
+        return await cls(path, **kwargs).open()
+
+    async def open(self) -> "AsyncClient":
+        """Connects and, given `app`, names the app with `daemon.hello`."""
+        if self._writer is not None:
+            return self
+        try:
+            self._reader, self._writer = await asyncio.open_unix_connection(self.path)
+        except OSError as e:
+            raise _wire.connect_error(self.path, e) from e
+        self._drain_lock = asyncio.Lock()
+        self._read_task = asyncio.get_running_loop().create_task(self._read_loop())
+        if self.app is not None:
+            try:
+                self.hello_result = await self.hello(self.app, version=self.app_version)
+            except BaseException:
+                await self.close()
+                raise
+        return self
+
+    async def close(self) -> None:
+        """Closes the connection; the daemon cancels whatever still runs on it."""
+        self._shutdown(ConnectionClosed("the client closed the connection"))
+        if self._writer is not None:
+            self._writer.close()
+            try:
+                await self._writer.wait_closed()
+            except OSError:
+                pass
+        task = self._read_task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    async def __aenter__(self) -> "AsyncClient":
+        return await self.open()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    # ---- sending ---------------------------------------------------------------------------
+
+    def _transmit(self, data: bytes) -> None:
+        if self._writer is None:
+            raise ConnectionClosed("not connected: call `await client.open()` first")
+        if self._closed or self._writer.is_closing():
+            raise ConnectionClosed("the connection is closed")
+        self._writer.write(data)
+
+    async def _drain(self) -> None:
+        if self._writer is None or self._drain_lock is None:
+            return
+        try:
+            async with self._drain_lock:
+                await self._writer.drain()
+        except OSError as e:
+            self._shutdown(ConnectionClosed(f"connection lost: {e}"))
+            raise ConnectionClosed(f"connection to the daemon lost: {e}") from e
+
+    def start(self, method: str, params: Params = None, *, streaming: bool = False) -> AsyncPendingCall[Any]:
+        """Sends a request without waiting for it; `await` the returned call for its result.
+
+        With `streaming=True` the notifications `[msgid, payload]` the daemon sends for this
+        request are kept for an `AsyncStream` (see `stream()`)."""
+        return self._start(method, params, lambda msgid: AsyncPendingCall(self, msgid, method, streaming))
+
+    async def call(self, method: str, params: Params = None) -> Any:
+        """Calls any method and returns its result; raises its error as a `SidecarError` subclass.
+
+        `params`: a map is sent as the single map argument, a list as the params array itself.
+        """
+        pending = self.start(method, params)
+        await self._drain()
+        return await pending
+
+    def stream(self, method: str, params: Params = None) -> AsyncStream[Any, Any]:
+        """Starts a streaming request; its notifications' payloads are the chunks."""
+        return AsyncStream(self.start(method, params, streaming=True))
+
+    # ---- chat ------------------------------------------------------------------------------
+
+    @overload
+    async def chat(
+        self,
+        model: str,
+        messages: Sequence[ChatMessage],
+        *,
+        stream: Literal[True],
+        system: Optional[str] = None,
+        max_tokens: Optional[int] = None,
+        temperature: Optional[float] = None,
+        stop: Union[str, Sequence[str], None] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        **extra: Any,
+    ) -> "AsyncStream[ChatChunk, ChatResult]": ...
+
+    @overload
+    async def chat(
+        self,
+        model: str,
+        messages: Sequence[ChatMessage],
+        *,
+        stream: Literal[False] = False,
+        system: Optional[str] = None,
+        max_tokens: Optional[int] = None,
+        temperature: Optional[float] = None,
+        stop: Union[str, Sequence[str], None] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        **extra: Any,
+    ) -> ChatResult: ...
+
+    async def chat(
+        self,
+        model: str,
+        messages: Sequence[ChatMessage],
+        *,
+        stream: bool = False,
+        system: Optional[str] = None,
+        max_tokens: Optional[int] = None,
+        temperature: Optional[float] = None,
+        stop: Union[str, Sequence[str], None] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        **extra: Any,
+    ) -> "Union[ChatResult, AsyncStream[ChatChunk, ChatResult]]":
+        """`chat`: a completion via a route, alias or `provider/model`.
+
+        `stream=True` returns an `AsyncStream` (after sending the request): `async for` its
+        `{delta, ...}` chunks, then read `.result`. Otherwise returns the result.
+        """
+        params = chat_params(model, messages, stream, system, max_tokens, temperature, stop, metadata, extra)
+        if stream:
+            s: AsyncStream[ChatChunk, ChatResult] = AsyncStream(self.start("chat", params, streaming=True))
+            await self._drain()
+            return s
+        return cast(ChatResult, await self.call("chat", params))
+
+    # ---- events ----------------------------------------------------------------------------
+
+    async def subscribe(self, kinds: Sequence[str] = ("*",), callback: Optional[EventCallback] = None) -> AsyncSubscription:
+        """Subscribes to daemon events of these kinds (`"*"` for all).
+
+        Returns an `AsyncSubscription` to `async for` over; with `callback` (a function or
+        coroutine function) it is called for each event instead. Raises `InvalidParams` for an
+        unknown kind.
+        """
+        kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+        # Registered before asking, so an event sent right after the answer is not missed.
+        sub = AsyncSubscription(self, frozenset(kinds), callback)
+        self._add_subscription(sub)
+        try:
+            answered = await self.events_subscribe(kinds)
+        except BaseException:
+            self._remove_subscription(sub)
+            sub._end()
+            raise
+        sub.kinds = _wire.subscribed_kinds(kinds, answered)
+        return sub
+
+    async def _drop_subscription(self, sub: AsyncSubscription) -> None:
+        send, drop = self._remove_subscription(sub)
+        if not send:
+            return
+        try:
+            await self.events_unsubscribe(kinds=drop)
+        except ConnectionClosed:
+            pass
+
+    # ---- receiving -------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        assert self._reader is not None
+        unpacker = _wire.unpacker()
+        reason: SidecarError = ConnectionClosed("the daemon closed the connection")
+        try:
+            while True:
+                data = await self._reader.read(_wire.READ_SIZE)
+                if not data:
+                    break
+                unpacker.feed(data)
+                for msg in unpacker:
+                    self._dispatch(_wire.parse(msg))
+        except (SidecarError, ValueError, OSError) as e:
+            reason = read_failure(e)
+            if self._writer is not None:
+                self._writer.close()
+        self._shutdown(reason)
+
+
+async def connect_async(path: Optional[PathLike] = None, **kwargs: Any) -> AsyncClient:
+    """Connects to the daemon (see `AsyncClient`)."""
+    return await AsyncClient.connect(path, **kwargs)

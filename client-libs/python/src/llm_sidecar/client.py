@@ -1,0 +1,401 @@
+"""The blocking client: one Unix-socket connection, usable from many threads at once.
+
+A background reader thread decodes every message and routes it: responses to the waiting call by
+msgid (answers arrive in completion order), stream notifications `[msgid, payload]` to that call's
+`Stream`, `event` notifications to the matching `Subscription`s. When the connection ends, every
+waiting call fails with `ConnectionClosed` and every stream and subscription ends.
+"""
+
+import queue
+import socket
+import threading
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, Callable, Generic, Iterator, Literal, Mapping, Optional, Sequence, TypeVar, Union, cast, overload
+
+from . import _wire
+from ._core import Core, chat_params, read_failure
+from ._methods import SyncMethods
+from ._types import ChatChunk, ChatMessage, ChatResult, Event, HelloResult, Params
+from .discovery import PathLike, socket_path
+from .errors import ConnectionClosed, SidecarError, error_from_wire
+
+T = TypeVar("T")
+C = TypeVar("C")
+
+_END = object()
+
+
+class PendingCall(Generic[T]):
+    """A request sent and not necessarily answered yet."""
+
+    def __init__(self, client: "Client", msgid: int, method: str, streaming: bool = False):
+        self._client = client
+        self.msgid = msgid
+        self.method = method
+        self._future: "Future[Any]" = Future()
+        # Stream chunks then _END, for streaming calls (filled by the reader thread).
+        self._chunks: "Optional[queue.Queue[Any]]" = queue.Queue() if streaming else None
+        self._cancel_sent = False
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def result(self, timeout: Optional[float] = None) -> T:
+        """Waits for the answer; raises the daemon's error as its `SidecarError` subclass.
+
+        On `timeout` (seconds) or an interrupt (Ctrl-C) the request is cancelled on the daemon
+        (`$/cancel`) and `TimeoutError` / `KeyboardInterrupt` propagates.
+        """
+        try:
+            return cast(T, self._future.result(timeout))
+        except FutureTimeout:
+            self.cancel()
+            raise TimeoutError(f"{self.method} (msgid {self.msgid}) did not answer within {timeout} s") from None
+        except (KeyboardInterrupt, SystemExit):
+            self.cancel()
+            raise
+
+    def cancel(self) -> None:
+        """Asks the daemon to cancel the request (`$/cancel`); its answer becomes `Cancelled`."""
+        if not self._future.done() and not self._cancel_sent:
+            self._cancel_sent = True
+            self._client._send_cancel(self.msgid)
+
+    # Called by the reader thread.
+    def _resolve(self, error: Any, result: Any) -> None:
+        if error is not None:
+            self._future.set_exception(error_from_wire(error))
+        else:
+            self._future.set_result(result)
+        if self._chunks is not None:
+            self._chunks.put(_END)
+
+    def _fail(self, exc: SidecarError) -> None:
+        if not self._future.done():
+            self._future.set_exception(exc)
+        if self._chunks is not None:
+            self._chunks.put(_END)
+
+
+class Stream(Generic[C, T]):
+    """A streaming call: iterate for its chunks, then read `.result` (set when the stream ends).
+
+    Iteration raises the call's error (e.g. `Cancelled` with the usage billed so far in `.data`).
+    Leaving a `for` loop early, `close()`, or leaving a `with` block before the end cancels the
+    request on the daemon (`$/cancel`). Chunks are buffered, so a slow reader loses nothing.
+    """
+
+    def __init__(self, call: "PendingCall[T]"):
+        if call._chunks is None:
+            raise ValueError("not a streaming call")
+        self._call = call
+        self._chunks: "queue.Queue[Any]" = call._chunks
+        self.result: Optional[T] = None
+        self._finished = False
+
+    @property
+    def msgid(self) -> int:
+        return self._call.msgid
+
+    def __iter__(self) -> Iterator[C]:
+        try:
+            while not self._finished:
+                item = self._chunks.get()
+                if item is _END:
+                    self._finished = True
+                    self.result = self._call.result()
+                    return
+                yield cast(C, item)
+        finally:
+            if not self._finished:
+                self.cancel()
+
+    def wait(self, timeout: Optional[float] = None) -> T:
+        """Skips the remaining chunks and returns the final result (raising the call's error)."""
+        value = self._call.result(timeout)
+        self._finished = True
+        self.result = value
+        return value
+
+    def cancel(self) -> None:
+        """Cancels the request on the daemon; iteration then ends with `Cancelled`."""
+        self._call.cancel()
+
+    def close(self) -> None:
+        """Cancels the request if it has not finished; the stream yields nothing more."""
+        if not self._finished:
+            self._finished = True
+            self.cancel()
+
+    def __enter__(self) -> "Stream[C, T]":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class Subscription:
+    """Daemon events of some kinds: iterate over them, `get()` one, or pass a callback.
+
+    `close()` (or leaving a `with` block) unsubscribes kinds no other subscription still needs.
+    """
+
+    def __init__(self, client: "Client", kinds: "frozenset[str]", callback: Optional[Callable[[Event], None]]):
+        self._client = client
+        self.kinds = kinds
+        self._queue: "queue.Queue[Any]" = queue.Queue()
+        self.closed = False
+        self._thread: Optional[threading.Thread] = None
+        if callback is not None:
+            self._thread = threading.Thread(target=self._run_callback, args=(callback,), daemon=True)
+            self._thread.start()
+
+    def _run_callback(self, callback: Callable[[Event], None]) -> None:
+        for event in self:
+            callback(event)
+
+    def get(self, timeout: Optional[float] = None) -> Event:
+        """The next event; `queue.Empty` after `timeout`, `ConnectionClosed` once closed."""
+        item = self._queue.get(timeout=timeout)
+        if item is _END:
+            self._queue.put(_END)
+            raise ConnectionClosed("subscription closed")
+        return cast(Event, item)
+
+    def __iter__(self) -> Iterator[Event]:
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                self._queue.put(_END)
+                return
+            yield cast(Event, item)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._client._drop_subscription(self)
+            self._queue.put(_END)
+
+    def __enter__(self) -> "Subscription":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _deliver(self, event: Event) -> None:
+        if _wire.match_kinds(self.kinds, event.get("kind")):
+            self._queue.put(event)
+
+    def _end(self) -> None:
+        self.closed = True
+        self._queue.put(_END)
+
+
+class Client(SyncMethods, Core[PendingCall[Any], Subscription]):
+    """A blocking connection to the daemon; thread-safe, many calls may run at once.
+
+    >>> with Client(app="my-app") as c:
+    ...     print(c.info()["version"])
+    """
+
+    def __init__(
+        self,
+        path: Optional[PathLike] = None,
+        *,
+        app: Optional[str] = None,
+        app_version: Optional[str] = None,
+        timeout: Optional[float] = None,
+        connect_timeout: float = 5.0,
+    ):
+        """Connects at once (raising `DaemonNotRunning` if nothing listens) and, given `app`,
+        names the app with `daemon.hello`. `timeout` is the default for every call, in seconds."""
+        Core.__init__(self)
+        self.path = socket_path(path)
+        self.timeout = timeout
+        self._send_lock = threading.Lock()
+        self.hello_result: Optional[HelloResult] = None
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._sock.settimeout(connect_timeout)
+            self._sock.connect(self.path)
+            self._sock.settimeout(None)
+        except OSError as e:
+            self._sock.close()
+            raise _wire.connect_error(self.path, e) from e
+        self._reader = threading.Thread(target=self._read_loop, name="llm-sidecar-reader", daemon=True)
+        self._reader.start()
+        if app is not None:
+            try:
+                self.hello_result = self.hello(app, version=app_version)
+            except BaseException:
+                self.close()
+                raise
+
+    @classmethod
+    def connect(cls, path: Optional[PathLike] = None, **kwargs: Any) -> "Client":
+        """Same as `Client(path, ...)`."""
+        return cls(path, **kwargs)
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Closes the connection; the daemon cancels whatever still runs on it."""
+        self._shutdown(ConnectionClosed("the client closed the connection"))
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+        if threading.current_thread() is not self._reader:
+            self._reader.join(timeout=5)
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ---- sending ---------------------------------------------------------------------------
+
+    def _transmit(self, data: bytes) -> None:
+        try:
+            with self._send_lock:
+                self._sock.sendall(data)
+        except OSError as e:
+            self._shutdown(ConnectionClosed(f"connection lost: {e}"))
+            raise ConnectionClosed(f"connection to the daemon lost: {e}") from e
+
+    def start(self, method: str, params: Params = None, *, streaming: bool = False) -> PendingCall[Any]:
+        """Sends a request without waiting; `.result()` waits for it, `.cancel()` cancels it.
+
+        With `streaming=True` the notifications `[msgid, payload]` the daemon sends for this
+        request are kept for a `Stream` (see `stream()`)."""
+        return self._start(method, params, lambda msgid: PendingCall(self, msgid, method, streaming))
+
+    def call(self, method: str, params: Params = None, *, timeout: Optional[float] = None) -> Any:
+        """Calls any method and returns its result; raises its error as a `SidecarError` subclass.
+
+        `params`: a map is sent as the single map argument, a list as the params array itself.
+        `timeout` (seconds, default the client's) cancels the call and raises `TimeoutError`.
+        """
+        return self.start(method, params).result(timeout if timeout is not None else self.timeout)
+
+    def stream(self, method: str, params: Params = None) -> Stream[Any, Any]:
+        """Starts a streaming request; its notifications' payloads are the chunks."""
+        return Stream(self.start(method, params, streaming=True))
+
+    # ---- chat ------------------------------------------------------------------------------
+
+    @overload
+    def chat(
+        self,
+        model: str,
+        messages: Sequence[ChatMessage],
+        *,
+        stream: "Literal[True]",
+        system: Optional[str] = None,
+        max_tokens: Optional[int] = None,
+        temperature: Optional[float] = None,
+        stop: Union[str, Sequence[str], None] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        timeout: Optional[float] = None,
+        **extra: Any,
+    ) -> "Stream[ChatChunk, ChatResult]": ...
+
+    @overload
+    def chat(
+        self,
+        model: str,
+        messages: Sequence[ChatMessage],
+        *,
+        stream: "Literal[False]" = False,
+        system: Optional[str] = None,
+        max_tokens: Optional[int] = None,
+        temperature: Optional[float] = None,
+        stop: Union[str, Sequence[str], None] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        timeout: Optional[float] = None,
+        **extra: Any,
+    ) -> ChatResult: ...
+
+    def chat(
+        self,
+        model: str,
+        messages: Sequence[ChatMessage],
+        *,
+        stream: bool = False,
+        system: Optional[str] = None,
+        max_tokens: Optional[int] = None,
+        temperature: Optional[float] = None,
+        stop: Union[str, Sequence[str], None] = None,
+        metadata: Optional[Mapping[str, Any]] = None,
+        timeout: Optional[float] = None,
+        **extra: Any,
+    ) -> "Union[ChatResult, Stream[ChatChunk, ChatResult]]":
+        """`chat`: a completion via a route, alias or `provider/model`.
+
+        `stream=True` returns a `Stream`: iterate over its `{delta, ...}` chunks, then read
+        `.result` (content, usage, cost_microusd, ...). Otherwise returns the result directly.
+        """
+        params = chat_params(model, messages, stream, system, max_tokens, temperature, stop, metadata, extra)
+        if stream:
+            return Stream(self.start("chat", params, streaming=True))
+        return cast(ChatResult, self.call("chat", params, timeout=timeout))
+
+    # ---- events ----------------------------------------------------------------------------
+
+    def subscribe(self, kinds: Sequence[str] = ("*",), callback: Optional[Callable[[Event], None]] = None) -> Subscription:
+        """Subscribes to daemon events of these kinds (`"*"` for all).
+
+        Returns a `Subscription` to iterate over (or `get()` from); with `callback`, a thread
+        of the subscription calls it for each event instead. Raises `InvalidParams` for an
+        unknown kind.
+        """
+        kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+        # Registered before asking, so an event sent right after the answer is not missed.
+        sub = Subscription(self, frozenset(kinds), callback)
+        self._add_subscription(sub)
+        try:
+            answered = self.events_subscribe(kinds)
+        except BaseException:
+            self._remove_subscription(sub)
+            sub._end()
+            raise
+        sub.kinds = _wire.subscribed_kinds(kinds, answered)
+        return sub
+
+    def _drop_subscription(self, sub: Subscription) -> None:
+        send, drop = self._remove_subscription(sub)
+        if not send:
+            return
+        try:
+            self.events_unsubscribe(kinds=drop)
+        except ConnectionClosed:
+            pass
+
+    # ---- receiving -------------------------------------------------------------------------
+
+    def _read_loop(self) -> None:
+        unpacker = _wire.unpacker()
+        reason: SidecarError = ConnectionClosed("the daemon closed the connection")
+        try:
+            while True:
+                data = self._sock.recv(_wire.READ_SIZE)
+                if not data:
+                    break
+                unpacker.feed(data)
+                for msg in unpacker:
+                    self._dispatch(_wire.parse(msg))
+        except (SidecarError, ValueError, OSError) as e:
+            reason = read_failure(e)
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._shutdown(reason)
+
+
+def connect(path: Optional[PathLike] = None, **kwargs: Any) -> Client:
+    """Connects to the daemon (see `Client`)."""
+    return Client(path, **kwargs)

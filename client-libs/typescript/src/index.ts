@@ -1,0 +1,44 @@
+/**
+ * Client for the llm-sidecar daemon: MessagePack-RPC over its Unix socket.
+ *
+ * ```ts
+ * import { Client } from "llm-sidecar";
+ * const c = await Client.connect({ app: "my-app" });
+ * console.log((await c.info()).version);
+ * c.close();
+ * ```
+ */
+
+export { Client, connect, type ChatStream, type ClientOptions } from "./client.js";
+export { PendingCall, ResultStream } from "./calls.js";
+export { Subscription } from "./subscription.js";
+export { socketPath } from "./discovery.js";
+export { METHOD_PARAMS, Methods } from "./methods.js";
+export type * from "./methods.js";
+export type * from "./types.js";
+export {
+  CallTimeout,
+  Cancelled,
+  ConnectionClosed,
+  DaemonNotRunning,
+  ERRORS_BY_CODE,
+  Internal,
+  InvalidParams,
+  InvalidRequest,
+  KeyMissing,
+  MethodNotFound,
+  ProtocolError,
+  ProviderError,
+  QuotaExceeded,
+  RateLimited,
+  ShuttingDown,
+  SidecarConnectionError,
+  SidecarError,
+  TierRequired,
+  Unauthorized,
+  VaultLocked,
+  errorFromWire,
+} from "./errors.js";
+
+/** The protocol revision this library was written for (`protocol` in hello/info answers). */
+export const PROTOCOL = 1;

@@ -1,0 +1,237 @@
+// Test support: the real llm-sidecar daemon in a temp dir, and a fake MessagePack-RPC server.
+//
+// The daemon binary comes from $LLM_SIDECAR_BIN, default ../../target/debug/llm-sidecar relative
+// to client-libs/typescript. Readiness is awaited by polling the socket, never a fixed sleep.
+
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync } from "node:fs";
+import { createConnection, createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, resolve, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { decodeMultiStream, encode } from "@msgpack/msgpack";
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+export const LIB_DIR = resolve(HERE, "..");
+
+export function daemonBinary() {
+  const path = process.env.LLM_SIDECAR_BIN || resolve(LIB_DIR, "..", "..", "target", "debug", "llm-sidecar");
+  if (!existsSync(path)) throw new Error(`daemon binary not found at ${path}; run \`cargo build\` or set LLM_SIDECAR_BIN`);
+  return path;
+}
+
+export function tempDir(prefix = "llm-sidecar-ts-") {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export async function waitUntil(pred, { timeoutMs = 10_000, what = "condition" } = {}) {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await pred())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+export function accepts(path) {
+  return new Promise((resolveAccepts) => {
+    const s = createConnection({ path });
+    s.once("connect", () => {
+      s.destroy();
+      resolveAccepts(true);
+    });
+    s.once("error", () => resolveAccepts(false));
+  });
+}
+
+/** A daemon with every path (HOME, XDG_*, data, socket) inside its own temp dir. */
+export class Daemon {
+  constructor({ socketArg = true, env = {} } = {}) {
+    this.root = tempDir();
+    this.socketArg = socketArg;
+    this.sock = socketArg ? join(this.root, "run", "sock") : "";
+    const base = { ...process.env };
+    for (const k of ["LLM_SIDECAR_SOCK", "RUST_LOG", "XDG_RUNTIME_DIR", "TMPDIR"]) delete base[k];
+    this.env = {
+      ...base,
+      HOME: join(this.root, "home"),
+      XDG_CONFIG_HOME: join(this.root, "config"),
+      XDG_DATA_HOME: join(this.root, "xdg-data"),
+      XDG_STATE_HOME: join(this.root, "state"),
+      XDG_CACHE_HOME: join(this.root, "cache"),
+      XDG_RUNTIME_DIR: join(this.root, "xdg-run"),
+      RUST_LOG: "llm_sidecar=debug",
+      ...env,
+    };
+    for (const [k, v] of Object.entries(this.env)) if (v === undefined || v === null) delete this.env[k];
+    this.logPath = join(this.root, "daemon.log");
+    this.proc = null;
+  }
+
+  async start(expectSocket) {
+    if (expectSocket) this.sock = expectSocket;
+    const args = this.socketArg ? ["--socket", this.sock] : [];
+    args.push("serve", "--data-dir", join(this.root, "data"));
+    const log = openSync(this.logPath, "a");
+    this.proc = spawn(daemonBinary(), args, { env: this.env, stdio: ["ignore", "ignore", log] });
+    closeSync(log);
+    let exited = null;
+    this.proc.once("exit", (code, signal) => {
+      exited = { code, signal };
+    });
+    const deadline = Date.now() + 30_000;
+    while (!(await accepts(this.sock))) {
+      if (exited) throw new Error(`daemon exited (${JSON.stringify(exited)}):\n${this.logs()}`);
+      if (Date.now() > deadline) throw new Error(`daemon did not listen on ${this.sock}:\n${this.logs()}`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    return this;
+  }
+
+  logs() {
+    return existsSync(this.logPath) ? readFileSync(this.logPath, "utf8") : "";
+  }
+
+  async stop(signal = "SIGTERM") {
+    const p = this.proc;
+    if (p && p.exitCode === null && p.signalCode === null) {
+      const done = new Promise((r) => p.once("exit", r));
+      p.kill(signal);
+      await done;
+    }
+  }
+
+  async remove() {
+    await this.stop("SIGKILL");
+    rmSync(this.root, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Speaks MessagePack-RPC like the daemon, for streams, events and odd answers:
+ * - `chat`: with `stream: true` sends `chat.chunk [msgid, {delta, seq}]` for each string of
+ *   `metadata.chunks` (default Hel/lo/!), then the result. `metadata.hold` then waits for
+ *   `$/cancel [msgid]` or `chat.cancel {id}` and answers `cancelled` with the usage so far;
+ *   `metadata.fail` answers `provider_error`.
+ * - `events.subscribe`/`events.unsubscribe` answer `{kinds}` (followed in the same write by the
+ *   event `afterSubscribe`, if set); `emit()` sends `event`s.
+ * - `weird`: an unknown error code; `break`: sends a request (the daemon never does); `garbage`:
+ *   sends bytes that are not MessagePack; `nope`: method_not_found; anything else echoes.
+ * Every received message is kept in `received`.
+ */
+export class FakeServer {
+  constructor() {
+    this.root = tempDir("llm-sidecar-fake-");
+    this.path = join(this.root, "sock");
+    this.received = [];
+    this.conns = new Set();
+    this.cancelWaiters = new Map();
+    this.cancelled = new Set();
+    this.afterSubscribe = null;
+    this.server = createServer((sock) => this.serve(sock));
+  }
+
+  listen() {
+    return new Promise((r) => this.server.listen(this.path, () => r(this)));
+  }
+
+  async close() {
+    for (const c of this.conns) c.destroy();
+    await new Promise((r) => this.server.close(r));
+    rmSync(this.root, { recursive: true, force: true });
+  }
+
+  messages(method) {
+    return this.received.filter((m) => (m[0] === 0 && m[2] === method) || (m[0] === 2 && m[1] === method));
+  }
+
+  cancelledIds() {
+    return this.messages("$/cancel").map((m) => m[2][0]);
+  }
+
+  emit(body) {
+    for (const c of this.conns) c.write(encode([2, "event", [body]]));
+  }
+
+  markCancelled(msgid) {
+    this.cancelled.add(msgid);
+    this.cancelWaiters.get(msgid)?.();
+  }
+
+  async serve(sock) {
+    this.conns.add(sock);
+    sock.on("error", () => undefined);
+    sock.on("close", () => this.conns.delete(sock));
+    try {
+      for await (const msg of decodeMultiStream(sock)) {
+        this.received.push(msg);
+        if (msg[0] === 2 && msg[1] === "$/cancel") this.markCancelled(msg[2][0]);
+        else if (msg[0] === 0) void this.request(sock, msg);
+      }
+    } catch {
+      // connection reset
+    }
+  }
+
+  async request(sock, [, msgid, method, params]) {
+    const arg = params[0] ?? {};
+    const send = (m) => sock.writable && sock.write(encode(m));
+    switch (method) {
+      case "chat":
+        return this.chat(send, msgid, arg);
+      case "chat.cancel":
+        this.markCancelled(arg.id);
+        return send([1, msgid, null, { cancelled: true }]);
+      case "events.subscribe":
+        if (this.afterSubscribe) {
+          // The answer and an event in one write.
+          const reply = encode([1, msgid, null, { kinds: arg.kinds ?? [] }]);
+          const event = encode([2, "event", [this.afterSubscribe]]);
+          return sock.write(Buffer.concat([reply, event]));
+        }
+        return send([1, msgid, null, { kinds: arg.kinds ?? [] }]);
+      case "events.unsubscribe":
+        return send([1, msgid, null, { kinds: arg.kinds ?? [] }]);
+      case "nope":
+        return send([1, msgid, { code: "method_not_found", message: "no", data: { method: "nope" } }, null]);
+      case "weird":
+        return send([1, msgid, { code: "teapot", message: "short and stout", data: { a: 1 } }, null]);
+      case "break":
+        return send([0, 99, "client.method", []]);
+      case "garbage":
+        return sock.write(Buffer.from([0xc1, 0xc1, 0xc1]));
+      case "slow":
+        await new Promise((r) => setTimeout(r, arg.ms ?? 0));
+        return send([1, msgid, null, { slow: arg.ms ?? 0 }]);
+      default:
+        return send([1, msgid, null, { method, params }]);
+    }
+  }
+
+  async chat(send, msgid, arg) {
+    const meta = arg.metadata ?? {};
+    const chunks = meta.chunks ?? ["Hel", "lo", "!"];
+    if (meta.fail) {
+      return send([1, msgid, { code: "provider_error", message: "upstream 500", data: { provider: "mock", status: 500, attempts: 3 } }, null]);
+    }
+    let sent = 0;
+    if (arg.stream) {
+      for (const [i, delta] of chunks.entries()) {
+        if (this.cancelled.has(msgid)) break;
+        send([2, "chat.chunk", [msgid, { delta, seq: i }]]);
+        sent++;
+        await new Promise((r) => setImmediate(r));
+      }
+    }
+    if (meta.hold && !this.cancelled.has(msgid)) {
+      await new Promise((r) => {
+        this.cancelWaiters.set(msgid, r);
+        setTimeout(r, 30_000).unref();
+      });
+    }
+    const usage = { input: 5, output: arg.stream ? sent : chunks.length, cached: 0, reasoning: 0, estimated: false };
+    if (this.cancelled.has(msgid)) {
+      return send([1, msgid, { code: "cancelled", message: "the request was cancelled", data: { usage, cost_microusd: 7 } }, null]);
+    }
+    send([1, msgid, null, { content: chunks.join(""), finish_reason: "stop", model: arg.model, provider: "mock", usage, cost_microusd: 42 }]);
+  }
+}

@@ -1,0 +1,36 @@
+// Compiled with `tsc -p tsconfig.test.json` (no output): the published typings let an app write
+// these lines and reject the commented-out ones.
+import { Client, QuotaExceeded, type ChatResult, type ChatStream, type SidecarEvent } from "llm-sidecar";
+
+export async function example(): Promise<void> {
+  const c = await Client.connect({ app: "typed" });
+  const info = await c.info();
+  const protocol: number = info.protocol;
+  const stream: ChatStream = c.chat({ model: "fast", messages: [{ role: "user", content: "hi" }], stream: true });
+  for await (const chunk of stream) {
+    const delta: string = chunk.delta;
+    void delta;
+  }
+  const usage = stream.result?.usage?.output;
+  const full: ChatResult = await c.chat({ model: "fast", messages: [], max_tokens: 5 });
+  const ping = await c.ping({ delay_ms: 5 }, { signal: AbortSignal.timeout(1000) });
+  const pong: boolean = ping.pong;
+  const keys = await c.keysList();
+  await c.usageSummary({ period: "month", group_by: "model", from: "2025-01-01" });
+  const sub = await c.subscribe(["quota.threshold"], (e: SidecarEvent) => void e.kind);
+  sub.on("event", (e) => void e.kind);
+  for await (const e of sub) void e.kind;
+  try {
+    await c.quotaCheck({ model: "fast", estimated_tokens: 100 });
+  } catch (e) {
+    if (e instanceof QuotaExceeded) void e.data.period_end;
+  }
+  // @ts-expect-error: `model` is required
+  await c.quotaCheck({ estimated_tokens: 1 });
+  // @ts-expect-error: wrong type
+  await c.ping({ delay_ms: "5" });
+  // @ts-expect-error: unknown field
+  await c.ping({ dealy_ms: 5 });
+  void protocol, usage, full, pong, keys;
+  c.close();
+}

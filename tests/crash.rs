@@ -1,0 +1,168 @@
+//! Crash test: start the daemon, record usage at a high rate from several clients while the
+//! sync worker ships it, SIGKILL the daemon at a random moment, restart, repeat; finally sync
+//! everything. Every acknowledged record must reach the collector exactly once (none lost, none
+//! invented), and the counters must still equal the records.
+//!
+//! `CRASH_CYCLES` sets the number of kill cycles (default 50); the long run is
+//! `CRASH_CYCLES=500 cargo test --release --test crash -- --nocapture`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::collector::{Collector, Fault};
+use common::{field, params, wait_until, Daemon};
+use futures::stream::{FuturesUnordered, StreamExt};
+use llm_sidecar::rpc::{Client, ClientError};
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const CLIENTS: usize = 4;
+const IN_FLIGHT: usize = 8;
+
+#[derive(Default)]
+struct Ledgerish {
+    attempted: HashSet<String>,
+    acked: HashSet<String>,
+    rpc_errors: Vec<String>,
+}
+
+async fn writer(client: Arc<Client>, book: Arc<Mutex<Ledgerish>>, app: String) {
+    let mut inflight = FuturesUnordered::new();
+    loop {
+        while inflight.len() < IN_FLIGHT {
+            let id = uuid::Uuid::now_v7().to_string();
+            book.lock().unwrap().attempted.insert(id.clone());
+            let client = client.clone();
+            let p = params(&[
+                ("id", id.as_str().into()),
+                ("app", app.as_str().into()),
+                ("provider", "openai".into()),
+                ("model", "gpt-4o-mini".into()),
+                ("input_tokens", 100.into()),
+                ("output_tokens", 10.into()),
+                ("cost_microusd", 3.into()),
+            ]);
+            inflight.push(async move { (id, client.call("usage.record", p).await) });
+        }
+        match inflight.next().await {
+            Some((id, Ok(v))) => {
+                let mut b = book.lock().unwrap();
+                if field(&v, "duplicate").as_bool() != Some(false) {
+                    b.rpc_errors.push(format!("{id} acknowledged as duplicate"));
+                }
+                b.acked.insert(id);
+            }
+            Some((id, Err(ClientError::Rpc(e)))) => book.lock().unwrap().rpc_errors.push(format!("{id}: {e}")),
+            // The daemon is gone.
+            Some((_, Err(_))) | None => return,
+        }
+    }
+}
+
+fn dir_size(p: &Path) -> u64 {
+    std::fs::read_dir(p)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_records_reach_the_collector_exactly_once_across_sigkills() {
+    let cycles: usize = std::env::var("CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
+    let col = Collector::start_with(false).await;
+    let config = format!(
+        "[sync]\nurl = \"{}\"\ninterval_secs = 1\nflush_threshold = 200\nbackoff_initial_ms = 20\n\
+         backoff_max_ms = 200\ntimeout_secs = 2\n",
+        col.url
+    );
+    let mut d = Daemon::prepare(&config, &[]);
+    let book = Arc::new(Mutex::new(Ledgerish::default()));
+    let started = Instant::now();
+    let mut sizes = Vec::new();
+    for cycle in 0..cycles {
+        // Now and then the backend commits a batch but the answer is lost.
+        if fastrand::u8(0..4) == 0 {
+            col.push_fault(Fault::CommitThenReset);
+        }
+        d.spawn();
+        let mut tasks = Vec::new();
+        for n in 0..CLIENTS {
+            let client = Arc::new(d.client().await);
+            tasks.push(tokio::spawn(writer(client, book.clone(), format!("app{n}"))));
+        }
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(50..400))).await;
+        let before = book.lock().unwrap().acked.len();
+        d.kill9();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        if std::env::var_os("CRASH_DEBUG").is_some() {
+            eprintln!("cycle {cycle}: acked so far {before}");
+        }
+        if cycle % 10 == 9 || cycle + 1 == cycles {
+            let b = book.lock().unwrap();
+            sizes.push((cycle + 1, b.acked.len(), dir_size(&d.data_dir.join("ledger"))));
+        }
+    }
+    let kill_phase = started.elapsed();
+
+    d.spawn();
+    let c = d.client().await;
+    let synced = Instant::now();
+    let status = wait_until(&c, "sync.status", Duration::from_secs(120), |v| {
+        field(v, "pending").as_u64() == Some(0) && field(v, "state").as_str() == Some("idle")
+    })
+    .await;
+    assert_eq!(field(&status, "dead_letters").as_u64(), Some(0));
+
+    let b = std::mem::take(&mut *book.lock().unwrap());
+    assert!(b.rpc_errors.is_empty(), "unexpected errors: {:?}", &b.rpc_errors[..b.rpc_errors.len().min(5)]);
+    let delivered = col.ids();
+    let lost: Vec<&String> = b.acked.difference(&delivered).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged records never reached the collector, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    let invented: Vec<&String> = delivered.difference(&b.attempted).collect();
+    assert!(invented.is_empty(), "the collector got ids nobody recorded: {invented:?}");
+
+    // The local ledger holds exactly what was delivered, and its counters agree.
+    let mut local = HashSet::new();
+    for r in common::all_records(&c).await {
+        assert!(local.insert(field(&r, "id").as_str().unwrap().to_string()), "a record is stored twice");
+    }
+    assert_eq!(local, delivered, "every committed record was delivered, and only those");
+    let summary =
+        c.call("usage.summary", params(&[("period", "month".into()), ("group_by", "app".into())])).await.unwrap();
+    let totals = field(&summary, "totals");
+    assert_eq!(field(totals, "requests").as_u64(), Some(local.len() as u64), "counters equal records");
+    assert_eq!(field(totals, "input_tokens").as_u64(), Some(100 * local.len() as u64));
+
+    eprintln!(
+        "crash test: {cycles} SIGKILL cycles in {kill_phase:.1?}, final sync {:.1?}; {} attempted, {} acknowledged, \
+         {} committed (= delivered); {} duplicate event deliveries and {} replayed batches absorbed by id/key",
+        synced.elapsed(),
+        b.attempted.len(),
+        b.acked.len(),
+        local.len(),
+        col.duplicate_events(),
+        col.replayed_batches()
+    );
+    for (cycle, acked, bytes) in &sizes {
+        eprintln!(
+            "  after {cycle:>4} cycles: {acked:>7} acknowledged records, ledger {:.1} MiB on disk",
+            *bytes as f64 / 1048576.0
+        );
+    }
+}
