@@ -300,20 +300,26 @@ async fn developer_api_rate_limit_answers_retry_after() {
     let events = d.client().await;
     events.call("events.subscribe", params(&[("kinds", Value::Array(vec!["rate_limited".into()]))])).await.unwrap();
     let mut notes = events.take_notifications().unwrap();
-    let calls = (0..100).map(|_| chat(&c, "openai/gpt-4o-mini", 10));
-    for r in futures::future::join_all(calls).await {
-        r.unwrap();
-    }
-    let e = chat(&c, "openai/gpt-4o-mini", 10).await.unwrap_err();
+    // 120 at once: 100 fit the burst; GCRA frees one more every 600 ms, so a slow machine may
+    // admit a few more, never all.
+    let t0 = std::time::Instant::now();
+    let calls = (0..120).map(|_| chat(&c, "openai/gpt-4o-mini", 10));
+    let results = futures::future::join_all(calls).await;
+    let refill = i64::try_from(t0.elapsed().as_millis()).unwrap() / 600 + 1;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let limited: Vec<&RpcError> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(ok + limited.len(), 120);
+    assert!(ok >= 100 && i64::try_from(ok).unwrap() <= 100 + refill, "{ok} admitted");
+    let e = limited.first().expect("some calls are rate limited");
     assert_eq!(e.code.as_str(), "rate_limited");
     let wait = i(&e.data, "retry_after_ms");
     assert!(wait > 0 && wait <= 60_000, "{wait}");
     assert_eq!(i(&e.data, "limit"), 100);
     let (_, args) = tokio::time::timeout(Duration::from_secs(5), notes.recv()).await.unwrap().unwrap();
     assert_eq!(s(&args[0], "kind"), "rate_limited");
-    // Nothing was spent on the refused call.
+    // Nothing was spent on the refused calls.
     let recs = c.call("usage.records", params(&[("limit", 1000.into())])).await.unwrap();
-    assert_eq!(field(&recs, "records").as_array().unwrap().len(), 100);
+    assert_eq!(field(&recs, "records").as_array().unwrap().len(), ok);
 }
 
 /// 200 calls at once against a quota with room for 50: exactly 50 run, the rest are refused,

@@ -143,20 +143,15 @@ pub fn pending_used(ledger: &Ledger, bounds: &Bounds, count_byok: bool) -> Resul
     let mut after = None;
     loop {
         let batch = ledger.outbox_after(after, 1000)?;
-        if batch.is_empty() {
-            return Ok(total);
-        }
-        for r in batch.iter().filter_map(|r| r.as_ref().ok()) {
-            after = Some(r.id);
+        for e in &batch {
+            let Ok(r) = &e.record else { continue };
             if r.ts >= bounds.start_ms && r.ts < bounds.end_ms && (count_byok || r.key_source != KeySource::Byok) {
                 total.add(&Amount { tokens: r.total_tokens(), requests: 1, cost_microusd: r.cost_microusd });
             }
         }
-        if batch.len() < 1000 {
-            return Ok(total);
-        }
-        if let Some(Err(id)) = batch.last() {
-            after = Some(*id);
+        match batch.last() {
+            Some(last) if batch.len() == 1000 => after = Some(last.at),
+            _ => return Ok(total),
         }
     }
 }
