@@ -142,7 +142,19 @@ async fn acknowledged_records_reach_the_collector_exactly_once_across_sigkills()
     for r in common::all_records(&c).await {
         assert!(local.insert(field(&r, "id").as_str().unwrap().to_string()), "a record is stored twice");
     }
-    assert_eq!(local, delivered, "every committed record was delivered, and only those");
+    let undelivered: Vec<&String> = local.difference(&delivered).collect();
+    let not_local: Vec<&String> = delivered.difference(&local).collect();
+    assert!(
+        undelivered.is_empty() && not_local.is_empty(),
+        "committed but never delivered: {} (acknowledged: {}), e.g. {:?}; delivered but not in the ledger: {} \
+         (acknowledged: {}), e.g. {:?}",
+        undelivered.len(),
+        undelivered.iter().filter(|id| b.acked.contains(**id)).count(),
+        &undelivered[..undelivered.len().min(3)],
+        not_local.len(),
+        not_local.iter().filter(|id| b.acked.contains(**id)).count(),
+        &not_local[..not_local.len().min(3)],
+    );
     let summary =
         c.call("usage.summary", params(&[("period", "month".into()), ("group_by", "app".into())])).await.unwrap();
     let totals = field(&summary, "totals");

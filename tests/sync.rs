@@ -12,11 +12,13 @@ use std::time::{Duration, Instant};
 
 const TOKEN: &str = "sync-token-5d1c8e0f-never-logged";
 
-/// Sync config that only flushes on `sync.now` (or at start), with fast retries.
+/// Sync config that only flushes on `sync.now` (or at start), with fast retries. Requests time
+/// out after 10 s unless `extra` says otherwise (loaded CI machines are slow).
 fn config(url: &str, extra: &str) -> String {
+    let timeout = if extra.contains("timeout_secs") { "" } else { "timeout_secs = 10\n" };
     format!(
         "[sync]\nurl = \"{url}\"\ninterval_secs = 3600\nflush_threshold = 1000000\nbackoff_initial_ms = 50\n\
-         backoff_max_ms = 200\ntimeout_secs = 1\n{extra}"
+         backoff_max_ms = 200\n{timeout}{extra}"
     )
 }
 
@@ -99,14 +101,14 @@ async fn retries_through_faults_with_one_idempotency_key() {
         Fault::Status(500),
         Fault::Status(503),
         Fault::Reset,
-        Fault::Hang(Duration::from_secs(3)),
+        Fault::Hang(Duration::from_secs(6)),
         Fault::CommitThenReset,
-        Fault::CommitThenHang(Duration::from_secs(3)),
+        Fault::CommitThenHang(Duration::from_secs(6)),
         Fault::RetryAfter { status: 429, secs: 1 },
     ] {
         col.push_fault(f);
     }
-    let d = start(&col.url, "");
+    let d = start(&col.url, "timeout_secs = 2\n");
     let c = d.client().await;
     let ids = record_many(&c, 40, "app").await;
     let report = c.call("sync.now", vec![]).await.unwrap();

@@ -17,6 +17,8 @@ use super::{Counts, LedgerError, Trees};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use sled::IVec;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Most jobs taken into one round (one transaction per run of commits, one flush).
@@ -72,14 +74,24 @@ fn done<T: Send + 'static>(reply: oneshot::Sender<Result<T, LedgerError>>, resul
     })
 }
 
-/// One applied round on its way to the flusher: its replies and the counts after it.
+/// One applied round on its way to the flusher: its replies, the counts after it, and the
+/// outbox sequence number after it.
 pub struct Applied {
     finished: Vec<Done>,
     counts: Counts,
+    next_seq: u64,
 }
 
-/// Flushes applied rounds (as many as are waiting, with one fsync) and then answers them.
-pub fn flush_loop(db: sled::Db, rounds: std::sync::mpsc::Receiver<Applied>, counts_tx: watch::Sender<Counts>) {
+/// Flushes applied rounds (as many as are waiting, with one fsync) and then answers them. After
+/// each flush it raises `durable_seq`: outbox segments below it are on disk, and only those may
+/// be sent to the backend (a segment sent before its flush could be lost in a crash after the
+/// backend counted it, and a retried call would then be counted twice).
+pub fn flush_loop(
+    db: sled::Db,
+    rounds: std::sync::mpsc::Receiver<Applied>,
+    counts_tx: watch::Sender<Counts>,
+    durable_seq: Arc<AtomicU64>,
+) {
     while let Ok(first) = rounds.recv() {
         let mut batch = vec![first];
         while let Ok(more) = rounds.try_recv() {
@@ -91,7 +103,8 @@ pub fn flush_loop(db: sled::Db, rounds: std::sync::mpsc::Receiver<Applied>, coun
         if let Err(e) = &flushed {
             tracing::error!("ledger flush failed; writers of {} rounds get an error: {e}", batch.len());
         }
-        if let Some(last) = batch.last() {
+        if let (Ok(_), Some(last)) = (&flushed, batch.last()) {
+            durable_seq.fetch_max(last.next_seq, Ordering::SeqCst);
             counts_tx.send_replace(last.counts);
         }
         for round in batch {
@@ -124,7 +137,7 @@ impl Committer {
                 }
             }
             let finished = self.round(jobs);
-            if self.to_flusher.send(Applied { finished, counts: self.counts }).is_err() {
+            if self.to_flusher.send(Applied { finished, counts: self.counts, next_seq: self.next_seq }).is_err() {
                 tracing::error!("the ledger flusher stopped; no more writes are answered");
                 return;
             }

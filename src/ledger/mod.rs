@@ -38,6 +38,7 @@ use committer::{Committer, Job, Prepared, CLEARING_KEY};
 use serde::{Deserialize, Serialize};
 use sled::IVec;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
@@ -167,6 +168,8 @@ pub struct Ledger {
     jobs: mpsc::Sender<Job>,
     counts: watch::Receiver<Counts>,
     device_id: Uuid,
+    /// Outbox segments below this sequence number are flushed to disk.
+    durable_seq: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -211,10 +214,13 @@ impl Ledger {
             db.flush().map_err(|e| open_err(e.to_string()))?;
         }
         counts_tx.send_replace(committer.counts);
+        // Everything recovered at open is on disk.
+        let durable_seq = Arc::new(AtomicU64::new(committer.next_seq));
         let flusher_db = db.clone();
+        let flusher_durable = durable_seq.clone();
         std::thread::Builder::new()
             .name("ledger-flush".into())
-            .spawn(move || committer::flush_loop(flusher_db, rounds, counts_tx))
+            .spawn(move || committer::flush_loop(flusher_db, rounds, counts_tx, flusher_durable))
             .map_err(|e| open_err(format!("cannot start the flusher thread: {e}")))?;
         let (tx, rx) = mpsc::channel(JOB_QUEUE);
         std::thread::Builder::new()
@@ -222,7 +228,7 @@ impl Ledger {
             .spawn(move || committer.run(rx))
             .map_err(|e| open_err(format!("cannot start the committer thread: {e}")))?;
         tracing::info!(path = %path.display(), outbox = counts.outbox, dead_letters = counts.dead, "usage ledger open");
-        Ok(Ledger { path: path.to_path_buf(), db, trees, jobs: tx, counts: counts_rx, device_id })
+        Ok(Ledger { path: path.to_path_buf(), db, trees, jobs: tx, counts: counts_rx, device_id, durable_seq })
     }
 
     /// This installation's id (made once, kept in the ledger); the sync source is derived from it.
@@ -366,12 +372,17 @@ impl Ledger {
         Ok(rows)
     }
 
-    /// Up to `limit` queued records after `after`, in queue order. A record that cannot be read
-    /// is returned as `Err` so the caller can dead-letter it instead of stalling on it.
+    /// Up to `limit` queued records after `after`, in queue order, from segments that are already
+    /// durable (a record is never handed to sync before it is on disk). A record that cannot be
+    /// read is returned as `Err` so the caller can dead-letter it instead of stalling on it.
     pub fn outbox_after(&self, after: Option<Queued>, limit: usize) -> Result<Vec<OutboxEntry>, LedgerError> {
         let start = after.map_or(0, |a| a.seq);
+        let durable = self.durable_seq.load(Ordering::SeqCst);
+        if start >= durable {
+            return Ok(Vec::new());
+        }
         let mut out = Vec::with_capacity(limit.min(1024));
-        for item in self.trees.outbox.range(outbox::seq_key(start)..) {
+        for item in self.trees.outbox.range(outbox::seq_key(start)..outbox::seq_key(durable)) {
             let (k, v) = item.map_err(LedgerError::storage)?;
             let Some(seq) = outbox::key_seq(&k) else { continue };
             let Some(entries) = outbox::decode(&v) else {
