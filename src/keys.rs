@@ -41,6 +41,11 @@ pub enum KeyOutcome {
 pub trait KeyStore: Send + Sync + std::fmt::Debug {
     /// The usable keys for `provider`, in the order the user wants them tried. Empty if none.
     fn keys_for(&self, provider: &str) -> Result<Vec<ResolvedKey>, KeyError>;
+    /// Like [`KeyStore::keys_for`], for background work (e.g. the sync token) that is not user
+    /// activity: it must not keep an idle vault from auto-locking.
+    fn keys_for_background(&self, provider: &str) -> Result<Vec<ResolvedKey>, KeyError> {
+        self.keys_for(provider)
+    }
     /// Records the outcome of using key `id`.
     fn report(&self, id: &str, outcome: KeyOutcome);
 }

@@ -106,7 +106,16 @@ impl State {
         let config_dir = paths.config_file.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
         let prices = crate::pricing::PriceTable::load(&config.pricing, &config_dir)?;
         let ledger = Arc::new(Ledger::open(&paths.data_dir.join("ledger"))?);
-        let (sync, worker) = crate::sync::new(&config.sync, ledger.clone(), events.clone(), config.sync.credentials());
+        let (sync, worker) = crate::sync::new(
+            &config.sync,
+            ledger.clone(),
+            events.clone(),
+            Arc::new(crate::sync::KeyStoreToken {
+                keys: vault.clone(),
+                providers: crate::sync::VAULT_TOKEN_PROVIDERS,
+                fallback: config.sync.credentials(),
+            }),
+        );
         let verifier = crate::policy::Verifier::from_config(&config.account, &config_dir)
             .map_err(|(k, m)| StateError::Policy(k, m))?;
         let policy = Arc::new(crate::policy::Policy::new(

@@ -275,3 +275,25 @@ async fn sync_is_off_without_a_url() {
         other => panic!("{other:?}"),
     }
 }
+
+/// The sync token comes from the vault: an `llm-sidecar-sync` entry wins over the config's
+/// env variable, and is never logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_token_is_taken_from_the_vault() {
+    const VAULT_TOKEN: &str = "vault-sync-token-93a1f7-never-logged";
+    let col = Collector::start().await;
+    col.require_token(Some(VAULT_TOKEN));
+    let d = start(&col.url, "");
+    let c = d.client().await;
+    record_many(&c, 3, "app").await;
+    // With only the env token the collector refuses (401): sync pauses.
+    let report = c.call("sync.now", vec![]).await.unwrap();
+    assert_eq!(u(&report, "pending"), 3, "{report}");
+    let set = params(&[("provider", "llm-sidecar-sync".into()), ("secret", VAULT_TOKEN.into())]);
+    c.call("keys.set", set).await.unwrap();
+    let report = c.call("sync.now", vec![]).await.unwrap();
+    assert_eq!((u(&report, "sent"), u(&report, "pending")), (3, 0), "{report}");
+    assert_eq!(col.count(), 3);
+    let logs = d.logs();
+    assert!(!logs.contains(VAULT_TOKEN) && !logs.contains(TOKEN), "a sync token leaked into the log");
+}

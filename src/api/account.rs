@@ -118,6 +118,8 @@ struct LoginParams {
 async fn login(mut c: Call) -> Result<Encoded, RpcError> {
     let p: LoginParams = c.params()?;
     acct::login(&c.state.policy, &c.state.vault, &p.token).map_err(error)?;
+    // The entitlement token is also the sync credential: a paused sync may resume now.
+    c.state.sync.credentials_changed();
     ok(&current(&c))
 }
 
@@ -137,6 +139,7 @@ async fn status(c: Call) -> Result<Encoded, RpcError> {
 
 async fn refresh(c: Call) -> Result<Encoded, RpcError> {
     acct::refresh(&c.state.policy, &c.state.vault, &HTTP).await.map_err(error)?;
+    c.state.sync.credentials_changed();
     ok(&current(&c))
 }
 

@@ -103,7 +103,7 @@ pub fn logout(policy: &Policy, vault: &Vault) -> Result<bool, AccountError> {
 
 /// The stored token, if the vault is open and holds one.
 fn stored(vault: &Vault) -> Option<SecretString> {
-    vault.keys_for(VAULT_PROVIDER).ok()?.into_iter().next().map(|k| k.secret)
+    vault.keys_for_background(VAULT_PROVIDER).ok()?.into_iter().next().map(|k| k.secret)
 }
 
 /// Loads the stored token into the policy (at start and after an unlock). An expired or no

@@ -1,8 +1,10 @@
 //! Where the sync bearer token comes from.
 //!
 //! The worker asks a [`SyncCredentials`] for the token before every request, so a new token is
-//! used as soon as it exists. Until the vault provides one, it is read from an environment
-//! variable or a file named in config (`[sync] token_env` / `token_file`). Tokens stay in
+//! used as soon as it exists. The daemon uses [`KeyStoreToken`]: a vault entry of provider
+//! `llm-sidecar-sync` (`llm-sidecar keys add llm-sidecar-sync`), else the account's entitlement
+//! token (`account.login`), else an environment variable or a file named in config
+//! (`[sync] token_env` / `token_file`). Tokens stay in
 //! [`SecretString`]; only a non-reversible in-memory fingerprint is kept to notice a change.
 
 use secrecy::{ExposeSecret, SecretString};
@@ -43,6 +45,29 @@ impl SyncCredentials for FileToken {
         let text = std::fs::read_to_string(&self.0).ok()?;
         let token = text.trim();
         (!token.is_empty()).then(|| SecretString::from(token.to_string()))
+    }
+}
+
+/// Reads the token from the key store (the vault): the first key stored for one of `providers`
+/// (e.g. `llm-sidecar-sync`, then the account's entitlement token), else `fallback` (env/file).
+#[derive(Debug)]
+pub struct KeyStoreToken {
+    pub keys: std::sync::Arc<dyn crate::keys::KeyStore>,
+    pub providers: &'static [&'static str],
+    pub fallback: std::sync::Arc<dyn SyncCredentials>,
+}
+
+/// The vault entry names the sync token is looked up under, in order.
+pub const VAULT_TOKEN_PROVIDERS: &[&str] = &["llm-sidecar-sync", "llm-sidecar-account"];
+
+impl SyncCredentials for KeyStoreToken {
+    fn bearer(&self) -> Option<SecretString> {
+        for provider in self.providers {
+            if let Some(key) = self.keys.keys_for_background(provider).ok().and_then(|k| k.into_iter().next()) {
+                return Some(key.secret);
+            }
+        }
+        self.fallback.bearer()
     }
 }
 

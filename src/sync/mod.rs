@@ -16,7 +16,7 @@ pub mod cloudevents;
 pub mod credentials;
 mod worker;
 
-pub use credentials::{EnvToken, FileToken, NoToken, SyncCredentials};
+pub use credentials::{EnvToken, FileToken, KeyStoreToken, NoToken, SyncCredentials, VAULT_TOKEN_PROVIDERS};
 pub use worker::SyncWorker;
 
 use crate::events::Bus;

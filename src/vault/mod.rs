@@ -742,20 +742,11 @@ struct NoFields {}
 
 impl KeyStore for Vault {
     fn keys_for(&self, provider: &str) -> Result<Vec<ResolvedKey>, KeyError> {
-        let mut inner = self.inner();
-        let open = inner.open.as_ref().ok_or(KeyError::Locked)?;
-        let keys = open
-            .entries
-            .iter()
-            .filter(|e| e.meta.provider == provider && e.meta.status != KeyStatus::Invalid)
-            .map(|e| ResolvedKey {
-                id: e.meta.id.clone(),
-                source: KeySource::Byok,
-                secret: SecretString::from(e.secret.expose_secret()),
-            })
-            .collect();
-        inner.last_activity = Instant::now();
-        Ok(keys)
+        self.resolve(provider, true)
+    }
+
+    fn keys_for_background(&self, provider: &str) -> Result<Vec<ResolvedKey>, KeyError> {
+        self.resolve(provider, false)
     }
 
     fn report(&self, id: &str, outcome: KeyOutcome) {
@@ -901,3 +892,25 @@ fn now_ms() -> i64 {
 
 #[cfg(test)]
 mod tests;
+
+impl Vault {
+    /// A provider's usable keys; `user_activity` re-arms the idle auto-lock timer.
+    fn resolve(&self, provider: &str, user_activity: bool) -> Result<Vec<ResolvedKey>, KeyError> {
+        let mut inner = self.inner();
+        let open = inner.open.as_ref().ok_or(KeyError::Locked)?;
+        let keys = open
+            .entries
+            .iter()
+            .filter(|e| e.meta.provider == provider && e.meta.status != KeyStatus::Invalid)
+            .map(|e| ResolvedKey {
+                id: e.meta.id.clone(),
+                source: KeySource::Byok,
+                secret: SecretString::from(e.secret.expose_secret()),
+            })
+            .collect();
+        if user_activity {
+            inner.last_activity = Instant::now();
+        }
+        Ok(keys)
+    }
+}
