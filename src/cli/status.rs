@@ -47,17 +47,5 @@ fn human_duration(secs: u64) -> String {
 
 /// Converts a MessagePack value into JSON for `--json` output.
 pub fn to_json(v: &Value) -> serde_json::Value {
-    use serde_json::Value as J;
-    match v {
-        Value::Nil => J::Null,
-        Value::Boolean(b) => J::Bool(*b),
-        Value::Integer(i) => i.as_i64().map(J::from).or_else(|| i.as_u64().map(J::from)).unwrap_or(J::Null),
-        Value::F32(f) => J::from(f64::from(*f)),
-        Value::F64(f) => J::from(*f),
-        Value::String(s) => J::String(s.as_str().unwrap_or_default().to_string()),
-        Value::Binary(b) => J::String(format!("<{} bytes>", b.len())),
-        Value::Array(a) => J::Array(a.iter().map(to_json).collect()),
-        Value::Map(m) => J::Object(m.iter().map(|(k, v)| (display(k), to_json(v))).collect()),
-        Value::Ext(t, b) => J::String(format!("<ext {t}: {} bytes>", b.len())),
-    }
+    llm_sidecar::rpc::value_to_json(v)
 }

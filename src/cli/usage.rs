@@ -240,22 +240,6 @@ async fn export(cli: &Cli, output: Option<&PathBuf>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn from_json(j: &serde_json::Value) -> Value {
-    use serde_json::Value as J;
-    match j {
-        J::Null => Value::Nil,
-        J::Bool(b) => Value::from(*b),
-        J::Number(n) => match (n.as_u64(), n.as_i64()) {
-            (Some(u), _) => Value::from(u),
-            (None, Some(i)) => Value::from(i),
-            _ => Value::from(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        J::String(s) => Value::from(s.as_str()),
-        J::Array(a) => Value::Array(a.iter().map(from_json).collect()),
-        J::Object(o) => Value::Map(o.iter().map(|(k, v)| (Value::from(k.as_str()), from_json(v))).collect()),
-    }
-}
-
 async fn import(cli: &Cli, file: &PathBuf) -> Result<ExitCode> {
     let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
     let mut lines = std::io::BufReader::new(f).lines();
@@ -285,7 +269,7 @@ async fn import(cli: &Cli, file: &PathBuf) -> Result<ExitCode> {
         }
         let j: serde_json::Value =
             serde_json::from_str(&line).with_context(|| format!("{}: line {line_no} is not JSON", file.display()))?;
-        chunk.push(from_json(&j));
+        chunk.push(llm_sidecar::rpc::json_to_value(&j));
         if chunk.len() == IMPORT_CHUNK {
             let r = send(std::mem::take(&mut chunk)).await?;
             imported += num(&r, "imported");

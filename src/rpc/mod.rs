@@ -52,6 +52,41 @@ pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, String> {
     rmp_serde::from_slice(&message::encode_value(&value)).map_err(|e| e.to_string())
 }
 
+/// Converts JSON into a MessagePack value (integers stay integers).
+pub fn json_to_value(j: &serde_json::Value) -> Value {
+    use serde_json::Value as J;
+    match j {
+        J::Null => Value::Nil,
+        J::Bool(b) => Value::from(*b),
+        J::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => Value::from(u),
+            (None, Some(i)) => Value::from(i),
+            _ => Value::from(n.as_f64().unwrap_or(0.0)),
+        },
+        J::String(s) => Value::from(s.as_str()),
+        J::Array(a) => Value::Array(a.iter().map(json_to_value).collect()),
+        J::Object(o) => Value::Map(o.iter().map(|(k, v)| (Value::from(k.as_str()), json_to_value(v))).collect()),
+    }
+}
+
+/// The reverse of [`json_to_value`]; values JSON cannot hold (binary, NaN) become `null`.
+pub fn value_to_json(v: &Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        Value::Nil => J::Null,
+        Value::Boolean(b) => J::Bool(*b),
+        Value::Integer(i) => i.as_u64().map(J::from).or_else(|| i.as_i64().map(J::from)).unwrap_or(J::Null),
+        Value::F32(f) => serde_json::Number::from_f64(f64::from(*f)).map_or(J::Null, J::Number),
+        Value::F64(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+        Value::String(s) => s.as_str().map_or(J::Null, |s| J::String(s.to_string())),
+        Value::Array(a) => J::Array(a.iter().map(value_to_json).collect()),
+        Value::Map(m) => {
+            J::Object(m.iter().filter_map(|(k, v)| k.as_str().map(|k| (k.to_string(), value_to_json(v)))).collect())
+        }
+        Value::Binary(_) | Value::Ext(..) => J::Null,
+    }
+}
+
 /// Parses the conventional params array: `[]`, `[nil]` or `[{...}]`.
 ///
 /// `[]` and `[nil]` are read as an empty map, so a struct whose fields are all optional accepts
