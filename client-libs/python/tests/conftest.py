@@ -51,8 +51,11 @@ def accepts(path: str) -> bool:
 class Daemon:
     """One daemon process with every path (HOME, XDG_*, data, socket) inside `root`."""
 
-    def __init__(self, root: Path, socket_arg: bool = True, env: Optional[Dict[str, str]] = None):
+    def __init__(
+        self, root: Path, socket_arg: bool = True, env: Optional[Dict[str, str]] = None, args: Optional[List[str]] = None
+    ):
         self.root = root
+        self.args = list(args or [])
         self.data = root / "data"
         self.env = {k: v for k, v in os.environ.items() if k not in ("LLM_SIDECAR_SOCK", "RUST_LOG", "XDG_RUNTIME_DIR", "TMPDIR")}
         self.env.update(
@@ -77,7 +80,7 @@ class Daemon:
         args = [daemon_binary()]
         if self.socket_arg:
             args += ["--socket", self.sock]
-        args += ["serve", "--data-dir", str(self.data)]
+        args += ["serve", "--data-dir", str(self.data)] + self.args
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + START_TIMEOUT
@@ -120,10 +123,10 @@ def make_daemon() -> Iterator[Callable[..., Daemon]]:
     made: List[Daemon] = []
     roots: List[str] = []
 
-    def make(socket_arg: bool = True, env: Optional[Dict[str, str]] = None) -> Daemon:
+    def make(socket_arg: bool = True, env: Optional[Dict[str, str]] = None, args: Optional[List[str]] = None) -> Daemon:
         root = tempfile.mkdtemp(prefix="llm-sidecar-py-")
         roots.append(root)
-        d = Daemon(Path(root), socket_arg=socket_arg, env=env)
+        d = Daemon(Path(root), socket_arg=socket_arg, env=env, args=args)
         made.append(d)
         return d
 

@@ -1,7 +1,8 @@
 """Streaming, events and wire shapes against a fake MessagePack-RPC server (conftest.FakeServer).
 
-This branch's daemon has no provider code, so `chat` streaming and event delivery are checked
-here; the fake speaks the same wire format as the daemon (docs/protocol.md §7-8).
+Odd answers, holds and event delivery are easier to drive from a fake; the fake speaks the same
+wire format as the daemon (docs/protocol.md §7-8). `chat` through the real daemon and a mock
+provider is in test_daemon_chat.py.
 """
 
 import asyncio

@@ -1,6 +1,7 @@
 // Streaming, events and wire shapes against a fake MessagePack-RPC server (support.mjs FakeServer).
-// This branch's daemon has no provider code, so `chat` streaming and event delivery are checked
-// here; the fake speaks the daemon's wire format (docs/protocol.md §7-8).
+// Odd answers, holds and event delivery are easier to drive from a fake; the fake speaks the
+// daemon's wire format (docs/protocol.md §7-8). `chat` through the real daemon and a mock
+// provider is in chat.test.mjs.
 
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";

@@ -45,8 +45,9 @@ export function accepts(path) {
 
 /** A daemon with every path (HOME, XDG_*, data, socket) inside its own temp dir. */
 export class Daemon {
-  constructor({ socketArg = true, env = {} } = {}) {
+  constructor({ socketArg = true, env = {}, args = [] } = {}) {
     this.root = tempDir();
+    this.args = [...args];
     this.socketArg = socketArg;
     this.sock = socketArg ? join(this.root, "run", "sock") : "";
     const base = { ...process.env };
@@ -70,7 +71,7 @@ export class Daemon {
   async start(expectSocket) {
     if (expectSocket) this.sock = expectSocket;
     const args = this.socketArg ? ["--socket", this.sock] : [];
-    args.push("serve", "--data-dir", join(this.root, "data"));
+    args.push("serve", "--data-dir", join(this.root, "data"), ...this.args);
     const log = openSync(this.logPath, "a");
     this.proc = spawn(daemonBinary(), args, { env: this.env, stdio: ["ignore", "ignore", log] });
     closeSync(log);
