@@ -377,6 +377,12 @@ async fn cooldown_skips_a_failing_target() {
     assert_eq!(primary.requests(), 2, "cooled-down target must be skipped");
     assert_eq!(attempts(&r)[0].1, "cooldown");
     assert_eq!(field(&r, "provider").as_str(), Some("backup"));
+    // daemon.info reports the cooled-down target.
+    let info = c.call("daemon.info", vec![]).await.unwrap();
+    let unhealthy = field(&info, "providers").as_array().unwrap();
+    assert_eq!(unhealthy.len(), 1, "{info}");
+    assert_eq!(field(&unhealthy[0], "target").as_str(), Some("openai/gpt-4o-mini"));
+    assert!(field(&unhealthy[0], "cooldown_remaining_ms").as_u64().unwrap() > 50_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,6 +18,8 @@ async fn hello_info_and_methods() {
     assert_eq!(field(&info, "app").as_str(), Some("test-app"));
     assert_eq!(field(&info, "socket").as_str(), Some(d.socket.to_str().unwrap()));
     assert_eq!(field(field(&info, "vault"), "state").as_str(), Some("unlocked"));
+    assert_eq!(field(&info, "providers").as_array().map(Vec::len), Some(0));
+    assert_eq!(field(field(&info, "sync"), "enabled").as_bool(), Some(false));
     let methods = c.call("daemon.methods", vec![]).await.unwrap();
     let names: Vec<&str> =
         field(&methods, "methods").as_array().unwrap().iter().map(|m| field(m, "name").as_str().unwrap()).collect();

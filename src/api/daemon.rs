@@ -21,7 +21,7 @@ pub(super) fn methods() -> Vec<Method> {
         Method {
             name: "daemon.info",
             params: "{}",
-            result: "{server, version, protocol, pid, started_at, uptime_ms, socket, config_file, data_dir, connections, app, vault: {mode, state, locked, keys, ...}}",
+            result: "{server, version, protocol, pid, started_at, uptime_ms, socket, config_file, data_dir, connections, app, vault: {mode, state, locked, keys, ...}, providers: [{target, consecutive_failures, cooldown_remaining_ms}], sync: {enabled, state, pending, ...}}",
             summary: "Daemon version, protocol, uptime and state",
             kind: "request",
             handler: Some(|c| Box::pin(info(c))),
@@ -109,6 +109,9 @@ struct InfoResult<'a> {
     connections: usize,
     app: String,
     vault: crate::vault::VaultStatus,
+    /// Route targets that failed recently (empty when all are healthy).
+    providers: Vec<crate::router::TargetHealth>,
+    sync: crate::sync::SyncStatus,
 }
 
 async fn info(mut c: Call) -> Result<Encoded, RpcError> {
@@ -127,6 +130,8 @@ async fn info(mut c: Call) -> Result<Encoded, RpcError> {
         connections: s.connections(),
         app: c.conn.app(),
         vault: s.vault.status(),
+        providers: s.router.health_report(),
+        sync: s.sync.status(),
     })
 }
 

@@ -25,6 +25,24 @@ pub async fn run(cli: &Cli, json: bool) -> Result<ExitCode> {
     let vault_get =
         |k: &str| vault.and_then(|v| llm_sidecar::rpc::client::field(v, k)).map(display).unwrap_or_else(|| "?".into());
     println!("  vault        {} ({} mode)", vault_get("state"), vault_get("mode"));
+    let sync = llm_sidecar::rpc::client::field(&info, "sync");
+    let sync_get =
+        |k: &str| sync.and_then(|v| llm_sidecar::rpc::client::field(v, k)).map(display).unwrap_or_else(|| "?".into());
+    if sync_get("enabled") == "true" {
+        println!("  sync         {} ({} pending)", sync_get("state"), sync_get("pending"));
+    } else {
+        println!("  sync         off (no [sync] url)");
+    }
+    let unhealthy =
+        llm_sidecar::rpc::client::field(&info, "providers").and_then(Value::as_array).cloned().unwrap_or_default();
+    for t in &unhealthy {
+        let get = |k: &str| llm_sidecar::rpc::client::field(t, k).map(display).unwrap_or_else(|| "?".into());
+        let cooling = llm_sidecar::rpc::client::field(t, "cooldown_remaining_ms").and_then(Value::as_u64);
+        match cooling {
+            Some(ms) => println!("  unhealthy    {} (cooling down, {}s left)", get("target"), ms / 1000),
+            None => println!("  unhealthy    {} ({} recent failures)", get("target"), get("consecutive_failures")),
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

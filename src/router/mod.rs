@@ -67,6 +67,15 @@ pub(crate) struct KeyChoice {
     pub secret: Option<SecretString>,
 }
 
+/// A target that failed recently, as `daemon.info` reports it (healthy targets are omitted).
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct TargetHealth {
+    pub target: String,
+    pub consecutive_failures: u32,
+    /// Set while the target is skipped.
+    pub cooldown_remaining_ms: Option<u64>,
+}
+
 #[derive(Debug, Default, Clone, Copy)]
 struct Health {
     failures: u32,
@@ -186,6 +195,30 @@ impl Router {
                 tracing::info!(target = %target, secs = self.settings.cooldown_secs, "cooling down a failing target");
             }
         }
+    }
+
+    /// Targets that failed recently: consecutive failures and remaining cooldown (for `daemon.info`).
+    pub fn health_report(&self) -> Vec<TargetHealth> {
+        let now = Instant::now();
+        let mut out: Vec<TargetHealth> = self
+            .health
+            .lock()
+            .map(|h| {
+                h.iter()
+                    .map(|(t, h)| TargetHealth {
+                        target: t.to_string(),
+                        consecutive_failures: h.failures,
+                        cooldown_remaining_ms: h
+                            .cooled_until
+                            .and_then(|u| u.checked_duration_since(now))
+                            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                    })
+                    .filter(|t| t.consecutive_failures > 0 || t.cooldown_remaining_ms.is_some())
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort_by(|a, b| a.target.cmp(&b.target));
+        out
     }
 
     /// Full-jitter backoff before retry number `n` (0-based).
