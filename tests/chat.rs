@@ -6,9 +6,9 @@
 mod common;
 mod mock_provider;
 
-use common::{field, params, Daemon};
+use common::{field, params, rpc_err, Daemon};
 use llm_sidecar::rpc::client::Notification;
-use llm_sidecar::rpc::{Client, ClientError, ErrorCode, RpcError};
+use llm_sidecar::rpc::{Client, ClientError, ErrorCode};
 use mock_provider::{Fault, Mock, REPLY, USAGE_IN, USAGE_OUT};
 use rmpv::Value;
 use std::time::{Duration, Instant};
@@ -96,13 +96,6 @@ async fn stream_call(
         take(n, &mut deltas);
     }
     (result, deltas)
-}
-
-fn rpc_err(r: Result<Value, ClientError>) -> RpcError {
-    match r {
-        Err(ClientError::Rpc(e)) => e,
-        other => panic!("expected an RPC error, got {other:?}"),
-    }
 }
 
 fn attempts(v: &Value) -> Vec<(String, String, Option<u64>)> {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{field, params, Daemon};
+use common::{field, params, rpc_err, Daemon};
 use rmpv::Value;
 
 #[tokio::test]
@@ -30,19 +30,12 @@ async fn hello_info_and_methods() {
     assert!(c.call("daemon.info", vec![Value::Nil]).await.is_ok());
 }
 
-use llm_sidecar::rpc::{ClientError, ErrorCode, Message};
+use llm_sidecar::rpc::{ErrorCode, Message};
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
-
-fn rpc_err(r: Result<Value, ClientError>) -> llm_sidecar::rpc::RpcError {
-    match r {
-        Err(ClientError::Rpc(e)) => e,
-        other => panic!("expected an RPC error, got {other:?}"),
-    }
-}
 
 fn request(id: u32, method: &str, params: Vec<Value>) -> Vec<u8> {
     Message::Request { id, method: method.into(), params }.encode()

@@ -4,8 +4,8 @@
 mod common;
 
 use age::secrecy::SecretString;
-use common::{field, params, Daemon};
-use llm_sidecar::rpc::{Client, ClientError, ErrorCode, RpcError};
+use common::{field, params, rpc_err, Daemon};
+use llm_sidecar::rpc::{Client, ClientError, ErrorCode};
 use rmpv::Value;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -40,13 +40,6 @@ async fn list(c: &Client) -> Vec<Value> {
 
 fn str_of<'a>(v: &'a Value, name: &str) -> &'a str {
     field(v, name).as_str().unwrap_or_else(|| panic!("`{name}` is not a string in {v}"))
-}
-
-fn rpc_err(r: Result<Value, ClientError>) -> RpcError {
-    match r {
-        Err(ClientError::Rpc(e)) => e,
-        other => panic!("expected an RPC error, got {other:?}"),
-    }
 }
 
 async fn state(c: &Client) -> String {

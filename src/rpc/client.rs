@@ -11,7 +11,6 @@ use interprocess::local_socket::tokio::Stream;
 use interprocess::local_socket::traits::tokio::Stream as _;
 use interprocess::local_socket::{GenericFilePath, ToFsName};
 use rmpv::Value;
-use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -76,11 +75,6 @@ impl Client {
         self.notifications.lock().ok()?.take()
     }
 
-    /// The msgid the next [`Client::call`] will use.
-    pub fn next_msgid(&self) -> u32 {
-        self.next_id.load(Ordering::Relaxed)
-    }
-
     /// Sends a request and waits for its response.
     pub async fn call(&self, method: &str, params: Vec<Value>) -> Result<Value, ClientError> {
         let (id, rx) = self.start(method, params).await?;
@@ -116,13 +110,6 @@ impl Client {
             Ok(Err(e)) => Err(ClientError::Rpc(e)),
             Err(_) => Err(ClientError::Closed),
         }
-    }
-
-    /// Calls a method with one map argument and decodes the result.
-    pub async fn call_typed<T: DeserializeOwned>(&self, method: &str, arg: Option<Value>) -> Result<T, ClientError> {
-        let params = arg.into_iter().collect();
-        let v = self.call(method, params).await?;
-        crate::rpc::from_value(v).map_err(ClientError::Decode)
     }
 
     /// Sends a notification (e.g. `$/cancel`).

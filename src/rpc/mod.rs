@@ -26,15 +26,15 @@ pub const PROTOCOL: u32 = 1;
 pub struct Encoded(pub Vec<u8>);
 
 impl Encoded {
+    pub fn value(value: &Value) -> Encoded {
+        Encoded(message::encode_value(value))
+    }
+
     /// Encodes a serializable value with field names.
     pub fn named<T: Serialize + ?Sized>(value: &T) -> Result<Encoded, RpcError> {
         rmp_serde::to_vec_named(value)
             .map(Encoded)
             .map_err(|e| RpcError::internal(format!("could not encode result: {e}")))
-    }
-
-    pub fn value(value: &Value) -> Encoded {
-        Encoded(message::encode_value(value))
     }
 }
 

@@ -242,3 +242,11 @@ pub async fn all_records(c: &Client) -> Vec<rmpv::Value> {
         }
     }
 }
+
+/// The RPC error of a call that must fail (panics on success or a transport error).
+pub fn rpc_err(r: Result<rmpv::Value, llm_sidecar::rpc::ClientError>) -> llm_sidecar::rpc::RpcError {
+    match r {
+        Err(llm_sidecar::rpc::ClientError::Rpc(e)) => e,
+        other => panic!("expected an RPC error, got {other:?}"),
+    }
+}
