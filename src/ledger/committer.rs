@@ -213,7 +213,7 @@ impl Committer {
             queued.sort_unstable_by_key(|p| p.key);
             let mut seq = first_seq;
             for chunk in queued.chunks(outbox::MAX_ENTRIES) {
-                let segment = outbox::encode(chunk.iter().map(|p| (&p.key, p.value.as_slice())));
+                let segment = outbox::encode_refs(chunk.iter().map(|p| &p.key));
                 outbox.insert(&outbox::seq_key(seq)[..], segment)?;
                 seq += 1;
             }
@@ -268,6 +268,26 @@ impl Committer {
             by_seq.entry(e.seq).or_default().insert(*e.id.as_bytes());
         }
         let t = &self.trees;
+        // Dead letters carry their record. References are resolved before the transaction: a
+        // sled transaction holds a lock that a plain read of another tree would wait on forever.
+        // Nobody else writes these trees, so what is read here is what the transaction sees.
+        let mut inline: HashMap<[u8; 16], Vec<u8>> = HashMap::new();
+        if dead_meta.is_some() {
+            for (seq, ids) in &by_seq {
+                let segment = t.outbox.get(outbox::seq_key(*seq)).map_err(LedgerError::storage)?;
+                for (id, stored) in segment.as_deref().and_then(outbox::decode).unwrap_or_default() {
+                    if !ids.contains(&id) {
+                        continue;
+                    }
+                    match t.entry_bytes(Queued { seq: *seq, id: uuid::Uuid::from_bytes(id) }, stored) {
+                        Ok(record) => {
+                            inline.insert(id, record);
+                        }
+                        Err(e) => tracing::error!("an outbox entry cannot be dead-lettered and is dropped: {e}"),
+                    }
+                }
+            }
+        }
         let removed = unwrap_tx((&t.outbox, &t.dead).transaction(|(outbox, dead)| {
             let mut n = 0u64;
             for (seq, ids) in &by_seq {
@@ -283,7 +303,8 @@ impl Committer {
                 }
                 n += gone.len() as u64;
                 if let Some(meta) = dead_meta {
-                    for (id, record) in &gone {
+                    for (id, _) in &gone {
+                        let Some(record) = inline.get(id) else { continue };
                         let mut v = Vec::with_capacity(meta.len() + record.len() + 12);
                         v.extend_from_slice(meta.as_bytes());
                         v.extend_from_slice(b",\"record\":");
@@ -344,8 +365,12 @@ impl Committer {
 
     /// Clears behind a marker, so a crash half-way is finished at the next open.
     pub fn clear(&mut self, force: bool) -> Result<Cleared, LedgerError> {
+        self.trees.meta.insert(CLEARING_KEY, &[u8::from(force)]).map_err(LedgerError::storage)?;
+        if !force {
+            // The outbox outlives the history: its entries take their records inline first.
+            self.inline_outbox()?;
+        }
         let t = &self.trees;
-        t.meta.insert(CLEARING_KEY, &[u8::from(force)]).map_err(LedgerError::storage)?;
         self.db.flush().map_err(LedgerError::storage)?;
         let records = clear_tree(&t.records)?;
         clear_tree(&t.counters)?;
@@ -358,6 +383,40 @@ impl Committer {
         }
         t.meta.remove(CLEARING_KEY).map_err(LedgerError::storage)?;
         Ok(cleared)
+    }
+}
+
+impl Committer {
+    /// Rewrites every outbox segment that holds references so that it carries the records
+    /// inline. A reference whose record is gone (which only damage can cause) is dropped.
+    fn inline_outbox(&mut self) -> Result<(), LedgerError> {
+        let t = &self.trees;
+        let mut dropped = 0u64;
+        for item in t.outbox.iter() {
+            let (k, v) = item.map_err(LedgerError::storage)?;
+            let (Some(seq), Some(entries)) = (outbox::key_seq(&k), outbox::decode(&v)) else { continue };
+            if !entries.iter().any(|(_, v)| outbox::is_ref(v)) {
+                continue;
+            }
+            let mut inline = Vec::with_capacity(entries.len());
+            for (id, stored) in entries {
+                match t.entry_bytes(Queued { seq, id: uuid::Uuid::from_bytes(id) }, stored) {
+                    Ok(record) => inline.push((id, record)),
+                    Err(e) => {
+                        tracing::error!("dropping an outbox entry: {e}");
+                        dropped += 1;
+                    }
+                }
+            }
+            let segment = outbox::encode(inline.iter().map(|(id, r)| (id, r.as_slice())));
+            if inline.is_empty() {
+                t.outbox.remove(&k).map_err(LedgerError::storage)?;
+            } else {
+                t.outbox.insert(&k, segment).map_err(LedgerError::storage)?;
+            }
+        }
+        self.counts.outbox = self.counts.outbox.saturating_sub(dropped);
+        Ok(())
     }
 }
 

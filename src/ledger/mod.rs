@@ -4,8 +4,9 @@
 //! - `records`: id (UUIDv7 bytes, so time-ordered) → the record as JSON;
 //! - `counters`: per period (UTC day and month) → the [`Counter`] of every user, app, provider,
 //!   provider/model, key_source and the total (see [`counters`] and [`keys`]);
-//! - `outbox`: segments of records not yet confirmed by the sync backend, one per commit round
-//!   (see [`outbox`]);
+//! - `outbox`: segments of records not yet confirmed by the sync backend, one per commit round;
+//!   an entry refers to its record in `records`, or carries it inline once the history was
+//!   cleared (see [`outbox`]);
 //! - `dead`: id → [`DeadLetter`], records the backend refused;
 //! - `meta`: the device id, and the `clearing` marker.
 //!
@@ -17,7 +18,8 @@
 //! - the counters always equal the sum of the records they count (both are cleared together,
 //!   behind a marker that makes an interrupted clear finish at the next open);
 //! - an outbox entry is removed only when the backend confirmed it (`ack`) or refused it
-//!   (moved to `dead`), never by `clear` unless forced.
+//!   (moved to `dead`), never by `clear` unless forced; a non-forced `clear` first makes every
+//!   outbox entry carry its record inline (durably), and only then removes the records.
 
 mod committer;
 pub mod counters;
@@ -82,6 +84,28 @@ pub(crate) struct Trees {
     outbox: sled::Tree,
     dead: sled::Tree,
     meta: sled::Tree,
+}
+
+impl Trees {
+    /// The record bytes of outbox entry `at` whose stored bytes are `bytes` (a reference is read
+    /// from `records`). A `clear` inlines references before it removes their records, so a
+    /// reference whose record just vanished is read again from its segment.
+    fn entry_bytes(&self, at: Queued, bytes: &[u8]) -> Result<Vec<u8>, LedgerError> {
+        if !outbox::is_ref(bytes) {
+            return Ok(bytes.to_vec());
+        }
+        let id = *at.id.as_bytes();
+        if let Some(v) = self.records.get(id).map_err(LedgerError::storage)? {
+            return Ok(v.to_vec());
+        }
+        let segment = self.outbox.get(outbox::seq_key(at.seq)).map_err(LedgerError::storage)?;
+        segment
+            .as_deref()
+            .and_then(outbox::decode)
+            .and_then(|entries| entries.into_iter().find(|(i, v)| *i == id && !outbox::is_ref(v)))
+            .map(|(_, v)| v.to_vec())
+            .ok_or_else(|| LedgerError::Corrupt(format!("outbox entry {} has no stored record", at.id)))
+    }
 }
 
 /// A record the backend refused, with why.
@@ -394,7 +418,8 @@ impl Ledger {
                 if after.is_some_and(|a| at <= a) {
                     continue;
                 }
-                out.push(OutboxEntry { at, record: decode(bytes).map_err(|e| e.to_string()) });
+                let record = self.trees.entry_bytes(at, bytes).and_then(|b| decode(&b)).map_err(|e| e.to_string());
+                out.push(OutboxEntry { at, record });
                 if out.len() >= limit {
                     return Ok(out);
                 }
@@ -405,10 +430,12 @@ impl Ledger {
 
     /// The record that has waited longest in the outbox.
     pub fn oldest_pending(&self) -> Result<Option<UsageRecord>, LedgerError> {
-        for item in self.trees.outbox.iter().values() {
-            let v = item.map_err(LedgerError::storage)?;
-            if let Some((_, bytes)) = outbox::decode(&v).and_then(|e| e.into_iter().next()) {
-                return decode(bytes).map(Some);
+        for item in self.trees.outbox.iter() {
+            let (k, v) = item.map_err(LedgerError::storage)?;
+            let Some(seq) = outbox::key_seq(&k) else { continue };
+            if let Some((id, bytes)) = outbox::decode(&v).and_then(|e| e.into_iter().next()) {
+                let at = Queued { seq, id: Uuid::from_bytes(id) };
+                return decode(&self.trees.entry_bytes(at, bytes)?).map(Some);
             }
         }
         Ok(None)

@@ -3,8 +3,13 @@
 //! Writing one outbox entry per round instead of one per record halves the sled writes of a
 //! commit (sled inserts dominate its cost). A segment is keyed by an 8-byte big-endian sequence
 //! number (so segments keep commit order) and holds entries sorted by record id, each encoded as
-//! `id (16 bytes) | length (u32 LE) | record JSON`. Entries leave a segment when the backend
-//! accepted or refused them; an emptied segment is removed.
+//! `id (16 bytes) | length (u32 LE) | record JSON`.
+//!
+//! An entry of length 0 is a *reference*: its record is the one stored under the same id in the
+//! `records` tree (no record is empty JSON). A commit writes references, so a record's bytes are
+//! written once, not twice; entries that must outlive the history (a `clear` of the records, a
+//! requeue from the dead letters) carry the record inline. Entries leave a segment when the
+//! backend accepted or refused them; an emptied segment is removed.
 
 use uuid::Uuid;
 
@@ -37,7 +42,18 @@ pub fn encode<'a>(entries: impl IntoIterator<Item = (&'a [u8; 16], &'a [u8])>) -
     out
 }
 
-/// Decodes a segment into `(id, record bytes)` pairs; `None` if it is malformed.
+/// Encodes references (ids sorted) to records stored in the `records` tree.
+pub fn encode_refs<'a>(ids: impl IntoIterator<Item = &'a [u8; 16]>) -> Vec<u8> {
+    encode(ids.into_iter().map(|id| (id, &[][..])))
+}
+
+/// True if the entry's record lives in the `records` tree rather than inline.
+pub fn is_ref(value: &[u8]) -> bool {
+    value.is_empty()
+}
+
+/// Decodes a segment into `(id, record bytes)` pairs (empty bytes: a reference, see
+/// [`is_ref`]); `None` if it is malformed.
 pub fn decode(mut v: &[u8]) -> Option<Vec<([u8; 16], &[u8])>> {
     let mut out = Vec::new();
     while !v.is_empty() {
@@ -70,5 +86,10 @@ mod tests {
         assert!(decode(&seg[..seg.len() - 3]).is_none());
         assert_eq!(decode(&[]).map(|v| v.len()), Some(0));
         assert_eq!(key_seq(&seq_key(42)), Some(42));
+        let refs = encode_refs([&a, &b]);
+        assert_eq!(refs.len(), 40);
+        let back = decode(&refs).expect("valid");
+        assert!(back.iter().all(|(_, v)| is_ref(v)));
+        assert_eq!(back.iter().map(|(id, _)| *id).collect::<Vec<_>>(), vec![a, b]);
     }
 }

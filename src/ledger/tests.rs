@@ -72,17 +72,23 @@ async fn concurrent_commits_share_flushes_and_survive_reopen() {
     let c = total(&l, Period::Month);
     assert_eq!((c.requests, c.cost_microusd, c.output_tokens), (800, 8000, 800));
     drop(l);
-    // The committer thread holds the db until its channel closes; wait for the lock to go.
-    let reopened = loop {
-        match Ledger::open(dir.path()) {
-            Ok(l) => break l,
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
-        }
-    };
+    let reopened = reopen(dir.path()).await;
     assert_eq!(reopened.counts().outbox, 800);
     assert_eq!(total(&reopened, Period::Day).requests, 800);
     let per_app = reopened.counters(Period::Day, Dim::App, &Period::Day.label(now_ms()), &Period::Day.label(now_ms()));
     assert_eq!(per_app.unwrap().iter().map(|r| r.counter.requests).sum::<u64>(), 800);
+}
+
+/// Opens the ledger again once the dropped one's committer thread let go of the db.
+async fn reopen(path: &std::path::Path) -> Ledger {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match Ledger::open(path) {
+            Ok(l) => return l,
+            Err(e) if std::time::Instant::now() > deadline => panic!("cannot reopen: {e}"),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+        }
+    }
 }
 
 fn queued(l: &Ledger) -> Vec<(Queued, UsageRecord)> {
@@ -135,12 +141,7 @@ async fn outbox_counts_and_order_survive_reopen() {
         l.commit_many(&b).await.unwrap();
         (a, b)
     };
-    let l = loop {
-        match Ledger::open(dir.path()) {
-            Ok(l) => break l,
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
-        }
-    };
+    let l = reopen(dir.path()).await;
     assert_eq!(l.counts().outbox, 2003);
     let q = queued(&l);
     let ids: Vec<Uuid> = q.iter().map(|(_, r)| r.id).collect();
@@ -162,13 +163,28 @@ async fn clear_keeps_unsynced_outbox_unless_forced() {
     l.commit_many(&rs).await.unwrap();
     let first = queued(&l)[0].0;
     l.ack(&[first]).await.unwrap();
+    // A commit stores each record once: its outbox entry only refers to it.
+    let segment = l.trees.outbox.iter().values().next().unwrap().unwrap();
+    assert_eq!(segment.len(), 3 * 20, "three references of 20 bytes, no record bytes");
     let c = l.clear(false).await.unwrap();
     assert_eq!(c, Cleared { records: 4, outbox: 0, dead_letters: 0 });
     assert_eq!(l.counts().outbox, 3);
     assert_eq!(total(&l, Period::Day), Counter::default());
     assert!(l.records(&RecordQuery { limit: 10, ..Default::default() }).unwrap().records.is_empty());
+    // The unsynced records survive the history: whole, in order, after a reopen too, and into
+    // the dead letters.
+    let left: Vec<UsageRecord> = queued(&l).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(left, rs[1..].to_vec());
+    drop(l);
+    let l = reopen(dir.path()).await;
+    let q = queued(&l);
+    assert_eq!(q.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(), rs[1..].to_vec());
+    assert_eq!(l.oldest_pending().unwrap(), Some(rs[1].clone()));
+    l.dead_letter(&[q[0].0], "b1", Some(422), "refused").await.unwrap();
+    assert_eq!(l.dead_letters(10).unwrap()[0].record, rs[1]);
+    assert_eq!(l.counts(), Counts { outbox: 2, dead: 1 });
     let c = l.clear(true).await.unwrap();
-    assert_eq!(c, Cleared { records: 0, outbox: 3, dead_letters: 0 });
+    assert_eq!(c, Cleared { records: 0, outbox: 2, dead_letters: 1 });
     assert_eq!(l.counts(), Counts::default());
     assert!(l.outbox_after(None, 10).unwrap().is_empty());
 }
@@ -218,11 +234,6 @@ async fn device_id_is_stable() {
         let l = Ledger::open(dir.path()).unwrap();
         l.device_id()
     };
-    let l = loop {
-        match Ledger::open(dir.path()) {
-            Ok(l) => break l,
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
-        }
-    };
+    let l = reopen(dir.path()).await;
     assert_eq!(l.device_id(), id);
 }
