@@ -7,7 +7,8 @@
 //!   test collector.
 //!
 //! Run: `cargo bench --bench ledger` (`BENCH_SECS` per measurement, default 3;
-//! `BENCH_DRAIN` records for the drain, default 100000).
+//! `BENCH_DRAIN` records for the drain, default 100000; `BENCH_CLIENTS`, e.g. `64`, to measure only
+//! some concurrency levels).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/common/mod.rs"]
@@ -134,11 +135,19 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    // The harness runs daemons at debug level for tests; measure at the production level.
+    if std::env::var_os("LLM_SIDECAR_TEST_LOG").is_none() {
+        std::env::set_var("LLM_SIDECAR_TEST_LOG", "warn");
+    }
     let secs: f64 = std::env::var("BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(3.0);
     let drain_n: usize = std::env::var("BENCH_DRAIN").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     let d = Daemon::start_with("[log]\nlevel = \"warn\"\n", &[]);
     println!("{:<28} {:>8} {:>12} {:>10} {:>10}", "measurement", "clients", "calls/s", "p50 µs", "p99 µs");
-    for clients in [1usize, 8, 64] {
+    let counts: Vec<usize> = std::env::var("BENCH_CLIENTS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|c| c.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 8, 64]);
+    for clients in counts {
         for (name, method, make) in [
             ("daemon.ping (baseline)", "daemon.ping", ping_params as fn(u64) -> Vec<Value>),
             ("usage.record (durable)", "usage.record", record_params as fn(u64) -> Vec<Value>),

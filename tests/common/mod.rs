@@ -80,7 +80,7 @@ impl Daemon {
             .arg("--config")
             .arg(&self.config)
             .arg("--log-level")
-            .arg("debug")
+            .arg(std::env::var("LLM_SIDECAR_TEST_LOG").unwrap_or_else(|_| "debug".into()))
             .arg("serve")
             .arg("--data-dir")
             .arg(&self.data_dir);
