@@ -737,37 +737,76 @@ async fn records_oldest_first(c: &Client) -> Vec<Value> {
     all
 }
 
-/// The fields of a record the billing tests check.
-fn billed(rec: &Value) -> (String, String, String, Option<String>, [u64; 5], bool, i64, u64) {
-    let n = |k: &str| field(rec, k).as_u64().unwrap();
-    (
-        field(rec, "provider").as_str().unwrap().to_string(),
-        field(rec, "model").as_str().unwrap().to_string(),
-        field(rec, "status").as_str().unwrap().to_string(),
-        field(rec, "error_code").as_str().map(str::to_string),
-        [n("input_tokens"), n("output_tokens"), n("cached_tokens"), n("cache_write_tokens"), n("reasoning_tokens")],
-        field(rec, "usage_estimated").as_bool().unwrap(),
-        field(rec, "cost_microusd").as_i64().unwrap(),
-        n("attempts"),
-    )
-}
-
-fn rec(
-    provider: &str,
-    model: &str,
-    status: &str,
-    error_code: Option<&str>,
+/// The fields of a usage record the billing tests check.
+#[derive(Debug, Clone, PartialEq)]
+struct Billed {
+    provider: String,
+    model: String,
+    status: String,
+    error_code: Option<String>,
+    /// input, output, cached, cache_write, reasoning
     tokens: [u64; 5],
     estimated: bool,
     cost: i64,
     attempts: u64,
-) -> (String, String, String, Option<String>, [u64; 5], bool, i64, u64) {
-    (provider.into(), model.into(), status.into(), error_code.map(str::to_string), tokens, estimated, cost, attempts)
 }
+
+impl Billed {
+    fn of(rec: &Value) -> Billed {
+        let n = |k: &str| field(rec, k).as_u64().unwrap();
+        Billed {
+            provider: field(rec, "provider").as_str().unwrap().to_string(),
+            model: field(rec, "model").as_str().unwrap().to_string(),
+            status: field(rec, "status").as_str().unwrap().to_string(),
+            error_code: field(rec, "error_code").as_str().map(str::to_string),
+            tokens: [
+                n("input_tokens"),
+                n("output_tokens"),
+                n("cached_tokens"),
+                n("cache_write_tokens"),
+                n("reasoning_tokens"),
+            ],
+            estimated: field(rec, "usage_estimated").as_bool().unwrap(),
+            cost: field(rec, "cost_microusd").as_i64().unwrap(),
+            attempts: n("attempts"),
+        }
+    }
+
+    /// The answer's record: the mock's exact usage.
+    fn ok(provider: &str, model: &str, cost: i64, attempts: u64) -> Billed {
+        Billed {
+            provider: provider.into(),
+            model: model.into(),
+            status: "ok".into(),
+            error_code: None,
+            tokens: [USAGE_IN, USAGE_OUT, 0, 0, 0],
+            estimated: false,
+            cost,
+            attempts,
+        }
+    }
+
+    /// A billed failed attempt's record.
+    fn failed(provider: &str, model: &str, error_code: &str, tokens: [u64; 5], estimated: bool, cost: i64) -> Billed {
+        Billed {
+            provider: provider.into(),
+            model: model.into(),
+            status: "error".into(),
+            error_code: Some(error_code.into()),
+            tokens,
+            estimated,
+            cost,
+            attempts: 1,
+        }
+    }
+}
+
+/// An attempt's own bill: [input, output, cached, cache_write, reasoning], estimated, cost.
+type AttemptBill = ([u64; 5], bool, i64);
 
 /// An attempt's own `usage` ([input, output, cached, cache_write, reasoning], estimated) and
 /// `cost_microusd`, when it was billed on its own record.
-fn attempt_bill(a: &Value) -> Option<([u64; 5], bool, i64)> {
+fn attempt_bill(a: &Value) -> Option<AttemptBill> {
     let usage = llm_sidecar::rpc::client::field(a, "usage")?;
     let n = |k: &str| field(usage, k).as_u64().unwrap();
     Some((
@@ -777,7 +816,7 @@ fn attempt_bill(a: &Value) -> Option<([u64; 5], bool, i64)> {
     ))
 }
 
-fn attempt_bills(v: &Value) -> Vec<(String, Option<([u64; 5], bool, i64)>)> {
+fn attempt_bills(v: &Value) -> Vec<(String, Option<AttemptBill>)> {
     field(v, "attempts")
         .as_array()
         .unwrap()
@@ -842,10 +881,10 @@ async fn billed_failed_attempts_get_their_own_records() {
     let recs = records_oldest_first(&c).await;
     let haiku = "claude-haiku-4-5";
     assert_eq!(
-        recs.iter().map(billed).collect::<Vec<_>>(),
+        recs.iter().map(Billed::of).collect::<Vec<_>>(),
         [
-            rec("anthropic", haiku, "error", Some("stream_error"), [252, 0, 200, 40, 0], true, 82, 1),
-            rec("anthropic", haiku, "ok", None, [USAGE_IN, USAGE_OUT, 0, 0, 0], false, 47, 2),
+            Billed::failed("anthropic", haiku, "stream_error", [252, 0, 200, 40, 0], true, 82),
+            Billed::ok("anthropic", haiku, 47, 2),
         ]
     );
     for r in &recs {
@@ -875,10 +914,10 @@ async fn billed_failed_attempts_get_their_own_records() {
     );
     let recs = records_oldest_first(&c).await;
     let mini = "gpt-4o-mini";
-    let failed = rec("openai", mini, "error", Some("connection_lost"), [USAGE_IN, 30, 0, 0, 30], false, 132, 1);
+    let failed = Billed::failed("openai", mini, "connection_lost", [USAGE_IN, 30, 0, 0, 30], false, 132);
     assert_eq!(
-        recs[2..].iter().map(billed).collect::<Vec<_>>(),
-        [failed.clone(), failed.clone(), rec("backup", mini, "ok", None, [USAGE_IN, USAGE_OUT, 0, 0, 0], false, 80, 3)]
+        recs[2..].iter().map(Billed::of).collect::<Vec<_>>(),
+        [failed.clone(), failed.clone(), Billed::ok("backup", mini, 80, 3)]
     );
     assert!(recs[2..].iter().all(|r| field(r, "route").as_str() == Some("smart")));
     assert_eq!(summary_totals(&month_summary(&c).await), (5, 3, 300, 74, 200, 40, 129 + 132 * 2 + 80));
@@ -894,7 +933,7 @@ async fn billed_failed_attempts_get_their_own_records() {
     assert_eq!(attempt_bills(&data), [("connection_lost".to_string(), lost), ("connection_lost".to_string(), lost)]);
     assert_eq!(e.data_field("cost_microusd").and_then(Value::as_i64), Some(0), "no answer, nothing else billed");
     let recs = records_oldest_first(&c).await;
-    assert_eq!(recs[5..].iter().map(billed).collect::<Vec<_>>(), [failed.clone(), failed]);
+    assert_eq!(recs[5..].iter().map(Billed::of).collect::<Vec<_>>(), [failed.clone(), failed]);
     assert_eq!(summary_totals(&month_summary(&c).await), (7, 5, 324, 134, 200, 40, 473 + 264));
     assert!(!d.logs().contains(KEY));
 }
@@ -926,11 +965,9 @@ async fn plain_retries_write_no_extra_record() {
     assert_eq!(attempt_bills(&r.unwrap()), [("server_error".to_string(), None), ("ok".to_string(), None)]);
 
     let recs = records_oldest_first(&c).await;
-    let ok = |provider: &str, model: &str, cost: i64, attempts: u64| {
-        rec(provider, model, "ok", None, [USAGE_IN, USAGE_OUT, 0, 0, 0], false, cost, attempts)
-    };
+    let ok = Billed::ok;
     assert_eq!(
-        recs.iter().map(billed).collect::<Vec<_>>(),
+        recs.iter().map(Billed::of).collect::<Vec<_>>(),
         [
             ok("openai", "gpt-4o-mini", 40, 3),
             ok("openai", "gpt-4o-mini", 40, 2),
