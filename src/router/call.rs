@@ -3,10 +3,11 @@
 //! Text deltas go to the caller through a bounded channel as they arrive; a delta is "delivered"
 //! once the channel accepted it, and from then on the call can no longer fall back.
 //!
-//! Billing: the attempt that ends the call is billed in [`ChatOutcome::usage`] (exact, or
-//! estimated where the provider reported nothing). A failed attempt that delivered nothing and
-//! after which the call went on (retry, next key, next target) or ran out of targets is billed
-//! only if its provider reported usage for it (e.g. Anthropic's `message_start` before an
+//! Billing: the attempt that ends the call is billed in [`ChatOutcome::usage`] (what the provider
+//! reported, completed by an estimate when the call completed, was cancelled or broke after its
+//! first chunk; only exact numbers for a request error). A failed attempt that delivered nothing
+//! and after which the call went on (retry, next key, next target) or ran out of targets is
+//! billed only if its provider reported usage for it (e.g. Anthropic's `message_start` before an
 //! `overloaded_error` event, an OpenAI usage chunk before the connection broke): it is kept in
 //! [`ChatOutcome::billed_failures`] with exactly those numbers. Nothing is estimated for such an
 //! attempt: providers do not bill a request they refused (429, 5xx) or never reported on.
@@ -251,7 +252,7 @@ impl Router {
                             // The call goes on (or runs out of targets) without this attempt.
                             if let Some(usage) = reported_usage(&a.summary) {
                                 out.billed_failures.push(BilledAttempt {
-                                    attempt: out.attempts.len() - 1,
+                                    attempt: out.attempts.len().saturating_sub(1),
                                     provider: target.provider.clone(),
                                     target_model: target.model.clone(),
                                     model: out.model.clone(),
