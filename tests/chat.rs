@@ -1,12 +1,12 @@
 //! Chat over the real socket against the mock provider: every adapter streaming and not, the
 //! recorded fixtures replayed byte for byte, retries, Retry-After, fallback, cancellation, key
-//! hygiene and concurrency.
+//! hygiene, concurrency, and billing of failed attempts the provider reported usage for.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 mod mock_provider;
 
-use common::{field, params, rpc_err, Daemon};
+use common::{all_records, field, params, rpc_err, Daemon};
 use llm_sidecar::rpc::client::Notification;
 use llm_sidecar::rpc::{Client, ClientError, ErrorCode};
 use mock_provider::{Fault, Mock, REPLY, USAGE_IN, USAGE_OUT};
@@ -713,4 +713,301 @@ async fn chat_usage_is_recorded_durably_before_the_answer() {
     assert_eq!(field(rec, "cost_microusd").as_i64(), Some(cost));
     assert_eq!(field(rec, "status").as_str(), Some("ok"));
     assert!(!format!("{page:?}").contains(KEY));
+}
+
+/// Prices for the billing tests, in USD per million tokens (= micro-dollars per token).
+const TEST_PRICES: &str = r#"
+[pricing.models."anthropic/claude-haiku-4-5"]
+input = 1.0
+output = 5.0
+cached = 0.1
+cache_write = 1.25
+[pricing.models."openai/gpt-4o-mini"]
+input = 1.0
+output = 4.0
+[pricing.models."backup/gpt-4o-mini"]
+input = 2.0
+output = 8.0
+"#;
+
+/// `usage.records`, oldest first.
+async fn records_oldest_first(c: &Client) -> Vec<Value> {
+    let mut all = all_records(c).await;
+    all.reverse();
+    all
+}
+
+/// The fields of a usage record the billing tests check.
+#[derive(Debug, Clone, PartialEq)]
+struct Billed {
+    provider: String,
+    model: String,
+    status: String,
+    error_code: Option<String>,
+    /// input, output, cached, cache_write, reasoning
+    tokens: [u64; 5],
+    estimated: bool,
+    cost: i64,
+    attempts: u64,
+}
+
+impl Billed {
+    fn of(rec: &Value) -> Billed {
+        let n = |k: &str| field(rec, k).as_u64().unwrap();
+        Billed {
+            provider: field(rec, "provider").as_str().unwrap().to_string(),
+            model: field(rec, "model").as_str().unwrap().to_string(),
+            status: field(rec, "status").as_str().unwrap().to_string(),
+            error_code: field(rec, "error_code").as_str().map(str::to_string),
+            tokens: [
+                n("input_tokens"),
+                n("output_tokens"),
+                n("cached_tokens"),
+                n("cache_write_tokens"),
+                n("reasoning_tokens"),
+            ],
+            estimated: field(rec, "usage_estimated").as_bool().unwrap(),
+            cost: field(rec, "cost_microusd").as_i64().unwrap(),
+            attempts: n("attempts"),
+        }
+    }
+
+    /// The answer's record: the mock's exact usage.
+    fn ok(provider: &str, model: &str, cost: i64, attempts: u64) -> Billed {
+        Billed {
+            provider: provider.into(),
+            model: model.into(),
+            status: "ok".into(),
+            error_code: None,
+            tokens: [USAGE_IN, USAGE_OUT, 0, 0, 0],
+            estimated: false,
+            cost,
+            attempts,
+        }
+    }
+
+    /// A billed failed attempt's record.
+    fn failed(provider: &str, model: &str, error_code: &str, tokens: [u64; 5], estimated: bool, cost: i64) -> Billed {
+        Billed {
+            provider: provider.into(),
+            model: model.into(),
+            status: "error".into(),
+            error_code: Some(error_code.into()),
+            tokens,
+            estimated,
+            cost,
+            attempts: 1,
+        }
+    }
+}
+
+/// An attempt's own bill: [input, output, cached, cache_write, reasoning], estimated, cost.
+type AttemptBill = ([u64; 5], bool, i64);
+
+/// An attempt's own `usage` ([input, output, cached, cache_write, reasoning], estimated) and
+/// `cost_microusd`, when it was billed on its own record.
+fn attempt_bill(a: &Value) -> Option<AttemptBill> {
+    let usage = llm_sidecar::rpc::client::field(a, "usage")?;
+    let n = |k: &str| field(usage, k).as_u64().unwrap();
+    Some((
+        [n("input"), n("output"), n("cached"), n("cache_write"), n("reasoning")],
+        field(usage, "estimated").as_bool().unwrap(),
+        field(a, "cost_microusd").as_i64().unwrap(),
+    ))
+}
+
+fn attempt_bills(v: &Value) -> Vec<(String, Option<AttemptBill>)> {
+    field(v, "attempts")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (field(a, "outcome").as_str().unwrap().to_string(), attempt_bill(a)))
+        .collect()
+}
+
+fn summary_totals(s: &Value) -> (u64, u64, u64, u64, u64, u64, i64) {
+    let t = field(s, "totals");
+    let n = |k: &str| field(t, k).as_u64().unwrap();
+    (
+        n("requests"),
+        n("failed"),
+        n("input_tokens"),
+        n("output_tokens"),
+        n("cached_tokens"),
+        n("cache_write_tokens"),
+        field(t, "cost_microusd").as_i64().unwrap(),
+    )
+}
+
+async fn month_summary(c: &Client) -> Value {
+    c.call("usage.summary", params(&[("period", "month".into()), ("group_by", "provider".into())])).await.unwrap()
+}
+
+/// A failed attempt whose provider reported usage (Anthropic `message_start` then an
+/// `overloaded_error` event; an OpenAI usage chunk then a reset) gets its own `error` record with
+/// exactly those tokens and their cost, next to the answer's record; the `chat` result shows it
+/// on the attempt. When every target fails, only those records are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn billed_failed_attempts_get_their_own_records() {
+    let primary = Mock::start().await;
+    let backup = Mock::start().await;
+    let routes = "[routes.smart]\ntargets = [\"openai/gpt-4o-mini\", \"backup/gpt-4o-mini\"]\n";
+    let d = start(&config(
+        &primary,
+        Some(&backup),
+        "max_retries = 1\ncooldown_failures = 100",
+        &format!("{routes}{TEST_PRICES}"),
+    ));
+    let c = d.client().await;
+    c.call("daemon.hello", params(&[("app", "billing-test".into())])).await.unwrap();
+    let mut notes = c.take_notifications().unwrap();
+
+    // Anthropic: 12 uncached + 200 cache reads + 40 cache writes reported, then overloaded; the
+    // retry answers. Failed attempt: 12×1 + 200×0.1 + 40×1.25 = 82 µ$; answer: 12×1 + 7×5 = 47 µ$.
+    primary.push([Fault::StartThenError { cache_read: 200, cache_write: 40, error_type: "overloaded_error" }]);
+    let (r, deltas) = stream_call(&c, &mut notes, chat_params("anthropic/claude-haiku-4-5", true)).await;
+    let r = r.unwrap();
+    assert_eq!(deltas.concat(), REPLY);
+    assert_eq!(usage_of(&r), (USAGE_IN, USAGE_OUT, 0, 0, false), "top-level usage is the answer's");
+    assert_eq!(field(&r, "cost_microusd").as_i64(), Some(47));
+    assert_eq!(
+        attempts(&r).iter().map(|a| (a.1.as_str(), a.2)).collect::<Vec<_>>(),
+        [("stream_error", Some(529)), ("ok", None)]
+    );
+    assert_eq!(
+        attempt_bills(&r),
+        [("stream_error".to_string(), Some(([252, 0, 200, 40, 0], true, 82))), ("ok".to_string(), None)]
+    );
+    let recs = records_oldest_first(&c).await;
+    let haiku = "claude-haiku-4-5";
+    assert_eq!(
+        recs.iter().map(Billed::of).collect::<Vec<_>>(),
+        [
+            Billed::failed("anthropic", haiku, "stream_error", [252, 0, 200, 40, 0], true, 82),
+            Billed::ok("anthropic", haiku, 47, 2),
+        ]
+    );
+    for r in &recs {
+        assert_eq!(field(r, "app").as_str(), Some("billing-test"));
+        assert_eq!(field(r, "route").as_str(), Some("anthropic/claude-haiku-4-5"));
+        assert_eq!(field(r, "key_source").as_str(), Some("platform"));
+    }
+    // (requests, failed, input, output, cached, cache_write, cost)
+    assert_eq!(summary_totals(&month_summary(&c).await), (2, 1, 264, 7, 200, 40, 129));
+
+    // OpenAI-compatible: the usage chunk (12 in, 30 out of which 30 reasoning) arrives, then the
+    // connection breaks, twice (retry), then the route falls back to the backup, which answers.
+    // Each failed attempt: 12×1 + 30×4 = 132 µ$; the backup's answer: 12×2 + 7×8 = 80 µ$.
+    primary.push([
+        Fault::UsageThenReset { output: 30, reasoning: 30 },
+        Fault::UsageThenReset { output: 30, reasoning: 30 },
+    ]);
+    let (r, deltas) = stream_call(&c, &mut notes, chat_params("smart", true)).await;
+    let r = r.unwrap();
+    assert_eq!(deltas.concat(), REPLY);
+    assert_eq!(field(&r, "provider").as_str(), Some("backup"));
+    assert_eq!(field(&r, "cost_microusd").as_i64(), Some(80));
+    let lost = Some(([USAGE_IN, 30, 0, 0, 30], false, 132));
+    assert_eq!(
+        attempt_bills(&r),
+        [("connection_lost".to_string(), lost), ("connection_lost".to_string(), lost), ("ok".to_string(), None)]
+    );
+    let recs = records_oldest_first(&c).await;
+    let mini = "gpt-4o-mini";
+    let failed = Billed::failed("openai", mini, "connection_lost", [USAGE_IN, 30, 0, 0, 30], false, 132);
+    assert_eq!(
+        recs[2..].iter().map(Billed::of).collect::<Vec<_>>(),
+        [failed.clone(), failed.clone(), Billed::ok("backup", mini, 80, 3)]
+    );
+    assert!(recs[2..].iter().all(|r| field(r, "route").as_str() == Some("smart")));
+    assert_eq!(summary_totals(&month_summary(&c).await), (5, 3, 300, 74, 200, 40, 129 + 132 * 2 + 80));
+
+    // Every target fails: no answer record, but both billed attempts are recorded and shown.
+    primary.push([
+        Fault::UsageThenReset { output: 30, reasoning: 30 },
+        Fault::UsageThenReset { output: 30, reasoning: 30 },
+    ]);
+    let e = rpc_err(c.call("chat", chat_params("openai/gpt-4o-mini", true)).await);
+    assert_eq!(e.code, ErrorCode::ProviderError);
+    let data = Value::Map(vec![(Value::from("attempts"), e.data_field("attempts").unwrap().clone())]);
+    assert_eq!(attempt_bills(&data), [("connection_lost".to_string(), lost), ("connection_lost".to_string(), lost)]);
+    assert_eq!(e.data_field("cost_microusd").and_then(Value::as_i64), Some(0), "no answer, nothing else billed");
+    let recs = records_oldest_first(&c).await;
+    assert_eq!(recs[5..].iter().map(Billed::of).collect::<Vec<_>>(), [failed.clone(), failed]);
+    assert_eq!(summary_totals(&month_summary(&c).await), (7, 5, 324, 134, 200, 40, 473 + 264));
+    assert!(!d.logs().contains(KEY));
+}
+
+/// Refused (429, 5xx) or cut attempts the provider reported no usage for are not billed: only
+/// the answer's record is written, and no attempt carries `usage`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_retries_write_no_extra_record() {
+    let mock = Mock::start().await;
+    let d = start(&config(&mock, None, "max_retries = 3", TEST_PRICES));
+    let c = d.client().await;
+    let mut notes = c.take_notifications().unwrap();
+    mock.push([
+        Fault::Status { status: 429, headers: vec![("retry-after-ms", "10".into())], body: "{}".into() },
+        Fault::Status { status: 500, headers: vec![], body: r#"{"error":{"message":"boom"}}"#.into() },
+    ]);
+    let r = c.call("chat", chat_params("openai/gpt-4o-mini", false)).await.unwrap();
+    assert_eq!(
+        attempt_bills(&r),
+        [("rate_limited".to_string(), None), ("server_error".to_string(), None), ("ok".to_string(), None)]
+    );
+    // A stream cut before anything (no usage reported), and Anthropic's 529.
+    mock.push([Fault::ResetAfter(0)]);
+    let (r, _) = stream_call(&c, &mut notes, chat_params("openai/gpt-4o-mini", true)).await;
+    assert_eq!(attempt_bills(&r.unwrap()), [("connection_lost".to_string(), None), ("ok".to_string(), None)]);
+    let overloaded = r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+    mock.push([Fault::Status { status: 529, headers: vec![], body: overloaded.into() }]);
+    let (r, _) = stream_call(&c, &mut notes, chat_params("anthropic/claude-haiku-4-5", true)).await;
+    assert_eq!(attempt_bills(&r.unwrap()), [("server_error".to_string(), None), ("ok".to_string(), None)]);
+
+    let recs = records_oldest_first(&c).await;
+    let ok = Billed::ok;
+    assert_eq!(
+        recs.iter().map(Billed::of).collect::<Vec<_>>(),
+        [
+            ok("openai", "gpt-4o-mini", 40, 3),
+            ok("openai", "gpt-4o-mini", 40, 2),
+            ok("anthropic", "claude-haiku-4-5", 47, 2)
+        ]
+    );
+    assert_eq!(summary_totals(&month_summary(&c).await), (3, 0, 36, 21, 0, 0, 127));
+}
+
+/// Billed failed attempts count against the tier's token quota and carry their share of the
+/// overage, in order, like the answer's record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn billed_failed_attempts_count_toward_quota_and_overage() {
+    let mock = Mock::start().await;
+    let tiers = "[policy]\ndefault_tier = \"pro\"\n[tiers.pro]\nrank = 0\nmonthly_tokens = 300\noverage = \"allow\"\noverage_price_per_1k_tokens_usd = 0.001\n";
+    let d = start(&config(&mock, None, "", &format!("{TEST_PRICES}{tiers}")));
+    let c = d.client().await;
+    let mut notes = c.take_notifications().unwrap();
+    for _ in 0..2 {
+        mock.push([Fault::StartThenError { cache_read: 200, cache_write: 40, error_type: "overloaded_error" }]);
+        let (r, _) = stream_call(&c, &mut notes, chat_params("anthropic/claude-haiku-4-5", true)).await;
+        r.unwrap();
+    }
+    // Each call: a failed record of 252 tokens, then the answer's 19. The first call stays within
+    // 300; the second passes it by 223 tokens in its failed record and 19 in its answer
+    // (1 µ$ a token).
+    let recs = records_oldest_first(&c).await;
+    let over: Vec<(String, i64)> = recs
+        .iter()
+        .map(|r| (field(r, "status").as_str().unwrap().to_string(), field(r, "overage_microusd").as_i64().unwrap()))
+        .collect();
+    let want = [("error", 0), ("ok", 0), ("error", 223), ("ok", 19)];
+    assert_eq!(over, want.map(|(s, o)| (s.to_string(), o)));
+    let st = c.call("quota.status", vec![]).await.unwrap();
+    let tokens = field(&st, "limits")
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| field(l, "metric").as_str() == Some("tokens"))
+        .unwrap()
+        .clone();
+    assert_eq!(field(&tokens, "used").as_i64(), Some(2 * (252 + 19)));
 }

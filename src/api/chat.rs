@@ -2,7 +2,9 @@
 //!
 //! Invariants:
 //! - every call that completed, was cancelled, or failed after tokens were billed commits exactly
-//!   one usage record (`state.record_usage`) before it is answered;
+//!   one usage record for the attempt that ended it, plus one `error` record per earlier failed
+//!   attempt its provider reported usage for (`ChatOutcome::billed_failures`), all in one durable
+//!   ledger batch before it is answered;
 //! - with `stream: true`, deltas go out as `chat.chunk [msgid, {delta, seq}]` notifications on the
 //!   caller's connection only, all before the final response;
 //! - `$/cancel [msgid]` or `chat.cancel {id}` aborts the upstream request at once; the answer is
@@ -12,7 +14,7 @@
 use super::{ok, Call, Method};
 use crate::pricing::cost_microusd;
 use crate::providers::{ChatMessage, ChatRequest};
-use crate::router::{Attempt, ChatCall, ChatFailure, ChatOutcome};
+use crate::router::{Attempt, BilledAttempt, ChatCall, ChatFailure, ChatOutcome};
 use crate::rpc::{Encoded, ErrorCode, RpcError};
 use crate::usage::{CallStatus, TokenUsage, UsageRecord};
 use rmpv::Value;
@@ -33,7 +35,7 @@ pub(super) fn methods() -> Vec<Method> {
         Method {
             name: "chat",
             params: "{model: str, messages: [{role: system|user|assistant, content: str}], system?: str, max_tokens?: u32, temperature?: f64 (0-2), stop?: str|[str], stream?: bool, metadata?: map}",
-            result: "{content, finish_reason, model, provider, usage: {input, output, cached, cache_write, reasoning, estimated}, cost_microusd, latency_ms, ttft_ms, attempts: [{provider, model, outcome, status, ms}]}",
+            result: "{content, finish_reason, model, provider, usage: {input, output, cached, cache_write, reasoning, estimated}, cost_microusd, latency_ms, ttft_ms, attempts: [{provider, model, outcome, status, ms, usage?, cost_microusd?}]}",
             summary: "Chat completion via a route, alias or provider/model; with stream: true sends chat.chunk [msgid, {delta, seq}] notifications first",
             kind: "request",
             handler: Some(|c| Box::pin(chat(c))),
@@ -101,6 +103,21 @@ impl From<TokenUsage> for UsageOut {
     }
 }
 
+/// One entry of `attempts`: the router's [`Attempt`], plus the usage and cost of a failed attempt
+/// that was billed on its own record.
+#[derive(Serialize)]
+struct AttemptOut<'a> {
+    provider: &'a str,
+    model: &'a str,
+    outcome: &'a str,
+    status: Option<u16>,
+    ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<UsageOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost_microusd: Option<i64>,
+}
+
 #[derive(Serialize)]
 struct ChatResult<'a> {
     content: &'a str,
@@ -111,7 +128,7 @@ struct ChatResult<'a> {
     cost_microusd: i64,
     latency_ms: u64,
     ttft_ms: Option<u64>,
-    attempts: &'a [Attempt],
+    attempts: &'a [AttemptOut<'a>],
 }
 
 /// `data` of a `cancelled` or `provider_error` answer.
@@ -125,7 +142,7 @@ struct FailureData<'a> {
     /// Text that reached the app (streaming) or was received before the end.
     content: &'a str,
     after_first_chunk: bool,
-    attempts: &'a [Attempt],
+    attempts: &'a [AttemptOut<'a>],
 }
 
 fn validate(p: ChatParams) -> Result<(ChatCall, bool), RpcError> {
@@ -225,7 +242,11 @@ async fn chat(mut c: Call) -> Result<Encoded, RpcError> {
         status: None,
         ms: 0,
     });
+    let shift = admitted.skipped.len();
     outcome.attempts.splice(0..0, skipped);
+    for b in &mut outcome.billed_failures {
+        b.attempt += shift;
+    }
     finish(&c, &call, outcome, admitted).await
 }
 
@@ -244,9 +265,7 @@ async fn finish(
     admitted: crate::policy::Admitted,
 ) -> Result<Encoded, RpcError> {
     let usage = o.usage.unwrap_or_default();
-    let price =
-        c.state.prices.lookup(&o.provider, &o.target_model).or_else(|| c.state.prices.lookup(&o.provider, &o.model));
-    let cost = price.map_or(0, |p| cost_microusd(&p, &usage));
+    let cost = price_usage(c, &o.provider, &o.target_model, &o.model, &usage);
     let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     let (status, error_code) = match &o.result {
         None => (CallStatus::Ok, None),
@@ -264,8 +283,14 @@ async fn finish(
         estimated = usage.estimated,
         latency_ms = ms(o.latency),
         attempts = o.attempts.len(),
+        billed_failures = o.billed_failures.len(),
         "chat finished"
     );
+    // Failed attempts the provider billed come first (they happened first), each on its own record.
+    let failed_costs: Vec<i64> =
+        o.billed_failures.iter().map(|b| price_usage(c, &b.provider, &b.target_model, &b.model, &b.usage)).collect();
+    let mut records: Vec<UsageRecord> =
+        o.billed_failures.iter().zip(&failed_costs).map(|(b, cost)| failed_record(c, call, b, *cost)).collect();
     let bill = o.usage.is_some() || matches!(o.result, Some(ChatFailure::Cancelled));
     if bill && !o.provider.is_empty() {
         let mut record = UsageRecord::new(c.conn.app(), o.provider.clone(), o.target_model.clone());
@@ -279,17 +304,42 @@ async fn finish(
         record.error_code = error_code.map(|e| e.as_str().to_string());
         let tries = o.attempts.iter().filter(|a| !SKIPPED.contains(&a.outcome.as_str())).count();
         record.attempts = u32::try_from(tries).unwrap_or(u32::MAX).max(1);
-        let byok = record.key_source == crate::usage::KeySource::Byok;
-        record.overage_microusd = c.state.policy.overage_microusd(&admitted, record.total_tokens(), byok);
-        c.state.policy.stamp(&mut record);
-        let committed = c.state.record_usage(record).await;
-        c.state.policy.settle(admitted);
-        if let Err(e) = committed {
-            tracing::error!("usage record not committed: {e}");
-            return Err(RpcError::internal("the usage record could not be stored; the call was not billed"));
-        }
+        records.push(record);
+    }
+    let committed = if records.is_empty() {
+        Ok(())
     } else {
-        c.state.policy.settle(admitted);
+        // Overage and quotas count these records like any other (the ledger's counters are the
+        // quota's source); the reservation is released only once they are stored.
+        c.state.policy.charge_overage(&admitted, &mut records);
+        for r in &mut records {
+            c.state.policy.stamp(r);
+        }
+        c.state.ledger.commit_many(&records).await.map(drop)
+    };
+    c.state.policy.settle(admitted);
+    if let Err(e) = committed {
+        tracing::error!("usage records not committed: {e}");
+        return Err(RpcError::internal("the usage record could not be stored; the call was not billed"));
+    }
+    let mut attempts: Vec<AttemptOut<'_>> = o
+        .attempts
+        .iter()
+        .map(|a| AttemptOut {
+            provider: &a.provider,
+            model: &a.model,
+            outcome: &a.outcome,
+            status: a.status,
+            ms: a.ms,
+            usage: None,
+            cost_microusd: None,
+        })
+        .collect();
+    for (b, cost) in o.billed_failures.iter().zip(&failed_costs) {
+        if let Some(a) = attempts.get_mut(b.attempt) {
+            a.usage = Some(b.usage.into());
+            a.cost_microusd = Some(*cost);
+        }
     }
     let data = |status: Option<u16>, after_first_chunk: bool| FailureData {
         provider: &o.provider,
@@ -299,7 +349,7 @@ async fn finish(
         cost_microusd: cost,
         content: &o.content,
         after_first_chunk,
-        attempts: &o.attempts,
+        attempts: &attempts,
     };
     match &o.result {
         None => ok(&ChatResult {
@@ -311,7 +361,7 @@ async fn finish(
             cost_microusd: cost,
             latency_ms: ms(o.latency),
             ttft_ms: o.ttft.map(ms),
-            attempts: &o.attempts,
+            attempts: &attempts,
         }),
         Some(ChatFailure::Cancelled) => {
             Err(RpcError::new(ErrorCode::Cancelled, "the chat call was cancelled").with_data(&data(None, o.delivered)))
@@ -355,6 +405,26 @@ async fn finish(
             Err(RpcError::new(ErrorCode::ProviderError, format!("{provider}: {message}")).with_data(&d))
         }
     }
+}
+
+/// The cost of `usage` at the target's price, else the reported model's; 0 when unpriced.
+fn price_usage(c: &Call, provider: &str, target_model: &str, model: &str, usage: &TokenUsage) -> i64 {
+    let price = c.state.prices.lookup(provider, target_model).or_else(|| c.state.prices.lookup(provider, model));
+    price.map_or(0, |p| cost_microusd(&p, usage))
+}
+
+/// The `error` record of a failed attempt the provider billed although the call went on.
+fn failed_record(c: &Call, call: &ChatCall, b: &BilledAttempt, cost: i64) -> UsageRecord {
+    let mut r = UsageRecord::new(c.conn.app(), b.provider.clone(), b.target_model.clone());
+    r.route.clone_from(&call.route);
+    r.key_source = b.key_source;
+    r.set_tokens(&b.usage);
+    r.cost_microusd = cost;
+    r.latency_ms = b.ms;
+    r.status = CallStatus::Error;
+    r.error_code = Some(b.outcome.to_string());
+    r.attempts = 1;
+    r
 }
 
 #[derive(Deserialize)]

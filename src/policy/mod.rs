@@ -3,8 +3,9 @@
 //!
 //! Admission (for every `chat`, and `quota.check` as a dry run): tier gate per route target →
 //! rate limit (per user and per app) → quota with a reservation of the call's worst case.
-//! Settlement: once the usage record is committed, the reservation is released (the ledger then
-//! holds the actual usage); a failed call releases it without a record.
+//! Settlement: once the call's usage records are committed (its answer's, and one per failed
+//! attempt the provider billed), the reservation is released (the ledger then holds the actual
+//! usage); a call without a record releases it all the same.
 //!
 //! Invariants:
 //! - with no `[tiers]` the policy is off: every call is allowed, nothing is reserved;
@@ -344,21 +345,25 @@ impl Policy {
         Ok(admitted)
     }
 
-    /// The overage charge of a finished call with `tokens` (0 within the quota). Call before its
-    /// record is committed.
-    pub fn overage_microusd(&self, a: &Admitted, tokens: u64, byok: bool) -> i64 {
+    /// Sets the overage charge of each record of a finished call (0 within the quota): the
+    /// tokens of the records, in order, beyond the tier's token limit. A call can have more than
+    /// one record (billed failed attempts before its answer), so each one counts the ones before
+    /// it. Call before they are committed.
+    pub fn charge_overage(&self, a: &Admitted, records: &mut [crate::usage::UsageRecord]) {
         let (Some(price), Some(limit), Some(bounds)) = (a.overage_per_1k_microusd, a.tokens_limit, a.bounds) else {
-            return 0;
+            return;
         };
-        if byok && !a.count_byok {
-            return 0;
+        let mut used = self.used(&bounds, a.count_byok).tokens;
+        for r in records.iter_mut().filter(|r| a.count_byok || r.key_source != crate::usage::KeySource::Byok) {
+            let tokens = r.total_tokens();
+            let over = used.saturating_add(tokens).saturating_sub(limit).min(tokens);
+            r.overage_microusd =
+                i64::try_from(u128::from(over) * u128::try_from(price).unwrap_or(0) / 1000).unwrap_or(i64::MAX);
+            used = used.saturating_add(tokens);
         }
-        let used = self.used(&bounds, a.count_byok).tokens;
-        let over = used.saturating_add(tokens).saturating_sub(limit).min(tokens);
-        i64::try_from(u128::from(over) * u128::try_from(price).unwrap_or(0) / 1000).unwrap_or(i64::MAX)
     }
 
-    /// Settles a call after its record was committed (or it failed without one): releases the
+    /// Settles a call after its records were committed (or it ended without one): releases the
     /// reservation and emits `quota.threshold` for fractions crossed.
     pub fn settle(&self, mut a: Admitted) {
         drop(a.reservation.take());

@@ -2,6 +2,15 @@
 //!
 //! Text deltas go to the caller through a bounded channel as they arrive; a delta is "delivered"
 //! once the channel accepted it, and from then on the call can no longer fall back.
+//!
+//! Billing: the attempt that ends the call is billed in [`ChatOutcome::usage`] (what the provider
+//! reported, completed by an estimate when the call completed, was cancelled or broke after its
+//! first chunk; only exact numbers for a request error). A failed attempt that delivered nothing
+//! and after which the call went on (retry, next key, next target) or ran out of targets is
+//! billed only if its provider reported usage for it (e.g. Anthropic's `message_start` before an
+//! `overloaded_error` event, an OpenAI usage chunk before the connection broke): it is kept in
+//! [`ChatOutcome::billed_failures`] with exactly those numbers. Nothing is estimated for such an
+//! attempt: providers do not bill a request they refused (429, 5xx) or never reported on.
 
 use super::{KeyChoice, Router, RouterConfig, Target};
 use crate::keys::{KeyOutcome, KeyStore};
@@ -79,8 +88,30 @@ pub struct ChatOutcome {
     pub latency: Duration,
     pub ttft: Option<Duration>,
     pub attempts: Vec<Attempt>,
+    /// Failed attempts, other than the one that ended the call, whose provider reported usage
+    /// (in attempt order; see the module docs). Never overlaps `usage`.
+    pub billed_failures: Vec<BilledAttempt>,
     /// At least one delta reached the app.
     pub delivered: bool,
+}
+
+/// A failed attempt the provider reported usage for, although the call went on without it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BilledAttempt {
+    /// Its index in [`ChatOutcome::attempts`].
+    pub attempt: usize,
+    pub provider: String,
+    pub target_model: String,
+    /// The model the provider reported, else the target's.
+    pub model: String,
+    pub key_source: KeySource,
+    /// Exactly what the provider reported: `estimated` is set when only the input side was
+    /// reported (Anthropic's `message_start`); `output` is then 0, never guessed.
+    pub usage: TokenUsage,
+    /// The failure, as in the attempt's `outcome` (`stream_error`, `connection_lost`, ...).
+    pub outcome: &'static str,
+    /// How long the attempt took.
+    pub ms: u64,
 }
 
 enum End {
@@ -212,17 +243,30 @@ impl Router {
                                 out.result = Some(failure);
                                 return out;
                             }
+                            if !err.is_auth() && !err.is_retryable() {
+                                // A request error fails the same everywhere: do not fall back.
+                                out.usage = a.summary.usage.filter(|u| !u.estimated);
+                                out.result = Some(failure);
+                                return out;
+                            }
+                            // The call goes on (or runs out of targets) without this attempt.
+                            if let Some(usage) = reported_usage(&a.summary) {
+                                out.billed_failures.push(BilledAttempt {
+                                    attempt: out.attempts.len().saturating_sub(1),
+                                    provider: target.provider.clone(),
+                                    target_model: target.model.clone(),
+                                    model: out.model.clone(),
+                                    key_source: key.source,
+                                    usage,
+                                    outcome: err.outcome(),
+                                    ms,
+                                });
+                            }
                             if err.is_auth() {
                                 store.report(&key.id, KeyOutcome::Invalid);
                                 tracing::warn!(provider = %target.provider, key = %key.id, "provider rejected the key");
                                 last_failure = Some(failure);
                                 break; // next key, then next target
-                            }
-                            if !err.is_retryable() {
-                                // A request error fails the same everywhere: do not fall back.
-                                out.usage = a.summary.usage.filter(|u| !u.estimated);
-                                out.result = Some(failure);
-                                return out;
                             }
                             last_failure = Some(failure);
                             self.note_failure(target);
@@ -427,6 +471,12 @@ fn settle_usage(req: &ChatRequest, summary: &StreamSummary, content: &str) -> To
         }
         None => estimate_usage(req, content),
     }
+}
+
+/// What the provider reported for a failed attempt, as it reported it (no estimate); `None`
+/// when it reported nothing or only zeros.
+fn reported_usage(summary: &StreamSummary) -> Option<TokenUsage> {
+    summary.usage.filter(|u| u.input > 0 || u.output > 0 || u.cached > 0 || u.cache_write > 0 || u.reasoning > 0)
 }
 
 fn attempt(target: &Target, outcome: &str, status: Option<u16>, ms: u64) -> Attempt {

@@ -12,6 +12,8 @@
 //! - 401/403 reports the key as invalid to the key store and moves on to the next key/target;
 //! - once a chunk of a stream reached the app, nothing is retried or replaced: the call ends with
 //!   the usage so far;
+//! - a failed attempt is billed only when its provider reported usage for it (never estimated);
+//!   the attempt that ends the call is billed once, in the outcome's `usage`;
 //! - a target with `cooldown_failures` consecutive failed attempts is skipped for
 //!   `cooldown_secs` (unless every target of the call is cooling down, then all are tried);
 //! - cancellation drops the in-flight HTTP request at once (closing its connection);
@@ -20,7 +22,7 @@
 pub mod call;
 pub mod config;
 
-pub use call::{Attempt, ChatCall, ChatFailure, ChatOutcome};
+pub use call::{Attempt, BilledAttempt, ChatCall, ChatFailure, ChatOutcome};
 pub use config::{RouteConfig, RouterConfig, RoutesConfig};
 
 use crate::keys::{KeyError, KeyStore};

@@ -48,6 +48,12 @@ pub enum Fault {
     MalformedChunk,
     /// Stream `chunks` deltas, one every `every` (a long answer, for cancel tests).
     Slow { every: Duration, chunks: usize },
+    /// Anthropic: `message_start` reporting [`USAGE_IN`] uncached input tokens plus these cache
+    /// reads and writes, then an `error` event of type `error_type` (no text at all).
+    StartThenError { cache_read: u64, cache_write: u64, error_type: &'static str },
+    /// OpenAI: a stream with no text whose usage chunk ([`USAGE_IN`] prompt tokens, `output`
+    /// completion tokens of which `reasoning` are reasoning) arrives, then the connection breaks.
+    UsageThenReset { output: u64, reasoning: u64 },
 }
 
 #[derive(Debug, Clone)]
@@ -299,6 +305,30 @@ async fn answer(
                 b"data: {\"choices\":[{\"delta\":{\"content\":\"Hel\n\n"
             };
             steps.push(Step::Data(Bytes::from_static(bad)));
+            streamed(s, steps, content_type(wire))
+        }
+        Some(Fault::StartThenError { cache_read, cache_write, error_type }) => {
+            use serde_json::json;
+            let start = json!({"type":"message_start","message":{"id":"msg_mock","type":"message","role":"assistant",
+                "model":model,"content":[],"stop_reason":null,"usage":{"input_tokens":USAGE_IN,
+                "cache_creation_input_tokens":cache_write,"cache_read_input_tokens":cache_read,"output_tokens":1}}});
+            let error = json!({"type":"error","error":{"type":error_type,"message":"Overloaded"}});
+            let steps = vec![
+                Step::Data(sse(Some("message_start"), &start, false)),
+                Step::Data(Bytes::from_static(b"event: ping\ndata: {\"type\": \"ping\"}\n\n")),
+                Step::Data(sse(Some("error"), &error, false)),
+            ];
+            streamed(s, steps, content_type(wire))
+        }
+        Some(Fault::UsageThenReset { output, reasoning }) => {
+            use serde_json::json;
+            let mut steps = stream_head(wire, model);
+            let usage = json!({"id":"chatcmpl-mock","object":"chat.completion.chunk","created":1,"model":model,"choices":[],
+                "usage":{"prompt_tokens":USAGE_IN,"completion_tokens":output,"total_tokens":USAGE_IN + output,
+                         "prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":reasoning}}});
+            steps.push(Step::Data(sse(None, &usage, false)));
+            steps.push(Step::Pause(Duration::from_millis(20)));
+            steps.push(Step::Fail);
             streamed(s, steps, content_type(wire))
         }
         Some(Fault::Slow { every, chunks }) => {
