@@ -3,14 +3,18 @@
 //! A [`Price`] is micro-dollars per million tokens for uncached input, cached input (cache
 //! reads), cache writes and output, so published prices ($0.15 / 1M tokens = 150 000) are exact
 //! integers. The table is built from, in increasing precedence: the built-in prices of the
-//! presets' common models (the providers' published list prices), a price file in LiteLLM's
-//! `model_prices_and_context_window.json` format (`[pricing] price_file`), and
-//! `[pricing.models."provider/model"]` overrides (USD per million tokens).
+//! presets' common models (`builtin.rs`: the providers' published list prices, each block citing
+//! its source and the date checked, tested against a committed subset of LiteLLM's price file),
+//! a price file in LiteLLM's `model_prices_and_context_window.json` format
+//! (`[pricing] price_file`), and `[pricing.models."provider/model"]` overrides (USD per million
+//! tokens).
 //!
 //! Lookup is by provider and model: an exact match, else the longest known model name that the
 //! requested one starts with followed by `-` (so `gpt-4o-mini-2024-07-18` is priced as
 //! `gpt-4o-mini`, `claude-sonnet-4-5-20250929` as `claude-sonnet-4-5`). Unknown models cost 0.
 //! [`cost_microusd`] sums the four parts exactly and rounds half up once, at the end.
+
+mod builtin;
 
 use crate::usage::TokenUsage;
 use serde::{Deserialize, Serialize};
@@ -69,66 +73,6 @@ pub enum PricingError {
     Invalid { key: String, message: String },
 }
 
-const M: i64 = 1_000_000;
-
-/// Built-in list prices (USD per 1M tokens × 1e6): `(provider, model, input, output, cached, cache_write)`.
-const BUILTIN: &[(&str, &str, Price)] = &[
-    // OpenAI (cached input is the published "cached input" price).
-    ("openai", "gpt-4o", Price::new(2_500_000, 10_000_000, 1_250_000, 2_500_000)),
-    ("openai", "gpt-4o-mini", Price::new(150_000, 600_000, 75_000, 150_000)),
-    ("openai", "gpt-4.1", Price::new(2_000_000, 8_000_000, 500_000, 2_000_000)),
-    ("openai", "gpt-4.1-mini", Price::new(400_000, 1_600_000, 100_000, 400_000)),
-    ("openai", "gpt-4.1-nano", Price::new(100_000, 400_000, 25_000, 100_000)),
-    ("openai", "o3", Price::new(2_000_000, 8_000_000, 500_000, 2_000_000)),
-    ("openai", "o4-mini", Price::new(1_100_000, 4_400_000, 275_000, 1_100_000)),
-    ("openai", "gpt-5", Price::new(1_250_000, 10_000_000, 125_000, 1_250_000)),
-    ("openai", "gpt-5-mini", Price::new(250_000, 2_000_000, 25_000, 250_000)),
-    ("openai", "gpt-5-nano", Price::new(50_000, 400_000, 5_000, 50_000)),
-    // Anthropic (cache read 0.1×, 5-minute cache write 1.25× the input price).
-    ("anthropic", "claude-opus-4-1", Price::new(15 * M, 75 * M, 1_500_000, 18_750_000)),
-    ("anthropic", "claude-opus-4-0", Price::new(15 * M, 75 * M, 1_500_000, 18_750_000)),
-    ("anthropic", "claude-opus-4", Price::new(15 * M, 75 * M, 1_500_000, 18_750_000)),
-    ("anthropic", "claude-sonnet-4-5", Price::new(3 * M, 15 * M, 300_000, 3_750_000)),
-    ("anthropic", "claude-sonnet-4-0", Price::new(3 * M, 15 * M, 300_000, 3_750_000)),
-    ("anthropic", "claude-sonnet-4", Price::new(3 * M, 15 * M, 300_000, 3_750_000)),
-    ("anthropic", "claude-3-7-sonnet", Price::new(3 * M, 15 * M, 300_000, 3_750_000)),
-    ("anthropic", "claude-haiku-4-5", Price::new(M, 5 * M, 100_000, 1_250_000)),
-    ("anthropic", "claude-3-5-haiku", Price::new(800_000, 4 * M, 80_000, 1_000_000)),
-    // Google Gemini (prompts up to 200k tokens; thinking is billed as output).
-    ("gemini", "gemini-2.5-pro", Price::new(1_250_000, 10_000_000, 310_000, 1_250_000)),
-    ("gemini", "gemini-2.5-flash", Price::new(300_000, 2_500_000, 75_000, 300_000)),
-    ("gemini", "gemini-2.5-flash-lite", Price::new(100_000, 400_000, 25_000, 100_000)),
-    ("gemini", "gemini-2.0-flash", Price::new(100_000, 400_000, 25_000, 100_000)),
-    ("gemini", "gemini-2.0-flash-lite", Price::new(75_000, 300_000, 75_000, 75_000)),
-    // Groq
-    ("groq", "llama-3.1-8b-instant", Price::new(50_000, 80_000, 50_000, 50_000)),
-    ("groq", "llama-3.3-70b-versatile", Price::new(590_000, 790_000, 590_000, 590_000)),
-    ("groq", "openai/gpt-oss-120b", Price::new(150_000, 750_000, 150_000, 150_000)),
-    ("groq", "openai/gpt-oss-20b", Price::new(100_000, 500_000, 100_000, 100_000)),
-    ("groq", "meta-llama/llama-4-scout-17b-16e-instruct", Price::new(110_000, 340_000, 110_000, 110_000)),
-    // Together
-    ("together", "meta-llama/Llama-3.3-70B-Instruct-Turbo", Price::new(880_000, 880_000, 880_000, 880_000)),
-    ("together", "meta-llama/Meta-Llama-3.1-8B-Instruct-Turbo", Price::new(180_000, 180_000, 180_000, 180_000)),
-    ("together", "deepseek-ai/DeepSeek-V3", Price::new(1_250_000, 1_250_000, 1_250_000, 1_250_000)),
-    ("together", "Qwen/Qwen2.5-72B-Instruct-Turbo", Price::new(1_200_000, 1_200_000, 1_200_000, 1_200_000)),
-    // OpenRouter (pass-through of the upstream list price)
-    ("openrouter", "openai/gpt-4o-mini", Price::new(150_000, 600_000, 75_000, 150_000)),
-    ("openrouter", "anthropic/claude-sonnet-4.5", Price::new(3 * M, 15 * M, 300_000, 3_750_000)),
-    ("openrouter", "google/gemini-2.5-flash", Price::new(300_000, 2_500_000, 75_000, 300_000)),
-    // DeepSeek (cache miss / cache hit / output)
-    ("deepseek", "deepseek-chat", Price::new(280_000, 420_000, 28_000, 280_000)),
-    ("deepseek", "deepseek-reasoner", Price::new(280_000, 420_000, 28_000, 280_000)),
-    // Mistral
-    ("mistral", "mistral-large-latest", Price::new(2 * M, 6 * M, 2 * M, 2 * M)),
-    ("mistral", "mistral-medium-latest", Price::new(400_000, 2 * M, 400_000, 400_000)),
-    ("mistral", "mistral-small-latest", Price::new(100_000, 300_000, 100_000, 100_000)),
-    ("mistral", "codestral-latest", Price::new(300_000, 900_000, 300_000, 300_000)),
-    ("mistral", "open-mistral-nemo", Price::new(150_000, 150_000, 150_000, 150_000)),
-    // Cloudflare Workers AI (published per-model USD prices)
-    ("cloudflare", "@cf/meta/llama-3.1-8b-instruct", Price::new(282_000, 827_000, 282_000, 282_000)),
-    ("cloudflare", "@cf/meta/llama-3.3-70b-instruct-fp8-fast", Price::new(293_000, 2_253_000, 293_000, 293_000)),
-];
-
 /// LiteLLM's `litellm_provider` values and the preset they price.
 const LITELLM_PROVIDERS: &[(&str, &str)] = &[
     ("openai", "openai"),
@@ -153,7 +97,7 @@ impl PriceTable {
     /// Built-in prices only.
     pub fn builtin() -> PriceTable {
         let mut t = PriceTable::default();
-        for (provider, model, price) in BUILTIN {
+        for (provider, model, price) in builtin::BUILTIN {
             t.insert(provider, model, *price);
         }
         t
