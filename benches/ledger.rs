@@ -3,6 +3,8 @@
 //! - durable `usage.record` throughput and p50/p99 latency at 1, 8 and 64 concurrent clients
 //!   (each client one connection, one call at a time), next to the same figures for
 //!   `daemon.ping` (the RPC floor, no disk);
+//! - the storage floor: the same durable commits straight into a `Ledger` in the bench process
+//!   (no socket, no RPC), with records/s and CPU time per record;
 //! - sync drain rate: records preloaded with `usage.import`, then one `sync.now` into the local
 //!   test collector.
 //!
@@ -99,6 +101,58 @@ fn json_to_value(j: &serde_json::Value) -> Value {
     }
 }
 
+/// Durable commits from `writers` tasks into a fresh ledger for `secs`; returns records/s and
+/// the process's CPU time (user + system) per record.
+async fn in_process(writers: usize, secs: f64) -> (f64, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Arc::new(llm_sidecar::ledger::Ledger::open(&dir.path().join("ledger")).unwrap());
+    let cpu0 = cpu_secs();
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    let tasks: Vec<_> = (0..writers)
+        .map(|_| {
+            let l = ledger.clone();
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let mut r = llm_sidecar::usage::UsageRecord::new("bench", "openai", "gpt-4o-mini");
+                    r.input_tokens = n % 5000;
+                    r.output_tokens = 120;
+                    r.cost_microusd = 42;
+                    l.commit(&r).await.unwrap();
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut total = 0u64;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    (total as f64 / secs, (cpu_secs() - cpu0) * 1e6 / total as f64)
+}
+
+/// User + system CPU seconds of this process so far.
+fn cpu_secs() -> f64 {
+    cpu_secs_of("/proc/self/stat")
+}
+
+/// User + system CPU seconds of a process so far, from its `/proc/<pid>/stat`.
+fn cpu_secs_of(stat_path: &str) -> f64 {
+    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<f64> = after.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    // After the command come the state (not a number, so skipped here) and fields 4.. of
+    // proc(5); utime (14) and stime (15) are the 11th and 12th numbers. USER_HZ is 100.
+    let ticks = 100.0;
+    match (f.get(10), f.get(11)) {
+        (Some(u), Some(s)) => (u + s) / ticks,
+        _ => 0.0,
+    }
+}
+
 async fn drain(records: usize) -> (f64, usize) {
     let col = Collector::start_with(false).await;
     let d = Daemon::start_with(
@@ -142,7 +196,10 @@ async fn main() {
     let secs: f64 = std::env::var("BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(3.0);
     let drain_n: usize = std::env::var("BENCH_DRAIN").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     let d = Daemon::start_with("[log]\nlevel = \"warn\"\n", &[]);
-    println!("{:<28} {:>8} {:>12} {:>10} {:>10}", "measurement", "clients", "calls/s", "p50 µs", "p99 µs");
+    println!(
+        "{:<28} {:>8} {:>12} {:>10} {:>10} {:>12}",
+        "measurement", "clients", "calls/s", "p50 µs", "p99 µs", "daemon CPU µs/call"
+    );
     let counts: Vec<usize> = std::env::var("BENCH_CLIENTS")
         .ok()
         .map(|v| v.split(',').filter_map(|c| c.trim().parse().ok()).collect())
@@ -152,14 +209,32 @@ async fn main() {
             ("daemon.ping (baseline)", "daemon.ping", ping_params as fn(u64) -> Vec<Value>),
             ("usage.record (durable)", "usage.record", record_params as fn(u64) -> Vec<Value>),
         ] {
+            let stat = format!("/proc/{}/stat", d.child.as_ref().map_or(0, std::process::Child::id));
+            let cpu0 = cpu_secs_of(&stat);
             let r = closed_loop(&d, clients, secs, method, make).await;
-            println!("{:<28} {:>8} {:>12.0} {:>10} {:>10}", name, clients, r.calls as f64 / r.secs, r.p50_us, r.p99_us);
+            let cpu_us = (cpu_secs_of(&stat) - cpu0) * 1e6 / r.calls.max(1) as f64;
+            println!(
+                "{:<28} {:>8} {:>12.0} {:>10} {:>10} {:>12.0}",
+                name,
+                clients,
+                r.calls as f64 / r.secs,
+                r.p50_us,
+                r.p99_us,
+                cpu_us
+            );
         }
     }
     let c = d.client().await;
     let st = c.call("sync.status", vec![]).await.unwrap();
     println!("records committed: {}", field(&st, "pending"));
+    drop(c);
     drop(d);
+    // The storage floor: the same durable commits straight into a `Ledger` in this process (no
+    // socket, no RPC), with as many concurrent writers.
+    for writers in [1usize, 64] {
+        let (rate, cpu_us) = in_process(writers, secs).await;
+        println!("ledger.commit in-process {writers:>4} writers: {rate:>8.0} records/s, {cpu_us:.0} µs CPU per record");
+    }
     let (secs, delivered) = drain(drain_n).await;
     println!(
         "sync drain: {drain_n} events in {secs:.2}s = {:.0} events/s (collector stored {delivered})",

@@ -2,7 +2,11 @@
 //! in one run, at concurrency 1 and 32. Prints p50/p99 of total latency and of time to the first
 //! content chunk, and the latency the daemon adds (daemon percentile minus direct percentile).
 //!
-//! Run: `cargo bench --bench proxy` (about 20-40 s). `PROXY_BENCH_N` sets requests per cell.
+//! A third path is the baseline for what any local proxy costs on this machine: a pass-through
+//! HTTP proxy (axum in, reqwest out, body bytes streamed unchanged, no parsing, no keys, no
+//! ledger) in front of the same mock. Its added latency is printed next to the daemon's.
+//!
+//! Run: `cargo bench --bench proxy` (about 30-60 s). `PROXY_BENCH_N` sets requests per cell.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 #[path = "../tests/mock_provider/mod.rs"]
@@ -23,7 +27,45 @@ const MODEL: &str = "gpt-4o-mini";
 #[derive(Clone, Copy, PartialEq)]
 enum Path {
     Direct,
+    /// Through the pass-through proxy (same HTTP client code as `Direct`, other URL).
+    Forward,
     Daemon,
+}
+
+/// The baseline proxy: forwards `POST /v1/chat/completions` to `upstream` and streams the answer
+/// back as it arrives. Returns its base URL.
+async fn start_forwarder(upstream: String) -> String {
+    use axum::body::{Body, Bytes};
+    use axum::http::{header, HeaderMap, StatusCode};
+    let http = reqwest::Client::builder().pool_max_idle_per_host(256).tcp_nodelay(true).build().unwrap();
+    let forward = move |headers: HeaderMap, body: Bytes| {
+        let http = http.clone();
+        let url = format!("{upstream}/v1/chat/completions");
+        async move {
+            let mut req = http.post(url).header(header::CONTENT_TYPE, "application/json").body(body);
+            if let Some(auth) = headers.get(header::AUTHORIZATION) {
+                req = req.header(header::AUTHORIZATION, auth);
+            }
+            let resp = req.send().await.unwrap();
+            let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+            let ctype = resp.headers().get(header::CONTENT_TYPE).cloned();
+            let mut out = axum::response::Response::new(Body::from_stream(resp.bytes_stream()));
+            *out.status_mut() = status;
+            if let Some(c) = ctype {
+                out.headers_mut().insert(header::CONTENT_TYPE, c);
+            }
+            out
+        }
+    };
+    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(forward));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    // Streamed chunks are small writes: without TCP_NODELAY each waits for a delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
 }
 
 /// One measured call: total latency and time to the first content chunk.
@@ -72,53 +114,55 @@ async fn run() {
 
     let http = reqwest::Client::builder().pool_max_idle_per_host(256).tcp_nodelay(true).build().unwrap();
     let url = format!("{}/v1/chat/completions", mock.url());
+    let forward_url = format!("{}/v1/chat/completions", start_forwarder(mock.url()).await);
     println!("proxy overhead: {n} calls per cell, mock at {}, reply {:?}", mock.url(), REPLY);
     println!();
     println!(
-        "{:<10} {:>4} | {:>9} {:>9} | {:>9} {:>9} | {:>9} {:>9} | {:>9} {:>9} | {:>9} {:>9}",
-        "mode",
-        "conc",
-        "dir p50",
-        "dir p99",
-        "dmn p50",
-        "dmn p99",
-        "add p50",
-        "add p99",
-        "ttfc d50",
-        "ttfc m50",
-        "ttfc+p50",
-        "ttfc+p99"
+        "{:<10} {:>4} | {:>8} {:>8} | {:>8} {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} {:>8}",
+        "mode", "conc", "dir p50", "dir p99", "pass p50", "pass p99", "pass f50", "pass f99", "dmn p50", "dmn p99",
+        "dmn f50", "dmn f99"
     );
     for stream in [false, true] {
         for conc in [1usize, 32] {
-            // Warm up both paths (connections, pools, caches).
-            measure(Path::Direct, stream, conc, 200.max(conc * 4), &http, &url, &socket).await;
-            measure(Path::Daemon, stream, conc, 200.max(conc * 4), &http, &url, &socket).await;
+            // Warm up every path (connections, pools, caches).
+            let warm = 200.max(conc * 4);
+            measure(Path::Direct, stream, conc, warm, &http, &url, &socket).await;
+            measure(Path::Forward, stream, conc, warm, &http, &forward_url, &socket).await;
+            measure(Path::Daemon, stream, conc, warm, &http, &url, &socket).await;
             let direct = measure(Path::Direct, stream, conc, n, &http, &url, &socket).await;
+            let passed = measure(Path::Forward, stream, conc, n, &http, &forward_url, &socket).await;
             let through = measure(Path::Daemon, stream, conc, n, &http, &url, &socket).await;
             let (d50, d99) = pct(&direct, |s| s.total);
-            let (m50, m99) = pct(&through, |s| s.total);
             let (f50, f99) = pct(&direct, |s| s.first);
-            let (g50, g99) = pct(&through, |s| s.first);
+            let added = |samples: &[Sample]| {
+                let (t50, t99) = pct(samples, |s| s.total);
+                let (g50, g99) = pct(samples, |s| s.first);
+                [diff(t50, d50), diff(t99, d99), diff(g50, f50), diff(g99, f99)]
+            };
+            let [p50, p99, pf50, pf99] = added(&passed);
+            let [m50, m99, mf50, mf99] = added(&through);
             println!(
-                "{:<10} {:>4} | {:>9} {:>9} | {:>9} {:>9} | {:>9} {:>9} | {:>9} {:>9} | {:>9} {:>9}",
+                "{:<10} {:>4} | {:>8} {:>8} | {:>8} {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} {:>8}",
                 if stream { "stream" } else { "non-stream" },
                 conc,
                 us(d50),
                 us(d99),
-                us(m50),
-                us(m99),
-                diff(m50, d50),
-                diff(m99, d99),
-                us(f50),
-                us(g50),
-                diff(g50, f50),
-                diff(g99, f99),
+                p50,
+                p99,
+                pf50,
+                pf99,
+                m50,
+                m99,
+                mf50,
+                mf99,
             );
         }
     }
     println!();
-    println!("times in microseconds; add = daemon percentile - direct percentile; ttfc = time to first content chunk");
+    println!("times in microseconds. dir: straight to the mock. pass: latency added by the pass-through proxy,");
+    println!("dmn: latency added by the daemon (path percentile - direct percentile); p = whole call,");
+    println!("f = time to the first content chunk. The daemon's non-stream answer waits for the durable");
+    println!("ledger commit (fsync); its first chunk does not.");
     println!();
     // The floor: an RPC round trip to the daemon that does no work (daemon.ping).
     for conc in [1usize, 32] {
@@ -187,7 +231,7 @@ async fn measure(
         tasks.push(tokio::spawn(async move {
             let client = match path {
                 Path::Daemon => Some(Arc::new(Client::connect(&socket).await.unwrap())),
-                Path::Direct => None,
+                Path::Direct | Path::Forward => None,
             };
             let mut notes = client.as_ref().and_then(|c| c.take_notifications());
             let mut out = Vec::with_capacity(per_task);

@@ -9,7 +9,6 @@ use crate::events::Bus;
 use crate::keys::KeyStore;
 use crate::ledger::{Ledger, LedgerError};
 use crate::sync::{SyncHandle, SyncWorker};
-use crate::usage::UsageRecord;
 use crate::vault::{Vault, VaultError};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -44,16 +43,6 @@ pub enum StateError {
     Ledger(#[from] LedgerError),
     #[error("invalid value for `{0}`: {1}")]
     Policy(String, String),
-}
-
-/// Why a usage record could not be committed.
-#[derive(Debug, thiserror::Error)]
-pub enum RecordError {
-    #[error("usage store failure: {0}")]
-    Store(String),
-    /// The record breaks the ledger's limits (see `ledger::validate`).
-    #[error("invalid usage record: {0}")]
-    Invalid(String),
 }
 
 #[derive(Debug)]
@@ -181,16 +170,6 @@ impl State {
     pub fn connection_guard(self: &Arc<Self>) -> ConnectionGuard {
         self.connections.fetch_add(1, Ordering::Relaxed);
         ConnectionGuard(self.clone())
-    }
-
-    /// Commits one usage record; returns once it is durable. The call that produced it must not
-    /// be answered before this returns.
-    pub async fn record_usage(&self, record: UsageRecord) -> Result<(), RecordError> {
-        match self.ledger.commit(&record).await {
-            Ok(_) => Ok(()),
-            Err(LedgerError::Invalid(e)) => Err(RecordError::Invalid(e.to_string())),
-            Err(e) => Err(RecordError::Store(e.to_string())),
-        }
     }
 }
 
