@@ -119,8 +119,18 @@ async fn run() {
     println!();
     println!(
         "{:<10} {:>4} | {:>8} {:>8} | {:>8} {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} {:>8}",
-        "mode", "conc", "dir p50", "dir p99", "pass p50", "pass p99", "pass f50", "pass f99", "dmn p50", "dmn p99",
-        "dmn f50", "dmn f99"
+        "mode",
+        "conc",
+        "dir p50",
+        "dir p99",
+        "pass p50",
+        "pass p99",
+        "pass f50",
+        "pass f99",
+        "dmn p50",
+        "dmn p99",
+        "dmn f50",
+        "dmn f99"
     );
     for stream in [false, true] {
         for conc in [1usize, 32] {
