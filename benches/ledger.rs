@@ -80,25 +80,18 @@ fn ping_params(_: u64) -> Vec<Value> {
     vec![]
 }
 
-fn export_record(i: u64) -> Value {
+/// The record every measurement stores (the same fields as `record_params`).
+fn bench_record(i: u64) -> llm_sidecar::usage::UsageRecord {
     let mut r = llm_sidecar::usage::UsageRecord::new("bench", "openai", "gpt-4o-mini");
     r.input_tokens = i % 5000;
     r.output_tokens = 120;
     r.cost_microusd = 42;
-    let j = serde_json::to_value(&r).unwrap();
-    json_to_value(&j)
+    r
 }
 
-fn json_to_value(j: &serde_json::Value) -> Value {
-    use serde_json::Value as J;
-    match j {
-        J::Null => Value::Nil,
-        J::Bool(b) => Value::from(*b),
-        J::Number(n) => n.as_u64().map(Value::from).or_else(|| n.as_i64().map(Value::from)).unwrap_or(Value::Nil),
-        J::String(s) => Value::from(s.as_str()),
-        J::Array(a) => Value::Array(a.iter().map(json_to_value).collect()),
-        J::Object(o) => Value::Map(o.iter().map(|(k, v)| (Value::from(k.as_str()), json_to_value(v))).collect()),
-    }
+fn export_record(i: u64) -> Value {
+    let j = serde_json::to_value(bench_record(i)).unwrap();
+    llm_sidecar::rpc::json_to_value(&j)
 }
 
 /// Durable commits from `writers` tasks into a fresh ledger for `secs`; returns records/s and
@@ -115,11 +108,7 @@ async fn in_process(writers: usize, secs: f64) -> (f64, f64) {
             tokio::spawn(async move {
                 let mut n = 0u64;
                 while Instant::now() < deadline {
-                    let mut r = llm_sidecar::usage::UsageRecord::new("bench", "openai", "gpt-4o-mini");
-                    r.input_tokens = n % 5000;
-                    r.output_tokens = 120;
-                    r.cost_microusd = 42;
-                    l.commit(&r).await.unwrap();
+                    l.commit(&bench_record(n)).await.unwrap();
                     n += 1;
                 }
                 n
