@@ -14,9 +14,9 @@
 use super::{ok, Call, Method};
 use crate::pricing::cost_microusd;
 use crate::providers::{ChatMessage, ChatRequest};
-use crate::router::{Attempt, BilledAttempt, ChatCall, ChatFailure, ChatOutcome};
+use crate::router::{Attempt, ChatCall, ChatFailure, ChatOutcome};
 use crate::rpc::{Encoded, ErrorCode, RpcError};
-use crate::usage::{CallStatus, TokenUsage, UsageRecord};
+use crate::usage::{CallStatus, KeySource, TokenUsage, UsageRecord};
 use rmpv::Value;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -286,18 +286,24 @@ async fn finish(
         billed_failures = o.billed_failures.len(),
         "chat finished"
     );
-    // Failed attempts the provider billed come first (they happened first), each on its own record.
-    let failed_costs: Vec<i64> =
-        o.billed_failures.iter().map(|b| price_usage(c, &b.provider, &b.target_model, &b.model, &b.usage)).collect();
-    let mut records: Vec<UsageRecord> =
-        o.billed_failures.iter().zip(&failed_costs).map(|(b, cost)| failed_record(c, call, b, *cost)).collect();
+    // Failed attempts the provider billed come first (they happened first), each on its own
+    // `error` record; `records[i]` belongs to `o.billed_failures[i]`.
+    let mut records: Vec<UsageRecord> = o
+        .billed_failures
+        .iter()
+        .map(|b| {
+            let cost = price_usage(c, &b.provider, &b.target_model, &b.model, &b.usage);
+            let mut r = call_record(c, call, &b.provider, &b.target_model, b.key_source, &b.usage, cost);
+            r.latency_ms = b.ms;
+            r.status = CallStatus::Error;
+            r.error_code = Some(b.outcome.to_string());
+            r
+        })
+        .collect();
     let bill = o.usage.is_some() || matches!(o.result, Some(ChatFailure::Cancelled));
     if bill && !o.provider.is_empty() {
-        let mut record = UsageRecord::new(c.conn.app(), o.provider.clone(), o.target_model.clone());
-        record.route.clone_from(&call.route);
-        record.key_source = o.key_source.unwrap_or_default();
-        record.set_tokens(&usage);
-        record.cost_microusd = cost;
+        let key_source = o.key_source.unwrap_or_default();
+        let mut record = call_record(c, call, &o.provider, &o.target_model, key_source, &usage, cost);
         record.latency_ms = ms(o.latency);
         record.ttft_ms = o.ttft.map(ms);
         record.status = status;
@@ -335,10 +341,10 @@ async fn finish(
             cost_microusd: None,
         })
         .collect();
-    for (b, cost) in o.billed_failures.iter().zip(&failed_costs) {
+    for (b, r) in o.billed_failures.iter().zip(&records) {
         if let Some(a) = attempts.get_mut(b.attempt) {
             a.usage = Some(b.usage.into());
-            a.cost_microusd = Some(*cost);
+            a.cost_microusd = Some(r.cost_microusd);
         }
     }
     let data = |status: Option<u16>, after_first_chunk: bool| FailureData {
@@ -413,17 +419,22 @@ fn price_usage(c: &Call, provider: &str, target_model: &str, model: &str, usage:
     price.map_or(0, |p| cost_microusd(&p, usage))
 }
 
-/// The `error` record of a failed attempt the provider billed although the call went on.
-fn failed_record(c: &Call, call: &ChatCall, b: &BilledAttempt, cost: i64) -> UsageRecord {
-    let mut r = UsageRecord::new(c.conn.app(), b.provider.clone(), b.target_model.clone());
+/// A usage record of this call for one attempt's target, key source, tokens and cost (one
+/// attempt, status ok: callers set what differs).
+fn call_record(
+    c: &Call,
+    call: &ChatCall,
+    provider: &str,
+    target_model: &str,
+    key_source: KeySource,
+    usage: &TokenUsage,
+    cost: i64,
+) -> UsageRecord {
+    let mut r = UsageRecord::new(c.conn.app(), provider, target_model);
     r.route.clone_from(&call.route);
-    r.key_source = b.key_source;
-    r.set_tokens(&b.usage);
+    r.key_source = key_source;
+    r.set_tokens(usage);
     r.cost_microusd = cost;
-    r.latency_ms = b.ms;
-    r.status = CallStatus::Error;
-    r.error_code = Some(b.outcome.to_string());
-    r.attempts = 1;
     r
 }
 
