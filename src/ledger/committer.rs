@@ -275,17 +275,8 @@ impl Committer {
         if dead_meta.is_some() {
             for (seq, ids) in &by_seq {
                 let segment = t.outbox.get(outbox::seq_key(*seq)).map_err(LedgerError::storage)?;
-                for (id, stored) in segment.as_deref().and_then(outbox::decode).unwrap_or_default() {
-                    if !ids.contains(&id) {
-                        continue;
-                    }
-                    match t.entry_bytes(Queued { seq: *seq, id: uuid::Uuid::from_bytes(id) }, stored) {
-                        Ok(record) => {
-                            inline.insert(id, record);
-                        }
-                        Err(e) => tracing::error!("an outbox entry cannot be dead-lettered and is dropped: {e}"),
-                    }
-                }
+                let entries = segment.as_deref().and_then(outbox::decode).unwrap_or_default();
+                inline.extend(t.resolve_entries(*seq, entries.into_iter().filter(|(id, _)| ids.contains(id))));
             }
         }
         let removed = unwrap_tx((&t.outbox, &t.dead).transaction(|(outbox, dead)| {
@@ -363,6 +354,31 @@ impl Committer {
         Ok(moved)
     }
 
+    /// Rewrites every outbox segment that holds references so that it carries the records
+    /// inline. A reference whose record is gone (which only damage can cause) is dropped.
+    fn inline_outbox(&mut self) -> Result<(), LedgerError> {
+        let t = &self.trees;
+        let mut dropped = 0u64;
+        for item in t.outbox.iter() {
+            let (k, v) = item.map_err(LedgerError::storage)?;
+            let (Some(seq), Some(entries)) = (outbox::key_seq(&k), outbox::decode(&v)) else { continue };
+            if !entries.iter().any(|(_, v)| outbox::is_ref(v)) {
+                continue;
+            }
+            let n = entries.len();
+            let inline = t.resolve_entries(seq, entries);
+            dropped += (n - inline.len()) as u64;
+            let segment = outbox::encode(inline.iter().map(|(id, r)| (id, r.as_slice())));
+            if inline.is_empty() {
+                t.outbox.remove(&k).map_err(LedgerError::storage)?;
+            } else {
+                t.outbox.insert(&k, segment).map_err(LedgerError::storage)?;
+            }
+        }
+        self.counts.outbox = self.counts.outbox.saturating_sub(dropped);
+        Ok(())
+    }
+
     /// Clears behind a marker, so a crash half-way is finished at the next open.
     pub fn clear(&mut self, force: bool) -> Result<Cleared, LedgerError> {
         self.trees.meta.insert(CLEARING_KEY, &[u8::from(force)]).map_err(LedgerError::storage)?;
@@ -383,40 +399,6 @@ impl Committer {
         }
         t.meta.remove(CLEARING_KEY).map_err(LedgerError::storage)?;
         Ok(cleared)
-    }
-}
-
-impl Committer {
-    /// Rewrites every outbox segment that holds references so that it carries the records
-    /// inline. A reference whose record is gone (which only damage can cause) is dropped.
-    fn inline_outbox(&mut self) -> Result<(), LedgerError> {
-        let t = &self.trees;
-        let mut dropped = 0u64;
-        for item in t.outbox.iter() {
-            let (k, v) = item.map_err(LedgerError::storage)?;
-            let (Some(seq), Some(entries)) = (outbox::key_seq(&k), outbox::decode(&v)) else { continue };
-            if !entries.iter().any(|(_, v)| outbox::is_ref(v)) {
-                continue;
-            }
-            let mut inline = Vec::with_capacity(entries.len());
-            for (id, stored) in entries {
-                match t.entry_bytes(Queued { seq, id: uuid::Uuid::from_bytes(id) }, stored) {
-                    Ok(record) => inline.push((id, record)),
-                    Err(e) => {
-                        tracing::error!("dropping an outbox entry: {e}");
-                        dropped += 1;
-                    }
-                }
-            }
-            let segment = outbox::encode(inline.iter().map(|(id, r)| (id, r.as_slice())));
-            if inline.is_empty() {
-                t.outbox.remove(&k).map_err(LedgerError::storage)?;
-            } else {
-                t.outbox.insert(&k, segment).map_err(LedgerError::storage)?;
-            }
-        }
-        self.counts.outbox = self.counts.outbox.saturating_sub(dropped);
-        Ok(())
     }
 }
 

@@ -106,6 +106,23 @@ impl Trees {
             .map(|(_, v)| v.to_vec())
             .ok_or_else(|| LedgerError::Corrupt(format!("outbox entry {} has no stored record", at.id)))
     }
+
+    /// The record bytes of a segment's `entries` (see [`Trees::entry_bytes`]); an entry whose
+    /// record is gone, which only damage can cause, is logged and left out.
+    fn resolve_entries<'a>(
+        &self,
+        seq: u64,
+        entries: impl IntoIterator<Item = ([u8; 16], &'a [u8])>,
+    ) -> Vec<([u8; 16], Vec<u8>)> {
+        let mut out = Vec::new();
+        for (id, stored) in entries {
+            match self.entry_bytes(Queued { seq, id: Uuid::from_bytes(id) }, stored) {
+                Ok(record) => out.push((id, record)),
+                Err(e) => tracing::error!("dropping an outbox entry: {e}"),
+            }
+        }
+        out
+    }
 }
 
 /// A record the backend refused, with why.
