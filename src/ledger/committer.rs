@@ -1,14 +1,16 @@
-//! Group commit: one thread applies every write to the ledger.
+//! Group commit: one thread applies every write to the ledger and flushes it.
 //!
 //! Writers send a [`Job`] and wait for its reply. The committer thread takes whatever jobs are
 //! queued (up to [`MAX_JOBS_PER_ROUND`]), applies consecutive commits as ONE sled transaction and
-//! the other jobs in order, and passes the round's replies to the flusher thread. The flusher
-//! takes every round applied so far, calls `flush` (fsync) once, and only then replies to their
-//! writers. So concurrent writers share one fsync, the next round is applied while the previous
-//! one is being flushed, and nobody is answered before their write is durable (a flush covers
-//! every write applied before it started). Because the committer is the only writer, it also
-//! keeps the outbox and dead-letter counts exact without scanning, and hands out outbox segment
-//! numbers.
+//! the other jobs in order, calls `flush` (fsync) once, and only then replies. So concurrent
+//! writers share one fsync, and nobody is answered before their write is durable. Jobs that
+//! arrive during a flush make the next round.
+//!
+//! Applying and flushing are not overlapped: in sled 0.34 a transaction takes a global write
+//! lock that `flush` holds shared until the disk has answered, so a second thread applying the
+//! next round would only wait, and would take a smaller round. Because the committer is the
+//! only writer, it also keeps the outbox and dead-letter counts exact without scanning, and
+//! hands out outbox segment numbers.
 
 use super::counters::{self, Counter};
 use super::keys::Dim;
@@ -74,58 +76,23 @@ fn done<T: Send + 'static>(reply: oneshot::Sender<Result<T, LedgerError>>, resul
     })
 }
 
-/// One applied round on its way to the flusher: its replies, the counts after it, and the
-/// outbox sequence number after it.
-pub struct Applied {
-    finished: Vec<Done>,
-    counts: Counts,
-    next_seq: u64,
-}
-
-/// Flushes applied rounds (as many as are waiting, with one fsync) and then answers them. After
-/// each flush it raises `durable_seq`: outbox segments below it are on disk, and only those may
-/// be sent to the backend (a segment sent before its flush could be lost in a crash after the
-/// backend counted it, and a retried call would then be counted twice).
-pub fn flush_loop(
-    db: sled::Db,
-    rounds: std::sync::mpsc::Receiver<Applied>,
-    counts_tx: watch::Sender<Counts>,
-    durable_seq: Arc<AtomicU64>,
-) {
-    while let Ok(first) = rounds.recv() {
-        let mut batch = vec![first];
-        while let Ok(more) = rounds.try_recv() {
-            batch.push(more);
-        }
-        let started = std::time::Instant::now();
-        let flushed = db.flush().map_err(LedgerError::storage);
-        tracing::trace!(rounds = batch.len(), flush_us = started.elapsed().as_micros() as u64, "ledger flush");
-        if let Err(e) = &flushed {
-            tracing::error!("ledger flush failed; writers of {} rounds get an error: {e}", batch.len());
-        }
-        if let (Ok(_), Some(last)) = (&flushed, batch.last()) {
-            durable_seq.fetch_max(last.next_seq, Ordering::SeqCst);
-            counts_tx.send_replace(last.counts);
-        }
-        for round in batch {
-            for f in round.finished {
-                f(flushed.as_ref().err());
-            }
-        }
-    }
-}
-
 pub struct Committer {
     pub db: sled::Db,
     pub trees: Trees,
     pub counts: Counts,
-    pub to_flusher: std::sync::mpsc::Sender<Applied>,
     /// Sequence number of the next outbox segment.
     pub next_seq: u64,
+    /// Latest counts, published after each flush.
+    pub counts_tx: watch::Sender<Counts>,
+    /// Outbox segments below this are on disk, and only those may be sent to the backend (a
+    /// segment sent before its flush could be lost in a crash after the backend counted it, and
+    /// a retried call would then be counted twice).
+    pub durable_seq: Arc<AtomicU64>,
 }
 
 impl Committer {
-    /// Runs until every sender is gone.
+    /// Runs until every sender is gone: takes every queued job, applies them, flushes once,
+    /// and only then answers them.
     pub fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         while let Some(first) = rx.blocking_recv() {
             let mut jobs = Vec::with_capacity(64);
@@ -137,9 +104,20 @@ impl Committer {
                 }
             }
             let finished = self.round(jobs);
-            if self.to_flusher.send(Applied { finished, counts: self.counts, next_seq: self.next_seq }).is_err() {
-                tracing::error!("the ledger flusher stopped; no more writes are answered");
-                return;
+            let started = std::time::Instant::now();
+            let flushed = self.db.flush().map_err(LedgerError::storage);
+            tracing::trace!(flush_us = started.elapsed().as_micros() as u64, "ledger flush");
+            match &flushed {
+                Ok(_) => {
+                    self.durable_seq.fetch_max(self.next_seq, Ordering::SeqCst);
+                    self.counts_tx.send_replace(self.counts);
+                }
+                Err(e) => {
+                    tracing::error!("ledger flush failed; the writers of {} jobs get an error: {e}", finished.len())
+                }
+            }
+            for f in finished {
+                f(flushed.as_ref().err());
             }
         }
     }
@@ -268,7 +246,7 @@ impl Committer {
             by_seq.entry(e.seq).or_default().insert(*e.id.as_bytes());
         }
         let t = &self.trees;
-        // Dead letters carry their record. References are resolved before the transaction: a
+        // Dead letters carry their record, as JSON. References are resolved before the transaction: a
         // sled transaction holds a lock that a plain read of another tree would wait on forever.
         // Nobody else writes these trees, so what is read here is what the transaction sees.
         let mut inline: HashMap<[u8; 16], Vec<u8>> = HashMap::new();
@@ -276,7 +254,14 @@ impl Committer {
             for (seq, ids) in &by_seq {
                 let segment = t.outbox.get(outbox::seq_key(*seq)).map_err(LedgerError::storage)?;
                 let entries = segment.as_deref().and_then(outbox::decode).unwrap_or_default();
-                inline.extend(t.resolve_entries(*seq, entries.into_iter().filter(|(id, _)| ids.contains(id))));
+                for (id, stored) in t.resolve_entries(*seq, entries.into_iter().filter(|(id, _)| ids.contains(id))) {
+                    match super::codec::to_json(&stored) {
+                        Ok(json) => {
+                            inline.insert(id, json);
+                        }
+                        Err(e) => tracing::error!("dropping an outbox entry: {e}"),
+                    }
+                }
             }
         }
         let removed = unwrap_tx((&t.outbox, &t.dead).transaction(|(outbox, dead)| {

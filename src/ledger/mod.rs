@@ -1,7 +1,7 @@
 //! The usage ledger: every metered call, durably, in sled. The only module that knows sled.
 //!
 //! Trees:
-//! - `records`: id (UUIDv7 bytes, so time-ordered) → the record as JSON;
+//! - `records`: id (UUIDv7 bytes, so time-ordered) → the record (see [`codec`]);
 //! - `counters`: per period (UTC day and month) → the [`Counter`] of every user, app, provider,
 //!   provider/model, key_source and the total (see [`counters`] and [`keys`]);
 //! - `outbox`: segments of records not yet confirmed by the sync backend, one per commit round;
@@ -21,6 +21,7 @@
 //!   (moved to `dead`), never by `clear` unless forced; a non-forced `clear` first makes every
 //!   outbox entry carry its record inline (durably), and only then removes the records.
 
+mod codec;
 mod committer;
 pub mod counters;
 pub mod keys;
@@ -145,14 +146,14 @@ struct DeadMeta<'a> {
 }
 
 impl DeadLetter {
-    /// The stored record inside a dead-letter value.
+    /// The record inside a dead-letter value, in its stored form.
     fn record_bytes(v: &[u8]) -> Option<Vec<u8>> {
         #[derive(Deserialize)]
         struct Only {
-            record: serde_json::Value,
+            record: UsageRecord,
         }
         let only: Only = serde_json::from_slice(v).ok()?;
-        serde_json::to_vec(&only.record).ok()
+        codec::encode(&only.record).ok()
     }
 }
 
@@ -247,22 +248,22 @@ impl Ledger {
         };
         let counts = Counts { outbox: queued, dead: trees.dead.len() as u64 };
         let (counts_tx, counts_rx) = watch::channel(counts);
-        let (to_flusher, rounds) = std::sync::mpsc::channel();
-        let mut committer = Committer { db: db.clone(), trees: trees.clone(), counts, to_flusher, next_seq };
+        // Everything recovered at open is on disk (the clear below flushes before it returns).
+        let durable_seq = Arc::new(AtomicU64::new(next_seq));
+        let mut committer = Committer {
+            db: db.clone(),
+            trees: trees.clone(),
+            counts,
+            next_seq,
+            counts_tx,
+            durable_seq: durable_seq.clone(),
+        };
         if let Some(flag) = trees.meta.get(CLEARING_KEY).map_err(|e| open_err(e.to_string()))? {
             tracing::warn!("finishing a usage.clear interrupted by a crash");
             committer.clear(flag.first() == Some(&1)).map_err(|e| open_err(e.to_string()))?;
             db.flush().map_err(|e| open_err(e.to_string()))?;
         }
-        counts_tx.send_replace(committer.counts);
-        // Everything recovered at open is on disk.
-        let durable_seq = Arc::new(AtomicU64::new(committer.next_seq));
-        let flusher_db = db.clone();
-        let flusher_durable = durable_seq.clone();
-        std::thread::Builder::new()
-            .name("ledger-flush".into())
-            .spawn(move || committer::flush_loop(flusher_db, rounds, counts_tx, flusher_durable))
-            .map_err(|e| open_err(format!("cannot start the flusher thread: {e}")))?;
+        committer.counts_tx.send_replace(committer.counts);
         let (tx, rx) = mpsc::channel(JOB_QUEUE);
         std::thread::Builder::new()
             .name("ledger-commit".into())
@@ -293,7 +294,7 @@ impl Ledger {
                 1 => e,
                 _ => InvalidRecord(format!("record {i}: {e}")),
             })?;
-            let value = serde_json::to_vec(r).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+            let value = codec::encode(r)?;
             prepared.push(Prepared {
                 key: *r.id.as_bytes(),
                 value,
@@ -479,9 +480,7 @@ impl Ledger {
     }
 }
 
-fn decode(v: &[u8]) -> Result<UsageRecord, LedgerError> {
-    serde_json::from_slice(v).map_err(|e| LedgerError::Corrupt(format!("usage record: {e}")))
-}
+use codec::decode;
 
 /// The smallest key greater than `k`.
 fn next_key(mut k: [u8; 16]) -> [u8; 16] {
