@@ -237,3 +237,38 @@ async fn device_id_is_stable() {
     let l = reopen(dir.path()).await;
     assert_eq!(l.device_id(), id);
 }
+
+#[tokio::test]
+async fn ledgers_with_json_records_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let old: Vec<UsageRecord> = (0..3).map(|i| record("old", "p", "m", i, 0, 0)).collect();
+    {
+        // What earlier versions wrote: JSON values, one referring outbox entry, one inline.
+        let db = sled::open(dir.path()).unwrap();
+        let records = db.open_tree("records").unwrap();
+        for r in &old {
+            records.insert(r.id.as_bytes(), serde_json::to_vec(r).unwrap()).unwrap();
+        }
+        let inline = serde_json::to_vec(&old[1]).unwrap();
+        let segment = outbox::encode([(old[0].id.as_bytes(), &[][..]), (old[1].id.as_bytes(), &inline[..])]);
+        db.open_tree("outbox").unwrap().insert(outbox::seq_key(0), segment).unwrap();
+        db.flush().unwrap();
+    }
+    let l = reopen(dir.path()).await;
+    assert_eq!(l.counts().outbox, 2);
+    let page = l.records(&RecordQuery { limit: 10, ascending: true, ..Default::default() }).unwrap();
+    assert_eq!(page.records, old);
+    let new = record("new", "p", "m", 9, 0, 0);
+    l.commit(&new).await.unwrap();
+    let pending = queued(&l);
+    assert_eq!(pending.iter().map(|(_, r)| r.id).collect::<Vec<_>>(), vec![old[0].id, old[1].id, new.id]);
+    // A JSON entry dead-lettered and requeued comes back whole, in the current format.
+    l.dead_letter(&[pending[1].0], "b", Some(400), "no").await.unwrap();
+    assert_eq!(l.dead_letters(1).unwrap()[0].record, old[1]);
+    l.requeue_dead_letters().await.unwrap();
+    let back = queued(&l).into_iter().find(|(_, r)| r.id == old[1].id).unwrap().0;
+    let raw = l.trees.outbox.get(outbox::seq_key(back.seq)).unwrap().unwrap();
+    let (_, stored) = outbox::decode(&raw).unwrap().into_iter().next().unwrap();
+    assert_eq!(stored.first(), Some(&codec::V1));
+    assert_eq!(codec::decode(stored).unwrap(), old[1]);
+}
