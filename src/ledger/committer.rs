@@ -95,15 +95,23 @@ impl Committer {
     /// and only then answers them.
     pub fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         while let Some(first) = rx.blocking_recv() {
-            let mut jobs = Vec::with_capacity(64);
-            jobs.push(first);
-            while jobs.len() < MAX_JOBS_PER_ROUND {
-                match rx.try_recv() {
-                    Ok(j) => jobs.push(j),
-                    Err(_) => break,
+            let mut finished = Vec::with_capacity(64);
+            let mut next = Some(first);
+            // Jobs that arrive while a round is applied join the same flush: keep applying what
+            // is queued until the queue is empty (or the round is full), then flush once.
+            while let Some(first) = next.take() {
+                let mut jobs = vec![first];
+                while finished.len() + jobs.len() < MAX_JOBS_PER_ROUND {
+                    match rx.try_recv() {
+                        Ok(j) => jobs.push(j),
+                        Err(_) => break,
+                    }
+                }
+                finished.extend(self.round(jobs));
+                if finished.len() < MAX_JOBS_PER_ROUND {
+                    next = rx.try_recv().ok();
                 }
             }
-            let finished = self.round(jobs);
             let started = std::time::Instant::now();
             let flushed = self.db.flush().map_err(LedgerError::storage);
             tracing::trace!(flush_us = started.elapsed().as_micros() as u64, "ledger flush");
