@@ -307,9 +307,14 @@ impl Policy {
         }
         let worst = allowed.iter().fold(Amount::default(), |acc, (_, a)| acc.max(a));
         let _lock = self.admission.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut taken = self.used(&bounds, count_byok);
-        let used = taken;
-        taken.add(&self.reserved.total());
+        // Reservations first, then usage: a call settling meanwhile (settle does not take this
+        // lock) has its record committed before its reservation is dropped, so it is counted at
+        // least once. Read the other way round, it could slip between the two reads and be
+        // counted in neither, admitting one call too many.
+        let reserved = self.reserved.total();
+        let used = self.used(&bounds, count_byok);
+        let mut taken = used;
+        taken.add(&reserved);
         if let Some(metric) = limits.first_exceeded(&taken, &worst) {
             if tier.overage != Overage::Allow {
                 let limit = limits.get(metric).unwrap_or(0);
@@ -426,8 +431,9 @@ impl Policy {
         out.overage = tier.overage == Overage::Allow;
         out.requests_per_minute = tier.requests_per_minute;
         let limits = self.limits(tier);
-        let used = self.used(&bounds, tier.byok.counts_toward_quota);
+        // In this order for the reason given in `admit`.
         let reserved = self.reserved.total();
+        let used = self.used(&bounds, tier.byok.counts_toward_quota);
         let now = self.clock.now_ms();
         for metric in Metric::ALL {
             let Some(limit) = limits.get(metric) else { continue };
