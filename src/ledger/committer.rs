@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// Most jobs taken into one round (one transaction per run of commits, one flush).
+/// Most jobs answered by one flush (one transaction per run of commits within it).
 pub const MAX_JOBS_PER_ROUND: usize = 4096;
 
 /// Meta key present while a `clear` is in progress; a clear interrupted by a crash is finished
