@@ -1,10 +1,10 @@
 //! Group commit: one thread applies every write to the ledger and flushes it.
 //!
 //! Writers send a [`Job`] and wait for its reply. The committer thread takes whatever jobs are
-//! queued (up to [`MAX_JOBS_PER_ROUND`]), applies consecutive commits as ONE sled transaction and
-//! the other jobs in order, calls `flush` (fsync) once, and only then replies. So concurrent
-//! writers share one fsync, and nobody is answered before their write is durable. Jobs that
-//! arrive during a flush make the next round.
+//! queued, applies consecutive commits as ONE sled transaction and the other jobs in order, and
+//! repeats while more jobs arrived meanwhile (up to [`MAX_JOBS_PER_ROUND`]); then it calls
+//! `flush` (fsync) once, and only then replies. So concurrent writers share one fsync, and nobody
+//! is answered before their write is durable. Jobs that arrive during a flush make the next round.
 //!
 //! Applying and flushing are not overlapped: in sled 0.34 a transaction takes a global write
 //! lock that `flush` holds shared until the disk has answered, so a second thread applying the
