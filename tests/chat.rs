@@ -977,6 +977,48 @@ async fn plain_retries_write_no_extra_record() {
     assert_eq!(summary_totals(&month_summary(&c).await), (3, 0, 36, 21, 0, 0, 127));
 }
 
+/// A 2xx body the adapter refuses (no content) but that reports usage was billed by the provider:
+/// the attempt is retried like any malformed answer, and also gets its own record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_bodies_that_report_usage_are_billed() {
+    let mock = Mock::start().await;
+    let d = start(&config(&mock, None, "max_retries = 1", TEST_PRICES));
+    let c = d.client().await;
+    let ok200 = |body: &str| Fault::Status { status: 200, headers: vec![], body: body.into() };
+    // OpenAI: no choices, 12 in + 30 out reported: 12×1 + 30×4 = 132 µ$.
+    mock.push([ok200(
+        r#"{"object":"chat.completion","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":30}}"#,
+    )]);
+    let r = c.call("chat", chat_params("openai/gpt-4o-mini", false)).await.unwrap();
+    assert_eq!(field(&r, "content").as_str(), Some(REPLY));
+    let billed = Some(([USAGE_IN, 30, 0, 0, 0], false, 132));
+    assert_eq!(attempt_bills(&r), [("malformed".to_string(), billed), ("ok".to_string(), None)]);
+    // Anthropic: no content array, 12 in + 30 out reported: 12×1 + 30×5 = 162 µ$. Without usage
+    // (or with a body that is not JSON) nothing extra is billed.
+    mock.push([ok200(r#"{"type":"message","role":"assistant","usage":{"input_tokens":12,"output_tokens":30}}"#)]);
+    let r = c.call("chat", chat_params("anthropic/claude-haiku-4-5", false)).await.unwrap();
+    assert_eq!(attempt_bills(&r)[0], ("malformed".to_string(), Some(([USAGE_IN, 30, 0, 0, 0], false, 162))));
+    mock.push([ok200(r#"{"type":"message","role":"assistant"}"#)]);
+    let r = c.call("chat", chat_params("anthropic/claude-haiku-4-5", false)).await.unwrap();
+    assert_eq!(attempt_bills(&r), [("malformed".to_string(), None), ("ok".to_string(), None)]);
+    mock.push([ok200("{\"usage\":{\"prompt_tokens\":12")]);
+    let r = c.call("chat", chat_params("openai/gpt-4o-mini", false)).await.unwrap();
+    assert_eq!(attempt_bills(&r), [("malformed".to_string(), None), ("ok".to_string(), None)]);
+
+    let recs = records_oldest_first(&c).await;
+    assert_eq!(
+        recs.iter().map(Billed::of).collect::<Vec<_>>(),
+        [
+            Billed::failed("openai", "gpt-4o-mini", "malformed", [USAGE_IN, 30, 0, 0, 0], false, 132),
+            Billed::ok("openai", "gpt-4o-mini", 40, 2),
+            Billed::failed("anthropic", "claude-haiku-4-5", "malformed", [USAGE_IN, 30, 0, 0, 0], false, 162),
+            Billed::ok("anthropic", "claude-haiku-4-5", 47, 2),
+            Billed::ok("anthropic", "claude-haiku-4-5", 47, 2),
+            Billed::ok("openai", "gpt-4o-mini", 40, 2),
+        ]
+    );
+}
+
 /// Billed failed attempts count against the tier's token quota and carry their share of the
 /// overage, in order, like the answer's record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

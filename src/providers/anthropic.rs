@@ -83,8 +83,12 @@ impl Provider for Anthropic {
             content,
             finish_reason: v.get("stop_reason").and_then(Value::as_str).map(str::to_string),
             model: v.get("model").and_then(Value::as_str).map(str::to_string),
-            usage: v.get("usage").filter(|u| u.is_object()).map(|u| final_usage(&Parts::default(), u)),
+            usage: self.body_usage(&v),
         })
+    }
+
+    fn body_usage(&self, body: &Value) -> Option<TokenUsage> {
+        body.get("usage").filter(|u| u.is_object()).map(|u| final_usage(&Parts::default(), u))
     }
 
     fn decoder(&self) -> Box<dyn StreamDecoder> {

@@ -86,6 +86,10 @@ impl Provider for Gemini {
         })
     }
 
+    fn body_usage(&self, body: &Value) -> Option<TokenUsage> {
+        read_chunk(body).usage
+    }
+
     fn decoder(&self) -> Box<dyn StreamDecoder> {
         Box::new(Decoder::default())
     }

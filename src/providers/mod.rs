@@ -122,6 +122,9 @@ pub trait Provider: Send + Sync {
     ) -> Result<reqwest::Request, ProviderError>;
     /// Reads a complete 2xx response body.
     fn parse_body(&self, body: &[u8]) -> Result<Completion, ProviderError>;
+    /// The usage a complete 2xx body reports, read on its own: a body that [`Provider::parse_body`]
+    /// refuses (no content, say) may still say what the provider billed for it.
+    fn body_usage(&self, body: &serde_json::Value) -> Option<TokenUsage>;
     /// A fresh decoder for one streaming response.
     fn decoder(&self) -> Box<dyn StreamDecoder>;
     fn framing(&self) -> Framing {

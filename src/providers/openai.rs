@@ -69,8 +69,12 @@ impl Provider for OpenAi {
             content: content.to_string(),
             finish_reason: choice.and_then(|c| c.get("finish_reason")).and_then(Value::as_str).map(str::to_string),
             model: v.get("model").and_then(Value::as_str).map(str::to_string),
-            usage: usage_of(&v),
+            usage: self.body_usage(&v),
         })
+    }
+
+    fn body_usage(&self, body: &Value) -> Option<TokenUsage> {
+        usage_of(body)
     }
 
     fn decoder(&self) -> Box<dyn StreamDecoder> {

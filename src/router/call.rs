@@ -365,11 +365,16 @@ impl Router {
                 }
                 r = body.read_all(transport::MAX_BODY) => r,
             };
-            match read.and_then(|bytes| adapter.parse_body(&bytes)) {
-                Ok(Completion { content, finish_reason, model, usage }) => {
+            match read.map(|bytes| (adapter.parse_body(&bytes), bytes)) {
+                Ok((Ok(Completion { content, finish_reason, model, usage }), _)) => {
                     a.content = content;
                     a.summary = StreamSummary { finish_reason, model, usage };
                     a.ttft = Some(start.elapsed());
+                }
+                Ok((Err(e), bytes)) => {
+                    // Refused, yet maybe billed: keep what the body reports, so it is charged.
+                    a.summary.usage = providers::parse_json(&bytes).ok().and_then(|v| adapter.body_usage(&v));
+                    a.end = End::Failed(e);
                 }
                 Err(e) => a.end = End::Failed(e),
             }
