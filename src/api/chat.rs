@@ -262,7 +262,7 @@ async fn finish(
     c: &Call,
     call: &ChatCall,
     o: ChatOutcome,
-    admitted: crate::policy::Admitted,
+    mut admitted: crate::policy::Admitted,
 ) -> Result<Encoded, RpcError> {
     let usage = o.usage.unwrap_or_default();
     let cost = price_usage(c, &o.provider, &o.target_model, &o.model, &usage);
@@ -316,12 +316,13 @@ async fn finish(
         Ok(())
     } else {
         // Overage and quotas count these records like any other (the ledger's counters are the
-        // quota's source); the reservation is released only once they are stored.
+        // quota's source); the reservation is released the moment they are visible there.
         c.state.policy.charge_overage(&admitted, &mut records);
         for r in &mut records {
             c.state.policy.stamp(r);
         }
-        c.state.ledger.commit_many(&records).await.map(drop)
+        let release = c.state.policy.release_when_applied(&mut admitted);
+        c.state.ledger.commit_many_then(&records, release).await.map(drop)
     };
     c.state.policy.settle(admitted);
     if let Err(e) = committed {

@@ -50,8 +50,9 @@ pub struct Cleared {
 
 pub enum Job {
     /// Store records (+ counters + outbox entries) unless their id is already stored; replies with
-    /// one `true` per record that was new.
-    Commit { records: Vec<Prepared>, reply: CommitReply },
+    /// one `true` per record that was new. `applied` runs as soon as they are visible to readers
+    /// (before the flush), inside the same [`Visibility`] write lock as the transaction.
+    Commit { records: Vec<Prepared>, applied: Option<Applied>, reply: CommitReply },
     /// Remove delivered entries from the outbox; replies with how many were there.
     Ack { entries: Vec<Queued>, reply: oneshot::Sender<Result<u64, LedgerError>> },
     /// Move outbox entries to dead letters; `meta` is a JSON object (without its closing brace)
@@ -64,6 +65,12 @@ pub enum Job {
 }
 
 type Done = Box<dyn FnOnce(Option<&LedgerError>) + Send>;
+/// Runs once a commit's records are visible (see [`Job::Commit`]).
+pub type Applied = Box<dyn FnOnce() + Send>;
+/// Held for writing while a transaction of commits and their [`Applied`] hooks run, and for
+/// reading by [`super::Ledger::consistent`]: a reader under it sees a commit either not at all,
+/// or together with everything its hook did.
+pub type Visibility = Arc<std::sync::RwLock<()>>;
 type CommitReply = oneshot::Sender<Result<Vec<bool>, LedgerError>>;
 
 fn done<T: Send + 'static>(reply: oneshot::Sender<Result<T, LedgerError>>, result: Result<T, LedgerError>) -> Done {
@@ -82,6 +89,7 @@ pub struct Committer {
     pub counts: Counts,
     /// Sequence number of the next outbox segment.
     pub next_seq: u64,
+    pub visibility: Visibility,
     /// Latest counts, published after each flush.
     pub counts_tx: watch::Sender<Counts>,
     /// Outbox segments below this are on disk, and only those may be sent to the backend (a
@@ -134,10 +142,10 @@ impl Committer {
         let started = std::time::Instant::now();
         let n = jobs.len();
         let mut finished: Vec<Done> = Vec::with_capacity(jobs.len());
-        let mut commits: Vec<(Vec<Prepared>, CommitReply)> = Vec::new();
+        let mut commits: Vec<(Vec<Prepared>, Option<Applied>, CommitReply)> = Vec::new();
         for job in jobs {
             match job {
-                Job::Commit { records, reply } => commits.push((records, reply)),
+                Job::Commit { records, applied, reply } => commits.push((records, applied, reply)),
                 other => {
                     // Keep order: commits queued before this job are applied first.
                     self.apply_commits(&mut commits, &mut finished);
@@ -150,21 +158,31 @@ impl Committer {
         finished
     }
 
-    fn apply_commits(&mut self, commits: &mut Vec<(Vec<Prepared>, CommitReply)>, finished: &mut Vec<Done>) {
+    fn apply_commits(
+        &mut self,
+        commits: &mut Vec<(Vec<Prepared>, Option<Applied>, CommitReply)>,
+        finished: &mut Vec<Done>,
+    ) {
         if commits.is_empty() {
             return;
         }
-        let batch: Vec<&Prepared> = commits.iter().flat_map(|(r, _)| r.iter()).collect();
+        let batch: Vec<&Prepared> = commits.iter().flat_map(|(r, _, _)| r.iter()).collect();
+        let visibility = self.visibility.clone();
+        let _visible = visibility.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         match self.commit(&batch) {
             Ok(new) => {
                 let mut flags = new.into_iter();
-                for (records, reply) in commits.drain(..) {
+                for (records, applied, reply) in commits.drain(..) {
+                    if let Some(hook) = applied {
+                        hook();
+                    }
                     let mine: Vec<bool> = flags.by_ref().take(records.len()).collect();
                     finished.push(done(reply, Ok(mine)));
                 }
             }
             Err(e) => {
-                for (_, reply) in commits.drain(..) {
+                // Nothing became visible; the hooks are dropped unrun.
+                for (_, _, reply) in commits.drain(..) {
                     finished.push(done(reply, Err(e.clone())));
                 }
             }

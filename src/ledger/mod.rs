@@ -37,7 +37,8 @@ pub use summary::{BadPeriod, Group, Projection, Summary};
 pub use validate::{validate, InvalidRecord};
 
 use crate::usage::{now_ms, UsageRecord};
-use committer::{Committer, Job, Prepared, CLEARING_KEY};
+pub use committer::Applied;
+use committer::{Committer, Job, Prepared, Visibility, CLEARING_KEY};
 use serde::{Deserialize, Serialize};
 use sled::IVec;
 use std::path::{Path, PathBuf};
@@ -212,6 +213,7 @@ pub struct Ledger {
     device_id: Uuid,
     /// Outbox segments below this sequence number are flushed to disk.
     durable_seq: Arc<AtomicU64>,
+    visibility: Visibility,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -250,11 +252,13 @@ impl Ledger {
         let (counts_tx, counts_rx) = watch::channel(counts);
         // Everything recovered at open is on disk (the clear below flushes before it returns).
         let durable_seq = Arc::new(AtomicU64::new(next_seq));
+        let visibility = Visibility::default();
         let mut committer = Committer {
             db: db.clone(),
             trees: trees.clone(),
             counts,
             next_seq,
+            visibility: visibility.clone(),
             counts_tx,
             durable_seq: durable_seq.clone(),
         };
@@ -270,7 +274,16 @@ impl Ledger {
             .spawn(move || committer.run(rx))
             .map_err(|e| open_err(format!("cannot start the committer thread: {e}")))?;
         tracing::info!(path = %path.display(), outbox = counts.outbox, dead_letters = counts.dead, "usage ledger open");
-        Ok(Ledger { path: path.to_path_buf(), db, trees, jobs: tx, counts: counts_rx, device_id, durable_seq })
+        Ok(Ledger {
+            path: path.to_path_buf(),
+            db,
+            trees,
+            jobs: tx,
+            counts: counts_rx,
+            device_id,
+            durable_seq,
+            visibility,
+        })
     }
 
     /// This installation's id (made once, kept in the ledger); the sync source is derived from it.
@@ -287,6 +300,18 @@ impl Ledger {
     /// Validates every record (all or none are stored), then stores the ones whose id is new, in
     /// one transaction, durably. Returns per record whether it was new.
     pub async fn commit_many(&self, records: &[UsageRecord]) -> Result<Vec<bool>, LedgerError> {
+        self.commit_many_then(records, None).await
+    }
+
+    /// [`Ledger::commit_many`], running `applied` at the moment the records become visible to
+    /// readers (before they are durable), atomically with it for a reader inside
+    /// [`Ledger::consistent`]. If they never become visible (invalid, storage failure), `applied`
+    /// is dropped without running.
+    pub async fn commit_many_then(
+        &self,
+        records: &[UsageRecord],
+        applied: Option<Applied>,
+    ) -> Result<Vec<bool>, LedgerError> {
         let now = now_ms();
         let mut prepared = Vec::with_capacity(records.len());
         for (i, r) in records.iter().enumerate() {
@@ -303,7 +328,15 @@ impl Ledger {
                 delta: Counter::of(r),
             });
         }
-        self.send(|reply| Job::Commit { records: prepared, reply }).await
+        self.send(|reply| Job::Commit { records: prepared, applied, reply }).await
+    }
+
+    /// Runs `f` while no commit becomes visible: what `f` reads from the ledger and what commit
+    /// hooks change (see [`Ledger::commit_many_then`]) is one consistent state. Keep `f` short:
+    /// commits wait for it.
+    pub fn consistent<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _visible = self.visibility.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f()
     }
 
     /// Removes records the backend accepted from the outbox.

@@ -272,3 +272,53 @@ async fn ledgers_with_json_records_still_read() {
     assert_eq!(stored.first(), Some(&codec::V1));
     assert_eq!(codec::decode(stored).unwrap(), old[1]);
 }
+
+/// A commit's hook runs exactly when its records become visible: a reader inside `consistent`
+/// never sees records whose hook has not run, nor a hook whose records it cannot see.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commit_hooks_run_atomically_with_visibility() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let l = Arc::new(Ledger::open(dir.path()).unwrap());
+    let hooked = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (l, hooked, stop) = (l.clone(), hooked.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut checks = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let (seen, hooks) = l.consistent(|| (total(&l, Period::Month).requests, hooked.load(Ordering::SeqCst)));
+                assert_eq!(seen, hooks, "records visible vs hooks run");
+                checks += 1;
+            }
+            checks
+        })
+    };
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let (l, hooked) = (l.clone(), hooked.clone());
+        writers.push(tokio::spawn(async move {
+            for i in 0..60 {
+                let h = hooked.clone();
+                let hook: Applied = Box::new(move || {
+                    h.fetch_add(1, Ordering::SeqCst);
+                });
+                l.commit_many_then(&[record(&format!("w{w}"), "p", "m", i, 0, 0)], Some(hook)).await.unwrap();
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    stop.store(true, Ordering::SeqCst);
+    assert!(reader.join().unwrap() > 0);
+    assert_eq!(hooked.load(Ordering::SeqCst), 480);
+
+    // A commit refused before it is applied drops its hook without running it.
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = ran.clone();
+    let bad = record("a", "p", "m", validate::MAX_TOKENS + 1, 0, 0);
+    let hook: Applied = Box::new(move || r.store(true, Ordering::SeqCst));
+    assert!(l.commit_many_then(&[bad], Some(hook)).await.is_err());
+    assert!(!ran.load(Ordering::SeqCst));
+}

@@ -3,9 +3,9 @@
 //!
 //! Admission (for every `chat`, and `quota.check` as a dry run): tier gate per route target →
 //! rate limit (per user and per app) → quota with a reservation of the call's worst case.
-//! Settlement: once the call's usage records are committed (its answer's, and one per failed
-//! attempt the provider billed), the reservation is released (the ledger then holds the actual
-//! usage); a call without a record releases it all the same.
+//! Settlement: the reservation is released at the moment the call's usage records (its answer's,
+//! and one per failed attempt the provider billed) become visible in the ledger, which then holds
+//! the actual usage; a call without a record releases it when it ends.
 //!
 //! Invariants:
 //! - with no `[tiers]` the policy is off: every call is allowed, nothing is reserved;
@@ -307,12 +307,10 @@ impl Policy {
         }
         let worst = allowed.iter().fold(Amount::default(), |acc, (_, a)| acc.max(a));
         let _lock = self.admission.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Reservations first, then usage: a call settling meanwhile (settle does not take this
-        // lock) has its record committed before its reservation is dropped, so it is counted at
-        // least once. Read the other way round, it could slip between the two reads and be
-        // counted in neither, admitting one call too many.
-        let reserved = self.reserved.total();
-        let used = self.used(&bounds, count_byok);
+        // A finishing call's reservation is released at the moment its records become visible
+        // (`release_when_applied`); reading both inside `consistent` counts it exactly once,
+        // never in neither (one call too many) nor in both (one too few).
+        let (reserved, used) = self.ledger.consistent(|| (self.reserved.total(), self.used(&bounds, count_byok)));
         let mut taken = used;
         taken.add(&reserved);
         if let Some(metric) = limits.first_exceeded(&taken, &worst) {
@@ -366,6 +364,12 @@ impl Policy {
                 i64::try_from(u128::from(over) * u128::try_from(price).unwrap_or(0) / 1000).unwrap_or(i64::MAX);
             used = used.saturating_add(tokens);
         }
+    }
+
+    /// Hands over a call's reservation, to be released by the ledger when the call's records
+    /// become visible (pass it to `Ledger::commit_many_then`).
+    pub fn release_when_applied(&self, a: &mut Admitted) -> Option<crate::ledger::Applied> {
+        a.reservation.take().map(|r| Box::new(move || drop(r)) as crate::ledger::Applied)
     }
 
     /// Settles a call after its records were committed (or it ended without one): releases the
@@ -431,9 +435,9 @@ impl Policy {
         out.overage = tier.overage == Overage::Allow;
         out.requests_per_minute = tier.requests_per_minute;
         let limits = self.limits(tier);
-        // In this order for the reason given in `admit`.
-        let reserved = self.reserved.total();
-        let used = self.used(&bounds, tier.byok.counts_toward_quota);
+        // Together, for the reason given in `admit`.
+        let (reserved, used) =
+            self.ledger.consistent(|| (self.reserved.total(), self.used(&bounds, tier.byok.counts_toward_quota)));
         let now = self.clock.now_ms();
         for metric in Metric::ALL {
             let Some(limit) = limits.get(metric) else { continue };

@@ -6,8 +6,10 @@
 //! - a call is admitted only if `used + reserved + its worst case <= limit` for every limited
 //!   metric, decided under one lock together with taking the reservation, so concurrent calls
 //!   can never together exceed a limit;
-//! - a reservation is released only after the call's usage record was committed (or the call
-//!   failed without one), so for a moment a call may count twice (conservative), never zero times.
+//! - a reservation is released by the ledger's committer at the moment the call's records become
+//!   visible (or when the call ends without one), and admission reads reservations and usage
+//!   inside `Ledger::consistent`, so a finishing call counts exactly once: never twice (a
+//!   spurious refusal), never zero times.
 
 use crate::ledger::{Dim, Ledger, LedgerError, Period, RecordQuery};
 use crate::usage::KeySource;
