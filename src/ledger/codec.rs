@@ -71,6 +71,26 @@ mod tests {
         assert_eq!(decode(&serde_json::to_vec(&r).unwrap()).unwrap(), r);
     }
 
+    /// The rule for new fields holds with this encoding: a value written before a field was
+    /// appended (with `#[serde(default)]`) still decodes.
+    #[test]
+    fn a_field_appended_with_a_default_reads_older_values() {
+        #[derive(serde::Serialize)]
+        struct Before {
+            a: u32,
+            b: String,
+        }
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct After {
+            a: u32,
+            b: String,
+            #[serde(default)]
+            c: u64,
+        }
+        let old = rmp_serde::to_vec(&Before { a: 1, b: "x".into() }).unwrap();
+        assert_eq!(rmp_serde::from_slice::<After>(&old).unwrap(), After { a: 1, b: "x".into(), c: 0 });
+    }
+
     #[test]
     fn rejects_damage() {
         let stored = encode(&record()).unwrap();
