@@ -321,7 +321,7 @@ async fn finish(
         for r in &mut records {
             c.state.policy.stamp(r);
         }
-        let release = c.state.policy.release_when_applied(&mut admitted);
+        let release = admitted.release_when_applied();
         c.state.ledger.commit_many_then(&records, release).await.map(drop)
     };
     c.state.policy.settle(admitted);

@@ -74,6 +74,14 @@ pub struct Admitted {
     bounds: Option<Bounds>,
 }
 
+impl Admitted {
+    /// Hands over the reservation, to be released by the ledger when the call's records become
+    /// visible (pass it to `Ledger::commit_many_then`).
+    pub fn release_when_applied(&mut self) -> Option<crate::ledger::Applied> {
+        self.reservation.take().map(|r| Box::new(move || drop(r)) as crate::ledger::Applied)
+    }
+}
+
 /// One call to admit. `worst` is the call's worst case at each target (tokens, 1 request, cost).
 pub struct AdmitRequest<'a> {
     pub app: &'a str,
@@ -307,10 +315,7 @@ impl Policy {
         }
         let worst = allowed.iter().fold(Amount::default(), |acc, (_, a)| acc.max(a));
         let _lock = self.admission.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        // A finishing call's reservation is released at the moment its records become visible
-        // (`release_when_applied`); reading both inside `consistent` counts it exactly once,
-        // never in neither (one call too many) nor in both (one too few).
-        let (reserved, used) = self.ledger.consistent(|| (self.reserved.total(), self.used(&bounds, count_byok)));
+        let (reserved, used) = self.reserved_and_used(&bounds, count_byok);
         let mut taken = used;
         taken.add(&reserved);
         if let Some(metric) = limits.first_exceeded(&taken, &worst) {
@@ -366,10 +371,12 @@ impl Policy {
         }
     }
 
-    /// Hands over a call's reservation, to be released by the ledger when the call's records
-    /// become visible (pass it to `Ledger::commit_many_then`).
-    pub fn release_when_applied(&self, a: &mut Admitted) -> Option<crate::ledger::Applied> {
-        a.reservation.take().map(|r| Box::new(move || drop(r)) as crate::ledger::Applied)
+    /// Reservations and usage of the period, read as one state. A finishing call's reservation
+    /// is released at the moment its records become visible ([`Admitted::release_when_applied`]),
+    /// so read together it counts exactly once: never in neither (one call too many admitted)
+    /// nor in both (one refused too many).
+    fn reserved_and_used(&self, bounds: &Bounds, count_byok: bool) -> (Amount, Amount) {
+        self.ledger.consistent(|| (self.reserved.total(), self.used(bounds, count_byok)))
     }
 
     /// Settles a call after its records were committed (or it ended without one): releases the
@@ -435,9 +442,7 @@ impl Policy {
         out.overage = tier.overage == Overage::Allow;
         out.requests_per_minute = tier.requests_per_minute;
         let limits = self.limits(tier);
-        // Together, for the reason given in `admit`.
-        let (reserved, used) =
-            self.ledger.consistent(|| (self.reserved.total(), self.used(&bounds, tier.byok.counts_toward_quota)));
+        let (reserved, used) = self.reserved_and_used(&bounds, tier.byok.counts_toward_quota);
         let now = self.clock.now_ms();
         for metric in Metric::ALL {
             let Some(limit) = limits.get(metric) else { continue };
