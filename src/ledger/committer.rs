@@ -49,10 +49,21 @@ pub struct Cleared {
 }
 
 pub enum Job {
-    /// Store records (+ counters + outbox entries) unless their id is already stored; replies with
-    /// one `true` per record that was new. `applied` runs as soon as they are visible to readers
-    /// (before the flush), inside the same [`Visibility`] write lock as the transaction.
-    Commit { records: Vec<Prepared>, applied: Option<Applied>, reply: CommitReply },
+    Commit(Commit),
+    Op(Op),
+}
+
+/// Store records (+ counters + outbox entries) unless their id is already stored; replies with
+/// one `true` per record that was new. `applied` runs as soon as they are visible to readers
+/// (before the flush), inside the same [`Visibility`] write lock as the transaction.
+pub struct Commit {
+    pub records: Vec<Prepared>,
+    pub applied: Option<Applied>,
+    pub reply: oneshot::Sender<Result<Vec<bool>, LedgerError>>,
+}
+
+/// Every other write, applied in queue order between runs of commits.
+pub enum Op {
     /// Remove delivered entries from the outbox; replies with how many were there.
     Ack { entries: Vec<Queued>, reply: oneshot::Sender<Result<u64, LedgerError>> },
     /// Move outbox entries to dead letters; `meta` is a JSON object (without its closing brace)
@@ -65,13 +76,12 @@ pub enum Job {
 }
 
 type Done = Box<dyn FnOnce(Option<&LedgerError>) + Send>;
-/// Runs once a commit's records are visible (see [`Job::Commit`]).
+/// Runs once a commit's records are visible (see [`Commit`]).
 pub type Applied = Box<dyn FnOnce() + Send>;
 /// Held for writing while a transaction of commits and their [`Applied`] hooks run, and for
 /// reading by [`super::Ledger::consistent`]: a reader under it sees a commit either not at all,
 /// or together with everything its hook did.
 pub type Visibility = Arc<std::sync::RwLock<()>>;
-type CommitReply = oneshot::Sender<Result<Vec<bool>, LedgerError>>;
 
 fn done<T: Send + 'static>(reply: oneshot::Sender<Result<T, LedgerError>>, result: Result<T, LedgerError>) -> Done {
     Box::new(move |flush_error: Option<&LedgerError>| {
@@ -104,37 +114,37 @@ impl Committer {
     pub fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         while let Some(first) = rx.blocking_recv() {
             let mut finished = Vec::with_capacity(64);
-            let mut next = Some(first);
+            let mut jobs = vec![first];
             // Jobs that arrive while a round is applied join the same flush: keep applying what
             // is queued until the queue is empty (or the round is full), then flush once.
-            while let Some(first) = next.take() {
-                let mut jobs = vec![first];
+            loop {
                 while finished.len() + jobs.len() < MAX_JOBS_PER_ROUND {
-                    match rx.try_recv() {
-                        Ok(j) => jobs.push(j),
-                        Err(_) => break,
-                    }
+                    let Ok(job) = rx.try_recv() else { break };
+                    jobs.push(job);
                 }
-                finished.extend(self.round(jobs));
-                if finished.len() < MAX_JOBS_PER_ROUND {
-                    next = rx.try_recv().ok();
+                if jobs.is_empty() {
+                    break;
                 }
+                finished.extend(self.round(std::mem::take(&mut jobs)));
             }
-            let started = std::time::Instant::now();
-            let flushed = self.db.flush().map_err(LedgerError::storage);
-            tracing::trace!(flush_us = started.elapsed().as_micros() as u64, "ledger flush");
-            match &flushed {
-                Ok(_) => {
-                    self.durable_seq.fetch_max(self.next_seq, Ordering::SeqCst);
-                    self.counts_tx.send_replace(self.counts);
-                }
-                Err(e) => {
-                    tracing::error!("ledger flush failed; the writers of {} jobs get an error: {e}", finished.len())
-                }
+            self.flush_and_answer(finished);
+        }
+    }
+
+    /// Flushes everything applied so far, publishes what is now durable, and answers.
+    fn flush_and_answer(&mut self, finished: Vec<Done>) {
+        let started = std::time::Instant::now();
+        let flushed = self.db.flush().map_err(LedgerError::storage);
+        tracing::trace!(flush_us = started.elapsed().as_micros() as u64, "ledger flush");
+        match &flushed {
+            Ok(_) => {
+                self.durable_seq.fetch_max(self.next_seq, Ordering::SeqCst);
+                self.counts_tx.send_replace(self.counts);
             }
-            for f in finished {
-                f(flushed.as_ref().err());
-            }
+            Err(e) => tracing::error!("ledger flush failed; the writers of {} jobs get an error: {e}", finished.len()),
+        }
+        for f in finished {
+            f(flushed.as_ref().err());
         }
     }
 
@@ -142,14 +152,14 @@ impl Committer {
         let started = std::time::Instant::now();
         let n = jobs.len();
         let mut finished: Vec<Done> = Vec::with_capacity(jobs.len());
-        let mut commits: Vec<(Vec<Prepared>, Option<Applied>, CommitReply)> = Vec::new();
+        let mut commits: Vec<Commit> = Vec::new();
         for job in jobs {
             match job {
-                Job::Commit { records, applied, reply } => commits.push((records, applied, reply)),
-                other => {
+                Job::Commit(c) => commits.push(c),
+                Job::Op(op) => {
                     // Keep order: commits queued before this job are applied first.
                     self.apply_commits(&mut commits, &mut finished);
-                    finished.push(self.apply(other));
+                    finished.push(self.apply(op));
                 }
             }
         }
@@ -158,32 +168,28 @@ impl Committer {
         finished
     }
 
-    fn apply_commits(
-        &mut self,
-        commits: &mut Vec<(Vec<Prepared>, Option<Applied>, CommitReply)>,
-        finished: &mut Vec<Done>,
-    ) {
+    fn apply_commits(&mut self, commits: &mut Vec<Commit>, finished: &mut Vec<Done>) {
         if commits.is_empty() {
             return;
         }
-        let batch: Vec<&Prepared> = commits.iter().flat_map(|(r, _, _)| r.iter()).collect();
+        let batch: Vec<&Prepared> = commits.iter().flat_map(|c| c.records.iter()).collect();
         let visibility = self.visibility.clone();
         let _visible = visibility.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         match self.commit(&batch) {
             Ok(new) => {
                 let mut flags = new.into_iter();
-                for (records, applied, reply) in commits.drain(..) {
-                    if let Some(hook) = applied {
+                for c in commits.drain(..) {
+                    if let Some(hook) = c.applied {
                         hook();
                     }
-                    let mine: Vec<bool> = flags.by_ref().take(records.len()).collect();
-                    finished.push(done(reply, Ok(mine)));
+                    let mine: Vec<bool> = flags.by_ref().take(c.records.len()).collect();
+                    finished.push(done(c.reply, Ok(mine)));
                 }
             }
             Err(e) => {
                 // Nothing became visible; the hooks are dropped unrun.
-                for (_, _, reply) in commits.drain(..) {
-                    finished.push(done(reply, Err(e.clone())));
+                for c in commits.drain(..) {
+                    finished.push(done(c.reply, Err(e.clone())));
                 }
             }
         }
@@ -241,22 +247,21 @@ impl Committer {
         Ok(new)
     }
 
-    fn apply(&mut self, job: Job) -> Done {
-        match job {
-            Job::Commit { reply, .. } => done(reply, Err(LedgerError::Closed)), // handled by the caller
-            Job::Ack { entries, reply } => {
+    fn apply(&mut self, op: Op) -> Done {
+        match op {
+            Op::Ack { entries, reply } => {
                 let r = self.remove_queued(&entries, None);
                 done(reply, r)
             }
-            Job::DeadLetter { entries, meta, reply } => {
+            Op::DeadLetter { entries, meta, reply } => {
                 let r = self.remove_queued(&entries, Some(&meta));
                 done(reply, r)
             }
-            Job::Requeue { reply } => {
+            Op::Requeue { reply } => {
                 let r = self.requeue();
                 done(reply, r)
             }
-            Job::Clear { force, reply } => {
+            Op::Clear { force, reply } => {
                 let r = self.clear(force);
                 done(reply, r)
             }

@@ -38,7 +38,7 @@ pub use validate::{validate, InvalidRecord};
 
 use crate::usage::{now_ms, UsageRecord};
 pub use committer::Applied;
-use committer::{Committer, Job, Prepared, Visibility, CLEARING_KEY};
+use committer::{Commit, Committer, Job, Op, Prepared, Visibility, CLEARING_KEY};
 use serde::{Deserialize, Serialize};
 use sled::IVec;
 use std::path::{Path, PathBuf};
@@ -328,7 +328,7 @@ impl Ledger {
                 delta: Counter::of(r),
             });
         }
-        self.send(|reply| Job::Commit { records: prepared, applied, reply }).await
+        self.send(|reply| Job::Commit(Commit { records: prepared, applied, reply })).await
     }
 
     /// Runs `f` while no commit becomes visible: what `f` reads from the ledger and what commit
@@ -342,7 +342,7 @@ impl Ledger {
     /// Removes records the backend accepted from the outbox.
     pub async fn ack(&self, entries: &[Queued]) -> Result<u64, LedgerError> {
         let entries = entries.to_vec();
-        self.send(|reply| Job::Ack { entries, reply }).await
+        self.send(|reply| Job::Op(Op::Ack { entries, reply })).await
     }
 
     /// Moves records the backend refused from the outbox to the dead letters.
@@ -357,18 +357,18 @@ impl Ledger {
         let mut meta = serde_json::to_string(&meta).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
         meta.pop(); // the closing brace; the committer appends `,"record":...}`
         let entries = entries.to_vec();
-        self.send(|reply| Job::DeadLetter { entries, meta, reply }).await
+        self.send(|reply| Job::Op(Op::DeadLetter { entries, meta, reply })).await
     }
 
     /// Moves every dead letter back to the outbox (to be sent again).
     pub async fn requeue_dead_letters(&self) -> Result<u64, LedgerError> {
-        self.send(|reply| Job::Requeue { reply }).await
+        self.send(|reply| Job::Op(Op::Requeue { reply })).await
     }
 
     /// Removes the local history (records and counters). The outbox and dead letters (records not
     /// yet accepted by the backend) are kept unless `force`.
     pub async fn clear(&self, force: bool) -> Result<Cleared, LedgerError> {
-        self.send(|reply| Job::Clear { force, reply }).await
+        self.send(|reply| Job::Op(Op::Clear { force, reply })).await
     }
 
     async fn send<T>(
