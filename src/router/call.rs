@@ -365,18 +365,24 @@ impl Router {
                 }
                 r = body.read_all(transport::MAX_BODY) => r,
             };
-            match read.map(|bytes| (adapter.parse_body(&bytes), bytes)) {
-                Ok((Ok(Completion { content, finish_reason, model, usage }), _)) => {
+            let bytes = match read {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    a.end = End::Failed(e);
+                    return a;
+                }
+            };
+            match adapter.parse_body(&bytes) {
+                Ok(Completion { content, finish_reason, model, usage }) => {
                     a.content = content;
                     a.summary = StreamSummary { finish_reason, model, usage };
                     a.ttft = Some(start.elapsed());
                 }
-                Ok((Err(e), bytes)) => {
+                Err(e) => {
                     // Refused, yet maybe billed: keep what the body reports, so it is charged.
                     a.summary.usage = providers::parse_json(&bytes).ok().and_then(|v| adapter.body_usage(&v));
                     a.end = End::Failed(e);
                 }
-                Err(e) => a.end = End::Failed(e),
             }
             return a;
         }
