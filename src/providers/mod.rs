@@ -227,7 +227,7 @@ pub(crate) mod test_support {
     use super::*;
 
     pub fn fixture(name: &str) -> Vec<u8> {
-        let path = format!("{}/../shared/fixtures/providers/{name}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!("{}/tests/fixtures/providers/{name}", env!("CARGO_MANIFEST_DIR"));
         std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read fixture {path}: {e}"))
     }
 

@@ -3,7 +3,7 @@
 //!
 //! - Normal answers are built in each provider's real shape (SSE framing, headers, usage fields)
 //!   from [`REPLY`] with fixed usage ([`USAGE_IN`], [`USAGE_OUT`]).
-//! - [`Fault::Fixture`] replays a recorded body from `../shared/fixtures/providers/` byte for byte
+//! - [`Fault::Fixture`] replays a recorded body from `tests/fixtures/providers/` byte for byte
 //!   (sent in small pieces to exercise framing).
 //! - Faults are queued with [`Mock::push`] and consumed one per request, in order; when the queue
 //!   is empty the mock answers normally (or with [`Mock::set_default`]).
@@ -26,9 +26,9 @@ pub const REPLY: &str = "Hello from the mock provider.";
 pub const USAGE_IN: u64 = 12;
 pub const USAGE_OUT: u64 = 7;
 
-/// Reads a recorded fixture (never copied into this repository).
+/// Reads a recorded fixture from `tests/fixtures/providers/` (see its `SOURCES.md`).
 pub fn fixture(name: &str) -> Vec<u8> {
-    let path = format!("{}/../shared/fixtures/providers/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/tests/fixtures/providers/{name}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read fixture {path}: {e}"))
 }
 
