@@ -10,19 +10,65 @@ use std::path::{Path, PathBuf};
 
 pub const APP_DIR: &str = "llm-sidecar";
 
+/// One problem in a config file: where (line and column when known, the dotted key) and what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Issue {
+    /// Dotted key, e.g. `daemon.max_connections` (`None` for a syntax error).
+    pub key: Option<String>,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl std::fmt::Display for Issue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let (Some(l), Some(c)) = (self.line, self.column) {
+            write!(f, "line {l}, column {c}: ")?;
+        }
+        match &self.key {
+            Some(k) => write!(f, "`{k}`: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String, line: Option<usize>, column: Option<usize> },
-    #[error("{path}: invalid value for `{key}`: {message}")]
-    Invalid { path: PathBuf, key: String, message: String },
+    /// The file exists (or was named) but cannot be read; the OS error is part of the message
+    /// (not a separate source, so a chained report does not print it twice).
+    #[error("cannot read config file {}: {error}", path.display())]
+    Read { path: PathBuf, error: std::io::Error },
+    /// Every problem found in the file (at least one).
+    #[error("{}: {}", path.display(), render_issues(issues))]
+    Invalid { path: PathBuf, issues: Vec<Issue> },
 }
+
+impl ConfigError {
+    /// The problems (empty for a read error).
+    pub fn issues(&self) -> &[Issue] {
+        match self {
+            ConfigError::Read { .. } => &[],
+            ConfigError::Invalid { issues, .. } => issues,
+        }
+    }
+}
+
+fn render_issues(issues: &[Issue]) -> String {
+    match issues {
+        [one] => one.to_string(),
+        many => {
+            let mut out = format!("{} errors:", many.len());
+            for i in many {
+                out.push_str("\n  ");
+                out.push_str(&i.to_string());
+            }
+            out
+        }
+    }
+}
+
+/// At most this many problems are reported for one file.
+const MAX_ISSUES: usize = 50;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -87,26 +133,53 @@ pub enum LogFormat {
 }
 
 impl Config {
-    /// Parses and validates config text; `path` is only used in error messages.
+    /// Parses and validates config text; `path` is only used in error messages. Reports every
+    /// problem at once: a syntax error stops parsing (only it is reported), otherwise each
+    /// unknown key or wrong type is set aside and parsing goes on, then each section is checked.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let deserializer = toml::Deserializer::new(text);
-        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|err| {
-            let key = err.path().to_string();
-            let e = err.into_inner();
+        let invalid = |issues: Vec<Issue>| ConfigError::Invalid { path: path.to_path_buf(), issues };
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| {
             let (line, column) = e.span().map(|s| line_col(text, s.start)).unzip();
-            let what = if key.is_empty() || key == "." {
-                e.message().to_string()
-            } else {
-                format!("`{key}`: {}", e.message())
-            };
-            let message = match line.zip(column) {
-                Some((l, c)) => format!("line {l}, column {c}: {what}"),
-                None => what,
-            };
-            ConfigError::Parse { path: path.to_path_buf(), message, line, column }
+            invalid(vec![Issue { key: None, line, column, message: e.message().trim_end().to_string() }])
         })?;
-        config.validate(path)?;
-        Ok(config)
+        let doc = toml_edit::ImDocument::parse(text).ok();
+        let locate = |segments: &[String]| doc.as_ref().and_then(|d| locate(d, segments)).map(|o| line_col(text, o));
+        let mut issues = Vec::new();
+        let config = loop {
+            let value = toml::Value::Table(table.clone());
+            match serde_path_to_error::deserialize::<_, Config>(value) {
+                Ok(c) => break Some(c),
+                Err(err) => {
+                    let mut segments = segments(err.path());
+                    let message = err.into_inner().message().trim_end().to_string();
+                    if let Some(unknown) = unknown_field(&message) {
+                        if segments.last().map(String::as_str) != Some(unknown) {
+                            segments.push(unknown.to_string());
+                        }
+                    }
+                    let (line, column) = locate(&segments).unzip();
+                    let key = (!segments.is_empty()).then(|| segments.join("."));
+                    issues.push(Issue { key, line, column, message });
+                    // Set the offending key aside and go on; stop if it cannot be (or too many).
+                    if segments.is_empty() || !remove(&mut table, &segments) || issues.len() >= MAX_ISSUES {
+                        break None;
+                    }
+                }
+            }
+        };
+        // Checked only once the file parses as it is: with keys set aside, the checks would
+        // report what is missing because of them.
+        if let Some(config) = config.as_ref().filter(|_| issues.is_empty()) {
+            for (key, message) in config.problems() {
+                let segments = split_key(&key);
+                let (line, column) = (1..=segments.len()).rev().find_map(|n| locate(&segments[..n])).unzip();
+                issues.push(Issue { key: Some(key), line, column, message });
+            }
+        }
+        match config {
+            Some(c) if issues.is_empty() => Ok(c),
+            _ => Err(invalid(issues)),
+        }
     }
 
     /// Loads `path`. A missing file at the default location means "all defaults"; a missing file
@@ -115,42 +188,199 @@ impl Config {
         match std::fs::read_to_string(path) {
             Ok(text) => Config::parse(&text, path),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(Config::default()),
-            Err(source) => Err(ConfigError::Read { path: path.to_path_buf(), source }),
+            Err(error) => Err(ConfigError::Read { path: path.to_path_buf(), error }),
         }
     }
 
-    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |key: &str, message: &str| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            key: key.to_string(),
-            message: message.to_string(),
+    /// Every section's validation problem (`(dotted key, message)`); each section reports its
+    /// first.
+    fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut check = |r: Result<(), (String, String)>| {
+            if let Err(e) = r {
+                out.push(e);
+            }
         };
-        if self.daemon.max_connections == 0 {
-            return Err(invalid("daemon.max_connections", "must be at least 1"));
-        }
-        if self.daemon.max_inflight_per_connection == 0 {
-            return Err(invalid("daemon.max_inflight_per_connection", "must be at least 1"));
-        }
-        if self.daemon.shutdown_grace_secs > 3600 {
-            return Err(invalid("daemon.shutdown_grace_secs", "must be at most 3600"));
-        }
-        self.vault.validate().map_err(|(key, message)| invalid(&key, &message))?;
-        if let Err((key, message)) = crate::router::Router::check(&self.providers, &self.routes, &self.router) {
-            return Err(invalid(&key, &message));
-        }
-        if let Err((key, message)) = self.sync.validate() {
-            return Err(invalid(key, &message));
-        }
-        if let Err((key, message)) = crate::policy::config::validate(&self.policy, &self.tiers, &self.account) {
-            return Err(invalid(&key, &message));
-        }
+        let d = &self.daemon;
+        let bad = |k: &str, m: &str| Err((k.to_string(), m.to_string()));
+        check(if d.max_connections == 0 { bad("daemon.max_connections", "must be at least 1") } else { Ok(()) });
+        check(if d.max_inflight_per_connection == 0 {
+            bad("daemon.max_inflight_per_connection", "must be at least 1")
+        } else {
+            Ok(())
+        });
+        check(if d.shutdown_grace_secs > 3600 {
+            bad("daemon.shutdown_grace_secs", "must be at most 3600")
+        } else {
+            Ok(())
+        });
+        check(self.vault.validate());
+        check(crate::router::Router::check(&self.providers, &self.routes, &self.router));
+        check(self.sync.validate().map_err(|(k, m)| (k.to_string(), m)));
+        check(crate::policy::config::validate(&self.policy, &self.tiers, &self.account));
         if let Some(level) = &self.log.level {
             if tracing_subscriber::EnvFilter::try_new(level).is_err() {
-                return Err(invalid("log.level", "not a valid filter (try `info` or `llm_sidecar=debug`)"));
+                check(bad("log.level", "not a valid filter (try `info` or `llm_sidecar=debug`)"));
             }
         }
-        Ok(())
+        out
     }
+}
+
+impl Config {
+    /// The configuration as the daemon runs it, as TOML for `config show`: the built-in
+    /// provider presets merged in (every field set), and a `# no effect: ...` comment on each
+    /// setting the rest of the configuration makes moot.
+    pub fn render_effective(&self) -> Result<String, String> {
+        let mut full = self.clone();
+        full.providers = crate::providers::presets::effective(&self.providers).map_err(|e| e.to_string())?;
+        let text = toml::to_string_pretty(&full).map_err(|e| e.to_string())?;
+        let mut notes: Vec<(&str, &str, String)> = Vec::new();
+        if self.vault.mode == crate::vault::VaultMode::Identity {
+            notes.push((
+                "vault",
+                "auto_lock_secs",
+                "no effect: identity mode never auto-locks (only `mode = \"passphrase\"` does)".into(),
+            ));
+        }
+        if self.sync.url.is_none() {
+            notes.push((
+                "sync",
+                "",
+                "sync is off (no `url`): records stay in the local ledger and the settings below have no effect until a url is set".into(),
+            ));
+        }
+        if self.account.url.is_none() {
+            notes.push((
+                "account",
+                "poll_secs",
+                "no effect without `account.url` (expiry is still checked offline)".into(),
+            ));
+        }
+        if self.tiers.is_empty() {
+            notes.push((
+                "policy",
+                "",
+                "no [tiers] configured: the policy is off (every call allowed) and these settings have no effect"
+                    .into(),
+            ));
+        }
+        Ok(annotate(&text, &notes))
+    }
+}
+
+/// Adds `notes` (`(section, key, text)`; an empty key comments the section header) to TOML text.
+fn annotate(text: &str, notes: &[(&str, &str, String)]) -> String {
+    let mut out = String::with_capacity(text.len() + 256);
+    let mut section = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if let Some(name) = trimmed.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.trim_matches(['[', ']']).to_string();
+            out.push_str(line);
+            out.push('\n');
+            for (_, _, note) in notes.iter().filter(|(s, k, _)| *s == section && k.is_empty()) {
+                out.push_str("# ");
+                out.push_str(note);
+                out.push('\n');
+            }
+            continue;
+        }
+        let key = trimmed.split('=').next().unwrap_or_default().trim();
+        out.push_str(line);
+        if let Some((_, _, note)) = notes.iter().find(|(s, k, _)| *s == section && !k.is_empty() && *k == key) {
+            out.push_str("  # ");
+            out.push_str(note);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The path of a deserialization error as key segments (array indices as numbers).
+fn segments(path: &serde_path_to_error::Path) -> Vec<String> {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .filter_map(|s| match s {
+            Segment::Seq { index } => Some(index.to_string()),
+            Segment::Map { key } => Some(key.clone()),
+            Segment::Enum { variant } => Some(variant.clone()),
+            Segment::Unknown => None,
+        })
+        .collect()
+}
+
+/// `X` from serde's "unknown field `X`, expected ...".
+fn unknown_field(message: &str) -> Option<&str> {
+    message.strip_prefix("unknown field `")?.split('`').next()
+}
+
+/// Splits a dotted key as the validators write it: `a.b[0]."c.d"` → `a`, `b`, `0`, `c.d`.
+fn split_key(key: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for ch in key.chars() {
+        match ch {
+            '"' => quoted = !quoted,
+            '.' if !quoted => out.push(std::mem::take(&mut cur)),
+            '[' if !quoted => out.push(std::mem::take(&mut cur)),
+            ']' if !quoted => {}
+            c => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+/// Removes the item at `segments` from `table`; false if there is none.
+fn remove(table: &mut toml::Table, segments: &[String]) -> bool {
+    let Some((last, parents)) = segments.split_last() else { return false };
+    let mut here = table;
+    let mut i = 0;
+    while i < parents.len() {
+        let Some(v) = here.get_mut(&parents[i]) else { return false };
+        // Descend through arrays by index.
+        let mut v = v;
+        while let toml::Value::Array(items) = v {
+            i += 1;
+            let Some(item) = parents.get(i).and_then(|n| n.parse::<usize>().ok()).and_then(|n| items.get_mut(n)) else {
+                return false;
+            };
+            v = item;
+        }
+        let toml::Value::Table(t) = v else { return false };
+        here = t;
+        i += 1;
+    }
+    here.remove(last).is_some()
+}
+
+/// Byte offset of the key at `segments` in the parsed document (its key, else its value).
+fn locate(doc: &toml_edit::ImDocument<&str>, segments: &[String]) -> Option<usize> {
+    let mut item: &toml_edit::Item = doc.as_item();
+    let mut offset = None;
+    let mut i = 0;
+    while i < segments.len() {
+        let seg = &segments[i];
+        if let Some(t) = item.as_table_like() {
+            let (k, v) = t.get_key_value(seg)?;
+            offset = k.span().or_else(|| v.span()).map(|s| s.start).or(offset);
+            item = v;
+        } else if let Some(arr) = item.as_array_of_tables() {
+            let t = arr.get(seg.parse().ok()?)?;
+            offset = t.span().map(|s| s.start).or(offset);
+            let (k, v) = t.get_key_value(segments.get(i + 1)?)?;
+            offset = k.span().or_else(|| v.span()).map(|s| s.start).or(offset);
+            item = v;
+            i += 1;
+        } else {
+            return offset;
+        }
+        i += 1;
+    }
+    offset
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -179,26 +409,65 @@ mod tests {
         assert_eq!(Config::parse("", Path::new("c.toml")).expect("ok"), Config::default());
     }
 
-    #[test]
-    fn unknown_key_reports_line_and_key() {
-        let text = "[daemon]\nmax_connections = 5\nmax_conections = 6\n";
+    fn issues(text: &str) -> Vec<Issue> {
         match Config::parse(text, Path::new("c.toml")) {
-            Err(ConfigError::Parse { line, message, .. }) => {
-                assert_eq!(line, Some(3));
-                assert!(message.contains("max_conections"), "{message}");
-            }
-            other => panic!("expected parse error, got {other:?}"),
+            Err(e) => e.issues().to_vec(),
+            Ok(c) => panic!("expected errors, got {c:?}"),
         }
     }
 
     #[test]
+    fn unknown_key_reports_line_and_key() {
+        let found = issues("[daemon]\nmax_connections = 5\nmax_conections = 6\n");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].line, Some(3));
+        assert_eq!(found[0].column, Some(1));
+        assert_eq!(found[0].key.as_deref(), Some("daemon.max_conections"));
+    }
+
+    #[test]
     fn wrong_type_and_invalid_value() {
-        let e = Config::parse("[daemon]\n\nmax_connections = \"many\"\n", Path::new("c.toml")).expect_err("type");
-        assert!(matches!(e, ConfigError::Parse { line: Some(3), .. }), "{e:?}");
+        let found = issues("[daemon]\n\nmax_connections = \"many\"\n");
+        assert_eq!((found[0].line, found[0].key.as_deref()), (Some(3), Some("daemon.max_connections")), "{found:?}");
         let e = Config::parse("[daemon]\nmax_connections = 0\n", Path::new("c.toml")).expect_err("zero");
-        assert!(e.to_string().contains("daemon.max_connections"), "{e}");
+        assert!(e.to_string().contains("daemon.max_connections") && e.to_string().contains("line 2"), "{e}");
         let e = Config::parse("[log]\nlevel = \"[[[\"\n", Path::new("c.toml")).expect_err("filter");
         assert!(e.to_string().contains("log.level"), "{e}");
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let text = "[daemon]\nbogus = 1\nmax_connections = \"x\"\n\n[vault]\nmode = \"nope\"\n\n[sync]\nurl = \"ftp://x\"\n[sync.extra]\na = 1\n[log]\nlevel = \"[[[\"\n";
+        let found = issues(text);
+        let keys: Vec<_> = found.iter().map(|i| i.key.clone().unwrap_or_default()).collect();
+        for k in ["daemon.bogus", "daemon.max_connections", "vault.mode", "sync.extra"] {
+            assert!(keys.iter().any(|x| x == k), "{k} missing from {found:?}");
+        }
+        let line = |k: &str| found.iter().find(|i| i.key.as_deref() == Some(k)).and_then(|i| i.line);
+        assert_eq!(line("daemon.bogus"), Some(2));
+        assert_eq!(line("daemon.max_connections"), Some(3));
+        assert_eq!(line("vault.mode"), Some(6));
+        // Type errors first; once the file parses, every section's check runs too.
+        let found = issues("[daemon]\nmax_connections = 0\n[log]\nlevel = \"[[[\"\n[sync]\nurl = \"ftp://x\"\n");
+        assert_eq!(found.len(), 3, "{found:?}");
+        let text = Config::parse("[daemon]\nbogus = 1\nother = 2\n", Path::new("c.toml")).expect_err("two").to_string();
+        assert!(text.contains("2 errors") && text.contains("line 2") && text.contains("line 3"), "{text}");
+    }
+
+    #[test]
+    fn a_syntax_error_has_line_and_column() {
+        let found = issues("[daemon]\nmax_connections = = 3\n");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].line, Some(2));
+        assert!(found[0].column.is_some());
+    }
+
+    #[test]
+    fn unreadable_file_names_the_os_error_once() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let e = Config::load(dir.path(), true).expect_err("a directory");
+        let chained = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(chained.matches("directory").count(), 1, "{chained}");
     }
 
     #[test]

@@ -524,7 +524,14 @@ async fn keys_test_marks_keys_valid_or_invalid_with_the_provider() {
     assert_eq!(e.data_field("provider").and_then(Value::as_str), Some("flaky"));
     assert_eq!(str_of(&list(&c).await[0], "status"), "unknown");
     // A provider with no known check and no configured URL is a params error, not a network call.
-    let k = set_key(&c, "somewhere", None, &fresh("sk-nowhere")).await;
+    let r = c
+        .call(
+            "keys.set",
+            params(&[("provider", "somewhere".into()), ("secret", fresh("sk-nowhere").into()), ("force", true.into())]),
+        )
+        .await
+        .unwrap();
+    let k = field(&r, "key").clone();
     let e = rpc_err(c.call("keys.test", params(&[("id", field(&k, "id").clone())])).await);
     assert_eq!(e.code, ErrorCode::InvalidParams);
     assert!(e.message.contains("vault.probe_base_urls.somewhere"), "{e}");

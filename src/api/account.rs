@@ -98,7 +98,7 @@ fn current(c: &Call) -> Status {
         period_start: e.as_ref().map(|e| ts(e.period_start)),
         period_end: e.as_ref().map(|e| ts(e.period_end)),
         expires_at: e.as_ref().map(|e| ts(e.exp)),
-        backend_url: p.account.url.clone(),
+        backend_url: p.rules().account.url.clone(),
         backend_usage: p.backend_usage().map(|b| BackendOut {
             tokens: b.used.tokens,
             requests: b.used.requests,

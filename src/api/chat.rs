@@ -209,7 +209,9 @@ impl Drop for Registered {
 
 async fn chat(mut c: Call) -> Result<Encoded, RpcError> {
     let (mut call, stream) = validate(c.params()?)?;
-    let admitted = super::quota::admit(&c.state, &c.conn.app(), &mut call)?;
+    // One router for the whole call: a config reload meanwhile does not change it.
+    let router = c.state.router();
+    let admitted = super::quota::admit(&c.state, &router, &c.conn.app(), &mut call)?;
     let _registered = Registered::new(c.conn.id, c.msgid, c.cancel.clone());
     let state = c.state.clone();
     // A tier without BYOK uses no vault keys (platform and local keys only).
@@ -217,7 +219,7 @@ async fn chat(mut c: Call) -> Result<Encoded, RpcError> {
         if admitted.byok_allowed { state.keys.as_ref() } else { &crate::keys::NoKeys };
     let outcome = if stream {
         let (tx, mut rx) = mpsc::channel::<String>(CHUNK_BUFFER);
-        let run = state.router.chat(&call, keys, Some(&tx), &c.cancel);
+        let run = router.chat(&call, keys, Some(&tx), &c.cancel);
         tokio::pin!(run);
         let mut seq: u64 = 0;
         let outcome = loop {
@@ -232,7 +234,7 @@ async fn chat(mut c: Call) -> Result<Encoded, RpcError> {
         }
         outcome
     } else {
-        state.router.chat(&call, keys, None, &c.cancel).await
+        router.chat(&call, keys, None, &c.cancel).await
     };
     let mut outcome = outcome;
     let skipped = admitted.skipped.iter().map(|t| Attempt {
@@ -393,7 +395,7 @@ async fn finish(
             Err(RpcError::new(
                 ErrorCode::KeyMissing,
                 format!(
-                    "no key for provider `{provider}`: add one with `llm-sidecar keys set` or set its key_env variable"
+                    "no key for provider `{provider}`: add one with `llm-sidecar keys add {provider}` or set its key_env variable"
                 ),
             )
             .with_data(&D { provider, attempts: &o.attempts }))
@@ -416,7 +418,10 @@ async fn finish(
 
 /// The cost of `usage` at the target's price, else the reported model's; 0 when unpriced.
 fn price_usage(c: &Call, provider: &str, target_model: &str, model: &str, usage: &TokenUsage) -> i64 {
-    let price = c.state.prices.lookup(provider, target_model).or_else(|| c.state.prices.lookup(provider, model));
+    let price = {
+        let prices = c.state.prices();
+        prices.lookup(provider, target_model).or_else(|| prices.lookup(provider, model))
+    };
     price.map_or(0, |p| cost_microusd(&p, usage))
 }
 

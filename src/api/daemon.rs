@@ -1,7 +1,7 @@
 //! `daemon.*`: handshake, status and discovery.
 
 use super::{ok, Call, Method, METHODS};
-use crate::rpc::{Encoded, RpcError, PROTOCOL};
+use crate::rpc::{Encoded, ErrorCode, RpcError, PROTOCOL};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -33,6 +33,14 @@ pub(super) fn methods() -> Vec<Method> {
             summary: "Every method and notification the daemon understands, with param and result shapes",
             kind: "request",
             handler: Some(|c| Box::pin(list_methods(c))),
+        },
+        Method {
+            name: "daemon.reload",
+            params: "{}",
+            result: "{applied: [str], restart_required: [str], not_reloadable: [str], config_file}",
+            summary: "Re-read config.toml (as SIGHUP does): a valid file replaces providers, routes, router settings, prices, tiers, limits and account settings for new calls (running calls finish on the old ones). Errors: config_invalid (data: {config_file, errors: [{key, line, column, message}]}; the old config stays in force)",
+            kind: "request",
+            handler: Some(|c| Box::pin(reload(c))),
         },
         Method {
             name: "daemon.ping",
@@ -130,7 +138,7 @@ async fn info(mut c: Call) -> Result<Encoded, RpcError> {
         connections: s.connections(),
         app: c.conn.app(),
         vault: s.vault.status(),
-        providers: s.router.health_report(),
+        providers: s.router().health_report(),
         sync: s.sync.status(),
     })
 }
@@ -182,4 +190,40 @@ async fn ping(mut c: Call) -> Result<Encoded, RpcError> {
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
     }
     ok(&PingResult { pong: true, delay_ms })
+}
+
+async fn reload(mut c: Call) -> Result<Encoded, RpcError> {
+    let _: NoParams = c.params()?;
+    let state = c.state.clone();
+    let result = tokio::task::spawn_blocking(move || state.reload())
+        .await
+        .map_err(|e| RpcError::internal(format!("reload task failed: {e}")))?;
+    let config_file = c.state.paths.config_file.display().to_string();
+    match result {
+        Ok(r) => {
+            #[derive(Serialize)]
+            struct R<'a> {
+                #[serde(flatten)]
+                reloaded: &'a crate::state::Reloaded,
+                config_file: &'a str,
+            }
+            ok(&R { reloaded: &r, config_file: &config_file })
+        }
+        Err(e) => {
+            #[derive(Serialize)]
+            struct D<'a> {
+                config_file: &'a str,
+                errors: Vec<crate::config::Issue>,
+            }
+            let errors = match &e {
+                crate::state::StateError::Config(ce) => ce.issues().to_vec(),
+                other => vec![crate::config::Issue { key: None, line: None, column: None, message: other.to_string() }],
+            };
+            Err(RpcError::new(
+                ErrorCode::ConfigInvalid,
+                format!("config not reloaded; the previous one stays in force: {e}"),
+            )
+            .with_data(&D { config_file: &config_file, errors }))
+        }
+    }
 }

@@ -20,9 +20,9 @@ pub(super) fn methods() -> Vec<Method> {
     vec![
         Method {
             name: "keys.set",
-            params: "{provider: str, secret: str, label?: str (default \"default\")}",
+            params: "{provider: str, secret: str, label?: str (default \"default\"), force?: bool}",
             result: concat!("{key: ", key_meta!(), ", replaced: bool}"),
-            summary: "Store a provider key in the vault; a key with the same provider and label is replaced. Errors: vault_locked, invalid_params",
+            summary: "Store a provider key in the vault; a key with the same provider and label is replaced. A provider that is neither built in nor configured is refused (invalid_params, data.known: [str]) unless `force`. Errors: vault_locked, invalid_params",
             kind: "request",
             handler: Some(|c| Box::pin(set(c))),
         },
@@ -60,6 +60,8 @@ struct SetParams {
     /// Read as a raw value so that a wrongly typed secret is never quoted in an error.
     secret: Value,
     label: Option<String>,
+    #[serde(default)]
+    force: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -101,9 +103,37 @@ struct TestResult<'a> {
 async fn set(mut c: Call) -> Result<Encoded, RpcError> {
     let p: SetParams = c.params()?;
     let secret = secret_param(p.secret, "secret")?;
+    if !p.force {
+        known_provider(&c, &p.provider)?;
+    }
     let vault = c.state.vault.clone();
     let (key, replaced) = blocking(move || vault.set(&p.provider, p.label.as_deref(), secret)).await?;
     ok(&SetResult { key: &key, replaced })
+}
+
+/// Refuses a provider that is neither built in, configured (`[providers.*]` or
+/// `vault.probe_base_urls`), nor one of the daemon's own token slots: a typo would otherwise
+/// store a key nothing ever uses.
+fn known_provider(c: &Call, provider: &str) -> Result<(), RpcError> {
+    let router = c.state.router();
+    if router.providers().contains_key(provider)
+        || crate::sync::VAULT_TOKEN_PROVIDERS.contains(&provider)
+        || c.state.config().vault.probe_base_urls.contains_key(provider)
+    {
+        return Ok(());
+    }
+    #[derive(Serialize)]
+    struct D<'a> {
+        provider: &'a str,
+        known: Vec<&'a str>,
+    }
+    let known: Vec<&str> = router.providers().keys().map(String::as_str).collect();
+    Err(RpcError::invalid_params(format!(
+        "unknown provider `{}`; known providers: {}. To store a key for a provider you will configure later, pass `force` (`llm-sidecar keys add --force`)",
+        provider.chars().take(64).collect::<String>(),
+        known.join(", ")
+    ))
+    .with_data(&D { provider, known }))
 }
 
 async fn list(mut c: Call) -> Result<Encoded, RpcError> {
@@ -121,7 +151,9 @@ async fn remove(mut c: Call) -> Result<Encoded, RpcError> {
 
 async fn test(mut c: Call) -> Result<Encoded, RpcError> {
     let p: IdParams = c.params()?;
-    let r = c.state.vault.test(&p.id).await.map_err(vault_error)?;
+    let config = c.state.config();
+    let router = c.state.router();
+    let r = c.state.vault.test(&p.id, &config.vault.probe_base_urls, router.providers()).await.map_err(vault_error)?;
     ok(&TestResult {
         key: &r.key,
         valid: r.checked.valid,

@@ -57,7 +57,8 @@ struct ListResult<'a> {
 async fn list(mut c: Call) -> Result<Encoded, RpcError> {
     let p: ListParams = c.params()?;
     let state = &c.state;
-    let router = &state.router;
+    let router = state.router();
+    let prices = state.prices();
     if let Some(name) = &p.provider {
         if !router.providers().contains_key(name) {
             return Err(RpcError::invalid_params(format!(
@@ -81,7 +82,7 @@ async fn list(mut c: Call) -> Result<Encoded, RpcError> {
                 .iter()
                 .map(|m| ModelInfo {
                     id: m,
-                    price: state.prices.lookup(&spec.name, m),
+                    price: prices.lookup(&spec.name, m),
                     allowed: state.policy.model_allowed(&spec.name, m),
                 })
                 .collect(),

@@ -5,7 +5,7 @@
 use super::{ok, Call, Method};
 use crate::policy::{AdmitRequest, Admitted, Amount, Refusal};
 use crate::pricing::cost_microusd;
-use crate::router::{ChatCall, Target};
+use crate::router::{ChatCall, Router, Target};
 use crate::rpc::{Encoded, ErrorCode, RpcError};
 use crate::state::State;
 use crate::usage::{KeySource, TokenUsage};
@@ -17,7 +17,7 @@ pub(super) fn methods() -> Vec<Method> {
         Method {
             name: "quota.status",
             params: "{}",
-            result: "{enabled, tier, tier_source: config|entitlement, period_start, period_end, limits: [{metric: tokens|requests|cost_microusd, limit, used, remaining, reserved, projected}], overage, requests_per_minute}",
+            result: "{enabled, tier, tier_source: config|entitlement, period_start, period_end, limits: [{metric: tokens|requests|cost_microusd, limit, used, remaining, reserved, projected}], overage, requests_per_minute, byok: {allowed, counts_toward_quota, used: {tokens, requests, cost_microusd}} | nil}",
             summary: "The active tier, every limit with used/remaining/reserved and the month-end projection, and the period bounds",
             kind: "request",
             handler: Some(|c| Box::pin(status(c))),
@@ -33,8 +33,23 @@ pub(super) fn methods() -> Vec<Method> {
     ]
 }
 
-/// The error `chat` answers for a refusal.
-pub(super) fn refusal_error(r: &Refusal) -> RpcError {
+/// How to get to `tier`: from the backend (upgrade link, then the new token) or, with no
+/// backend, by a token for it or the config's default tier.
+fn upgrade_hint(tier: &str, backend: bool) -> String {
+    if backend {
+        format!(
+            "upgrade to `{tier}`: open the link from `account.checkout_url` (tier `{tier}`); the new tier applies at the next `llm-sidecar account status` refresh, or log in with the new token (`llm-sidecar account login --token-file FILE`)"
+        )
+    } else {
+        format!(
+            "to use the `{tier}` tier: log in with an entitlement token for it (`llm-sidecar account login --token-file FILE`), or set `policy.default_tier = \"{tier}\"` in config.toml and run `llm-sidecar config reload`"
+        )
+    }
+}
+
+/// The error `chat` answers for a refusal. `backend`: whether an account backend is configured
+/// (it decides the upgrade hint of `tier_required`).
+pub(super) fn refusal_error(r: &Refusal, backend: bool) -> RpcError {
     match r {
         Refusal::TierRequired { required_tier, provider, model } => {
             #[derive(Serialize)]
@@ -42,13 +57,15 @@ pub(super) fn refusal_error(r: &Refusal) -> RpcError {
                 required_tier: &'a Option<String>,
                 provider: &'a str,
                 model: &'a str,
+                upgrade: Option<String>,
             }
             let hint = match required_tier {
                 Some(t) => format!("; the `{t}` tier allows it"),
                 None => "; no tier allows it".into(),
             };
+            let upgrade = required_tier.as_deref().map(|t| upgrade_hint(t, backend));
             RpcError::new(ErrorCode::TierRequired, format!("your tier does not allow {provider}/{model}{hint}"))
-                .with_data(&D { required_tier, provider, model })
+                .with_data(&D { required_tier, provider, model, upgrade })
         }
         Refusal::RateLimited { retry_after_ms, limit } => {
             #[derive(Serialize)]
@@ -94,8 +111,12 @@ pub(super) fn refusal_error(r: &Refusal) -> RpcError {
 /// The worst case of `call` at `target`: prompt estimate + max output, 1 request, and its cost.
 fn worst(state: &State, target: &Target, tokens_in: u64, tokens_out: u64) -> Amount {
     let usage = TokenUsage { input: tokens_in, output: tokens_out, ..TokenUsage::default() };
-    let cost = state.prices.lookup(&target.provider, &target.model).map_or(0, |p| cost_microusd(&p, &usage));
+    let cost = state.prices().lookup(&target.provider, &target.model).map_or(0, |p| cost_microusd(&p, &usage));
     Amount { tokens: tokens_in.saturating_add(tokens_out), requests: 1, cost_microusd: cost }
+}
+
+fn has_backend(state: &State) -> bool {
+    state.policy.rules().account.url.is_some()
 }
 
 fn has_byok(state: &State, provider: &str) -> bool {
@@ -103,12 +124,12 @@ fn has_byok(state: &State, provider: &str) -> bool {
 }
 
 /// Admission of a `chat` call: restricts `call.targets` to what the tier allows, or refuses.
-pub(super) fn admit(state: &State, app: &str, call: &mut ChatCall) -> Result<Admitted, RpcError> {
-    let Some(targets) = state.router.resolve(&call.route) else {
+pub(super) fn admit(state: &State, router: &Router, app: &str, call: &mut ChatCall) -> Result<Admitted, RpcError> {
+    let Some(targets) = router.resolve(&call.route) else {
         return Ok(crate::policy::Policy::pass_through()); // the router reports it
     };
     let input = u64::try_from(call.request.prompt_chars().div_ceil(4)).unwrap_or(u64::MAX);
-    let output = u64::from(call.request.max_tokens.unwrap_or(state.policy.settings.default_max_tokens));
+    let output = u64::from(call.request.max_tokens.unwrap_or(state.policy.rules().settings.default_max_tokens));
     let byok = |p: &str| has_byok(state, p);
     let req = AdmitRequest {
         app,
@@ -116,7 +137,7 @@ pub(super) fn admit(state: &State, app: &str, call: &mut ChatCall) -> Result<Adm
         has_byok: &byok,
         dry_run: false,
     };
-    let admitted = state.policy.admit(&req).map_err(|r| refusal_error(&r))?;
+    let admitted = state.policy.admit(&req).map_err(|r| refusal_error(&r, has_backend(state)))?;
     call.targets = Some(admitted.targets.clone());
     Ok(admitted)
 }
@@ -135,13 +156,13 @@ struct CheckParams {
 async fn check(mut c: Call) -> Result<Encoded, RpcError> {
     let p: CheckParams = c.params()?;
     let state = &c.state;
-    let Some(targets) = state.router.resolve(&p.model) else {
+    let Some(targets) = state.router().resolve(&p.model) else {
         return Err(RpcError::invalid_params(format!(
             "unknown model `{}`: not a route, alias, provider/model or listed model (see models.list)",
             p.model.chars().take(128).collect::<String>()
         )));
     };
-    let tokens = p.estimated_tokens.unwrap_or(u64::from(state.policy.settings.default_max_tokens));
+    let tokens = p.estimated_tokens.unwrap_or(u64::from(state.policy.rules().settings.default_max_tokens));
     let byok = |p: &str| has_byok(state, p);
     let app = c.conn.app();
     let req = AdmitRequest {
@@ -169,7 +190,7 @@ async fn check(mut c: Call) -> Result<Encoded, RpcError> {
             targets: a.targets.iter().map(ToString::to_string).collect(),
         }),
         Err(r) => {
-            let e = refusal_error(&r);
+            let e = refusal_error(&r, has_backend(state));
             let error = Value::Map(vec![
                 (Value::from("code"), Value::from(e.code.as_str())),
                 (Value::from("message"), Value::from(e.message)),

@@ -30,19 +30,20 @@ fn text<'a>(v: &'a Value, name: &str) -> &'a str {
     field(v, name).and_then(Value::as_str).unwrap_or("-")
 }
 
-fn print_status(s: &Value) {
+fn print_status(s: &Value) -> Result<()> {
     let logged_in = field(s, "logged_in").and_then(Value::as_bool).unwrap_or(false);
-    println!("tier        {} (from {})", text(s, "tier"), text(s, "tier_source"));
+    outln!("tier        {} (from {})", text(s, "tier"), text(s, "tier_source"));
     if logged_in {
-        println!("account     {}", text(s, "sub"));
-        println!("period      {} → {}", text(s, "period_start"), text(s, "period_end"));
-        println!("expires     {}", text(s, "expires_at"));
+        outln!("account     {}", text(s, "sub"));
+        outln!("period      {} → {}", text(s, "period_start"), text(s, "period_end"));
+        outln!("expires     {}", text(s, "expires_at"));
     } else {
-        println!("account     not logged in");
+        outln!("account     not logged in");
     }
     if let Some(url) = field(s, "backend_url").and_then(Value::as_str) {
-        println!("backend     {url}");
+        outln!("backend     {url}");
     }
+    Ok(())
 }
 
 pub async fn run(cli: &Cli, command: &AccountCommand) -> Result<ExitCode> {
@@ -57,19 +58,19 @@ pub async fn run(cli: &Cli, command: &AccountCommand) -> Result<ExitCode> {
             };
             let arg = Value::Map(vec![(Value::from("token"), Value::from(token.trim()))]);
             let s = client.call("account.login", vec![arg]).await?;
-            print_status(&s);
+            print_status(&s)?;
         }
         AccountCommand::Logout => {
             let r = client.call("account.logout", vec![]).await?;
             let was = field(&r, "logged_out").and_then(Value::as_bool).unwrap_or(false);
-            println!("{}; tier is now {}", if was { "logged out" } else { "was not logged in" }, text(&r, "tier"));
+            outln!("{}; tier is now {}", if was { "logged out" } else { "was not logged in" }, text(&r, "tier"));
         }
         AccountCommand::Status { json } => {
             let s = client.call("account.status", vec![]).await?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&to_json(&s))?);
+                outln!("{}", serde_json::to_string_pretty(&to_json(&s))?);
             } else {
-                print_status(&s);
+                print_status(&s)?;
             }
         }
     }

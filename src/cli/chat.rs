@@ -36,8 +36,8 @@ pub async fn run(cli: &Cli, args: &ChatArgs) -> Result<ExitCode> {
     let prompt = read_prompt(&args.prompt)?;
     let client = cli.connect().await?;
     let _ = client.call("daemon.hello", vec![map(vec![("app", Value::from("llm-sidecar-cli"))])]).await;
-    let model = match &args.model {
-        Some(m) => m.clone(),
+    let (model, why) = match &args.model {
+        Some(m) => (m.clone(), "given with --model".to_string()),
         None => default_model(&client).await?,
     };
     let stream = !args.no_stream;
@@ -115,21 +115,31 @@ pub async fn run(cli: &Cli, args: &ChatArgs) -> Result<ExitCode> {
                 writeln!(out)?;
             }
             out.flush()?;
-            match e.code {
-                ErrorCode::Cancelled => {
-                    eprintln!("cancelled; {}", summary(&e.data));
-                    Ok(ExitCode::from(130))
-                }
-                ErrorCode::ProviderError if e.data_field("usage").is_some() => {
-                    eprintln!("error: {}", e.message);
-                    eprintln!("{}", summary(&e.data));
-                    Ok(ExitCode::FAILURE)
-                }
-                _ => Err(e.into()),
+            if e.code == ErrorCode::Cancelled {
+                eprintln!("cancelled; {}", summary(&e.data));
+                return Ok(ExitCode::from(130));
             }
+            // Only the error, the model and why it was chosen; usage only if the provider
+            // billed something for the failed call.
+            eprintln!("error: {}", e.message);
+            if let Some(hint) = e.data_field("upgrade").and_then(Value::as_str) {
+                eprintln!("hint: {hint}");
+            }
+            eprintln!("model: {model} ({why})");
+            if billed(&e.data) {
+                eprintln!("billed: {}", summary(&e.data));
+            }
+            Ok(ExitCode::FAILURE)
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether a failed call's error data reports usage the provider billed.
+fn billed(data: &Value) -> bool {
+    let usage = field(data, "usage");
+    let n = |k: &str| usage.and_then(|u| field(u, k)).and_then(Value::as_u64).unwrap_or(0);
+    n("input") + n("output") > 0 || field(data, "cost_microusd").and_then(Value::as_i64).unwrap_or(0) > 0
 }
 
 fn read_prompt(words: &[String]) -> Result<String> {
@@ -144,24 +154,36 @@ fn read_prompt(words: &[String]) -> Result<String> {
     Ok(words.join(" "))
 }
 
-/// The route `default`, else the first route, else the first model of a provider with a key.
-async fn default_model(client: &Client) -> Result<String> {
+/// The route `default`, else the first route, else the first model of a provider with a key
+/// (keyless local providers such as Ollama count), with the reason it was chosen.
+async fn default_model(client: &Client) -> Result<(String, String)> {
     let list = client.call("models.list", vec![]).await?;
     let routes = field(&list, "routes").and_then(Value::as_array).cloned().unwrap_or_default();
     let name = |v: &Value| field(v, "name").and_then(Value::as_str).map(str::to_string);
-    if let Some(r) = routes.iter().find(|r| name(r).as_deref() == Some("default")).or_else(|| routes.first()) {
+    if let Some(r) = routes.iter().find(|r| name(r).as_deref() == Some("default")) {
         if let Some(n) = name(r) {
-            return Ok(n);
+            return Ok((n, "no --model given; the route `default`".into()));
         }
+    }
+    if let Some(n) = routes.first().and_then(name) {
+        return Ok((n, "no --model given and no route `default`; the first configured route".into()));
     }
     let providers = field(&list, "providers").and_then(Value::as_array).cloned().unwrap_or_default();
     for p in providers.iter().filter(|p| field(p, "key_present").and_then(Value::as_bool) == Some(true)) {
         let first = field(p, "models").and_then(Value::as_array).and_then(|m| m.first()).and_then(|m| field(m, "id"));
         if let (Some(provider), Some(model)) = (name(p), first.and_then(Value::as_str)) {
-            return Ok(format!("{provider}/{model}"));
+            let how = if field(p, "keyless").and_then(Value::as_bool) == Some(true) {
+                format!("`{provider}` needs no key")
+            } else {
+                format!("`{provider}` has a key")
+            };
+            return Ok((
+                format!("{provider}/{model}"),
+                format!("no --model given and no route configured; the first model of the first provider usable now ({how})"),
+            ));
         }
     }
-    bail!("no route is configured and no provider has a key; pass --model provider/model")
+    bail!("no route is configured and no provider has a key; pass --model provider/model or add a key with `llm-sidecar keys add <provider>`")
 }
 
 /// `provider/model · 12 in (3 cached) / 7 out · $0.000006 · 523 ms (first token 120 ms)`

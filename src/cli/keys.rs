@@ -21,6 +21,9 @@ pub enum KeysCommand {
         /// Name of this key, to keep several per provider (default: "default")
         #[arg(long)]
         label: Option<String>,
+        /// Store it even if PROVIDER is neither built in nor configured (yet)
+        #[arg(long)]
+        force: bool,
     },
     /// List stored keys (metadata only; keys never leave the daemon)
     List {
@@ -59,7 +62,7 @@ struct TestOut {
 
 pub async fn run(cli: &Cli, command: &KeysCommand) -> Result<ExitCode> {
     match command {
-        KeysCommand::Add { provider, label } => {
+        KeysCommand::Add { provider, label, force } => {
             // Connect first: a missing daemon is reported before the user types a key.
             let client = cli.connect().await?;
             let secret = read_secret(&format!("API key for {provider}: "), true)?;
@@ -70,10 +73,13 @@ pub async fn run(cli: &Cli, command: &KeysCommand) -> Result<ExitCode> {
             if let Some(l) = label {
                 arg.push((Value::from("label"), Value::from(l.as_str())));
             }
+            if *force {
+                arg.push((Value::from("force"), Value::from(true)));
+            }
             let out: KeyOut = call(&client, "keys.set", arg).await?;
             let k = &out.key;
             let verb = if out.replaced { "replaced" } else { "added" };
-            println!("{verb} key {} ({} / {}, {})", k.id, k.provider, k.label, shown(k));
+            outln!("{verb} key {} ({} / {}, {})", k.id, k.provider, k.label, shown(k));
         }
         KeysCommand::List { provider, json } => {
             let client = cli.connect().await?;
@@ -83,24 +89,28 @@ pub async fn run(cli: &Cli, command: &KeysCommand) -> Result<ExitCode> {
             }
             let raw = client.call("keys.list", vec![Value::Map(arg)]).await?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&super::status::to_json(&raw))?);
+                outln!("{}", serde_json::to_string_pretty(&super::status::to_json(&raw))?);
             } else {
                 let out: ListOut = decode_as(raw)?;
-                print_table(&out.keys);
+                print_table(&out.keys)?;
             }
         }
         KeysCommand::Rm { id } => {
             let client = cli.connect().await?;
             let out: KeyOut = call(&client, "keys.remove", vec![(Value::from("id"), Value::from(id.as_str()))]).await?;
-            println!("removed key {} ({} / {})", out.key.id, out.key.provider, out.key.label);
+            outln!("removed key {} ({} / {})", out.key.id, out.key.provider, out.key.label);
         }
         KeysCommand::Test { id } => {
             let client = cli.connect().await?;
             let out: TestOut = call(&client, "keys.test", vec![(Value::from("id"), Value::from(id.as_str()))]).await?;
             let verdict = if out.valid { "valid" } else { "INVALID" };
-            println!(
+            outln!(
                 "{} ({} / {}): {verdict} (HTTP {}, {} ms)",
-                out.key.id, out.key.provider, out.key.label, out.http_status, out.latency_ms
+                out.key.id,
+                out.key.provider,
+                out.key.label,
+                out.http_status,
+                out.latency_ms
             );
             if !out.valid {
                 return Ok(ExitCode::FAILURE);
@@ -118,10 +128,10 @@ fn shown(k: &KeyMeta) -> String {
     k.last4.as_ref().map_or_else(|| "short key".to_string(), |l| format!("...{l}"))
 }
 
-fn print_table(keys: &[KeyMeta]) {
+fn print_table(keys: &[KeyMeta]) -> Result<()> {
     if keys.is_empty() {
-        println!("no keys stored; add one with `llm-sidecar keys add <provider>`");
-        return;
+        outln!("no keys stored; add one with `llm-sidecar keys add <provider>`");
+        return Ok(());
     }
     let header = ["ID", "PROVIDER", "LABEL", "KEY", "STATUS", "CREATED (UTC)", "LAST USED (UTC)"];
     let rows: Vec<[String; 7]> = keys
@@ -149,14 +159,16 @@ fn print_table(keys: &[KeyMeta]) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: &[String]| {
+    let line = |cells: &[String]| -> Result<()> {
         let parts: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", parts.join("  ").trim_end());
+        outln!("{}", parts.join("  ").trim_end());
+        Ok(())
     };
-    line(&header.map(String::from));
+    line(&header.map(String::from))?;
     for row in &rows {
-        line(row);
+        line(row)?;
     }
+    Ok(())
 }
 
 fn when(ms: Option<i64>) -> String {

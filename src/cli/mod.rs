@@ -1,10 +1,32 @@
 //! Command line: `serve` runs the daemon; every other subcommand is an RPC client of it.
 //!
 //! Exit codes: 0 success, 1 error, 2 usage error (clap), 3 no daemon running.
+//!
+//! Standard output is written with [`outln!`]/[`out!`], which return the write error instead of
+//! panicking: a reader that went away (`llm-sidecar usage | head -1`) ends the command quietly
+//! with status 0, like any Unix tool.
+
+/// `println!` that returns an I/O error from the enclosing function instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)?;
+    }};
+}
+
+/// `print!` that returns an I/O error from the enclosing function instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout(), $($arg)*)?;
+    }};
+}
 
 mod account;
 mod chat;
+mod config;
 mod keys;
+mod models;
 mod quota;
 mod serve;
 mod service;
@@ -15,7 +37,7 @@ mod vault;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use llm_sidecar::config::{self, Config, LogFormat};
+use llm_sidecar::config::{Config, LogFormat};
 use llm_sidecar::rpc::{Client, ClientError};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -84,21 +106,13 @@ enum Command {
         #[command(subcommand)]
         command: account::AccountCommand,
     },
-    /// Configuration file tools
+    /// Configuration file tools: check, show, path, reload
     Config {
         #[command(subcommand)]
-        command: ConfigCommand,
+        command: config::ConfigCommand,
     },
-}
-
-#[derive(Subcommand, Debug)]
-enum ConfigCommand {
-    /// Validate the config file and report errors with their line and key
-    Check,
-    /// Print where the config file is looked for
-    Path,
-    /// Print the effective configuration (file merged over defaults) as TOML
-    Show,
+    /// Providers and their models, with prices per million tokens and whether a key is present
+    Models(models::ModelsArgs),
 }
 
 /// An error that maps to a specific exit code.
@@ -107,10 +121,10 @@ enum ConfigCommand {
 struct NoDaemon(String);
 
 impl Cli {
-    fn config_path(&self) -> (PathBuf, bool) {
+    pub(crate) fn config_path(&self) -> (PathBuf, bool) {
         match &self.config {
             Some(p) => (p.clone(), true),
-            None => (config::default_config_file(), false),
+            None => (llm_sidecar::config::default_config_file(), false),
         }
     }
 
@@ -120,7 +134,7 @@ impl Cli {
     }
 
     /// Socket path for clients: `--socket`, env, then the config's `daemon.socket`, then defaults.
-    fn socket_path(&self, config: Option<&Config>) -> PathBuf {
+    pub(crate) fn socket_path(&self, config: Option<&Config>) -> PathBuf {
         let explicit = self.socket.clone().or_else(|| {
             if std::env::var_os("LLM_SIDECAR_SOCK").is_some_and(|v| !v.is_empty()) {
                 None
@@ -170,6 +184,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(run(cli, activation));
     match result {
         Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             if e.downcast_ref::<NoDaemon>().is_some() {
@@ -181,6 +196,11 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Whether `e` comes from writing to a standard output whose reader has gone.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
 async fn run(cli: Cli, activation: llm_sidecar::daemon::Activation) -> Result<ExitCode> {
     match &cli.command {
         Command::Serve { data_dir } => serve::run(&cli, data_dir.clone(), activation).await,
@@ -188,40 +208,12 @@ async fn run(cli: Cli, activation: llm_sidecar::daemon::Activation) -> Result<Ex
         Command::Keys { command } => keys::run(&cli, command).await,
         Command::Vault { command } => vault::run(&cli, command).await,
         Command::Chat(args) => chat::run(&cli, args).await,
-        Command::Config { command } => config_cmd(&cli, command),
+        Command::Config { command } => config::run(&cli, command).await,
+        Command::Models(args) => models::run(&cli, args).await,
         Command::Service { command } => service::run(&cli, command).await,
         Command::Usage(args) => usage::run(&cli, args).await,
         Command::Sync { command } => sync::run(&cli, command).await,
         Command::Quota(args) => quota::run(&cli, args).await,
         Command::Account { command } => account::run(&cli, command).await,
-    }
-}
-
-fn config_cmd(cli: &Cli, command: &ConfigCommand) -> Result<ExitCode> {
-    let (path, explicit) = cli.config_path();
-    match command {
-        ConfigCommand::Path => {
-            println!("{}", path.display());
-            Ok(ExitCode::SUCCESS)
-        }
-        ConfigCommand::Check => match Config::load(&path, explicit) {
-            Ok(_) if !path.exists() => {
-                println!("ok: {} does not exist; built-in defaults apply", path.display());
-                Ok(ExitCode::SUCCESS)
-            }
-            Ok(_) => {
-                println!("ok: {}", path.display());
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                Ok(ExitCode::FAILURE)
-            }
-        },
-        ConfigCommand::Show => {
-            let config = Config::load(&path, explicit)?;
-            print!("{}", toml::to_string_pretty(&config)?);
-            Ok(ExitCode::SUCCESS)
-        }
     }
 }

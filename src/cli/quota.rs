@@ -50,28 +50,28 @@ pub async fn run(cli: &Cli, args: &QuotaArgs) -> Result<ExitCode> {
     let client = cli.connect().await?;
     let s = client.call("quota.status", vec![]).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&to_json(&s))?);
+        outln!("{}", serde_json::to_string_pretty(&to_json(&s))?);
         return Ok(ExitCode::SUCCESS);
     }
     if field(&s, "enabled").and_then(Value::as_bool) != Some(true) {
-        println!("no tiers configured: every call is allowed (see docs/policy.md)");
+        outln!("no tiers configured: every call is allowed (see docs/policy.md)");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("tier      {} (from {})", text(&s, "tier"), text(&s, "tier_source"));
-    println!("period    {} → {}", text(&s, "period_start"), text(&s, "period_end"));
+    outln!("tier      {} (from {})", text(&s, "tier"), text(&s, "tier_source"));
+    outln!("period    {} → {}", text(&s, "period_start"), text(&s, "period_end"));
     if let Some(rpm) = field(&s, "requests_per_minute").and_then(Value::as_u64) {
-        println!("rate      {rpm} requests/minute");
+        outln!("rate      {rpm} requests/minute");
     }
     let limits = field(&s, "limits").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     if limits.is_empty() {
-        println!("limits    none (unlimited)");
+        outln!("limits    none (unlimited)");
     }
     for l in limits {
         let m = text(l, "metric");
         let (used, limit) = (int(l, "used"), int(l, "limit"));
         let pct = if limit > 0 { used as f64 * 100.0 / limit as f64 } else { 100.0 };
         let name = if m == "cost_microusd" { "cost" } else { m };
-        println!(
+        outln!(
             "{name:<9} {} {} of {} ({pct:.0}%), {} left, projected {}",
             bar(used, limit),
             amount(m, used),
@@ -81,7 +81,65 @@ pub async fn run(cli: &Cli, args: &QuotaArgs) -> Result<ExitCode> {
         );
     }
     if field(&s, "overage").and_then(Value::as_bool) == Some(true) {
-        println!("overage   allowed past the limits (billed per 1k tokens)");
+        outln!("overage   allowed past the limits (billed per 1k tokens)");
+    }
+    if let Some(b) = field(&s, "byok").filter(|b| b.is_map()) {
+        let used = field(b, "used").cloned().unwrap_or(Value::Nil);
+        let counts = field(b, "counts_toward_quota").and_then(Value::as_bool) == Some(true);
+        let line = if field(b, "allowed").and_then(Value::as_bool) == Some(false) {
+            "not allowed on this tier".to_string()
+        } else {
+            format!(
+                "{} requests, {} tokens, {} this period; {}",
+                thousands(int(&used, "requests")),
+                thousands(int(&used, "tokens")),
+                amount("cost_microusd", int(&used, "cost_microusd")),
+                if counts { "counted in the limits above" } else { "not counted in the limits above" }
+            )
+        };
+        outln!("own keys  {line}");
+    }
+    restricted(&client, text(&s, "tier")).await
+}
+
+/// Lists the models this tier refuses, with the tier that allows each, and how to change tier.
+async fn restricted(client: &llm_sidecar::rpc::Client, tier: &str) -> Result<ExitCode> {
+    let list = client.call("models.list", vec![]).await?;
+    let providers = field(&list, "providers").and_then(Value::as_array).cloned().unwrap_or_default();
+    // (provider, required tier) → models
+    let mut refused: std::collections::BTreeMap<(String, String), Vec<String>> = Default::default();
+    let mut hint = None;
+    for p in &providers {
+        let name = text(p, "name");
+        for m in field(p, "models").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
+            if field(m, "allowed").and_then(Value::as_bool) != Some(false) {
+                continue;
+            }
+            let model = format!("{name}/{}", text(m, "id"));
+            let arg = Value::Map(vec![(Value::from("model"), Value::from(model.as_str()))]);
+            let check = client.call("quota.check", vec![arg]).await?;
+            let data = field(&check, "error").and_then(|e| field(e, "data")).cloned().unwrap_or(Value::Nil);
+            let required = field(&data, "required_tier").and_then(Value::as_str).unwrap_or("no tier").to_string();
+            if hint.is_none() {
+                hint = field(&data, "upgrade").and_then(Value::as_str).map(str::to_string);
+            }
+            refused.entry((name.to_string(), required)).or_default().push(text(m, "id").to_string());
+        }
+    }
+    if refused.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    outln!("not in the `{tier}` tier:");
+    for ((provider, required), models) in &refused {
+        let allowed_by = if required == "no tier" {
+            "no tier allows them".to_string()
+        } else {
+            format!("the `{required}` tier allows them")
+        };
+        outln!("  {provider}: {} ({allowed_by})", models.join(", "));
+    }
+    if let Some(h) = hint {
+        outln!("hint: {h}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 pub async fn run(cli: &Cli, data_dir: Option<PathBuf>, activation: Activation) -> Result<ExitCode> {
     let (config, config_file) = cli.load_config()?;
+    let config_explicit = cli.config_path().1;
     let format = cli.log_format.or(config.log.format).unwrap_or_default();
     llm_sidecar::logging::init(cli.log_level.as_deref(), config.log.level.as_deref(), format)?;
     let bound = match activation {
@@ -27,10 +28,34 @@ pub async fn run(cli: &Cli, data_dir: Option<PathBuf>, activation: Activation) -
     let data_dir = data_dir.or_else(|| config.daemon.data_dir.clone()).unwrap_or_else(config::default_data_dir);
     let shutdown = CancellationToken::new();
     spawn_signal_handler(shutdown.clone())?;
-    let paths = Paths { config_file, data_dir, socket };
+    let paths = Paths { config_file, config_explicit, data_dir, socket };
     let state = Arc::new(State::open(config, paths, shutdown)?);
+    spawn_reload_on_hangup(state.clone())?;
     llm_sidecar::daemon::run(state, bound).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `SIGHUP` re-reads the config file (like `daemon.reload`); a bad file is logged and changes
+/// nothing.
+fn spawn_reload_on_hangup(state: Arc<State>) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).context("cannot install SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received; reloading {}", state.paths.config_file.display());
+            let s = state.clone();
+            match tokio::task::spawn_blocking(move || s.reload()).await {
+                Ok(Ok(r)) if !r.restart_required.is_empty() => tracing::warn!(
+                    "changed settings that need a restart to take effect: {}",
+                    r.restart_required.join(", ")
+                ),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::error!("config reload refused; the previous config stays in force: {e}"),
+                Err(e) => tracing::error!("config reload task failed: {e}"),
+            }
+        }
+    });
+    Ok(())
 }
 
 fn spawn_signal_handler(token: CancellationToken) -> Result<()> {

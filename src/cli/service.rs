@@ -82,7 +82,7 @@ pub async fn run(cli: &Cli, command: &ServiceCommand) -> Result<ExitCode> {
     match command {
         ServiceCommand::Install { dry_run: true } => {
             for f in &files {
-                println!("# {}\n{}", f.path.display(), f.contents);
+                outln!("# {}\n{}", f.path.display(), f.contents);
             }
         }
         ServiceCommand::Install { dry_run: false } => {
@@ -90,7 +90,7 @@ pub async fn run(cli: &Cli, command: &ServiceCommand) -> Result<ExitCode> {
                 let dir = f.path.parent().unwrap_or(Path::new("."));
                 std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
                 std::fs::write(&f.path, &f.contents).with_context(|| format!("cannot write {}", f.path.display()))?;
-                println!("wrote {}", f.path.display());
+                outln!("wrote {}", f.path.display());
             }
             // The service may only write its data dir; it must exist before systemd mounts it.
             let (config, _) = cli.load_config()?;
@@ -101,15 +101,15 @@ pub async fn run(cli: &Cli, command: &ServiceCommand) -> Result<ExitCode> {
                     write_private_dir(dir)?;
                 }
             }
-            println!("\nEnable and start it with:\n  {}", enable_hint(&files));
+            outln!("\nEnable and start it with:\n  {}", enable_hint(&files));
         }
         ServiceCommand::Uninstall => {
-            println!("Stop it first (if enabled):\n  {}\n", disable_hint());
+            outln!("Stop it first (if enabled):\n  {}\n", disable_hint());
             for f in &files {
                 match std::fs::remove_file(&f.path) {
-                    Ok(()) => println!("removed {}", f.path.display()),
+                    Ok(()) => outln!("removed {}", f.path.display()),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        println!("not installed: {}", f.path.display())
+                        outln!("not installed: {}", f.path.display())
                     }
                     Err(e) => return Err(e).with_context(|| format!("cannot remove {}", f.path.display())),
                 }
@@ -126,14 +126,14 @@ pub async fn run(cli: &Cli, command: &ServiceCommand) -> Result<ExitCode> {
                         "not installed"
                     }
                 };
-                println!("{:<60} {state}", f.path.display());
+                outln!("{:<60} {state}", f.path.display());
             }
             let running = cli.connect().await.is_ok();
-            println!("daemon {}", if running { "answers on its socket" } else { "is not running" });
+            outln!("daemon {}", if running { "answers on its socket" } else { "is not running" });
             if !installed {
-                println!("\nInstall with: llm-sidecar service install");
+                outln!("\nInstall with: llm-sidecar service install");
             } else if !running {
-                println!("\nStart with: {}", enable_hint(&files));
+                outln!("\nStart with: {}", enable_hint(&files));
             }
         }
     }

@@ -9,29 +9,29 @@ pub async fn run(cli: &Cli, json: bool) -> Result<ExitCode> {
     let client = cli.connect().await?;
     let info = client.call("daemon.info", vec![]).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&to_json(&info))?);
+        outln!("{}", serde_json::to_string_pretty(&to_json(&info))?);
         return Ok(ExitCode::SUCCESS);
     }
     let get = |k: &str| llm_sidecar::rpc::client::field(&info, k).map(display).unwrap_or_else(|| "?".into());
     let uptime = llm_sidecar::rpc::client::field(&info, "uptime_ms").and_then(Value::as_u64).unwrap_or(0);
-    println!("llm-sidecar {} is running (protocol {})", get("version"), get("protocol"));
-    println!("  pid          {}", get("pid"));
-    println!("  uptime       {}", human_duration(uptime / 1000));
-    println!("  socket       {}", get("socket"));
-    println!("  config       {}", get("config_file"));
-    println!("  data         {}", get("data_dir"));
-    println!("  connections  {}", get("connections"));
+    outln!("llm-sidecar {} is running (protocol {})", get("version"), get("protocol"));
+    outln!("  pid          {}", get("pid"));
+    outln!("  uptime       {}", human_duration(uptime / 1000));
+    outln!("  socket       {}", get("socket"));
+    outln!("  config       {}", get("config_file"));
+    outln!("  data         {}", get("data_dir"));
+    outln!("  connections  {}", get("connections"));
     let vault = llm_sidecar::rpc::client::field(&info, "vault");
     let vault_get =
         |k: &str| vault.and_then(|v| llm_sidecar::rpc::client::field(v, k)).map(display).unwrap_or_else(|| "?".into());
-    println!("  vault        {} ({} mode)", vault_get("state"), vault_get("mode"));
+    outln!("  vault        {} ({} mode)", vault_get("state"), vault_get("mode"));
     let sync = llm_sidecar::rpc::client::field(&info, "sync");
     let sync_get =
         |k: &str| sync.and_then(|v| llm_sidecar::rpc::client::field(v, k)).map(display).unwrap_or_else(|| "?".into());
     if sync_get("enabled") == "true" {
-        println!("  sync         {} ({} pending)", sync_get("state"), sync_get("pending"));
+        outln!("  sync         {} ({} pending)", sync_get("state"), sync_get("pending"));
     } else {
-        println!("  sync         off (no [sync] url)");
+        outln!("  sync         off (no [sync] url)");
     }
     let unhealthy =
         llm_sidecar::rpc::client::field(&info, "providers").and_then(Value::as_array).cloned().unwrap_or_default();
@@ -39,8 +39,8 @@ pub async fn run(cli: &Cli, json: bool) -> Result<ExitCode> {
         let get = |k: &str| llm_sidecar::rpc::client::field(t, k).map(display).unwrap_or_else(|| "?".into());
         let cooling = llm_sidecar::rpc::client::field(t, "cooldown_remaining_ms").and_then(Value::as_u64);
         match cooling {
-            Some(ms) => println!("  unhealthy    {} (cooling down, {}s left)", get("target"), ms / 1000),
-            None => println!("  unhealthy    {} ({} recent failures)", get("target"), get("consecutive_failures")),
+            Some(ms) => outln!("  unhealthy    {} (cooling down, {}s left)", get("target"), ms / 1000),
+            None => outln!("  unhealthy    {} ({} recent failures)", get("target"), get("consecutive_failures")),
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -68,35 +68,41 @@ pub async fn run(cli: &Cli, command: &SyncCommand) -> Result<ExitCode> {
         SyncCommand::Status { json } => {
             let s = client.call("sync.status", vec![]).await?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&to_json(&s))?);
+                outln!("{}", serde_json::to_string_pretty(&to_json(&s))?);
                 return Ok(ExitCode::SUCCESS);
             }
             let enabled = field(&s, "enabled").and_then(Value::as_bool).unwrap_or(false);
             if !enabled {
-                println!("sync: off (set `url` in the [sync] section of config.toml)");
+                outln!("sync: off (set `url` in the [sync] section of config.toml)");
             } else {
-                println!("sync: {} → {}", text(&s, "state"), text(&s, "endpoint"));
+                outln!("sync: {} → {}", text(&s, "state"), text(&s, "endpoint"));
             }
             let pending = int(&s, "pending").unwrap_or(0);
             let oldest = int(&s, "oldest_pending_age_ms").map(|ms| format!(" (oldest {} old)", human(ms / 1000)));
-            println!("  source        {}", text(&s, "source"));
-            println!("  pending       {}{}", thousands(pending), oldest.unwrap_or_default());
-            println!("  dead letters  {}", thousands(int(&s, "dead_letters").unwrap_or(0)));
+            outln!("  source        {}", text(&s, "source"));
+            outln!("  pending       {}{}", thousands(pending), oldest.unwrap_or_default());
+            outln!("  dead letters  {}", thousands(int(&s, "dead_letters").unwrap_or(0)));
+            if !enabled && pending > 0 {
+                outln!(
+                    "  pending records are kept in the local ledger until a [sync] url is set, then sent; \
+                     to move them elsewhere: `llm-sidecar usage export -o usage.jsonl`"
+                );
+            }
             if enabled {
-                println!("  last success  {}", ago(int(&s, "last_success_at_ms")));
-                println!("  last error    {}", describe_error(field(&s, "last_error").unwrap_or(&Value::Nil)));
+                outln!("  last success  {}", ago(int(&s, "last_success_at_ms")));
+                outln!("  last error    {}", describe_error(field(&s, "last_error").unwrap_or(&Value::Nil)));
                 if let Some(next) = int(&s, "next_attempt_at_ms") {
                     let secs = (next - llm_sidecar::usage::now_ms()).max(0) / 1000;
-                    println!("  next attempt  in {}", human(secs));
+                    outln!("  next attempt  in {}", human(secs));
                 }
-                println!(
+                outln!(
                     "  sent          {} records in {} batches since the daemon started",
                     thousands(int(&s, "sent_total").unwrap_or(0)),
                     thousands(int(&s, "batches_total").unwrap_or(0))
                 );
             }
             for d in field(&s, "recent_dead_letters").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
-                println!("  dead letter   {} {} ({})", text(d, "id"), text(d, "reason"), ago(int(d, "at_ms")));
+                outln!("  dead letter   {} {} ({})", text(d, "id"), text(d, "reason"), ago(int(d, "at_ms")));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -104,13 +110,13 @@ pub async fn run(cli: &Cli, command: &SyncCommand) -> Result<ExitCode> {
             let arg = Value::Map(vec![(Value::from("retry_dead_letters"), Value::from(*retry_dead_letters))]);
             let r = client.call("sync.now", vec![arg]).await?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&to_json(&r))?);
+                outln!("{}", serde_json::to_string_pretty(&to_json(&r))?);
             } else {
                 let requeued = int(&r, "requeued").unwrap_or(0);
                 if requeued > 0 {
-                    println!("requeued {} dead letters", thousands(requeued));
+                    outln!("requeued {} dead letters", thousands(requeued));
                 }
-                println!(
+                outln!(
                     "sent {}, dead-lettered {}, pending {} ({})",
                     thousands(int(&r, "sent").unwrap_or(0)),
                     thousands(int(&r, "dead_lettered").unwrap_or(0)),

@@ -59,6 +59,8 @@ enum By {
     Provider,
     Model,
     App,
+    /// `key-source` or `key_source` (the field's name in records)
+    #[value(alias = "key_source")]
     KeySource,
     User,
 }
@@ -149,26 +151,26 @@ async fn table(cli: &Cli, args: &UsageArgs) -> Result<ExitCode> {
     }
     let s = client.call("usage.summary", vec![map(p)]).await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&to_json(&s))?);
+        outln!("{}", serde_json::to_string_pretty(&to_json(&s))?);
         return Ok(ExitCode::SUCCESS);
     }
     let (from, to) = (text(&s, "from"), text(&s, "to"));
     let span = if from == to { from.to_string() } else { format!("{from} – {to}") };
-    println!("Usage for {span} (UTC) by {by_name}");
+    outln!("Usage for {span} (UTC) by {by_name}");
     let groups = field(&s, "groups").and_then(Value::as_array).cloned().unwrap_or_default();
     let totals = field(&s, "totals").cloned().unwrap_or(Value::Nil);
     if groups.is_empty() {
-        println!("  no usage recorded");
+        outln!("  no usage recorded");
     } else {
         let by_cost = num(&totals, "cost_microusd") > 0;
         let measure = |g: &Value| if by_cost { num(g, "cost_microusd") } else { num(g, "total_tokens") };
         let max = groups.iter().map(measure).max().unwrap_or(0);
         let width = groups.iter().map(|g| text(g, "key").chars().count()).max().unwrap_or(0).clamp(by_name.len(), 48);
-        println!("{:<width$}  {:>9}  {:>13}  {:>11}", by_name, "requests", "tokens", "cost");
+        outln!("{:<width$}  {:>9}  {:>13}  {:>11}", by_name, "requests", "tokens", "cost");
         for g in &groups {
             let key: String = text(g, "key").chars().take(48).collect();
             let key = if key.is_empty() { "-".to_string() } else { key };
-            println!(
+            outln!(
                 "{:<width$}  {:>9}  {:>13}  {:>11}  {}",
                 key,
                 thousands(num(g, "requests")),
@@ -177,7 +179,7 @@ async fn table(cli: &Cli, args: &UsageArgs) -> Result<ExitCode> {
                 bar(measure(g), max)
             );
         }
-        println!(
+        outln!(
             "{:<width$}  {:>9}  {:>13}  {:>11}",
             "total",
             thousands(num(&totals, "requests")),
@@ -187,7 +189,7 @@ async fn table(cli: &Cli, args: &UsageArgs) -> Result<ExitCode> {
     }
     if let Some(p) = field(&s, "projected_month_end") {
         let elapsed = field(p, "elapsed_fraction").and_then(Value::as_f64).unwrap_or(0.0);
-        println!(
+        outln!(
             "Projected month-end ({}, {:.0}% elapsed): {} · {} tokens · {} requests",
             text(p, "month"),
             elapsed * 100.0,
@@ -281,22 +283,22 @@ async fn import(cli: &Cli, file: &PathBuf) -> Result<ExitCode> {
         imported += num(&r, "imported");
         duplicates += num(&r, "duplicates");
     }
-    println!("imported {imported} records ({duplicates} already present)");
+    outln!("imported {imported} records ({duplicates} already present)");
     Ok(ExitCode::SUCCESS)
 }
 
 async fn clear(cli: &Cli, force: bool) -> Result<ExitCode> {
     let client = cli.connect().await?;
     let r = client.call("usage.clear", vec![map(vec![("force", force.into())])]).await?;
-    println!("removed {} records from the local history", num(&r, "records_removed"));
+    outln!("removed {} records from the local history", num(&r, "records_removed"));
     if force {
-        println!(
+        outln!(
             "dropped {} unsynced records and {} dead letters",
             num(&r, "outbox_removed"),
             num(&r, "dead_letters_removed")
         );
     } else if num(&r, "pending_kept") > 0 {
-        println!("kept {} records that are not synced yet (they will still be sent)", num(&r, "pending_kept"));
+        outln!("kept {} records that are not synced yet (they will still be sent)", num(&r, "pending_kept"));
     }
     Ok(ExitCode::SUCCESS)
 }

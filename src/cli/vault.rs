@@ -32,20 +32,20 @@ pub async fn run(cli: &Cli, command: &VaultCommand) -> Result<ExitCode> {
         VaultCommand::Status { json } => {
             let raw = client.call("vault.status", vec![]).await?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&super::status::to_json(&raw))?);
+                outln!("{}", serde_json::to_string_pretty(&super::status::to_json(&raw))?);
             } else {
-                print_status(&decode(raw)?);
+                print_status(&decode(raw)?)?;
             }
         }
         VaultCommand::Lock => {
             let s = decode(client.call("vault.lock", vec![]).await?)?;
-            println!("vault {}", state_word(&s));
+            outln!("vault {}", state_word(&s));
         }
         VaultCommand::Unlock => {
             let status = decode(client.call("vault.status", vec![]).await?)?;
             let passphrase = match (status.mode, status.state) {
                 (_, LockState::Unlocked) => {
-                    println!("vault already unlocked");
+                    outln!("vault already unlocked");
                     return Ok(ExitCode::SUCCESS);
                 }
                 (VaultMode::Identity, _) => None,
@@ -57,7 +57,7 @@ pub async fn run(cli: &Cli, command: &VaultCommand) -> Result<ExitCode> {
                 arg.push((Value::from("passphrase"), Value::from(p.expose_secret())));
             }
             let s = decode(client.call("vault.unlock", vec![Value::Map(arg)]).await?)?;
-            println!("vault {}", state_word(&s));
+            outln!("vault {}", state_word(&s));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -82,16 +82,17 @@ fn state_word(s: &VaultStatus) -> &'static str {
     }
 }
 
-fn print_status(s: &VaultStatus) {
+fn print_status(s: &VaultStatus) -> Result<()> {
     let keys = s.keys.map(|n| format!("; {n} key{}", if n == 1 { "" } else { "s" })).unwrap_or_default();
-    println!("vault      {} ({} mode{keys})", state_word(s), s.mode.as_str());
+    outln!("vault      {} ({} mode{keys})", state_word(s), s.mode.as_str());
     match (s.auto_lock_secs, s.lock_in_secs) {
-        (0, _) => println!("auto-lock  off"),
-        (secs, Some(left)) => println!("auto-lock  after {secs}s without key use (in {left}s)"),
-        (secs, None) => println!("auto-lock  after {secs}s without key use"),
+        (0, _) => outln!("auto-lock  off"),
+        (secs, Some(left)) => outln!("auto-lock  after {secs}s without key use (in {left}s)"),
+        (secs, None) => outln!("auto-lock  after {secs}s without key use"),
     }
-    println!("file       {}", s.vault_file);
-    println!("identity   {}", s.identity_file);
+    outln!("file       {}", s.vault_file);
+    outln!("identity   {}", s.identity_file);
+    Ok(())
 }
 
 /// Asks twice for a new passphrase on a terminal (once from a pipe).

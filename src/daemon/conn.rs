@@ -58,7 +58,7 @@ pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<
     });
     let inflight: InFlight = Arc::default();
     let handlers = TaskTracker::new();
-    let permits = Arc::new(Semaphore::new(state.config.daemon.max_inflight_per_connection));
+    let permits = Arc::new(Semaphore::new(state.config().daemon.max_inflight_per_connection));
     let mut frames = FrameReader::with_limits(rd, MAX_FRAME, MAX_DEPTH);
 
     let stop = loop {

@@ -115,25 +115,28 @@ fn lock_path(socket: &Path) -> PathBuf {
 /// Takes the single-instance lock for `socket`, recording our pid in it.
 fn take_lock(socket: &Path) -> Result<File, ListenError> {
     let path = lock_path(socket);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io_err("open", &path))?;
+    match lock_with_stamp(&path, &format!("{}\n", std::process::id())).map_err(io_err("lock", &path))? {
+        Ok(file) => Ok(file),
+        Err(holder) => {
+            let pid = holder.lines().next().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+            Err(ListenError::AlreadyRunning { path: socket.to_path_buf(), pid })
+        }
+    }
+}
+
+/// Takes an exclusive `flock` on `path` (created 0600) and writes `stamp` into it. When another
+/// process holds it, returns what that process wrote (`Ok(Err(stamp))`). The lock lasts as long
+/// as the returned file is open; the kernel drops it when the process dies.
+pub(crate) fn lock_with_stamp(path: &Path, stamp: &str) -> io::Result<Result<File, String>> {
+    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)?;
     match file.try_lock() {
         Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            let pid = fs::read_to_string(&path).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
-            return Err(ListenError::AlreadyRunning { path: socket.to_path_buf(), pid });
-        }
-        Err(TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
+        Err(TryLockError::WouldBlock) => return Ok(Err(fs::read_to_string(path).unwrap_or_default())),
+        Err(TryLockError::Error(e)) => return Err(e),
     }
-    file.set_len(0).map_err(io_err("write", &path))?;
-    writeln!(file, "{}", std::process::id()).map_err(io_err("write", &path))?;
-    Ok(file)
+    file.set_len(0)?;
+    file.write_all(stamp.as_bytes())?;
+    Ok(Ok(file))
 }
 
 /// Removes a socket file nobody listens on; refuses to touch a live one or a non-socket.

@@ -20,7 +20,7 @@ pub use listener::{adopt, bind, Activation, BoundSocket, ListenError};
 /// Serves connections on `socket` until `state.shutdown` is cancelled.
 pub async fn run(state: Arc<State>, mut socket: BoundSocket) {
     let my_uid = rustix::process::getuid().as_raw();
-    let limit = Arc::new(Semaphore::new(state.config.daemon.max_connections));
+    let limit = Arc::new(Semaphore::new(state.config().daemon.max_connections));
     let tracker = TaskTracker::new();
     let mut next_id: u64 = 1;
     state.start_background();
@@ -68,7 +68,7 @@ pub async fn run(state: Arc<State>, mut socket: BoundSocket) {
     notify_service_manager(&[sd_notify::NotifyState::Stopping]);
     socket.remove_file();
     tracker.close();
-    let grace = Duration::from_secs(state.config.daemon.shutdown_grace_secs);
+    let grace = Duration::from_secs(state.config().daemon.shutdown_grace_secs);
     tracing::info!(
         connections = state.connections(),
         "shutting down; waiting up to {}s for running calls",

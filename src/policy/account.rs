@@ -59,11 +59,11 @@ struct UrlReply {
 
 /// Verifies `token` (signature, algorithm, claims, expiry, known tier) without storing it.
 pub fn check(policy: &Policy, token: &str) -> Result<Entitlement, EntitlementError> {
-    let e = policy.verifier().verify(token)?;
+    let e = policy.rules().verifier.verify(token)?;
     if e.exp <= policy.clock.now_ms() / 1000 {
         return Err(EntitlementError::Expired);
     }
-    if policy.enabled() && !policy.tiers.contains_key(&e.tier) {
+    if policy.enabled() && !policy.rules().tiers.contains_key(&e.tier) {
         return Err(EntitlementError::UnknownTier(e.tier));
     }
     Ok(e)
@@ -110,7 +110,7 @@ fn stored(vault: &Vault) -> Option<SecretString> {
 /// longer valid token is ignored (the default tier applies).
 pub fn load(policy: &Policy, vault: &Vault) {
     if let Some(t) = stored(vault) {
-        match policy.verifier().verify(t.expose_secret()) {
+        match policy.rules().verifier.verify(t.expose_secret()) {
             Ok(e) => policy.set_entitlement(Some(e)),
             Err(e) => tracing::warn!("stored entitlement token not usable: {e}"),
         }
@@ -119,7 +119,7 @@ pub fn load(policy: &Policy, vault: &Vault) {
 
 /// `account.refresh` (and each poll): asks the backend for a fresh token and the period's usage.
 pub async fn refresh(policy: &Policy, vault: &Vault, http: &reqwest::Client) -> Result<(), AccountError> {
-    let url = policy.account.url.clone().ok_or(AccountError::NoBackend)?;
+    let url = policy.rules().account.url.clone().ok_or(AccountError::NoBackend)?;
     let token = stored(vault).ok_or(AccountError::NotLoggedIn)?;
     let req = http
         .get(format!("{}/entitlement", url.trim_end_matches('/')))
@@ -147,7 +147,7 @@ pub async fn link(
     kind: &str,
     tier: Option<&str>,
 ) -> Result<String, AccountError> {
-    let url = policy.account.url.clone().ok_or(AccountError::NoBackend)?;
+    let url = policy.rules().account.url.clone().ok_or(AccountError::NoBackend)?;
     let mut req = http.post(format!("{}/{kind}", url.trim_end_matches('/'))).timeout(Duration::from_secs(15));
     if let Some(t) = stored(vault) {
         req = req.bearer_auth(t.expose_secret());
@@ -175,17 +175,18 @@ async fn send_json<T: serde::de::DeserializeOwned>(req: reqwest::RequestBuilder)
 /// (emitting `tier.changed` on fallback) and refreshes from the backend if one is configured.
 pub async fn run(policy: Arc<Policy>, vault: Arc<Vault>, stop: CancellationToken) {
     let http = reqwest::Client::new();
-    let every = Duration::from_secs(policy.account.poll_secs.max(1));
     loop {
         if policy.entitlement().is_none() {
             load(&policy, &vault); // at start, and after a passphrase vault was unlocked
         }
         policy.tier();
-        if policy.account.url.is_some() && stored(&vault).is_some() {
+        if policy.rules().account.url.is_some() && stored(&vault).is_some() {
             if let Err(e) = refresh(&policy, &vault, &http).await {
                 tracing::info!("entitlement refresh failed (the current token holds until it expires): {e}");
             }
         }
+        // Read each round: a config reload may change it.
+        let every = Duration::from_secs(policy.rules().account.poll_secs.max(1));
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}

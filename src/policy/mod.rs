@@ -14,7 +14,11 @@
 //! - calls on the user's own key (BYOK) skip the quota unless `byok.counts_toward_quota`; they
 //!   are recorded either way;
 //! - the tier is the entitlement token's while it is valid (offline too) and the configured
-//!   default otherwise; every change emits `tier.changed`.
+//!   default otherwise; every change emits `tier.changed`;
+//! - the configured [`Rules`] (settings, tiers, account, verifier) are replaced as one value by a
+//!   config reload ([`Policy::reconfigure`]); a call reads them once at admission, so a call
+//!   admitted before a reload settles under the rules it was admitted with. Reservations, rate
+//!   windows and the entitlement survive a reload.
 
 pub mod account;
 pub mod config;
@@ -114,17 +118,39 @@ pub struct Status {
     pub limits: Vec<LimitStatus>,
     pub overage: bool,
     pub requests_per_minute: Option<u32>,
+    /// Calls on the user's own keys this period (`None` when the policy is off).
+    pub byok: Option<ByokStatus>,
+}
+
+/// The active tier's BYOK rule and this period's calls on the user's own keys.
+#[derive(Debug, Clone, Serialize)]
+pub struct ByokStatus {
+    pub allowed: bool,
+    pub counts_toward_quota: bool,
+    pub used: Amount,
+}
+
+/// The configured part of the policy: replaced as a whole by a reload.
+#[derive(Debug)]
+pub struct Rules {
+    pub settings: PolicySettings,
+    pub tiers: TiersConfig,
+    pub account: AccountConfig,
+    pub verifier: Verifier,
+}
+
+impl Rules {
+    fn tier(&self, name: &Option<String>) -> Option<&TierConfig> {
+        name.as_ref().and_then(|n| self.tiers.get(n))
+    }
 }
 
 #[derive(Debug)]
 pub struct Policy {
-    pub settings: PolicySettings,
-    pub tiers: TiersConfig,
-    pub account: AccountConfig,
+    rules: RwLock<Arc<Rules>>,
     pub clock: Clock,
     ledger: Arc<Ledger>,
     events: Bus,
-    verifier: Verifier,
     admission: Mutex<()>,
     reserved: quota::Reservations,
     rates: rate::RateLimits,
@@ -135,24 +161,13 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub fn new(
-        settings: PolicySettings,
-        tiers: TiersConfig,
-        account: AccountConfig,
-        verifier: Verifier,
-        clock: Clock,
-        ledger: Arc<Ledger>,
-        events: Bus,
-    ) -> Policy {
-        let last = settings.default_tier.clone();
+    pub fn new(rules: Rules, clock: Clock, ledger: Arc<Ledger>, events: Bus) -> Policy {
+        let last = rules.settings.default_tier.clone();
         Policy {
-            settings,
-            tiers,
-            account,
+            rules: RwLock::new(Arc::new(rules)),
             clock,
             ledger,
             events,
-            verifier,
             admission: Mutex::new(()),
             reserved: quota::Reservations::default(),
             rates: rate::RateLimits::default(),
@@ -168,13 +183,21 @@ impl Policy {
         Admitted { byok_allowed: true, ..Admitted::default() }
     }
 
-    /// Whether any tier is configured.
-    pub fn enabled(&self) -> bool {
-        !self.tiers.is_empty()
+    /// The rules in force now (a snapshot: a reload does not change it under the caller).
+    pub fn rules(&self) -> Arc<Rules> {
+        self.rules.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    pub fn verifier(&self) -> &Verifier {
-        &self.verifier
+    /// Replaces the rules (config reload). Calls admitted before keep theirs; the tier is
+    /// recomputed (and `tier.changed` emitted) at once.
+    pub fn reconfigure(&self, rules: Rules) {
+        *self.rules.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(rules);
+        self.tier();
+    }
+
+    /// Whether any tier is configured.
+    pub fn enabled(&self) -> bool {
+        !self.rules().tiers.is_empty()
     }
 
     /// The valid (unexpired) entitlement, if any.
@@ -203,8 +226,9 @@ impl Policy {
 
     /// The active tier's name (`None` when the policy is off); emits `tier.changed` on change.
     pub fn tier(&self) -> Option<String> {
-        let ent = self.entitlement().filter(|e| self.tiers.contains_key(&e.tier));
-        let tier = ent.as_ref().map(|e| e.tier.clone()).or_else(|| self.settings.default_tier.clone());
+        let rules = self.rules();
+        let ent = self.entitlement().filter(|e| rules.tiers.contains_key(&e.tier));
+        let tier = ent.as_ref().map(|e| e.tier.clone()).or_else(|| rules.settings.default_tier.clone());
         if let Ok(mut last) = self.last_tier.lock() {
             if *last != tier {
                 #[derive(Serialize)]
@@ -222,10 +246,6 @@ impl Policy {
         tier
     }
 
-    fn tier_config(&self, name: &Option<String>) -> Option<&TierConfig> {
-        name.as_ref().and_then(|n| self.tiers.get(n))
-    }
-
     /// The active tier's limits, with the entitlement's overrides.
     pub fn limits(&self, tier: &TierConfig) -> Limits {
         let o = self.entitlement().map(|e| e.limits).unwrap_or_default();
@@ -239,7 +259,7 @@ impl Policy {
     /// The current quota period.
     pub fn bounds(&self) -> Bounds {
         let now = self.clock.now_ms();
-        match (self.settings.period, self.entitlement()) {
+        match (self.rules().settings.period, self.entitlement()) {
             (PeriodKind::Anchored, Some(e)) => {
                 Bounds::anchored(now, e.period_start.saturating_mul(1000), e.period_end.saturating_mul(1000))
             }
@@ -266,8 +286,9 @@ impl Policy {
 
     /// Admission of one call (see module docs).
     pub fn admit(&self, req: &AdmitRequest<'_>) -> Result<Admitted, Refusal> {
+        let rules = self.rules();
         let tier_name = self.tier();
-        let Some(tier) = self.tier_config(&tier_name) else {
+        let Some(tier) = rules.tier(&tier_name) else {
             return Ok(Admitted {
                 tier: tier_name,
                 targets: req.targets.iter().map(|(t, _)| t.clone()).collect(),
@@ -280,7 +301,7 @@ impl Policy {
         if allowed.is_empty() {
             let (provider, model) =
                 req.targets.first().map(|(t, _)| (t.provider.clone(), t.model.clone())).unwrap_or_default();
-            let required_tier = tiers::cheapest_allowing(&self.tiers, &provider, &model).map(str::to_string);
+            let required_tier = tiers::cheapest_allowing(&rules.tiers, &provider, &model).map(str::to_string);
             return Err(Refusal::TierRequired { required_tier, provider, model });
         }
         if let (Some(rpm), false) = (tier.requests_per_minute, req.dry_run) {
@@ -383,7 +404,8 @@ impl Policy {
     /// reservation and emits `quota.threshold` for fractions crossed.
     pub fn settle(&self, mut a: Admitted) {
         drop(a.reservation.take());
-        let Some(tier) = self.tier_config(&a.tier) else { return };
+        let rules = self.rules();
+        let Some(tier) = rules.tier(&a.tier) else { return };
         let Some(bounds) = a.bounds else { return };
         let limits = self.limits(tier);
         if limits == Limits::default() {
@@ -393,7 +415,7 @@ impl Policy {
         for metric in Metric::ALL {
             let Some(limit) = limits.get(metric).filter(|l| *l > 0) else { continue };
             let u = used.get(metric);
-            for f in &self.settings.thresholds {
+            for f in &rules.settings.thresholds {
                 let permille = (f * 1000.0).round() as u64;
                 if (u as f64) < (limit as f64) * f {
                     continue;
@@ -424,10 +446,14 @@ impl Policy {
 
     /// `quota.status`.
     pub fn status(&self) -> Status {
+        let rules = self.rules();
         let tier_name = self.tier();
         let bounds = self.bounds();
-        let tier_source =
-            if self.entitlement().is_some_and(|e| self.tiers.contains_key(&e.tier)) { "entitlement" } else { "config" };
+        let tier_source = if self.entitlement().is_some_and(|e| rules.tiers.contains_key(&e.tier)) {
+            "entitlement"
+        } else {
+            "config"
+        };
         let mut out = Status {
             enabled: self.enabled(),
             tier: tier_name.clone(),
@@ -437,12 +463,20 @@ impl Policy {
             limits: Vec::new(),
             overage: false,
             requests_per_minute: None,
+            byok: None,
         };
-        let Some(tier) = self.tier_config(&tier_name) else { return out };
+        let Some(tier) = rules.tier(&tier_name) else { return out };
         out.overage = tier.overage == Overage::Allow;
         out.requests_per_minute = tier.requests_per_minute;
         let limits = self.limits(tier);
         let (reserved, used) = self.reserved_and_used(&bounds, tier.byok.counts_toward_quota);
+        let mut byok = self.used(&bounds, true);
+        byok.sub(&self.used(&bounds, false));
+        out.byok = Some(ByokStatus {
+            allowed: tier.byok.allowed,
+            counts_toward_quota: tier.byok.counts_toward_quota,
+            used: byok,
+        });
         let now = self.clock.now_ms();
         for metric in Metric::ALL {
             let Some(limit) = limits.get(metric) else { continue };
@@ -462,7 +496,7 @@ impl Policy {
 
     /// Whether the active tier may use `provider`/`model` (`models.list`).
     pub fn model_allowed(&self, provider: &str, model: &str) -> bool {
-        self.tier_config(&self.tier()).is_none_or(|t| tiers::allows(t, provider, model))
+        self.rules().tier(&self.tier()).is_none_or(|t| tiers::allows(t, provider, model))
     }
 
     /// Stamps a record with the policy clock's time (only differs from the system clock when a

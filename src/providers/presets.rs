@@ -317,6 +317,30 @@ pub fn resolve(config: &ProvidersConfig) -> Result<BTreeMap<String, ProviderSpec
     Ok(out)
 }
 
+/// Every provider the daemon runs (presets merged with `[providers.*]`) written back as config
+/// entries with every field set (`config show`).
+pub fn effective(config: &ProvidersConfig) -> Result<ProvidersConfig, SpecError> {
+    Ok(resolve(config)?
+        .into_values()
+        .map(|s| {
+            let entry = ProviderConfig {
+                adapter: Some(s.adapter),
+                base_url: Some(s.base_url),
+                key_env: s.key_env,
+                keyless: Some(s.keyless),
+                models: Some(s.models),
+                headers: s.headers,
+                account_id: config.get(&s.name).and_then(|c| c.account_id.clone()),
+                max_tokens_field: Some(s.max_tokens_field),
+                stream_usage: Some(s.stream_usage),
+                api_version: Some(s.api_version),
+                disabled: false,
+            };
+            (s.name, entry)
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

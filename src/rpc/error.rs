@@ -22,12 +22,14 @@ pub enum ErrorCode {
     ProviderError,
     Cancelled,
     ShuttingDown,
+    /// A config file the daemon was asked to load is invalid (`daemon.reload`).
+    ConfigInvalid,
     Internal,
     Other(String),
 }
 
 impl ErrorCode {
-    const KNOWN: [ErrorCode; 13] = [
+    const KNOWN: [ErrorCode; 14] = [
         ErrorCode::InvalidRequest,
         ErrorCode::MethodNotFound,
         ErrorCode::InvalidParams,
@@ -40,6 +42,7 @@ impl ErrorCode {
         ErrorCode::ProviderError,
         ErrorCode::Cancelled,
         ErrorCode::ShuttingDown,
+        ErrorCode::ConfigInvalid,
         ErrorCode::Internal,
     ];
 
@@ -57,6 +60,7 @@ impl ErrorCode {
             ErrorCode::ProviderError => "provider_error",
             ErrorCode::Cancelled => "cancelled",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::ConfigInvalid => "config_invalid",
             ErrorCode::Internal => "internal",
             ErrorCode::Other(s) => s,
         }

@@ -221,7 +221,6 @@ pub struct Vault {
     mode: VaultMode,
     auto_lock: Option<Duration>,
     scrypt_log_n: Option<u8>,
-    probe_base_urls: BTreeMap<String, String>,
     vault_path: PathBuf,
     identity_path: PathBuf,
     events: Bus,
@@ -289,7 +288,6 @@ impl Vault {
             auto_lock: (config.mode == VaultMode::Passphrase && config.auto_lock_secs > 0)
                 .then(|| Duration::from_secs(config.auto_lock_secs)),
             scrypt_log_n: config.scrypt_log_n,
-            probe_base_urls: config.probe_base_urls.clone(),
             vault_path,
             identity_path,
             events,
@@ -640,8 +638,14 @@ impl Vault {
         Ok(entry.meta.clone())
     }
 
-    /// Checks key `id` with its provider (see [`probe`]) and stores the verdict.
-    pub async fn test(self: &Arc<Self>, id: &str) -> Result<TestResult, VaultError> {
+    /// Checks key `id` with its provider (see [`probe`]: `overrides` is `vault.probe_base_urls`,
+    /// `specs` the providers the daemon runs) and stores the verdict.
+    pub async fn test(
+        self: &Arc<Self>,
+        id: &str,
+        overrides: &BTreeMap<String, String>,
+        specs: &BTreeMap<String, crate::providers::ProviderSpec>,
+    ) -> Result<TestResult, VaultError> {
         let (provider, secret) = {
             let mut inner = self.inner();
             inner.last_activity = Instant::now();
@@ -653,10 +657,7 @@ impl Vault {
                 .ok_or_else(|| VaultError::KeyNotFound { id: id.to_string() })?;
             (entry.meta.provider.clone(), SecretString::from(entry.secret.expose_secret()))
         };
-        if !probe::supports(&provider, &self.probe_base_urls) {
-            return Err(probe::ProbeError::UnknownProvider(provider).into());
-        }
-        let checked = probe::check(&provider, &secret, &self.probe_base_urls).await?;
+        let checked = probe::check(&provider, &secret, overrides, specs).await?;
         drop(secret);
         let me = self.clone();
         let id = id.to_string();

@@ -1,17 +1,18 @@
 //! `keys.test`: one cheap authenticated request (list models) that tells whether a provider
 //! accepts a key.
 //!
-//! Kept self-contained on purpose (the provider adapters live in `providers/`): a table maps a
-//! provider name to its models URL and auth header. OpenAI-compatible providers send
-//! `Authorization: Bearer`, Anthropic `x-api-key` + `anthropic-version`, Gemini
-//! `x-goog-api-key`. Base URLs default to the real services and can be overridden per provider
-//! with `vault.probe_base_urls` (an unknown provider with a configured base URL is treated as
-//! OpenAI-compatible).
+//! Where to send the check, in order: `vault.probe_base_urls.<provider>` (an explicit override,
+//! with the known path of a built-in provider, else `/models`); else the provider as the daemon
+//! runs it (preset merged with `[providers.<name>]`: its `base_url` and its adapter's models
+//! path, so a custom OpenAI-compatible provider is checked where it is configured); else a small
+//! table of well-known services. OpenAI-compatible providers send `Authorization: Bearer`,
+//! Anthropic `x-api-key` + `anthropic-version`, Gemini `x-goog-api-key`.
 //!
 //! Invariants: the key only travels in a header marked sensitive; redirects are not followed (a
 //! redirect could carry the header to another host); error messages never include the URL's
 //! query or any header.
 
+use crate::providers::{AdapterKind, ProviderSpec};
 use age::secrecy::{ExposeSecret, SecretString};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use std::collections::BTreeMap;
@@ -41,7 +42,7 @@ pub struct Checked {
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error(
-        "no key check is known for provider `{0}`; set `vault.probe_base_urls.{0}` to its OpenAI-compatible base URL"
+        "no key check is known for provider `{0}`: it is neither built in nor configured; add `[providers.{0}]` with its `adapter` and `base_url` to config.toml (or set `vault.probe_base_urls.{0}`)"
     )]
     UnknownProvider(String),
     #[error("{provider} answered the key check with HTTP {status}; the key's status is unchanged")]
@@ -67,20 +68,36 @@ fn known(provider: &str) -> Option<(&'static str, &'static str, Auth)> {
     })
 }
 
-/// The URL to call and the auth style for `provider`.
-fn endpoint(provider: &str, base_urls: &BTreeMap<String, String>) -> Option<(String, Auth)> {
-    let configured = base_urls.get(provider).map(|b| b.trim_end_matches('/'));
-    match (known(provider), configured) {
-        (Some((_, path, auth)), Some(base)) => Some((format!("{base}{path}"), auth)),
-        (Some((base, path, auth)), None) => Some((format!("{base}{path}"), auth)),
-        (None, Some(base)) => Some((format!("{base}/models"), Auth::Bearer)),
-        (None, None) => None,
-    }
+/// The models path and auth style of a provider the daemon runs (its base URL includes the API
+/// version, as in the presets).
+fn for_spec(spec: &ProviderSpec) -> (String, Auth) {
+    let (path, auth) = match spec.adapter {
+        // OpenRouter lists models without authentication; its key endpoint needs the key.
+        AdapterKind::Openai if spec.name == "openrouter" => ("/key", Auth::Bearer),
+        AdapterKind::Openai => ("/models", Auth::Bearer),
+        AdapterKind::Anthropic => ("/models", Auth::Anthropic),
+        AdapterKind::Gemini => ("/models", Auth::Google),
+        AdapterKind::Ollama => ("/api/tags", Auth::Bearer),
+    };
+    (format!("{}{path}", spec.base()), auth)
 }
 
-/// True if `keys.test` can check keys of `provider`.
-pub fn supports(provider: &str, base_urls: &BTreeMap<String, String>) -> bool {
-    endpoint(provider, base_urls).is_some()
+/// The URL to call and the auth style for `provider` (see the module docs for the order).
+fn endpoint(
+    provider: &str,
+    overrides: &BTreeMap<String, String>,
+    specs: &BTreeMap<String, ProviderSpec>,
+) -> Option<(String, Auth)> {
+    if let Some(base) = overrides.get(provider).map(|b| b.trim_end_matches('/')) {
+        return Some(match known(provider) {
+            Some((_, path, auth)) => (format!("{base}{path}"), auth),
+            None => (format!("{base}/models"), Auth::Bearer),
+        });
+    }
+    if let Some(spec) = specs.get(provider) {
+        return Some(for_spec(spec));
+    }
+    known(provider).map(|(base, path, auth)| (format!("{base}{path}"), auth))
 }
 
 fn headers(auth: Auth, secret: &SecretString) -> Option<HeaderMap> {
@@ -111,9 +128,11 @@ fn headers(auth: Auth, secret: &SecretString) -> Option<HeaderMap> {
 pub async fn check(
     provider: &str,
     secret: &SecretString,
-    base_urls: &BTreeMap<String, String>,
+    overrides: &BTreeMap<String, String>,
+    specs: &BTreeMap<String, ProviderSpec>,
 ) -> Result<Checked, ProbeError> {
-    let (url, auth) = endpoint(provider, base_urls).ok_or_else(|| ProbeError::UnknownProvider(provider.into()))?;
+    let (url, auth) =
+        endpoint(provider, overrides, specs).ok_or_else(|| ProbeError::UnknownProvider(provider.into()))?;
     let net = |message: String| ProbeError::Network { provider: provider.into(), message };
     let headers = headers(auth, secret)
         .ok_or_else(|| net("the key contains characters that cannot be sent in a header".into()))?;
@@ -165,16 +184,44 @@ mod tests {
 
     #[test]
     fn endpoints_and_overrides() {
-        let none = BTreeMap::new();
-        assert_eq!(endpoint("openai", &none), Some(("https://api.openai.com/v1/models".into(), Auth::Bearer)));
-        assert_eq!(endpoint("anthropic", &none), Some(("https://api.anthropic.com/v1/models".into(), Auth::Anthropic)));
-        assert_eq!(endpoint("mystery", &none), None);
+        let none: BTreeMap<String, String> = BTreeMap::new();
+        let no_specs: BTreeMap<String, ProviderSpec> = BTreeMap::new();
+        let presets = crate::providers::presets::resolve(&crate::providers::ProvidersConfig::new()).unwrap_or_default();
+        for specs in [&no_specs, &presets] {
+            assert_eq!(
+                endpoint("openai", &none, specs),
+                Some(("https://api.openai.com/v1/models".into(), Auth::Bearer))
+            );
+            assert_eq!(
+                endpoint("anthropic", &none, specs),
+                Some(("https://api.anthropic.com/v1/models".into(), Auth::Anthropic))
+            );
+            assert_eq!(
+                endpoint("openrouter", &none, specs),
+                Some(("https://openrouter.ai/api/v1/key".into(), Auth::Bearer))
+            );
+            assert_eq!(endpoint("mystery", &none, specs), None);
+        }
+        assert_eq!(
+            endpoint("gemini", &none, &presets),
+            Some(("https://generativelanguage.googleapis.com/v1beta/models".into(), Auth::Google))
+        );
         let mut over = BTreeMap::new();
         over.insert("openai".to_string(), "http://127.0.0.1:9/v1/".to_string());
         over.insert("mystery".to_string(), "http://127.0.0.1:9/api".to_string());
-        assert_eq!(endpoint("openai", &over), Some(("http://127.0.0.1:9/v1/models".into(), Auth::Bearer)));
-        assert_eq!(endpoint("mystery", &over), Some(("http://127.0.0.1:9/api/models".into(), Auth::Bearer)));
-        assert!(supports("mystery", &over));
+        assert_eq!(endpoint("openai", &over, &presets), Some(("http://127.0.0.1:9/v1/models".into(), Auth::Bearer)));
+        assert_eq!(endpoint("mystery", &over, &no_specs), Some(("http://127.0.0.1:9/api/models".into(), Auth::Bearer)));
+        // A configured custom provider is checked at its own base URL, with its adapter's auth.
+        let cfg: crate::providers::ProvidersConfig = toml::from_str(
+            "[local]\nadapter = \"openai\"\nbase_url = \"http://127.0.0.1:8/v1/\"\n[claude-proxy]\nadapter = \"anthropic\"\nbase_url = \"http://127.0.0.1:7/v1\"\n",
+        )
+        .unwrap_or_default();
+        let custom = crate::providers::presets::resolve(&cfg).unwrap_or_default();
+        assert_eq!(endpoint("local", &none, &custom), Some(("http://127.0.0.1:8/v1/models".into(), Auth::Bearer)));
+        assert_eq!(
+            endpoint("claude-proxy", &none, &custom),
+            Some(("http://127.0.0.1:7/v1/models".into(), Auth::Anthropic))
+        );
     }
 
     #[test]

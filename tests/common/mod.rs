@@ -120,6 +120,30 @@ impl Daemon {
         }
     }
 
+    /// Runs the CLI against this daemon (its socket and config file) with `stdin` as input;
+    /// returns the exit status, stdout and stderr.
+    pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> (ExitStatus, String, String) {
+        use std::io::Write as _;
+        let mut cmd = command(self.dir.path());
+        cmd.arg("--socket").arg(&self.socket).arg("--config").arg(&self.config).args(args);
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn cli");
+        let mut input = child.stdin.take().expect("stdin");
+        if let Some(s) = stdin {
+            input.write_all(s.as_bytes()).expect("write stdin");
+        }
+        drop(input);
+        let out = child.wait_with_output().expect("cli output");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     pub async fn client(&self) -> Client {
         Client::connect(&self.socket).await.expect("connect")
     }

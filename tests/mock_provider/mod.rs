@@ -97,6 +97,7 @@ impl Mock {
             .route("/v1/messages", post(anthropic))
             .route("/v1beta/models/{action}", post(gemini))
             .route("/api/chat", post(ollama))
+            .route("/v1/models", axum::routing::get(models))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -219,6 +220,18 @@ fn record(state: &MockState, path: &str, headers: &HeaderMap, body: &Bytes) -> O
     });
     let next = state.script.lock().unwrap().pop_front();
     next.or_else(|| state.default.lock().unwrap().clone())
+}
+
+/// `GET /v1/models` (what `keys.test` calls): 200 with a model list for a bearer key, 401 for a
+/// key containing `INVALID` or none.
+async fn models(State(s): State<Arc<MockState>>, uri: Uri, headers: HeaderMap) -> Response {
+    record(&s, uri.path(), &headers, &Bytes::new());
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if auth.starts_with("Bearer ") && !auth.contains("INVALID") {
+        json_response(200, &[], r#"{"object":"list","data":[{"id":"m","object":"model"}]}"#.to_string())
+    } else {
+        json_response(401, &[], r#"{"error":{"message":"Incorrect API key provided","type":"invalid_request_error","code":"invalid_api_key"}}"#.to_string())
+    }
 }
 
 async fn openai(State(s): State<Arc<MockState>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {

@@ -68,6 +68,10 @@ export class Cancelled extends SidecarError {
 export class ShuttingDown extends SidecarError {
   static override readonly code = "shutting_down";
 }
+/** `daemon.reload` found errors in config.toml (`data.errors`); the old config stays. */
+export class ConfigInvalid extends SidecarError {
+  static override readonly code = "config_invalid";
+}
 /** A bug or unexpected failure in the daemon (it is in the daemon's log). */
 export class Internal extends SidecarError {
   static override readonly code = "internal";
@@ -109,6 +113,7 @@ export const ERRORS_BY_CODE: Readonly<Record<string, typeof SidecarError>> = Obj
     ProviderError,
     Cancelled,
     ShuttingDown,
+    ConfigInvalid,
     Internal,
   ].map((cls) => [cls.code, cls]),
 );

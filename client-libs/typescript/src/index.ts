@@ -32,6 +32,7 @@ export {
   QuotaExceeded,
   RateLimited,
   ShuttingDown,
+  ConfigInvalid,
   SidecarConnectionError,
   SidecarError,
   TierRequired,

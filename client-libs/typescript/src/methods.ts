@@ -7,10 +7,11 @@ export const METHOD_PARAMS: Readonly<Record<string, readonly string[]>> = {
   "daemon.hello": ["app", "version"],
   "daemon.info": [],
   "daemon.methods": [],
+  "daemon.reload": [],
   "daemon.ping": ["delay_ms"],
   "events.subscribe": ["kinds"],
   "events.unsubscribe": ["kinds"],
-  "keys.set": ["provider", "secret", "label"],
+  "keys.set": ["provider", "secret", "label", "force"],
   "keys.list": ["provider"],
   "keys.remove": ["id"],
   "keys.test": ["id"],
@@ -50,6 +51,9 @@ export type DaemonInfoParams = Record<string, never>;
 /** Params of `daemon.methods`. */
 export type DaemonMethodsParams = Record<string, never>;
 
+/** Params of `daemon.reload`. */
+export type DaemonReloadParams = Record<string, never>;
+
 /** Params of `daemon.ping`. */
 export interface DaemonPingParams {
   delay_ms?: number;
@@ -70,6 +74,7 @@ export interface KeysSetParams {
   provider: string;
   secret: string;
   label?: string;
+  force?: boolean;
 }
 
 /** Params of `keys.list`. */
@@ -243,6 +248,11 @@ export abstract class Methods {
     return this.call<MethodsResult>("daemon.methods", params, opts);
   }
 
+  /** `daemon.reload`: Re-read config.toml (as SIGHUP does); an invalid file is refused with config_invalid and the old config stays. */
+  reload(params: DaemonReloadParams = {}, opts?: CallOptions): Promise<AnyMap> {
+    return this.call<AnyMap>("daemon.reload", params, opts);
+  }
+
   /** `daemon.ping`: Answer after an optional delay (at most 60000 ms); cancellable. */
   ping(params: DaemonPingParams = {}, opts?: CallOptions): Promise<PingResult> {
     return this.call<PingResult>("daemon.ping", params, opts);
@@ -258,7 +268,7 @@ export abstract class Methods {
     return this.call<KindsResult>("events.unsubscribe", params, opts);
   }
 
-  /** `keys.set`: Store a provider API key in the vault; returns its metadata (never the secret). */
+  /** `keys.set`: Store a provider API key in the vault; returns its metadata (never the secret). A provider that is neither built in nor configured is refused unless force. */
   keysSet(params: KeysSetParams, opts?: CallOptions): Promise<AnyMap> {
     return this.call<AnyMap>("keys.set", params, opts);
   }

@@ -10,10 +10,11 @@ METHOD_PARAMS: Dict[str, Tuple[str, ...]] = {
     "daemon.hello": ("app", "version"),
     "daemon.info": (),
     "daemon.methods": (),
+    "daemon.reload": (),
     "daemon.ping": ("delay_ms",),
     "events.subscribe": ("kinds",),
     "events.unsubscribe": ("kinds",),
-    "keys.set": ("provider", "secret", "label"),
+    "keys.set": ("provider", "secret", "label", "force"),
     "keys.list": ("provider",),
     "keys.remove": ("id",),
     "keys.test": ("id",),
@@ -66,6 +67,10 @@ class SyncMethods:
         """`daemon.methods`: Every method and notification the daemon understands, with param and result shapes."""
         return cast(MethodsResult, self.call("daemon.methods", _params(extra, {})))
 
+    def reload(self, **extra: Any) -> Dict[str, Any]:
+        """`daemon.reload`: Re-read config.toml (as SIGHUP does); an invalid file is refused with config_invalid and the old config stays."""
+        return cast(Dict[str, Any], self.call("daemon.reload", _params(extra, {})))
+
     def ping(self, *, delay_ms: Optional[int] = None, **extra: Any) -> PingResult:
         """`daemon.ping`: Answer after an optional delay (at most 60000 ms); cancellable."""
         return cast(PingResult, self.call("daemon.ping", _params(extra, {"delay_ms": delay_ms})))
@@ -78,9 +83,9 @@ class SyncMethods:
         """`events.unsubscribe`: Stop receiving these event kinds (all when omitted)."""
         return cast(KindsResult, self.call("events.unsubscribe", _params(extra, {"kinds": kinds})))
 
-    def keys_set(self, provider: str, secret: str, *, label: Optional[str] = None, **extra: Any) -> Dict[str, Any]:
-        """`keys.set`: Store a provider API key in the vault; returns its metadata (never the secret)."""
-        return cast(Dict[str, Any], self.call("keys.set", _params(extra, {"provider": provider, "secret": secret, "label": label})))
+    def keys_set(self, provider: str, secret: str, *, label: Optional[str] = None, force: Optional[bool] = None, **extra: Any) -> Dict[str, Any]:
+        """`keys.set`: Store a provider API key in the vault; returns its metadata (never the secret). A provider that is neither built in nor configured is refused unless force."""
+        return cast(Dict[str, Any], self.call("keys.set", _params(extra, {"provider": provider, "secret": secret, "label": label, "force": force})))
 
     def keys_list(self, *, provider: Optional[str] = None, **extra: Any) -> Dict[str, Any]:
         """`keys.list`: Key metadata (id, provider, label, last4, created_at, last_used, status)."""
@@ -196,6 +201,10 @@ class AsyncMethods:
         """`daemon.methods`: Every method and notification the daemon understands, with param and result shapes."""
         return cast(MethodsResult, await self.call("daemon.methods", _params(extra, {})))
 
+    async def reload(self, **extra: Any) -> Dict[str, Any]:
+        """`daemon.reload`: Re-read config.toml (as SIGHUP does); an invalid file is refused with config_invalid and the old config stays."""
+        return cast(Dict[str, Any], await self.call("daemon.reload", _params(extra, {})))
+
     async def ping(self, *, delay_ms: Optional[int] = None, **extra: Any) -> PingResult:
         """`daemon.ping`: Answer after an optional delay (at most 60000 ms); cancellable."""
         return cast(PingResult, await self.call("daemon.ping", _params(extra, {"delay_ms": delay_ms})))
@@ -208,9 +217,9 @@ class AsyncMethods:
         """`events.unsubscribe`: Stop receiving these event kinds (all when omitted)."""
         return cast(KindsResult, await self.call("events.unsubscribe", _params(extra, {"kinds": kinds})))
 
-    async def keys_set(self, provider: str, secret: str, *, label: Optional[str] = None, **extra: Any) -> Dict[str, Any]:
-        """`keys.set`: Store a provider API key in the vault; returns its metadata (never the secret)."""
-        return cast(Dict[str, Any], await self.call("keys.set", _params(extra, {"provider": provider, "secret": secret, "label": label})))
+    async def keys_set(self, provider: str, secret: str, *, label: Optional[str] = None, force: Optional[bool] = None, **extra: Any) -> Dict[str, Any]:
+        """`keys.set`: Store a provider API key in the vault; returns its metadata (never the secret). A provider that is neither built in nor configured is refused unless force."""
+        return cast(Dict[str, Any], await self.call("keys.set", _params(extra, {"provider": provider, "secret": secret, "label": label, "force": force})))
 
     async def keys_list(self, *, provider: Optional[str] = None, **extra: Any) -> Dict[str, Any]:
         """`keys.list`: Key metadata (id, provider, label, last4, created_at, last_used, status)."""

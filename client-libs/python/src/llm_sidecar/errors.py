@@ -99,6 +99,12 @@ class ShuttingDown(SidecarError):
     code = "shutting_down"
 
 
+class ConfigInvalid(SidecarError):
+    """`daemon.reload` found errors in config.toml (`data.errors`); the old config stays."""
+
+    code = "config_invalid"
+
+
 class Internal(SidecarError):
     """A bug or unexpected failure in the daemon (it is in the daemon's log)."""
 
@@ -144,6 +150,7 @@ ERRORS_BY_CODE: Dict[str, Type[SidecarError]] = {
         ProviderError,
         Cancelled,
         ShuttingDown,
+        ConfigInvalid,
         Internal,
     )
 }
