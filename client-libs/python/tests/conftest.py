@@ -137,7 +137,7 @@ def make_daemon() -> Iterator[Callable[..., Daemon]]:
         shutil.rmtree(r, ignore_errors=True)
 
 
-# ---- a fake daemon for what this branch's daemon cannot do yet (streaming chat, events) -------
+# ---- a fake daemon for what the real one never sends on demand (violations, odd timing) ------
 
 
 class FakeServer:
