@@ -90,6 +90,8 @@ fn service_install_writes_units_that_systemd_accepts() {
             && service.contains("NoNewPrivileges=yes")
             && service.contains("ProtectSystem=strict")
     );
+    // `systemctl --user reload` sends SIGHUP, which re-reads the config.
+    assert!(service.contains("ExecReload=/bin/kill -HUP $MAINPID"), "{service}");
     let socket = std::fs::read_to_string(unit_dir.join("llm-sidecar.socket")).unwrap();
     assert!(
         socket.contains("ListenStream=%t/llm-sidecar/sock")
