@@ -164,13 +164,14 @@ impl State {
     /// Opens every service under `paths.data_dir`.
     pub fn open(config: Config, paths: Paths, shutdown: CancellationToken) -> Result<State, StateError> {
         std::fs::create_dir_all(&paths.data_dir)
+            .and_then(|()| crate::ledger::schema::tighten(&paths.data_dir, 0o700))
             .map_err(|source| StateError::DataDir { path: paths.data_dir.clone(), source })?;
         let data_lock = lock_data_dir(&paths)?;
         let events = Bus::default();
         let vault =
             Vault::open(&config.vault, &paths.data_dir, events.clone(), shutdown.clone()).map_err(StateError::Vault)?;
         let built = Built::new(&config, &paths.config_file)?;
-        let ledger = Arc::new(Ledger::open(&paths.data_dir.join("ledger"))?);
+        let ledger = Arc::new(Ledger::open(&paths.data_dir)?);
         let (sync, worker) = crate::sync::new(
             &config.sync,
             ledger.clone(),

@@ -1,41 +1,36 @@
-//! Group commit: one thread applies every write to the ledger and flushes it.
+//! Group commit: one thread owns the writer connection and applies every write to the ledger.
 //!
-//! Writers send a [`Job`] and wait for its reply. The committer thread takes whatever jobs are
-//! queued, applies consecutive commits as ONE sled transaction and the other jobs in order, and
-//! repeats while more jobs arrived meanwhile (up to [`MAX_JOBS_PER_ROUND`]); then it calls
-//! `flush` (fsync) once, and only then replies. So concurrent writers share one fsync, and nobody
-//! is answered before their write is durable. Jobs that arrive during a flush make the next round.
+//! Writers send a [`Job`] and wait for its reply. The committer takes whatever jobs are queued,
+//! opens one transaction, applies each job inside its own savepoint (a failing job is rolled
+//! back alone and gets its error), keeps taking jobs that arrived meanwhile (up to
+//! [`MAX_JOBS_PER_ROUND`]), adds the round's counter deltas, and `COMMIT`s once. With WAL and
+//! `synchronous = FULL` the commit is on disk when `COMMIT` returns; only then are the writers
+//! answered. So concurrent writers share one fsync, and nobody is answered before their write is
+//! durable.
 //!
-//! Applying and flushing are not overlapped: in sled 0.34 a transaction takes a global write
-//! lock that `flush` holds shared until the disk has answered, so a second thread applying the
-//! next round would only wait, and would take a smaller round. Because the committer is the
-//! only writer, it also keeps the outbox and dead-letter counts exact without scanning, and
-//! hands out outbox segment numbers.
+//! Records become visible to readers (other connections) at `COMMIT`. The commit and the hooks
+//! of its jobs ([`Applied`]) run under the [`Visibility`] write lock, so a reader inside
+//! `Ledger::consistent` sees a commit either not at all or together with what its hooks did.
+//! Because the committer is the only writer, it keeps the outbox and dead-letter counts exact
+//! without scanning.
 
 use super::counters::{self, Counter};
-use super::keys::Dim;
-use super::outbox::{self, Queued};
-use super::{Counts, LedgerError, Trees};
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
-use sled::IVec;
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use super::keys::{Dim, Period};
+use super::outbox::Queued;
+use super::rows;
+use super::{Counts, LedgerError};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// Most jobs answered by one flush (one transaction per run of commits within it).
+/// Most jobs answered by one commit.
 pub const MAX_JOBS_PER_ROUND: usize = 4096;
 
-/// Meta key present while a `clear` is in progress; a clear interrupted by a crash is finished
-/// when the ledger is next opened. Its value is `[force]`.
-pub const CLEARING_KEY: &[u8] = b"clearing";
-
-/// A record ready to store: serialized by the writer, so the thread only moves bytes.
+/// A validated record ready to store, with the counter groups it counts in.
 pub struct Prepared {
-    pub key: [u8; 16],
-    pub value: Vec<u8>,
-    /// Keys of the periods (day, month) the record counts towards.
-    pub periods: [Vec<u8>; 2],
+    pub record: crate::usage::UsageRecord,
+    pub periods: [(Period, String); 2],
     pub groups: Vec<(Dim, String)>,
     pub delta: Counter,
 }
@@ -54,38 +49,46 @@ pub enum Job {
 }
 
 /// Store records (+ counters + outbox entries) unless their id is already stored; replies with
-/// one `true` per record that was new. `applied` runs as soon as they are visible to readers
-/// (before the flush), inside the same [`Visibility`] write lock as the transaction.
+/// one `true` per record that was new. `applied` runs as soon as they are visible to readers,
+/// inside the same [`Visibility`] write lock as the commit.
 pub struct Commit {
     pub records: Vec<Prepared>,
     pub applied: Option<Applied>,
     pub reply: oneshot::Sender<Result<Vec<bool>, LedgerError>>,
 }
 
-/// Every other write, applied in queue order between runs of commits.
+/// Why the backend refused records (stored with each dead letter).
+pub struct Refusal {
+    pub batch_id: String,
+    pub status: Option<u16>,
+    pub reason: String,
+    pub at_ms: i64,
+}
+
+/// Every other write.
 pub enum Op {
     /// Remove delivered entries from the outbox; replies with how many were there.
     Ack { entries: Vec<Queued>, reply: oneshot::Sender<Result<u64, LedgerError>> },
-    /// Move outbox entries to dead letters; `meta` is a JSON object (without its closing brace)
-    /// to which the record is appended as field `record`.
-    DeadLetter { entries: Vec<Queued>, meta: String, reply: oneshot::Sender<Result<u64, LedgerError>> },
+    /// Move outbox entries to the dead letters.
+    DeadLetter { entries: Vec<Queued>, why: Refusal, reply: oneshot::Sender<Result<u64, LedgerError>> },
     /// Move every dead letter back into the outbox.
     Requeue { reply: oneshot::Sender<Result<u64, LedgerError>> },
     /// Remove records and counters (and with `force`, the outbox and dead letters too).
     Clear { force: bool, reply: oneshot::Sender<Result<Cleared, LedgerError>> },
 }
 
-type Done = Box<dyn FnOnce(Option<&LedgerError>) + Send>;
 /// Runs once a commit's records are visible (see [`Commit`]).
 pub type Applied = Box<dyn FnOnce() + Send>;
-/// Held for writing while a transaction of commits and their [`Applied`] hooks run, and for
-/// reading by [`super::Ledger::consistent`]: a reader under it sees a commit either not at all,
-/// or together with everything its hook did.
+/// Held for writing while a commit and its [`Applied`] hooks run, and for reading by
+/// [`super::Ledger::consistent`].
 pub type Visibility = Arc<std::sync::RwLock<()>>;
 
+/// A job applied in this round, waiting for the commit.
+type Done = Box<dyn FnOnce(Option<&LedgerError>) + Send>;
+
 fn done<T: Send + 'static>(reply: oneshot::Sender<Result<T, LedgerError>>, result: Result<T, LedgerError>) -> Done {
-    Box::new(move |flush_error: Option<&LedgerError>| {
-        let result = match (flush_error, result) {
+    Box::new(move |commit_error: Option<&LedgerError>| {
+        let result = match (commit_error, result) {
             (Some(e), _) => Err(e.clone()),
             (None, r) => r,
         };
@@ -93,344 +96,425 @@ fn done<T: Send + 'static>(reply: oneshot::Sender<Result<T, LedgerError>>, resul
     })
 }
 
+fn storage(e: rusqlite::Error) -> LedgerError {
+    LedgerError::storage(e)
+}
+
+/// What one round changes besides the rows: applied only if its commit succeeds.
+#[derive(Default)]
+struct RoundEffects {
+    counters: HashMap<(Period, String, Dim, String), Counter>,
+    outbox_added: u64,
+    outbox_removed: u64,
+    dead_added: u64,
+    /// `Some(dead count)` when a job set the dead-letter count outright (requeue, forced clear).
+    dead_set: Option<u64>,
+    /// `Some(outbox count)` when a job set it outright (forced clear).
+    outbox_set: Option<u64>,
+    hooks: Vec<Applied>,
+    vacuum: bool,
+}
+
 pub struct Committer {
-    pub db: sled::Db,
-    pub trees: Trees,
+    pub conn: Connection,
     pub counts: Counts,
-    /// Sequence number of the next outbox segment.
-    pub next_seq: u64,
     pub visibility: Visibility,
-    /// Latest counts, published after each flush.
+    /// Latest counts, published after each commit.
     pub counts_tx: watch::Sender<Counts>,
-    /// Outbox segments below this are on disk, and only those may be sent to the backend (a
-    /// segment sent before its flush could be lost in a crash after the backend counted it, and
-    /// a retried call would then be counted twice).
-    pub durable_seq: Arc<AtomicU64>,
 }
 
 impl Committer {
-    /// Runs until every sender is gone: takes every queued job, applies them, flushes once,
-    /// and only then answers them.
+    /// Runs until every sender is gone: takes every queued job, applies them in one
+    /// transaction, commits once, and only then answers them.
     pub fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         while let Some(first) = rx.blocking_recv() {
-            let mut finished = Vec::with_capacity(64);
-            let mut jobs = vec![first];
-            // Jobs that arrive while a round is applied join the same flush: keep applying what
-            // is queued until the queue is empty (or the round is full), then flush once.
-            loop {
-                while finished.len() + jobs.len() < MAX_JOBS_PER_ROUND {
-                    let Ok(job) = rx.try_recv() else { break };
-                    jobs.push(job);
-                }
-                if jobs.is_empty() {
-                    break;
-                }
-                finished.extend(self.round(std::mem::take(&mut jobs)));
-            }
-            self.flush_and_answer(finished);
-        }
-    }
-
-    /// Flushes everything applied so far, publishes what is now durable, and answers.
-    fn flush_and_answer(&mut self, finished: Vec<Done>) {
-        let started = std::time::Instant::now();
-        let flushed = self.db.flush().map_err(LedgerError::storage);
-        tracing::trace!(flush_us = started.elapsed().as_micros() as u64, "ledger flush");
-        match &flushed {
-            Ok(_) => {
-                self.durable_seq.fetch_max(self.next_seq, Ordering::SeqCst);
-                self.counts_tx.send_replace(self.counts);
-            }
-            Err(e) => tracing::error!("ledger flush failed; the writers of {} jobs get an error: {e}", finished.len()),
-        }
-        for f in finished {
-            f(flushed.as_ref().err());
-        }
-    }
-
-    fn round(&mut self, jobs: Vec<Job>) -> Vec<Done> {
-        let started = std::time::Instant::now();
-        let n = jobs.len();
-        let mut finished: Vec<Done> = Vec::with_capacity(jobs.len());
-        let mut commits: Vec<Commit> = Vec::new();
-        for job in jobs {
-            match job {
-                Job::Commit(c) => commits.push(c),
-                Job::Op(op) => {
-                    // Keep order: commits queued before this job are applied first.
-                    self.apply_commits(&mut commits, &mut finished);
-                    finished.push(self.apply(op));
-                }
-            }
-        }
-        self.apply_commits(&mut commits, &mut finished);
-        tracing::trace!(jobs = n, apply_us = started.elapsed().as_micros() as u64, "ledger round applied");
-        finished
-    }
-
-    fn apply_commits(&mut self, commits: &mut Vec<Commit>, finished: &mut Vec<Done>) {
-        if commits.is_empty() {
-            return;
-        }
-        let batch: Vec<&Prepared> = commits.iter().flat_map(|c| c.records.iter()).collect();
-        let visibility = self.visibility.clone();
-        let _visible = visibility.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match self.commit(&batch) {
-            Ok(new) => {
-                let mut flags = new.into_iter();
-                for c in commits.drain(..) {
-                    if let Some(hook) = c.applied {
-                        hook();
-                    }
-                    let mine: Vec<bool> = flags.by_ref().take(c.records.len()).collect();
-                    finished.push(done(c.reply, Ok(mine)));
-                }
-            }
-            Err(e) => {
-                // Nothing became visible; the hooks are dropped unrun.
-                for c in commits.drain(..) {
-                    finished.push(done(c.reply, Err(e.clone())));
-                }
-            }
-        }
-    }
-
-    /// One transaction over records, counters and outbox for the whole batch. New records go
-    /// to the outbox as segments of at most [`outbox::MAX_ENTRIES`], sorted by id.
-    fn commit(&mut self, batch: &[&Prepared]) -> Result<Vec<bool>, LedgerError> {
-        let t = &self.trees;
-        let first_seq = self.next_seq;
-        let result = (&t.records, &t.counters, &t.outbox).transaction(|(records, counters, outbox)| {
-            let mut seen: HashSet<[u8; 16]> = HashSet::with_capacity(batch.len());
-            let mut new = Vec::with_capacity(batch.len());
-            let mut queued: Vec<&Prepared> = Vec::with_capacity(batch.len());
-            let mut deltas: HashMap<&[u8], HashMap<(Dim, &str), Counter>> = HashMap::new();
-            for p in batch {
-                let fresh = seen.insert(p.key) && records.get(p.key)?.is_none();
-                new.push(fresh);
-                if !fresh {
-                    continue;
-                }
-                records.insert(&p.key[..], &p.value[..])?;
-                queued.push(p);
-                for period in &p.periods {
-                    let per = deltas.entry(period.as_slice()).or_default();
-                    for (dim, value) in &p.groups {
-                        per.entry((*dim, value.as_str())).or_default().add(&p.delta);
-                    }
-                }
-            }
-            queued.sort_unstable_by_key(|p| p.key);
-            let mut seq = first_seq;
-            for chunk in queued.chunks(outbox::MAX_ENTRIES) {
-                let segment = outbox::encode_refs(chunk.iter().map(|p| &p.key));
-                outbox.insert(&outbox::seq_key(seq)[..], segment)?;
-                seq += 1;
-            }
-            for (k, per) in deltas {
-                let mut groups = match counters.get(k)? {
-                    Some(v) => counters::decode_groups(&v).ok_or_else(|| {
-                        ConflictableTransactionError::Abort(LedgerError::Corrupt("period counters".into()))
-                    })?,
-                    None => counters::Groups::new(),
-                };
-                for ((dim, value), delta) in per {
-                    groups.entry((dim, value.to_string())).or_default().add(&delta);
-                }
-                counters.insert(k, counters::encode_groups(&groups))?;
-            }
-            Ok::<_, ConflictableTransactionError<LedgerError>>((new, queued.len() as u64, seq))
-        });
-        let (new, queued, next_seq) = unwrap_tx(result)?;
-        self.counts.outbox += queued;
-        self.next_seq = next_seq;
-        Ok(new)
-    }
-
-    fn apply(&mut self, op: Op) -> Done {
-        match op {
-            Op::Ack { entries, reply } => {
-                let r = self.remove_queued(&entries, None);
-                done(reply, r)
-            }
-            Op::DeadLetter { entries, meta, reply } => {
-                let r = self.remove_queued(&entries, Some(&meta));
-                done(reply, r)
-            }
-            Op::Requeue { reply } => {
-                let r = self.requeue();
-                done(reply, r)
-            }
-            Op::Clear { force, reply } => {
-                let r = self.clear(force);
-                done(reply, r)
-            }
-        }
-    }
-
-    /// Removes entries from their outbox segments (rewriting or deleting each segment), and with
-    /// `dead_meta` files them as dead letters in the same transaction. Returns how many were
-    /// still queued.
-    fn remove_queued(&mut self, entries: &[Queued], dead_meta: Option<&str>) -> Result<u64, LedgerError> {
-        let mut by_seq: BTreeMap<u64, HashSet<[u8; 16]>> = BTreeMap::new();
-        for e in entries {
-            by_seq.entry(e.seq).or_default().insert(*e.id.as_bytes());
-        }
-        let t = &self.trees;
-        // Dead letters carry their record, as JSON. References are resolved before the transaction: a
-        // sled transaction holds a lock that a plain read of another tree would wait on forever.
-        // Nobody else writes these trees, so what is read here is what the transaction sees.
-        let mut inline: HashMap<[u8; 16], Vec<u8>> = HashMap::new();
-        if dead_meta.is_some() {
-            for (seq, ids) in &by_seq {
-                let segment = t.outbox.get(outbox::seq_key(*seq)).map_err(LedgerError::storage)?;
-                let entries = segment.as_deref().and_then(outbox::decode).unwrap_or_default();
-                for (id, stored) in t.resolve_entries(*seq, entries.into_iter().filter(|(id, _)| ids.contains(id))) {
-                    match super::codec::to_json(&stored) {
-                        Ok(json) => {
-                            inline.insert(id, json);
-                        }
-                        Err(e) => tracing::error!("dropping an outbox entry: {e}"),
-                    }
-                }
-            }
-        }
-        let removed = unwrap_tx((&t.outbox, &t.dead).transaction(|(outbox, dead)| {
-            let mut n = 0u64;
-            for (seq, ids) in &by_seq {
-                let key = outbox::seq_key(*seq);
-                let Some(segment) = outbox.get(&key[..])? else { continue };
-                let Some(all) = outbox::decode(&segment) else {
-                    tracing::error!(seq, "skipping a malformed outbox segment");
-                    continue;
-                };
-                let (gone, kept): (Vec<_>, Vec<_>) = all.into_iter().partition(|(id, _)| ids.contains(id));
-                if gone.is_empty() {
-                    continue;
-                }
-                n += gone.len() as u64;
-                if let Some(meta) = dead_meta {
-                    for (id, _) in &gone {
-                        let Some(record) = inline.get(id) else { continue };
-                        let mut v = Vec::with_capacity(meta.len() + record.len() + 12);
-                        v.extend_from_slice(meta.as_bytes());
-                        v.extend_from_slice(b",\"record\":");
-                        v.extend_from_slice(record);
-                        v.push(b'}');
-                        dead.insert(&id[..], v)?;
-                    }
-                }
-                if kept.is_empty() {
-                    outbox.remove(&key[..])?;
-                } else {
-                    outbox.insert(&key[..], outbox::encode(kept.iter().map(|(id, v)| (id, *v))))?;
-                }
-            }
-            Ok::<_, ConflictableTransactionError<LedgerError>>(n)
-        }))?;
-        self.counts.outbox = self.counts.outbox.saturating_sub(removed);
-        if dead_meta.is_some() {
-            self.counts.dead += removed;
-        }
-        Ok(removed)
-    }
-
-    /// Moves every dead letter back into the outbox, as new segments.
-    fn requeue(&mut self) -> Result<u64, LedgerError> {
-        let t = &self.trees;
-        let entries: Vec<(IVec, IVec)> = t.dead.iter().collect::<Result<_, _>>().map_err(LedgerError::storage)?;
-        let mut moved = 0u64;
-        for chunk in entries.chunks(outbox::MAX_ENTRIES) {
-            let mut queued: Vec<([u8; 16], Vec<u8>)> = Vec::with_capacity(chunk.len());
-            for (k, v) in chunk {
-                match (<[u8; 16]>::try_from(k.as_ref()), super::DeadLetter::record_bytes(v)) {
-                    (Ok(id), Some(record)) => queued.push((id, record)),
-                    _ => tracing::warn!("dropping an unreadable dead letter"),
-                }
-            }
-            queued.sort_unstable_by_key(|(id, _)| *id);
-            let seq = self.next_seq;
-            unwrap_tx((&t.outbox, &t.dead).transaction(|(outbox, dead)| {
-                for (k, _) in chunk {
-                    dead.remove(k)?;
-                }
-                if !queued.is_empty() {
-                    outbox.insert(
-                        &outbox::seq_key(seq)[..],
-                        outbox::encode(queued.iter().map(|(id, v)| (id, v.as_slice()))),
-                    )?;
-                }
-                Ok::<_, ConflictableTransactionError<LedgerError>>(())
-            }))?;
-            self.next_seq += 1;
-            moved += queued.len() as u64;
-        }
-        self.counts.outbox += moved;
-        self.counts.dead = 0;
-        Ok(moved)
-    }
-
-    /// Rewrites every outbox segment that holds references so that it carries the records
-    /// inline. A reference whose record is gone (which only damage can cause) is dropped.
-    fn inline_outbox(&mut self) -> Result<(), LedgerError> {
-        let t = &self.trees;
-        let mut dropped = 0u64;
-        for item in t.outbox.iter() {
-            let (k, v) = item.map_err(LedgerError::storage)?;
-            let (Some(seq), Some(entries)) = (outbox::key_seq(&k), outbox::decode(&v)) else { continue };
-            if !entries.iter().any(|(_, v)| outbox::is_ref(v)) {
+            let mut finished: Vec<Done> = Vec::with_capacity(64);
+            let mut effects = RoundEffects::default();
+            if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+                let e = storage(e);
+                tracing::error!("cannot begin a ledger transaction: {e}");
+                self.fail(first, &e);
                 continue;
             }
-            let n = entries.len();
-            let inline = t.resolve_entries(seq, entries);
-            dropped += (n - inline.len()) as u64;
-            let segment = outbox::encode(inline.iter().map(|(id, r)| (id, r.as_slice())));
-            if inline.is_empty() {
-                t.outbox.remove(&k).map_err(LedgerError::storage)?;
-            } else {
-                t.outbox.insert(&k, segment).map_err(LedgerError::storage)?;
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                finished.push(self.apply_in_savepoint(job, &mut effects));
+                if finished.len() < MAX_JOBS_PER_ROUND {
+                    next = rx.try_recv().ok();
+                }
+            }
+            self.commit_and_answer(finished, effects);
+        }
+        // Every sender is gone: fold the WAL back into the file.
+        if let Err(e) = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+            tracing::warn!("final ledger checkpoint failed: {e}");
+        }
+    }
+
+    /// Answers `job` with `e` without applying it.
+    fn fail(&self, job: Job, e: &LedgerError) {
+        let d = match job {
+            Job::Commit(c) => done(c.reply, Err::<Vec<bool>, _>(e.clone())),
+            Job::Op(Op::Ack { reply, .. } | Op::DeadLetter { reply, .. } | Op::Requeue { reply }) => {
+                done(reply, Err::<u64, _>(e.clone()))
+            }
+            Job::Op(Op::Clear { reply, .. }) => done(reply, Err::<Cleared, _>(e.clone())),
+        };
+        d(None);
+    }
+
+    fn apply_in_savepoint(&mut self, job: Job, effects: &mut RoundEffects) -> Done {
+        if let Err(e) = self.conn.execute_batch("SAVEPOINT job") {
+            let e = storage(e);
+            return match job {
+                Job::Commit(c) => done(c.reply, Err(e)),
+                Job::Op(Op::Ack { reply, .. } | Op::DeadLetter { reply, .. } | Op::Requeue { reply }) => {
+                    done(reply, Err(e))
+                }
+                Job::Op(Op::Clear { reply, .. }) => done(reply, Err(e)),
+            };
+        }
+        let mut mine = RoundEffects::default();
+        let (finish, ok) = match job {
+            Job::Commit(c) => {
+                let r = self.commit_records(&c.records, &mut mine);
+                let ok = r.is_ok();
+                if ok {
+                    mine.hooks.extend(c.applied);
+                }
+                (done(c.reply, r), ok)
+            }
+            Job::Op(Op::Ack { entries, reply }) => {
+                let r = self.ack(&entries, &mut mine);
+                let ok = r.is_ok();
+                (done(reply, r), ok)
+            }
+            Job::Op(Op::DeadLetter { entries, why, reply }) => {
+                let r = self.dead_letter(&entries, &why, &mut mine);
+                let ok = r.is_ok();
+                (done(reply, r), ok)
+            }
+            Job::Op(Op::Requeue { reply }) => {
+                let r = self.requeue(&mut mine);
+                let ok = r.is_ok();
+                (done(reply, r), ok)
+            }
+            Job::Op(Op::Clear { force, reply }) => {
+                let r = self.clear(force, &mut mine);
+                let ok = r.is_ok();
+                if ok {
+                    // A clear replaces the counters outright: earlier deltas of this round are moot.
+                    effects.counters.clear();
+                }
+                (done(reply, r), ok)
+            }
+        };
+        let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+        if let Err(e) = self.conn.execute_batch(end) {
+            tracing::error!("ledger savepoint failed: {e}");
+        }
+        if ok {
+            effects.merge(mine);
+        }
+        finish
+    }
+
+    /// Writes the round's counters, commits under the visibility lock, runs the hooks, publishes
+    /// the counts and answers every job (with the commit's error if it failed).
+    fn commit_and_answer(&mut self, finished: Vec<Done>, mut effects: RoundEffects) {
+        let started = std::time::Instant::now();
+        let mut result = self.write_counters(&effects.counters);
+        let committed = {
+            let visibility = self.visibility.clone();
+            let _visible = visibility.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if result.is_ok() {
+                result = self.conn.execute_batch("COMMIT").map_err(storage);
+            }
+            if result.is_ok() {
+                for hook in effects.hooks.drain(..) {
+                    hook();
+                }
+            }
+            result.is_ok()
+        };
+        tracing::trace!(jobs = finished.len(), commit_us = started.elapsed().as_micros() as u64, "ledger round");
+        if committed {
+            self.counts = effects.apply_to(self.counts);
+            self.counts_tx.send_replace(self.counts);
+            if effects.vacuum {
+                self.give_back_space();
+            }
+        } else {
+            // Nothing of the round happened: hooks are dropped unrun, counts stay.
+            let _ = self.conn.execute_batch("ROLLBACK");
+            if let Err(e) = &result {
+                tracing::error!("ledger commit failed; the writers of {} jobs get an error: {e}", finished.len());
             }
         }
-        self.counts.outbox = self.counts.outbox.saturating_sub(dropped);
+        let error = result.err();
+        for f in finished {
+            f(error.as_ref());
+        }
+    }
+
+    /// Returns freed pages to the filesystem (after a clear).
+    fn give_back_space(&self) {
+        // Each step of `incremental_vacuum` frees one page: step it to the end.
+        let vacuum = |conn: &Connection| -> rusqlite::Result<()> {
+            let mut stmt = conn.prepare("PRAGMA incremental_vacuum")?;
+            let mut rows = stmt.query([])?;
+            while rows.next()?.is_some() {}
+            Ok(())
+        };
+        let r = vacuum(&self.conn).and_then(|()| self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())));
+        if let Err(e) = r {
+            tracing::warn!("could not give the cleared ledger space back: {e}");
+        }
+    }
+
+    fn write_counters(&self, deltas: &HashMap<(Period, String, Dim, String), Counter>) -> Result<(), LedgerError> {
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO counters (period, label, dim, key, requests, failed, input_tokens, output_tokens, \
+                 cached_tokens, cache_write_tokens, reasoning_tokens, cost_microusd) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+                 ON CONFLICT (period, label, dim, key) DO UPDATE SET \
+                 requests = requests + excluded.requests, failed = failed + excluded.failed, \
+                 input_tokens = input_tokens + excluded.input_tokens, \
+                 output_tokens = output_tokens + excluded.output_tokens, \
+                 cached_tokens = cached_tokens + excluded.cached_tokens, \
+                 cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens, \
+                 reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens, \
+                 cost_microusd = cost_microusd + excluded.cost_microusd",
+            )
+            .map_err(storage)?;
+        for ((period, label, dim, key), c) in deltas {
+            let f = counters::fields(c);
+            stmt.execute(params![period.name(), label, dim.name(), key, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7]])
+                .map_err(storage)?;
+        }
         Ok(())
     }
 
-    /// Clears behind a marker, so a crash half-way is finished at the next open.
-    pub fn clear(&mut self, force: bool) -> Result<Cleared, LedgerError> {
-        self.trees.meta.insert(CLEARING_KEY, &[u8::from(force)]).map_err(LedgerError::storage)?;
-        if !force {
-            // The outbox outlives the history: its entries take their records inline first.
-            self.inline_outbox()?;
+    /// Inserts the records whose id is new, with one outbox entry each (a reference: the
+    /// record is stored once), and adds their counter deltas.
+    fn commit_records(&self, batch: &[Prepared], effects: &mut RoundEffects) -> Result<Vec<bool>, LedgerError> {
+        let mut insert = self
+            .conn
+            .prepare_cached(&format!("INSERT OR IGNORE INTO records ({}) VALUES ({})", rows::COLUMNS, rows::PLACEHOLDERS))
+            .map_err(storage)?;
+        let mut queue = self.conn.prepare_cached("INSERT INTO outbox (id) VALUES (?1)").map_err(storage)?;
+        let mut order: Vec<usize> = (0..batch.len()).collect();
+        // The outbox of one commit is in id (time) order.
+        order.sort_by_key(|&i| batch[i].record.id);
+        let mut new = vec![false; batch.len()];
+        for i in order {
+            let p = &batch[i];
+            let values = rows::params(&p.record);
+            let refs: Vec<&dyn rusqlite::ToSql> = values.iter().map(|b| b.as_ref()).collect();
+            if insert.execute(refs.as_slice()).map_err(storage)? == 0 {
+                continue;
+            }
+            new[i] = true;
+            queue.execute([rows::id_text(&p.record.id)]).map_err(storage)?;
+            effects.outbox_added += 1;
+            for (period, label) in &p.periods {
+                for (dim, value) in &p.groups {
+                    effects
+                        .counters
+                        .entry((*period, label.clone(), *dim, value.clone()))
+                        .or_default()
+                        .add(&p.delta);
+                }
+            }
         }
-        let t = &self.trees;
-        self.db.flush().map_err(LedgerError::storage)?;
-        let records = clear_tree(&t.records)?;
-        clear_tree(&t.counters)?;
-        let mut cleared = Cleared { records, outbox: 0, dead_letters: 0 };
+        Ok(new)
+    }
+
+    fn ack(&self, entries: &[Queued], effects: &mut RoundEffects) -> Result<u64, LedgerError> {
+        let mut delete = self.conn.prepare_cached("DELETE FROM outbox WHERE seq = ?1 AND id = ?2").map_err(storage)?;
+        let mut n = 0u64;
+        for e in entries {
+            n += delete.execute(params![seq_param(e.seq), rows::id_text(&e.id)]).map_err(storage)? as u64;
+        }
+        effects.outbox_removed += n;
+        Ok(n)
+    }
+
+    /// The JSON of the record of outbox entry `e` (inline, or from `records`), if it is queued.
+    fn queued_json(&self, e: &Queued) -> Result<Option<String>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT o.record, {} FROM outbox o LEFT JOIN records r ON r.id = o.id WHERE o.seq = ?1 AND o.id = ?2",
+                prefixed("r")
+            ))
+            .map_err(storage)?;
+        let row = stmt
+            .query_row(params![seq_param(e.seq), rows::id_text(&e.id)], |row| {
+                let inline: Option<String> = row.get(0)?;
+                let stored = match row.get::<_, Option<String>>(1)? {
+                    Some(_) => Some(rows::from_row(row, 1)?),
+                    None => None,
+                };
+                Ok((inline, stored))
+            })
+            .optional()
+            .map_err(storage)?;
+        match row {
+            None => Ok(None),
+            Some((Some(json), _)) => Ok(Some(json)),
+            Some((None, Some(r))) => rows::to_json(&r).map(Some),
+            Some((None, None)) => Err(LedgerError::Corrupt(format!("outbox entry {} has no stored record", e.id))),
+        }
+    }
+
+    fn dead_letter(&self, entries: &[Queued], why: &Refusal, effects: &mut RoundEffects) -> Result<u64, LedgerError> {
+        let mut insert = self
+            .conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO dead_letters (id, batch_id, status, reason, at_ms, record) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(storage)?;
+        let mut delete = self.conn.prepare_cached("DELETE FROM outbox WHERE seq = ?1 AND id = ?2").map_err(storage)?;
+        let mut n = 0u64;
+        for e in entries {
+            let json = match self.queued_json(e) {
+                Ok(Some(j)) => Some(j),
+                Ok(None) => continue,
+                Err(err) => {
+                    tracing::error!("dropping an unreadable outbox entry: {err}");
+                    None
+                }
+            };
+            let id = rows::id_text(&e.id);
+            if let Some(json) = json {
+                insert
+                    .execute(params![id, why.batch_id, why.status, why.reason, why.at_ms, json])
+                    .map_err(storage)?;
+                effects.dead_added += 1;
+            }
+            n += delete.execute(params![seq_param(e.seq), id]).map_err(storage)? as u64;
+        }
+        effects.outbox_removed += n;
+        Ok(n)
+    }
+
+    /// Moves every dead letter back to the end of the outbox, inline.
+    fn requeue(&self, effects: &mut RoundEffects) -> Result<u64, LedgerError> {
+        let moved = self
+            .conn
+            .execute(
+                "INSERT OR IGNORE INTO outbox (id, record) SELECT id, record FROM dead_letters ORDER BY rowid",
+                [],
+            )
+            .map_err(storage)? as u64;
+        self.conn.execute("DELETE FROM dead_letters", []).map_err(storage)?;
+        effects.outbox_added += moved;
+        effects.dead_set = Some(0);
+        Ok(moved)
+    }
+
+    /// Clears in this round's transaction (all or nothing). Without `force`, outbox entries take
+    /// their records inline first, so they outlive the history.
+    fn clear(&self, force: bool, effects: &mut RoundEffects) -> Result<Cleared, LedgerError> {
+        let mut cleared = Cleared { records: 0, outbox: 0, dead_letters: 0 };
         if force {
-            clear_tree(&t.outbox)?;
-            cleared.outbox = self.counts.outbox;
-            cleared.dead_letters = clear_tree(&t.dead)?;
-            self.counts = Counts::default();
+            cleared.outbox = self.conn.execute("DELETE FROM outbox", []).map_err(storage)? as u64;
+            cleared.dead_letters = self.conn.execute("DELETE FROM dead_letters", []).map_err(storage)? as u64;
+            effects.outbox_set = Some(0);
+            effects.dead_set = Some(0);
+        } else {
+            self.inline_outbox(effects)?;
         }
-        t.meta.remove(CLEARING_KEY).map_err(LedgerError::storage)?;
+        cleared.records = self.conn.execute("DELETE FROM records", []).map_err(storage)? as u64;
+        self.conn.execute("DELETE FROM counters", []).map_err(storage)?;
+        effects.vacuum = true;
         Ok(cleared)
     }
+
+    /// Makes every referring outbox entry carry its record inline. A reference whose record is
+    /// gone (which only damage can cause) is dropped, with a log line.
+    fn inline_outbox(&self, effects: &mut RoundEffects) -> Result<(), LedgerError> {
+        let refs: Vec<(i64, Option<crate::usage::UsageRecord>)> = {
+            let mut stmt = self
+                .conn
+                .prepare(&format!(
+                    "SELECT o.seq, {} FROM outbox o LEFT JOIN records r ON r.id = o.id WHERE o.record IS NULL",
+                    prefixed("r")
+                ))
+                .map_err(storage)?;
+            let rows = stmt
+                .query_map([], |row| {
+                    let present = row.get::<_, Option<String>>(1)?.is_some();
+                    Ok((row.get(0)?, if present { Some(rows::from_row(row, 1)?) } else { None }))
+                })
+                .map_err(storage)?;
+            rows.collect::<Result<_, _>>().map_err(storage)?
+        };
+        let mut update = self.conn.prepare_cached("UPDATE outbox SET record = ?1 WHERE seq = ?2").map_err(storage)?;
+        let mut delete = self.conn.prepare_cached("DELETE FROM outbox WHERE seq = ?1").map_err(storage)?;
+        for (seq, record) in refs {
+            match record {
+                Some(r) => {
+                    update.execute(params![rows::to_json(&r)?, seq]).map_err(storage)?;
+                }
+                None => {
+                    tracing::error!(seq, "dropping an outbox entry whose record is gone");
+                    effects.outbox_removed += delete.execute([seq]).map_err(storage)? as u64;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
-fn clear_tree(tree: &sled::Tree) -> Result<u64, LedgerError> {
-    let mut n = 0;
-    for key in tree.iter().keys() {
-        tree.remove(key.map_err(LedgerError::storage)?).map_err(LedgerError::storage)?;
-        n += 1;
+impl RoundEffects {
+    fn merge(&mut self, o: RoundEffects) {
+        for (k, c) in o.counters {
+            self.counters.entry(k).or_default().add(&c);
+        }
+        if o.outbox_set.is_some() {
+            // A forced clear: what came before in this round is gone.
+            self.outbox_added = 0;
+            self.outbox_removed = 0;
+            self.outbox_set = o.outbox_set;
+        }
+        if o.dead_set.is_some() {
+            self.dead_added = 0;
+            self.dead_set = o.dead_set;
+        }
+        self.outbox_added += o.outbox_added;
+        self.outbox_removed += o.outbox_removed;
+        self.dead_added += o.dead_added;
+        self.hooks.extend(o.hooks);
+        self.vacuum |= o.vacuum;
     }
-    Ok(n)
+
+    fn apply_to(&self, mut c: Counts) -> Counts {
+        if let Some(n) = self.outbox_set {
+            c.outbox = n;
+        }
+        if let Some(n) = self.dead_set {
+            c.dead = n;
+        }
+        c.outbox = (c.outbox + self.outbox_added).saturating_sub(self.outbox_removed);
+        c.dead += self.dead_added;
+        c
+    }
 }
 
-fn unwrap_tx<T>(r: Result<T, TransactionError<LedgerError>>) -> Result<T, LedgerError> {
-    match r {
-        Ok(v) => Ok(v),
-        Err(TransactionError::Abort(e)) => Err(e),
-        Err(TransactionError::Storage(e)) => Err(LedgerError::storage(e)),
-    }
+/// The record columns of `records` under alias `alias` (`r.id, r.ts, ...`).
+pub fn prefixed(alias: &str) -> String {
+    rows::COLUMNS.split(", ").map(|c| format!("{alias}.{c}")).collect::<Vec<_>>().join(", ")
+}
+
+/// A queue position as SQLite's integer.
+pub fn seq_param(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
 }

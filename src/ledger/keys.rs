@@ -1,9 +1,8 @@
-//! Byte layouts of the ledger's keys, and the UTC periods a record counts towards.
+//! The UTC periods a record counts towards, the dimensions counters group by, and the time in a
+//! UUIDv7 record id (ids sort by creation time, so a time range is an id range).
 //!
-//! - records / dead letters: the 16 id bytes of a UUIDv7, so keys sort by time;
-//! - counters: `kind label`, one entry per period, where `kind` is `d` (day) or `m` (month) and
-//!   `label` is `YYYY-MM-DD` or `YYYY-MM` (fixed width, so ranges of periods are ranges of keys).
-//!   The entry holds every group's counter for that period (see `counters`).
+//! Labels are fixed width (`YYYY-MM-DD`, `YYYY-MM`), so ranges of periods are ranges of labels;
+//! the names of periods and dimensions are what the `counters` table stores.
 
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -16,10 +15,11 @@ pub enum Period {
 }
 
 impl Period {
-    fn tag(self) -> u8 {
+    /// As stored in `counters.period`.
+    pub fn name(self) -> &'static str {
         match self {
-            Period::Day => b'd',
-            Period::Month => b'm',
+            Period::Day => "day",
+            Period::Month => "month",
         }
     }
 
@@ -59,40 +59,6 @@ impl Dim {
             Dim::KeySource => "key_source",
         }
     }
-
-    /// Stable one-byte code used on disk.
-    pub fn code(self) -> u8 {
-        match self {
-            Dim::Total => 0,
-            Dim::User => 1,
-            Dim::App => 2,
-            Dim::Provider => 3,
-            Dim::Model => 4,
-            Dim::KeySource => 5,
-        }
-    }
-
-    pub fn from_code(c: u8) -> Option<Dim> {
-        Dim::ALL.into_iter().find(|d| d.code() == c)
-    }
-}
-
-/// Key of the counters of one period.
-pub fn period_key(period: Period, label: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + label.len());
-    k.push(period.tag());
-    k.extend_from_slice(label.as_bytes());
-    k
-}
-
-/// The keys of periods `from..=to` (labels).
-pub fn period_range(period: Period, from: &str, to: &str) -> std::ops::RangeInclusive<Vec<u8>> {
-    period_key(period, from)..=period_key(period, to)
-}
-
-/// The label of a period key.
-pub fn key_label(key: &[u8]) -> Option<String> {
-    std::str::from_utf8(key.get(1..)?).ok().map(str::to_string)
 }
 
 /// Unix milliseconds encoded in a UUIDv7 (its first 48 bits).
@@ -134,17 +100,10 @@ mod tests {
     }
 
     #[test]
-    fn period_keys_sort_by_period() {
-        let a = period_key(Period::Day, "2024-01-02");
-        let b = period_key(Period::Day, "2024-01-03");
-        assert!(a < b);
-        assert!(period_range(Period::Day, "2024-01-01", "2024-01-02").contains(&a));
-        assert!(!period_range(Period::Day, "2024-01-01", "2024-01-02").contains(&b));
-        assert!(!period_range(Period::Month, "2024-01", "2024-12").contains(&a));
-        assert_eq!(key_label(&a).as_deref(), Some("2024-01-02"));
-        for d in Dim::ALL {
-            assert_eq!(Dim::from_code(d.code()), Some(d));
-        }
+    fn labels_sort_by_time_and_names_are_distinct() {
+        assert!(Period::Day.label(1_704_153_600_000) < Period::Day.label(1_704_240_000_000));
+        let names: std::collections::HashSet<_> = Dim::ALL.iter().map(|d| d.name()).collect();
+        assert_eq!(names.len(), Dim::ALL.len());
     }
 
     #[test]

@@ -1,31 +1,33 @@
-//! The usage ledger: every metered call, durably, in sled. The only module that knows sled.
+//! The usage ledger: every metered call, durably, in SQLite (`<data_dir>/ledger.sqlite`). The only
+//! module that knows SQLite.
 //!
-//! Trees:
-//! - `records`: id (UUIDv7 bytes, so time-ordered) → the record (see [`codec`]);
-//! - `counters`: per period (UTC day and month) → the [`Counter`] of every user, app, provider,
-//!   provider/model, key_source and the total (see [`counters`] and [`keys`]);
-//! - `outbox`: segments of records not yet confirmed by the sync backend, one per commit round;
-//!   an entry refers to its record in `records`, or carries it inline once the history was
-//!   cleared (see [`outbox`]);
-//! - `dead`: id → [`DeadLetter`], records the backend refused;
-//! - `meta`: the device id, and the `clearing` marker.
+//! Tables (see [`schema`] for the columns; a stable, read-only interface for `sqlite3` users):
+//! - `records`: one row per record, keyed by its UUIDv7 id (which sorts by time);
+//! - `counters`: per period (UTC day and month), dimension (total, user, app, provider,
+//!   provider/model, key_source) and value, the totals of the records (see [`counters`]);
+//! - `outbox`: records not yet confirmed by the sync backend, in queue order (see [`outbox`]);
+//! - `dead_letters`: records the backend refused, with why;
+//! - `meta`: the device id.
 //!
 //! Invariants:
 //! - a record, its counters and its outbox entry are written in ONE transaction, and
-//!   [`Ledger::commit`] returns only after that transaction is flushed to disk (group commit:
-//!   concurrent writers share one flush, see [`committer`]);
+//!   [`Ledger::commit`] returns only after that transaction's `COMMIT` returned with WAL and
+//!   `synchronous = FULL`, i.e. it is on disk (group commit: concurrent writers share one commit,
+//!   see [`committer`]);
 //! - ids are unique: committing an id that is already stored changes nothing (idempotent import);
-//! - the counters always equal the sum of the records they count (both are cleared together,
-//!   behind a marker that makes an interrupted clear finish at the next open);
+//! - the counters always equal the sum of the records they count (both change in the same
+//!   transactions, a clear included);
 //! - an outbox entry is removed only when the backend confirmed it (`ack`) or refused it
-//!   (moved to `dead`), never by `clear` unless forced; a non-forced `clear` first makes every
-//!   outbox entry carry its record inline (durably), and only then removes the records.
+//!   (moved to `dead_letters`), never by `clear` unless forced; a non-forced `clear` makes every
+//!   outbox entry carry its record inline in the same transaction that removes the records;
+//! - one writer (the committer thread); readers use their own connections and never block it.
 
-mod codec;
 mod committer;
 pub mod counters;
 pub mod keys;
 pub mod outbox;
+mod rows;
+pub mod schema;
 pub mod summary;
 pub mod validate;
 
@@ -38,18 +40,19 @@ pub use validate::{validate, InvalidRecord};
 
 use crate::usage::{now_ms, UsageRecord};
 pub use committer::Applied;
-use committer::{Commit, Committer, Job, Op, Prepared, Visibility, CLEARING_KEY};
+use committer::{prefixed, seq_param, Commit, Committer, Job, Op, Prepared, Refusal, Visibility};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
-use sled::IVec;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 /// Writes queued for the committer before writers wait (backpressure).
 const JOB_QUEUE: usize = 16_384;
-const DEVICE_ID_KEY: &[u8] = b"device_id";
+const DEVICE_ID_KEY: &str = "device_id";
+/// Idle reader connections kept for reuse.
+const IDLE_READERS: usize = 4;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LedgerError {
@@ -57,8 +60,8 @@ pub enum LedgerError {
     Open { path: PathBuf, message: String },
     #[error("invalid usage record: {0}")]
     Invalid(#[from] InvalidRecord),
-    #[error("usage ledger storage failure")]
-    Storage(#[source] Arc<sled::Error>),
+    #[error("usage ledger storage failure: {0}")]
+    Storage(Arc<rusqlite::Error>),
     #[error("unreadable ledger entry: {0}")]
     Corrupt(String),
     #[error("the usage ledger is closed")]
@@ -66,7 +69,7 @@ pub enum LedgerError {
 }
 
 impl LedgerError {
-    fn storage(e: sled::Error) -> LedgerError {
+    fn storage(e: rusqlite::Error) -> LedgerError {
         LedgerError::Storage(Arc::new(e))
     }
 }
@@ -79,49 +82,24 @@ pub struct Counts {
     pub dead: u64,
 }
 
-#[derive(Clone)]
-pub(crate) struct Trees {
-    records: sled::Tree,
-    counters: sled::Tree,
-    outbox: sled::Tree,
-    dead: sled::Tree,
-    meta: sled::Tree,
+/// Reader connections, opened on demand and kept for reuse.
+struct Readers {
+    file: PathBuf,
+    idle: Mutex<Vec<Connection>>,
 }
 
-impl Trees {
-    /// The record bytes of outbox entry `at` whose stored bytes are `bytes` (a reference is read
-    /// from `records`). A `clear` inlines references before it removes their records, so a
-    /// reference whose record just vanished is read again from its segment.
-    fn entry_bytes(&self, at: Queued, bytes: &[u8]) -> Result<Vec<u8>, LedgerError> {
-        if !outbox::is_ref(bytes) {
-            return Ok(bytes.to_vec());
-        }
-        let id = *at.id.as_bytes();
-        if let Some(v) = self.records.get(id).map_err(LedgerError::storage)? {
-            return Ok(v.to_vec());
-        }
-        let segment = self.outbox.get(outbox::seq_key(at.seq)).map_err(LedgerError::storage)?;
-        segment
-            .as_deref()
-            .and_then(outbox::decode)
-            .and_then(|entries| entries.into_iter().find(|(i, v)| *i == id && !outbox::is_ref(v)))
-            .map(|(_, v)| v.to_vec())
-            .ok_or_else(|| LedgerError::Corrupt(format!("outbox entry {} has no stored record", at.id)))
-    }
-
-    /// The record bytes of a segment's `entries` (see [`Trees::entry_bytes`]); an entry whose
-    /// record is gone, which only damage can cause, is logged and left out.
-    fn resolve_entries<'a>(
-        &self,
-        seq: u64,
-        entries: impl IntoIterator<Item = ([u8; 16], &'a [u8])>,
-    ) -> Vec<([u8; 16], Vec<u8>)> {
-        let mut out = Vec::new();
-        for (id, stored) in entries {
-            match self.entry_bytes(Queued { seq, id: Uuid::from_bytes(id) }, stored) {
-                Ok(record) => out.push((id, record)),
-                Err(e) => tracing::error!("dropping an outbox entry: {e}"),
-            }
+impl Readers {
+    /// Runs `f` on a reader connection.
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T, LedgerError>) -> Result<T, LedgerError> {
+        let reuse = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+        let conn = match reuse {
+            Some(c) => c,
+            None => schema::open_reader(&self.file).map_err(LedgerError::storage)?,
+        };
+        let out = f(&conn);
+        let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if idle.len() < IDLE_READERS {
+            idle.push(conn);
         }
         out
     }
@@ -136,26 +114,6 @@ pub struct DeadLetter {
     pub reason: String,
     pub at_ms: i64,
     pub record: UsageRecord,
-}
-
-#[derive(Serialize)]
-struct DeadMeta<'a> {
-    batch_id: &'a str,
-    status: Option<u16>,
-    reason: &'a str,
-    at_ms: i64,
-}
-
-impl DeadLetter {
-    /// The record inside a dead-letter value, in its stored form.
-    fn record_bytes(v: &[u8]) -> Option<Vec<u8>> {
-        #[derive(Deserialize)]
-        struct Only {
-            record: UsageRecord,
-        }
-        let only: Only = serde_json::from_slice(v).ok()?;
-        codec::encode(&only.record).ok()
-    }
 }
 
 /// Filters for [`Ledger::records`]. Times are Unix milliseconds, `from` inclusive, `to` exclusive.
@@ -206,13 +164,10 @@ pub enum Committed {
 
 pub struct Ledger {
     path: PathBuf,
-    db: sled::Db,
-    trees: Trees,
+    readers: Readers,
     jobs: mpsc::Sender<Job>,
     counts: watch::Receiver<Counts>,
     device_id: Uuid,
-    /// Outbox segments below this sequence number are flushed to disk.
-    durable_seq: Arc<AtomicU64>,
     visibility: Visibility,
 }
 
@@ -223,67 +178,41 @@ impl std::fmt::Debug for Ledger {
 }
 
 impl Ledger {
-    /// Opens (or creates) the ledger in directory `path` and starts its committer thread.
-    pub fn open(path: &Path) -> Result<Ledger, LedgerError> {
-        let open_err = |message: String| LedgerError::Open { path: path.to_path_buf(), message };
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(64 * 1024 * 1024)
-            .open()
-            .map_err(|e| open_err(e.to_string()))?;
-        let tree = |name: &str| db.open_tree(name).map_err(|e| open_err(e.to_string()));
-        let trees = Trees {
-            records: tree("records")?,
-            counters: tree("counters")?,
-            outbox: tree("outbox")?,
-            dead: tree("dead")?,
-            meta: tree("meta")?,
+    /// Opens (or creates) the ledger in directory `dir` (`dir/ledger.sqlite`) and starts its
+    /// committer thread. A sled ledger of earlier versions in `dir` is refused with what to do.
+    pub fn open(dir: &Path) -> Result<Ledger, LedgerError> {
+        let open_err = |message: String| LedgerError::Open { path: schema::path_in(dir), message };
+        let file = schema::prepare(dir).map_err(|e| open_err(e.to_string()))?;
+        let conn = schema::open_writer(&file).map_err(|e| open_err(e.to_string()))?;
+        let device_id = device_id(&conn).map_err(|e| open_err(e.to_string()))?;
+        let count = |sql: &str| -> Result<u64, LedgerError> {
+            conn.query_row(sql, [], |r| r.get::<_, i64>(0))
+                .map(|n| u64::try_from(n).unwrap_or(0))
+                .map_err(|e| open_err(e.to_string()))
         };
-        let device_id = device_id(&trees.meta).map_err(|e| open_err(e.to_string()))?;
-        let mut queued = 0u64;
-        for item in trees.outbox.iter().values() {
-            queued += outbox::count(&item.map_err(|e| open_err(e.to_string()))?);
-        }
-        let next_seq = match trees.outbox.last().map_err(|e| open_err(e.to_string()))? {
-            Some((k, _)) => outbox::key_seq(&k).map_or(0, |s| s + 1),
-            None => 0,
-        };
-        let counts = Counts { outbox: queued, dead: trees.dead.len() as u64 };
+        let counts = Counts { outbox: count("SELECT count(*) FROM outbox")?, dead: count("SELECT count(*) FROM dead_letters")? };
         let (counts_tx, counts_rx) = watch::channel(counts);
-        // Everything recovered at open is on disk (the clear below flushes before it returns).
-        let durable_seq = Arc::new(AtomicU64::new(next_seq));
         let visibility = Visibility::default();
-        let mut committer = Committer {
-            db: db.clone(),
-            trees: trees.clone(),
-            counts,
-            next_seq,
-            visibility: visibility.clone(),
-            counts_tx,
-            durable_seq: durable_seq.clone(),
-        };
-        if let Some(flag) = trees.meta.get(CLEARING_KEY).map_err(|e| open_err(e.to_string()))? {
-            tracing::warn!("finishing a usage.clear interrupted by a crash");
-            committer.clear(flag.first() == Some(&1)).map_err(|e| open_err(e.to_string()))?;
-            db.flush().map_err(|e| open_err(e.to_string()))?;
-        }
-        committer.counts_tx.send_replace(committer.counts);
+        let committer = Committer { conn, counts, visibility: visibility.clone(), counts_tx };
         let (tx, rx) = mpsc::channel(JOB_QUEUE);
         std::thread::Builder::new()
             .name("ledger-commit".into())
             .spawn(move || committer.run(rx))
             .map_err(|e| open_err(format!("cannot start the committer thread: {e}")))?;
-        tracing::info!(path = %path.display(), outbox = counts.outbox, dead_letters = counts.dead, "usage ledger open");
+        tracing::info!(path = %file.display(), outbox = counts.outbox, dead_letters = counts.dead, "usage ledger open");
         Ok(Ledger {
-            path: path.to_path_buf(),
-            db,
-            trees,
+            readers: Readers { file: file.clone(), idle: Mutex::new(Vec::new()) },
+            path: file,
             jobs: tx,
             counts: counts_rx,
             device_id,
-            durable_seq,
             visibility,
         })
+    }
+
+    /// The ledger file.
+    pub fn file(&self) -> &Path {
+        &self.path
     }
 
     /// This installation's id (made once, kept in the ledger); the sync source is derived from it.
@@ -319,10 +248,8 @@ impl Ledger {
                 1 => e,
                 _ => InvalidRecord(format!("record {i}: {e}")),
             })?;
-            let value = codec::encode(r)?;
             prepared.push(Prepared {
-                key: *r.id.as_bytes(),
-                value,
+                record: r.clone(),
                 periods: counters::periods_of(r),
                 groups: counters::groups_of(r),
                 delta: Counter::of(r),
@@ -353,11 +280,9 @@ impl Ledger {
         status: Option<u16>,
         reason: &str,
     ) -> Result<u64, LedgerError> {
-        let meta = DeadMeta { batch_id, status, reason, at_ms: now_ms() };
-        let mut meta = serde_json::to_string(&meta).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
-        meta.pop(); // the closing brace; the committer appends `,"record":...}`
+        let why = Refusal { batch_id: batch_id.to_string(), status, reason: reason.to_string(), at_ms: now_ms() };
         let entries = entries.to_vec();
-        self.send(|reply| Job::Op(Op::DeadLetter { entries, meta, reply })).await
+        self.send(|reply| Job::Op(Op::DeadLetter { entries, why, reply })).await
     }
 
     /// Moves every dead letter back to the outbox (to be sent again).
@@ -393,150 +318,159 @@ impl Ledger {
     /// Records matching `q`, newest first (or oldest first if `q.ascending`).
     pub fn records(&self, q: &RecordQuery) -> Result<RecordPage, LedgerError> {
         // Ids carry their creation time, which is within a day of `ts` (see validate), so the id
-        // range is bounded with that slack and `ts` is then checked exactly.
+        // range is bounded with that slack (using the primary key) and `ts` is checked exactly.
         let slack = validate::MAX_ID_SKEW_MS;
-        let mut lo = q.from_ms.map_or([0u8; 16], |f| keys::id_bound(f - slack, 0));
-        let mut hi = q.to_ms.map_or([0xffu8; 16], |t| keys::id_bound(t + slack, 0xff));
-        if let Some(after) = q.after {
-            let a = *after.as_bytes();
-            if q.ascending {
-                lo = lo.max(next_key(a));
-            } else {
-                hi = hi.min(a);
-            }
-        }
+        let lo = q.from_ms.map(|f| rows::id_text(&Uuid::from_bytes(keys::id_bound(f - slack, 0))));
+        let hi = q.to_ms.map(|t| rows::id_text(&Uuid::from_bytes(keys::id_bound(t + slack, 0xff))));
+        let after = q.after.map(|a| rows::id_text(&a));
+        let (cmp, order) = if q.ascending { (">", "ASC") } else { ("<", "DESC") };
         let limit = q.limit.max(1);
-        let range = self.trees.records.range(lo..hi);
-        let iter: Box<dyn Iterator<Item = sled::Result<(IVec, IVec)>>> =
-            if q.ascending { Box::new(range) } else { Box::new(range.rev()) };
-        let mut records = Vec::new();
-        let mut next = None;
-        for item in iter {
-            let (_, v) = item.map_err(LedgerError::storage)?;
-            let r = decode(&v)?;
-            let keep = q.from_ms.is_none_or(|f| r.ts >= f)
-                && q.to_ms.is_none_or(|t| r.ts < t)
-                && q.app.as_ref().is_none_or(|a| *a == r.app)
-                && q.provider.as_ref().is_none_or(|p| *p == r.provider)
-                && q.model.as_ref().is_none_or(|m| *m == r.model);
-            if !keep {
-                continue;
-            }
-            if records.len() == limit {
-                next = records.last().map(|l: &UsageRecord| l.id);
-                break;
-            }
-            records.push(r);
-        }
+        let sql = format!(
+            "SELECT {} FROM records WHERE (?1 IS NULL OR id >= ?1) AND (?2 IS NULL OR id <= ?2) \
+             AND (?3 IS NULL OR id {cmp} ?3) AND (?4 IS NULL OR ts >= ?4) AND (?5 IS NULL OR ts < ?5) \
+             AND (?6 IS NULL OR app = ?6) AND (?7 IS NULL OR provider = ?7) AND (?8 IS NULL OR model = ?8) \
+             ORDER BY id {order} LIMIT ?9",
+            rows::COLUMNS
+        );
+        let mut records = self.readers.with(|c| {
+            let mut stmt = c.prepare_cached(&sql).map_err(LedgerError::storage)?;
+            let found = stmt
+                .query_map(
+                    params![lo, hi, after, q.from_ms, q.to_ms, q.app, q.provider, q.model, i64::try_from(limit + 1).unwrap_or(i64::MAX)],
+                    |row| rows::from_row(row, 0),
+                )
+                .map_err(LedgerError::storage)?;
+            found.collect::<Result<Vec<_>, _>>().map_err(LedgerError::storage)
+        })?;
+        let next = if records.len() > limit {
+            records.truncate(limit);
+            records.last().map(|l| l.id)
+        } else {
+            None
+        };
         Ok(RecordPage { records, next })
     }
 
-    /// Counter rows of `dim` for periods `from..=to` (labels like `2025-01-31` or `2025-01`).
+    /// Counter rows of `dim` for periods `from..=to` (labels like `2025-01-31` or `2025-01`), in
+    /// period order, then by value.
     pub fn counters(&self, period: Period, dim: Dim, from: &str, to: &str) -> Result<Vec<CounterRow>, LedgerError> {
-        let mut rows = Vec::new();
-        for item in self.trees.counters.range(keys::period_range(period, from, to)) {
-            let (k, v) = item.map_err(LedgerError::storage)?;
-            let label = keys::key_label(&k).ok_or_else(|| LedgerError::Corrupt("counter key".into()))?;
-            let groups = counters::decode_groups(&v).ok_or_else(|| LedgerError::Corrupt("period counters".into()))?;
-            for ((d, key), counter) in groups {
-                if d == dim {
-                    rows.push(CounterRow { period: label.clone(), key, counter });
-                }
-            }
-        }
-        Ok(rows)
+        self.readers.with(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT label, key, requests, failed, input_tokens, output_tokens, cached_tokens, \
+                     cache_write_tokens, reasoning_tokens, cost_microusd FROM counters \
+                     WHERE period = ?1 AND dim = ?2 AND label BETWEEN ?3 AND ?4 ORDER BY label, key",
+                )
+                .map_err(LedgerError::storage)?;
+            let rows = stmt
+                .query_map(params![period.name(), dim.name(), from, to], |row| {
+                    Ok(CounterRow { period: row.get(0)?, key: row.get(1)?, counter: counters::from_row(row, 2)? })
+                })
+                .map_err(LedgerError::storage)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(LedgerError::storage)
+        })
     }
 
-    /// Up to `limit` queued records after `after`, in queue order, from segments that are already
-    /// durable (a record is never handed to sync before it is on disk). A record that cannot be
-    /// read is returned as `Err` so the caller can dead-letter it instead of stalling on it.
+    /// Up to `limit` queued records after `after`, in queue order. Everything a reader sees is
+    /// committed, so on disk: a record is never handed to sync before it is durable. A record
+    /// that cannot be read is returned as `Err` so the caller can dead-letter it instead of
+    /// stalling on it.
     pub fn outbox_after(&self, after: Option<Queued>, limit: usize) -> Result<Vec<OutboxEntry>, LedgerError> {
-        let start = after.map_or(0, |a| a.seq);
-        let durable = self.durable_seq.load(Ordering::SeqCst);
-        if start >= durable {
-            return Ok(Vec::new());
-        }
-        let mut out = Vec::with_capacity(limit.min(1024));
-        for item in self.trees.outbox.range(outbox::seq_key(start)..outbox::seq_key(durable)) {
-            let (k, v) = item.map_err(LedgerError::storage)?;
-            let Some(seq) = outbox::key_seq(&k) else { continue };
-            let Some(entries) = outbox::decode(&v) else {
-                tracing::error!(seq, "skipping a malformed outbox segment");
-                continue;
-            };
-            for (id, bytes) in entries {
-                let at = Queued { seq, id: Uuid::from_bytes(id) };
-                if after.is_some_and(|a| at <= a) {
+        let start = after.map_or(-1, |a| seq_param(a.seq));
+        let sql = format!(
+            "SELECT o.seq, o.id, o.record, {} FROM outbox o LEFT JOIN records r ON r.id = o.id \
+             WHERE o.seq > ?1 ORDER BY o.seq LIMIT ?2",
+            prefixed("r")
+        );
+        self.readers.with(|c| {
+            let mut stmt = c.prepare_cached(&sql).map_err(LedgerError::storage)?;
+            let found = stmt
+                .query_map(params![start, i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
+                    let seq: i64 = row.get(0)?;
+                    let id: String = row.get(1)?;
+                    let inline: Option<String> = row.get(2)?;
+                    let stored = match row.get::<_, Option<String>>(3)? {
+                        Some(_) => Some(rows::from_row(row, 3)),
+                        None => None,
+                    };
+                    Ok((seq, id, inline, stored))
+                })
+                .map_err(LedgerError::storage)?;
+            let mut out = Vec::new();
+            for item in found {
+                let (seq, id, inline, stored) = item.map_err(LedgerError::storage)?;
+                let Ok(id) = Uuid::parse_str(&id) else {
+                    tracing::error!(seq, "skipping an outbox entry with an unreadable id");
                     continue;
-                }
-                let record = self.trees.entry_bytes(at, bytes).and_then(|b| decode(&b)).map_err(|e| e.to_string());
+                };
+                let at = Queued { seq: u64::try_from(seq).unwrap_or(0), id };
+                let record = match (inline, stored) {
+                    (Some(json), _) => rows::from_json(&json).map_err(|e| e.to_string()),
+                    (None, Some(r)) => r.map_err(|e| format!("stored usage record: {e}")),
+                    (None, None) => Err(format!("outbox entry {id} has no stored record")),
+                };
                 out.push(OutboxEntry { at, record });
-                if out.len() >= limit {
-                    return Ok(out);
-                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// The record that has waited longest in the outbox.
     pub fn oldest_pending(&self) -> Result<Option<UsageRecord>, LedgerError> {
-        for item in self.trees.outbox.iter() {
-            let (k, v) = item.map_err(LedgerError::storage)?;
-            let Some(seq) = outbox::key_seq(&k) else { continue };
-            if let Some((id, bytes)) = outbox::decode(&v).and_then(|e| e.into_iter().next()) {
-                let at = Queued { seq, id: Uuid::from_bytes(id) };
-                return decode(&self.trees.entry_bytes(at, bytes)?).map(Some);
-            }
-        }
-        Ok(None)
+        Ok(self.outbox_after(None, 1)?.into_iter().next().and_then(|e| e.record.ok()))
     }
 
     /// The most recent dead letters, newest first.
     pub fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, LedgerError> {
-        let mut out = Vec::new();
-        for item in self.trees.dead.iter().rev().take(limit) {
-            let (_, v) = item.map_err(LedgerError::storage)?;
-            out.push(serde_json::from_slice(&v).map_err(|e| LedgerError::Corrupt(e.to_string()))?);
-        }
-        Ok(out)
+        self.readers.with(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT batch_id, status, reason, at_ms, record FROM dead_letters ORDER BY rowid DESC LIMIT ?1",
+                )
+                .map_err(LedgerError::storage)?;
+            let found = stmt
+                .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get::<_, String>(4)?))
+                })
+                .map_err(LedgerError::storage)?;
+            let mut out = Vec::new();
+            for item in found {
+                let (batch_id, status, reason, at_ms, json) = item.map_err(LedgerError::storage)?;
+                out.push(DeadLetter { batch_id, status, reason, at_ms, record: rows::from_json(&json)? });
+            }
+            Ok(out)
+        })
     }
 
-    /// Bytes the ledger occupies on disk.
+    /// Bytes the ledger occupies on disk (the file and its write-ahead log).
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        ["", "-wal", "-shm"]
+            .iter()
+            .filter_map(|suffix| {
+                let mut name = self.path.clone().into_os_string();
+                name.push(suffix);
+                std::fs::metadata(PathBuf::from(name)).ok()
+            })
+            .map(|m| m.len())
+            .sum()
     }
 
-    /// Flushes everything written so far (used at shutdown; commits are already durable).
+    /// Folds the write-ahead log into the file (at shutdown; commits are already durable).
     pub fn flush(&self) -> Result<(), LedgerError> {
-        self.db.flush().map(|_| ()).map_err(LedgerError::storage)
+        let conn = Connection::open(&self.path).map_err(LedgerError::storage)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(LedgerError::storage)?;
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).map_err(LedgerError::storage)
     }
 }
 
-use codec::decode;
-
-/// The smallest key greater than `k`.
-fn next_key(mut k: [u8; 16]) -> [u8; 16] {
-    for b in k.iter_mut().rev() {
-        if *b == 0xff {
-            *b = 0;
-        } else {
-            *b += 1;
-            return k;
-        }
-    }
-    [0xff; 16]
-}
-
-fn device_id(meta: &sled::Tree) -> Result<Uuid, sled::Error> {
-    if let Some(v) = meta.get(DEVICE_ID_KEY)? {
-        if let Ok(id) = Uuid::from_slice(&v) {
-            return Ok(id);
-        }
+fn device_id(conn: &Connection) -> Result<Uuid, rusqlite::Error> {
+    let stored: Option<String> =
+        conn.query_row("SELECT value FROM meta WHERE key = ?1", [DEVICE_ID_KEY], |r| r.get(0)).optional()?;
+    if let Some(id) = stored.and_then(|s| Uuid::parse_str(&s).ok()) {
+        return Ok(id);
     }
     let id = Uuid::new_v4();
-    meta.insert(DEVICE_ID_KEY, id.as_bytes())?;
-    meta.flush()?;
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![DEVICE_ID_KEY, id.to_string()])?;
     Ok(id)
 }
 

@@ -2,7 +2,6 @@
 
 use super::*;
 use crate::usage::{CallStatus, KeySource};
-use std::collections::HashSet;
 use std::sync::Arc;
 
 fn record(app: &str, provider: &str, model: &str, input: u64, output: u64, cost: i64) -> UsageRecord {
@@ -147,12 +146,17 @@ async fn outbox_counts_and_order_survive_reopen() {
     let ids: Vec<Uuid> = q.iter().map(|(_, r)| r.id).collect();
     let expected: Vec<Uuid> = first.iter().chain(second.iter()).map(|r| r.id).collect();
     assert_eq!(ids, expected);
-    let segments: HashSet<u64> = q.iter().map(|(at, _)| at.seq).collect();
-    assert_eq!(segments.len(), 3, "2000 records of one round span two segments");
-    // New segments continue the sequence after a reopen.
+    let seqs: Vec<u64> = q.iter().map(|(at, _)| at.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "queue positions only grow");
+    // New entries continue the queue after a reopen, past every earlier position (even acked ones).
+    let all: Vec<Queued> = q.iter().map(|(at, _)| *at).collect();
+    l.ack(&all).await.unwrap();
     let more = record("a", "p", "m", 1, 0, 0);
     l.commit(&more).await.unwrap();
-    assert_eq!(queued(&l).last().unwrap().1.id, more.id);
+    let after = queued(&l);
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].1.id, more.id);
+    assert!(after[0].0.seq > *seqs.last().unwrap());
 }
 
 #[tokio::test]
@@ -164,8 +168,8 @@ async fn clear_keeps_unsynced_outbox_unless_forced() {
     let first = queued(&l)[0].0;
     l.ack(&[first]).await.unwrap();
     // A commit stores each record once: its outbox entry only refers to it.
-    let segment = l.trees.outbox.iter().values().next().unwrap().unwrap();
-    assert_eq!(segment.len(), 3 * 20, "three references of 20 bytes, no record bytes");
+    let sql = |q: &str| -> i64 { rusqlite::Connection::open(l.file()).unwrap().query_row(q, [], |r| r.get(0)).unwrap() };
+    assert_eq!(sql("SELECT count(*) FROM outbox WHERE record IS NULL"), 3);
     let c = l.clear(false).await.unwrap();
     assert_eq!(c, Cleared { records: 4, outbox: 0, dead_letters: 0 });
     assert_eq!(l.counts().outbox, 3);
@@ -175,6 +179,7 @@ async fn clear_keeps_unsynced_outbox_unless_forced() {
     // the dead letters.
     let left: Vec<UsageRecord> = queued(&l).into_iter().map(|(_, r)| r).collect();
     assert_eq!(left, rs[1..].to_vec());
+    assert_eq!(sql("SELECT count(*) FROM outbox WHERE record IS NOT NULL"), 3);
     drop(l);
     let l = reopen(dir.path()).await;
     let q = queued(&l);
@@ -239,38 +244,90 @@ async fn device_id_is_stable() {
 }
 
 #[tokio::test]
-async fn ledgers_with_json_records_still_read() {
+async fn an_old_sled_ledger_is_refused_with_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
-    let old: Vec<UsageRecord> = (0..3).map(|i| record("old", "p", "m", i, 0, 0)).collect();
-    {
-        // What earlier versions wrote: JSON values, one referring outbox entry, one inline.
-        let db = sled::open(dir.path()).unwrap();
-        let records = db.open_tree("records").unwrap();
-        for r in &old {
-            records.insert(r.id.as_bytes(), serde_json::to_vec(r).unwrap()).unwrap();
+    let old = dir.path().join("ledger");
+    std::fs::create_dir(&old).unwrap();
+    std::fs::write(old.join("conf"), b"segment_size: 524288").unwrap();
+    std::fs::write(old.join("db"), b"sled").unwrap();
+    let e = Ledger::open(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("old sled format") && e.contains("usage export") && e.contains("usage import"), "{e}");
+    assert!(!dir.path().join(schema::FILE).exists(), "no empty ledger is made beside it");
+}
+
+#[tokio::test]
+async fn a_ledger_from_a_newer_build_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Ledger::open(dir.path()).unwrap());
+    let file = dir.path().join(schema::FILE);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let set = rusqlite::Connection::open(&file)
+            .and_then(|c| c.pragma_update(None, "user_version", schema::VERSION + 1));
+        if set.is_ok() || std::time::Instant::now() > deadline {
+            set.unwrap();
+            break;
         }
-        let inline = serde_json::to_vec(&old[1]).unwrap();
-        let segment = outbox::encode([(old[0].id.as_bytes(), &[][..]), (old[1].id.as_bytes(), &inline[..])]);
-        db.open_tree("outbox").unwrap().insert(outbox::seq_key(0), segment).unwrap();
-        db.flush().unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    let l = reopen(dir.path()).await;
-    assert_eq!(l.counts().outbox, 2);
-    let page = l.records(&RecordQuery { limit: 10, ascending: true, ..Default::default() }).unwrap();
-    assert_eq!(page.records, old);
-    let new = record("new", "p", "m", 9, 0, 0);
-    l.commit(&new).await.unwrap();
-    let pending = queued(&l);
-    assert_eq!(pending.iter().map(|(_, r)| r.id).collect::<Vec<_>>(), vec![old[0].id, old[1].id, new.id]);
-    // A JSON entry dead-lettered and requeued comes back whole, in the current format.
-    l.dead_letter(&[pending[1].0], "b", Some(400), "no").await.unwrap();
-    assert_eq!(l.dead_letters(1).unwrap()[0].record, old[1]);
-    l.requeue_dead_letters().await.unwrap();
-    let back = queued(&l).into_iter().find(|(_, r)| r.id == old[1].id).unwrap().0;
-    let raw = l.trees.outbox.get(outbox::seq_key(back.seq)).unwrap().unwrap();
-    let (_, stored) = outbox::decode(&raw).unwrap().into_iter().next().unwrap();
-    assert_eq!(stored.first(), Some(&codec::V1));
-    assert_eq!(codec::decode(stored).unwrap(), old[1]);
+    let e = Ledger::open(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("newer than this build"), "{e}");
+}
+
+#[tokio::test]
+async fn ledger_files_are_private_and_looser_modes_are_tightened() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let l = Ledger::open(&data).unwrap();
+    l.commit(&record("a", "p", "m", 1, 1, 1)).await.unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    for suffix in ["", "-wal", "-shm"] {
+        let p = std::path::PathBuf::from(format!("{}{suffix}", l.file().display()));
+        assert!(p.exists(), "{}", p.display());
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+    }
+}
+
+#[tokio::test]
+async fn the_tables_are_plain_sql_for_other_readers() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path()).unwrap();
+    let mut rs = vec![record("a", "openai", "gpt-4o", 10, 5, 100), record("a", "openai", "gpt-4o", 1, 1, 50)];
+    rs.push(record("b", "anthropic", "claude", 3, 3, 7));
+    l.commit_many(&rs).await.unwrap();
+    let c = rusqlite::Connection::open(l.file()).unwrap();
+    let by_model: Vec<(String, i64)> = c
+        .prepare("SELECT model, sum(cost_microusd) FROM records GROUP BY model ORDER BY model")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(by_model, vec![("claude".to_string(), 7), ("gpt-4o".to_string(), 150)]);
+    let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, schema::VERSION);
+    let month: i64 = c
+        .query_row("SELECT requests FROM counters WHERE period = 'month' AND dim = 'total'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(month, 3);
+}
+
+#[tokio::test]
+async fn clear_gives_the_space_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path()).unwrap();
+    for _ in 0..10 {
+        let batch: Vec<UsageRecord> = (0..1000).map(|i| record("app", "openai", "gpt-4o-mini", i, 1, 1)).collect();
+        l.commit_many(&batch).await.unwrap();
+    }
+    let full = l.size_on_disk();
+    l.clear(true).await.unwrap();
+    let cleared = l.size_on_disk();
+    assert!(cleared * 4 < full, "{full} bytes before, {cleared} after a forced clear");
 }
 
 /// A commit's hook runs exactly when its records become visible: a reader inside `consistent`
