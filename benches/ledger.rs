@@ -6,11 +6,13 @@
 //! - the storage floor: the same durable commits straight into a `Ledger` in the bench process
 //!   (no socket, no RPC), with records/s and CPU time per record;
 //! - sync drain rate: records preloaded with `usage.import`, then one `sync.now` into the local
-//!   test collector.
+//!   test collector;
+//! - disk bytes per record: `BENCH_SIZE` records (default 1000000) committed in-process, then
+//!   all acknowledged (as after a sync), then after a non-forced and a forced `clear`.
 //!
 //! Run: `cargo bench --bench ledger` (`BENCH_SECS` per measurement, default 3;
 //! `BENCH_DRAIN` records for the drain, default 100000; `BENCH_CLIENTS`, e.g. `64`, to measure only
-//! some concurrency levels).
+//! some concurrency levels; `BENCH_SIZE=0` skips the size measurement).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/common/mod.rs"]
@@ -98,7 +100,7 @@ fn export_record(i: u64) -> Value {
 /// the process's CPU time (user + system) per record.
 async fn in_process(writers: usize, secs: f64) -> (f64, f64) {
     let dir = tempfile::tempdir().unwrap();
-    let ledger = Arc::new(llm_sidecar::ledger::Ledger::open(&dir.path().join("ledger")).unwrap());
+    let ledger = Arc::new(llm_sidecar::ledger::Ledger::open(dir.path()).unwrap());
     let cpu0 = cpu_secs();
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(secs);
@@ -140,6 +142,41 @@ fn cpu_secs_of(stat_path: &str) -> f64 {
         (Some(u), Some(s)) => (u + s) / ticks,
         _ => 0.0,
     }
+}
+
+/// Ledger size per record: after committing `n`, after acknowledging all of them, after a clear
+/// and after a forced clear.
+async fn disk_size(n: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = llm_sidecar::ledger::Ledger::open(dir.path()).unwrap();
+    let mut i = 0u64;
+    while (i as usize) < n {
+        let chunk: Vec<_> = (0..5000.min(n - i as usize))
+            .map(|_| {
+                i += 1;
+                bench_record(i)
+            })
+            .collect();
+        ledger.commit_many(&chunk).await.unwrap();
+    }
+    let per = |bytes: u64| bytes as f64 / n as f64;
+    let committed = ledger.size_on_disk();
+    loop {
+        let batch = ledger.outbox_after(None, 10_000).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        let at: Vec<_> = batch.iter().map(|e| e.at).collect();
+        ledger.ack(&at).await.unwrap();
+    }
+    let synced = ledger.size_on_disk();
+    ledger.clear(false).await.unwrap();
+    let cleared = ledger.size_on_disk();
+    println!(
+        "disk for {n} records: {committed} B committed ({:.0} B/record), {synced} B after sync ({:.0} B/record), {cleared} B after usage.clear",
+        per(committed),
+        per(synced)
+    );
 }
 
 async fn drain(records: usize) -> (f64, usize) {
@@ -223,6 +260,10 @@ async fn main() {
     for writers in [1usize, 64] {
         let (rate, cpu_us) = in_process(writers, secs).await;
         println!("ledger.commit in-process {writers:>4} writers: {rate:>8.0} records/s, {cpu_us:.0} µs CPU per record");
+    }
+    let size_n: usize = std::env::var("BENCH_SIZE").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    if size_n > 0 {
+        disk_size(size_n).await;
     }
     let (secs, delivered) = drain(drain_n).await;
     println!(

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the system tools the test suites use, when missing: systemd-socket-activate and
-# systemd-analyze (Debian package `systemd`). Node/npm and python3 come with the machine image.
+# systemd-analyze (Debian package `systemd`), setpriv, and the `sqlite3` CLI (it reads the ledger in
+# tests/usage.rs). Node/npm and python3 come with the machine image.
 # Safe to run repeatedly; does nothing when everything is present.
 set -euo pipefail
 missing=()
 command -v systemd-socket-activate >/dev/null 2>&1 || missing+=(systemd)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+command -v sqlite3 >/dev/null 2>&1 || missing+=(sqlite3)
 if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "install-test-deps: missing ${missing[*]}; install them with your package manager" >&2

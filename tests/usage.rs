@@ -405,3 +405,58 @@ fn set(v: &mut Value, name: &str, new: Value) {
         }
     }
 }
+
+/// The ledger is a plain SQLite file: the `sqlite3` CLI (Debian's) reads it while the daemon
+/// writes, with the query docs/usage-sync.md shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite3_reads_the_ledger_while_the_daemon_writes() {
+    if std::process::Command::new("sqlite3").arg("-version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "CI must have the sqlite3 CLI (scripts/install-test-deps.sh)");
+        eprintln!("skipping: no sqlite3 CLI (run scripts/install-test-deps.sh)");
+        return;
+    }
+    let d = Daemon::start();
+    // The socket accepts before the services are open: an answered call means the ledger is.
+    d.client().await.call("daemon.info", vec![]).await.unwrap();
+    let file = d.data_dir.join("ledger.sqlite");
+    assert!(file.exists());
+    let writer = {
+        let c = d.client().await;
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            let extra = [("model", Value::from("gpt-4o-mini")), ("cost_microusd", Value::from(3))];
+            for _ in 0..40 {
+                let calls = (0..25).map(|_| rec(&c, &extra));
+                for r in futures::future::join_all(calls).await {
+                    r.unwrap();
+                    n += 1;
+                }
+            }
+            n
+        })
+    };
+    let query = |sql: &str| {
+        let out = std::process::Command::new("sqlite3").arg(&file).arg(sql).output().unwrap();
+        assert!(out.status.success(), "sqlite3 failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let mut reads = 0;
+    while !writer.is_finished() {
+        let row = query("select model, sum(cost_microusd) from records group by model");
+        if let Some(sum) = row.strip_prefix("gpt-4o-mini|") {
+            assert_eq!(sum.parse::<u64>().unwrap() % 3, 0, "{row}");
+        }
+        reads += 1;
+    }
+    let n = writer.await.unwrap();
+    assert!(reads > 0);
+    assert_eq!(query("select model, sum(cost_microusd) from records group by model"), format!("gpt-4o-mini|{}", n * 3));
+    assert_eq!(query("pragma user_version"), "1");
+    assert_eq!(
+        query("select requests from counters where period = 'month' and dim = 'total'"),
+        n.to_string(),
+        "counters equal the records"
+    );
+    // Reading took no lock the daemon needed: it still answers.
+    rec(&d.client().await, &[]).await.unwrap();
+}
