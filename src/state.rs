@@ -163,8 +163,7 @@ enum Background {
 impl State {
     /// Opens every service under `paths.data_dir`.
     pub fn open(config: Config, paths: Paths, shutdown: CancellationToken) -> Result<State, StateError> {
-        std::fs::create_dir_all(&paths.data_dir)
-            .and_then(|()| crate::ledger::schema::tighten(&paths.data_dir, 0o700))
+        crate::ledger::schema::private_dir(&paths.data_dir)
             .map_err(|source| StateError::DataDir { path: paths.data_dir.clone(), source })?;
         let data_lock = lock_data_dir(&paths)?;
         let events = Bus::default();

@@ -63,7 +63,11 @@ async fn writer(client: Arc<Client>, book: Arc<Mutex<Ledgerish>>, app: String) {
 
 /// Bytes of the ledger file and its write-ahead log in data dir `p`.
 fn ledger_size(p: &Path) -> u64 {
-    ["ledger.sqlite", "ledger.sqlite-wal"].iter().filter_map(|f| std::fs::metadata(p.join(f)).ok()).map(|m| m.len()).sum()
+    ["ledger.sqlite", "ledger.sqlite-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(p.join(f)).ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -266,7 +266,8 @@ impl Committer {
             while rows.next()?.is_some() {}
             Ok(())
         };
-        let r = vacuum(&self.conn).and_then(|()| self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())));
+        let r =
+            vacuum(&self.conn).and_then(|()| self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())));
         if let Err(e) = r {
             tracing::warn!("could not give the cleared ledger space back: {e}");
         }
@@ -294,8 +295,21 @@ impl Committer {
             .map_err(storage)?;
         for ((period, label, dim, key), c) in deltas {
             let f = counters::fields(c);
-            stmt.execute(params![period.name(), label, dim.name(), key, f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7]])
-                .map_err(storage)?;
+            stmt.execute(params![
+                period.name(),
+                label,
+                dim.name(),
+                key,
+                f[0],
+                f[1],
+                f[2],
+                f[3],
+                f[4],
+                f[5],
+                f[6],
+                f[7]
+            ])
+            .map_err(storage)?;
         }
         Ok(())
     }
@@ -305,7 +319,11 @@ impl Committer {
     fn commit_records(&self, batch: &[Prepared], effects: &mut RoundEffects) -> Result<Vec<bool>, LedgerError> {
         let mut insert = self
             .conn
-            .prepare_cached(&format!("INSERT OR IGNORE INTO records ({}) VALUES ({})", rows::COLUMNS, rows::PLACEHOLDERS))
+            .prepare_cached(&format!(
+                "INSERT OR IGNORE INTO records ({}) VALUES ({})",
+                rows::COLUMNS,
+                rows::PLACEHOLDERS
+            ))
             .map_err(storage)?;
         let mut queue = self.conn.prepare_cached("INSERT INTO outbox (id) VALUES (?1)").map_err(storage)?;
         let mut order: Vec<usize> = (0..batch.len()).collect();
@@ -324,11 +342,7 @@ impl Committer {
             effects.outbox_added += 1;
             for (period, label) in &p.periods {
                 for (dim, value) in &p.groups {
-                    effects
-                        .counters
-                        .entry((*period, label.clone(), *dim, value.clone()))
-                        .or_default()
-                        .add(&p.delta);
+                    effects.counters.entry((*period, label.clone(), *dim, value.clone())).or_default().add(&p.delta);
                 }
             }
         }
@@ -394,9 +408,7 @@ impl Committer {
             };
             let id = rows::id_text(&e.id);
             if let Some(json) = json {
-                insert
-                    .execute(params![id, why.batch_id, why.status, why.reason, why.at_ms, json])
-                    .map_err(storage)?;
+                insert.execute(params![id, why.batch_id, why.status, why.reason, why.at_ms, json]).map_err(storage)?;
                 effects.dead_added += 1;
             }
             n += delete.execute(params![seq_param(e.seq), id]).map_err(storage)? as u64;
@@ -409,10 +421,7 @@ impl Committer {
     fn requeue(&self, effects: &mut RoundEffects) -> Result<u64, LedgerError> {
         let moved = self
             .conn
-            .execute(
-                "INSERT OR IGNORE INTO outbox (id, record) SELECT id, record FROM dead_letters ORDER BY rowid",
-                [],
-            )
+            .execute("INSERT OR IGNORE INTO outbox (id, record) SELECT id, record FROM dead_letters ORDER BY rowid", [])
             .map_err(storage)? as u64;
         self.conn.execute("DELETE FROM dead_letters", []).map_err(storage)?;
         effects.outbox_added += moved;

@@ -190,7 +190,8 @@ impl Ledger {
                 .map(|n| u64::try_from(n).unwrap_or(0))
                 .map_err(|e| open_err(e.to_string()))
         };
-        let counts = Counts { outbox: count("SELECT count(*) FROM outbox")?, dead: count("SELECT count(*) FROM dead_letters")? };
+        let counts =
+            Counts { outbox: count("SELECT count(*) FROM outbox")?, dead: count("SELECT count(*) FROM dead_letters")? };
         let (counts_tx, counts_rx) = watch::channel(counts);
         let visibility = Visibility::default();
         let committer = Committer { conn, counts, visibility: visibility.clone(), counts_tx };
@@ -336,7 +337,17 @@ impl Ledger {
             let mut stmt = c.prepare_cached(&sql).map_err(LedgerError::storage)?;
             let found = stmt
                 .query_map(
-                    params![lo, hi, after, q.from_ms, q.to_ms, q.app, q.provider, q.model, i64::try_from(limit + 1).unwrap_or(i64::MAX)],
+                    params![
+                        lo,
+                        hi,
+                        after,
+                        q.from_ms,
+                        q.to_ms,
+                        q.app,
+                        q.provider,
+                        q.model,
+                        i64::try_from(limit + 1).unwrap_or(i64::MAX)
+                    ],
                     |row| rows::from_row(row, 0),
                 )
                 .map_err(LedgerError::storage)?;

@@ -17,7 +17,8 @@ pub const COLUMNS: &str = "id, ts, app, user, provider, model, route, key_source
      cached_tokens, cache_write_tokens, reasoning_tokens, usage_estimated, cost_microusd, overage_microusd, \
      latency_ms, ttft_ms, status, error_code, attempts";
 /// `?1, ..., ?21` for [`COLUMNS`].
-pub const PLACEHOLDERS: &str = "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21";
+pub const PLACEHOLDERS: &str =
+    "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21";
 /// Number of columns in [`COLUMNS`].
 pub const WIDTH: usize = 21;
 

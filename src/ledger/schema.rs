@@ -129,15 +129,9 @@ pub fn prepare(dir: &Path) -> Result<PathBuf, SchemaError> {
         return Err(SchemaError::OldSled { old, new: path_in(dir) });
     }
     let io = |what: &str, p: &Path, e: std::io::Error| SchemaError::Io(format!("cannot {what} {}: {e}", p.display()));
-    fs::create_dir_all(dir).map_err(|e| io("create", dir, e))?;
-    tighten(dir, 0o700).map_err(|e| io("chmod", dir, e))?;
+    private_dir(dir).map_err(|e| io("prepare", dir, e))?;
     let file = path_in(dir);
-    fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&file)
-        .map_err(|e| io("create", &file, e))?;
+    fs::OpenOptions::new().create(true).append(true).mode(0o600).open(&file).map_err(|e| io("create", &file, e))?;
     for suffix in ["", "-wal", "-shm"] {
         let mut name = file.clone().into_os_string();
         name.push(suffix);
@@ -147,6 +141,15 @@ pub fn prepare(dir: &Path) -> Result<PathBuf, SchemaError> {
         }
     }
     Ok(file)
+}
+
+/// Creates `dir` (and missing parents) with mode 0700, or tightens an existing one to 0700.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
+    tighten(dir, 0o700)
 }
 
 /// Sets `mode` on `path` if group or others have any access, with a log line.

@@ -168,7 +168,8 @@ async fn clear_keeps_unsynced_outbox_unless_forced() {
     let first = queued(&l)[0].0;
     l.ack(&[first]).await.unwrap();
     // A commit stores each record once: its outbox entry only refers to it.
-    let sql = |q: &str| -> i64 { rusqlite::Connection::open(l.file()).unwrap().query_row(q, [], |r| r.get(0)).unwrap() };
+    let sql =
+        |q: &str| -> i64 { rusqlite::Connection::open(l.file()).unwrap().query_row(q, [], |r| r.get(0)).unwrap() };
     assert_eq!(sql("SELECT count(*) FROM outbox WHERE record IS NULL"), 3);
     let c = l.clear(false).await.unwrap();
     assert_eq!(c, Cleared { records: 4, outbox: 0, dead_letters: 0 });
@@ -262,8 +263,8 @@ async fn a_ledger_from_a_newer_build_is_refused() {
     let file = dir.path().join(schema::FILE);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let set = rusqlite::Connection::open(&file)
-            .and_then(|c| c.pragma_update(None, "user_version", schema::VERSION + 1));
+        let set =
+            rusqlite::Connection::open(&file).and_then(|c| c.pragma_update(None, "user_version", schema::VERSION + 1));
         if set.is_ok() || std::time::Instant::now() > deadline {
             set.unwrap();
             break;
