@@ -88,7 +88,7 @@ impl UsageRecord {
     pub fn new(app: impl Into<String>, provider: impl Into<String>, model: impl Into<String>) -> UsageRecord {
         UsageRecord {
             id: Uuid::now_v7(),
-            ts: now_ms(),
+            ts: crate::clock::now_ms(),
             app: app.into(),
             user: "local".into(),
             provider: provider.into(),
@@ -123,10 +123,4 @@ impl UsageRecord {
     pub fn total_tokens(&self) -> u64 {
         self.input_tokens.saturating_add(self.output_tokens)
     }
-}
-
-/// Current Unix time in milliseconds.
-pub fn now_ms() -> i64 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
 }

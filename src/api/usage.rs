@@ -5,9 +5,10 @@
 //! `ledger::validate` for range.
 
 use super::{ok, Call, Method};
+use crate::clock::now_ms;
 use crate::ledger::{Dim, LedgerError, Period, RecordQuery};
 use crate::rpc::{Encoded, RpcError};
-use crate::usage::{now_ms, CallStatus, KeySource, UsageRecord};
+use crate::usage::{CallStatus, KeySource, UsageRecord};
 use rmpv::Value;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;

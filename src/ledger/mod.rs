@@ -36,7 +36,8 @@ pub use outbox::Queued;
 pub use summary::{BadPeriod, Group, Projection, Summary};
 pub use validate::{validate, InvalidRecord};
 
-use crate::usage::{now_ms, UsageRecord};
+use crate::clock::now_ms;
+use crate::usage::UsageRecord;
 pub use committer::Applied;
 use committer::{Commit, Committer, Job, Op, Prepared, Visibility, CLEARING_KEY};
 use serde::{Deserialize, Serialize};

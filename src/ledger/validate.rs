@@ -78,7 +78,7 @@ pub fn validate(r: &UsageRecord, now_ms: i64) -> Result<(), InvalidRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::usage::now_ms;
+    use crate::clock::now_ms;
 
     #[test]
     fn accepts_a_normal_record_and_names_the_bad_field() {
