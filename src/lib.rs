@@ -12,6 +12,7 @@ pub mod logging;
 pub mod policy;
 pub mod pricing;
 pub mod providers;
+pub mod retry;
 pub mod router;
 pub mod rpc;
 pub mod service;

@@ -5,7 +5,7 @@
 //! batch by batch. Explicit state: `retry` holds the batch to resend (same id, same bytes) and
 //! when; `paused` holds the fingerprint of the token the backend refused.
 
-use super::backoff::{parse_retry_after, Backoff};
+use super::backoff::{Backoff, MAX_RETRY_AFTER};
 use super::cloudevents::{self, Batch};
 use super::credentials::{fingerprint, SyncCredentials};
 use super::{Command, LastError, NowReport, Phase, Progress, SyncConfig};
@@ -390,7 +390,7 @@ impl SyncWorker {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+            .and_then(|v| crate::retry::parse_retry_after(v, SystemTime::now(), MAX_RETRY_AFTER));
         let body = resp.bytes().await.unwrap_or_default();
         if status.is_success() {
             return Response::Accepted;
