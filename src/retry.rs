@@ -1,11 +1,26 @@
 //! Retry timing shared by the router (provider calls) and the sync worker (backend uploads):
-//! the `Retry-After` parser.
+//! full-jitter exponential backoff and the `Retry-After` parser.
 //!
 //! Invariants: nothing here panics on what a server sends (huge, negative, fractional, NaN or
-//! garbage values are capped or refused); every duration returned is at most the caller's cap,
-//! because the callers differ in how long a server may make them wait.
+//! garbage values are capped or refused) or on any attempt number (the arithmetic saturates);
+//! every duration returned is at most the caller's cap, because the callers differ in how long
+//! they may wait (router: `router.backoff_max_ms`, sync: `sync.backoff_max_ms`).
 
 use std::time::{Duration, SystemTime};
+
+/// The longest wait before retry number `attempt` (1 = the first retry):
+/// `min(cap, base * 2^(attempt - 1))`, saturating. Attempt 0 counts as 1.
+pub fn backoff_ceiling(base: Duration, cap: Duration, attempt: u32) -> Duration {
+    let factor = 1u32 << attempt.saturating_sub(1).min(31);
+    base.saturating_mul(factor).min(cap)
+}
+
+/// Full-jitter exponential backoff: a uniformly random wait in
+/// `[0, backoff_ceiling(base, cap, attempt)]`, in whole milliseconds.
+pub fn full_jitter(base: Duration, cap: Duration, attempt: u32) -> Duration {
+    let ms = u64::try_from(backoff_ceiling(base, cap, attempt).as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(fastrand::u64(0..=ms))
+}
 
 /// Parses a `Retry-After` value: delay seconds (fractions accepted, as some providers send
 /// them) or an HTTP date, counted from `now` (a date in the past means "now": zero). The result
@@ -30,6 +45,24 @@ mod tests {
     use super::*;
 
     const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn backoff_doubles_from_base_up_to_the_cap() {
+        let (base, cap) = (Duration::from_millis(250), Duration::from_secs(8));
+        assert_eq!(backoff_ceiling(base, cap, 0), base);
+        assert_eq!(backoff_ceiling(base, cap, 1), base);
+        assert_eq!(backoff_ceiling(base, cap, 2), Duration::from_millis(500));
+        assert_eq!(backoff_ceiling(base, cap, 6), Duration::from_secs(8));
+        assert_eq!(backoff_ceiling(base, cap, 7), cap);
+        assert_eq!(backoff_ceiling(base, cap, u32::MAX), cap);
+        assert_eq!(backoff_ceiling(Duration::MAX, Duration::MAX, u32::MAX), Duration::MAX);
+        for attempt in [0, 1, 2, 5, 30, u32::MAX] {
+            for _ in 0..50 {
+                assert!(full_jitter(base, cap, attempt) <= backoff_ceiling(base, cap, attempt));
+            }
+        }
+        assert_eq!(full_jitter(base, Duration::ZERO, 3), Duration::ZERO);
+    }
 
     #[test]
     fn retry_after_seconds_and_dates() {

@@ -223,10 +223,15 @@ impl Router {
         out
     }
 
-    /// Full-jitter backoff before retry number `n` (0-based).
+    /// Full-jitter backoff before retry number `n` (0-based): [`crate::retry::full_jitter`] with
+    /// this router's base and cap.
     fn backoff(&self, n: u32) -> Duration {
-        let cap = self.settings.backoff_base_ms.saturating_mul(1u64 << n.min(20)).min(self.settings.backoff_max_ms);
-        Duration::from_millis(fastrand::u64(0..=cap))
+        let ms = Duration::from_millis;
+        crate::retry::full_jitter(
+            ms(self.settings.backoff_base_ms),
+            ms(self.settings.backoff_max_ms),
+            n.saturating_add(1),
+        )
     }
 }
 

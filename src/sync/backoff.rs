@@ -1,5 +1,6 @@
-//! Retry timing of the sync worker: full-jitter exponential backoff between uploads, and the cap
-//! on a backend's `Retry-After` (parsed by [`crate::retry::parse_retry_after`]).
+//! Retry timing of the sync worker: its backoff settings (computed by the shared
+//! [`crate::retry::full_jitter`]) and the cap on a backend's `Retry-After` (parsed by
+//! [`crate::retry::parse_retry_after`]).
 
 use std::time::Duration;
 
@@ -30,15 +31,12 @@ impl Backoff {
 
     /// The ceiling for retry number `attempt` (1-based).
     pub fn ceiling(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.saturating_sub(1).min(31)).unwrap_or(u32::MAX);
-        self.initial.saturating_mul(factor).min(self.max)
+        crate::retry::backoff_ceiling(self.initial, self.max, attempt)
     }
 
-    /// A random delay for retry number `attempt`.
+    /// A random delay for retry number `attempt` ([`crate::retry::full_jitter`]).
     pub fn delay(&self, attempt: u32) -> Duration {
-        let ceiling = self.ceiling(attempt);
-        let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-        Duration::from_millis(fastrand::u64(0..=ms))
+        crate::retry::full_jitter(self.initial, self.max, attempt)
     }
 }
 
