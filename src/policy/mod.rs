@@ -471,8 +471,7 @@ impl Policy {
         if self.clock.is_fake() {
             let ms = self.clock.now_ms().max(0);
             r.ts = ms;
-            let ts = uuid::Timestamp::from_unix(uuid::NoContext, (ms / 1000) as u64, ((ms % 1000) * 1_000_000) as u32);
-            r.id = uuid::Uuid::new_v7(ts);
+            r.id = crate::usage::id_from_ms(ms);
         }
     }
 }
