@@ -107,7 +107,7 @@ pub(super) fn admit(state: &State, app: &str, call: &mut ChatCall) -> Result<Adm
     let Some(targets) = state.router.resolve(&call.route) else {
         return Ok(crate::policy::Policy::pass_through()); // the router reports it
     };
-    let input = u64::try_from(call.request.prompt_chars().div_ceil(4)).unwrap_or(u64::MAX);
+    let input = crate::providers::estimate_tokens(call.request.prompt_chars());
     let output = u64::from(call.request.max_tokens.unwrap_or(state.policy.settings.default_max_tokens));
     let byok = |p: &str| has_byok(state, p);
     let req = AdmitRequest {
