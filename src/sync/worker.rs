@@ -105,11 +105,9 @@ impl SyncWorker {
     ) -> SyncWorker {
         let url = cfg.url.as_deref().and_then(|u| reqwest::Url::parse(u).ok());
         let http = url.as_ref().and_then(|_| {
-            reqwest::Client::builder()
+            // No redirects (transport::builder): the bearer token must not reach another host.
+            crate::providers::transport::builder(Duration::from_secs(cfg.timeout_secs.min(10)))
                 .timeout(Duration::from_secs(cfg.timeout_secs))
-                .connect_timeout(Duration::from_secs(cfg.timeout_secs.min(10)))
-                .redirect(reqwest::redirect::Policy::none())
-                .user_agent(concat!("llm-sidecar/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .map_err(|e| tracing::error!("sync disabled: cannot build the HTTP client: {}", e.without_url()))
                 .ok()
