@@ -6,7 +6,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod events;
-pub mod keys;
+pub mod keystore;
 pub mod ledger;
 pub mod logging;
 pub mod policy;
@@ -15,11 +15,17 @@ pub mod providers;
 pub mod retry;
 pub mod router;
 pub mod rpc;
-pub mod service;
+pub mod service_units;
 pub mod state;
 pub mod sync;
-pub mod usage;
+pub mod usage_record;
 pub mod vault;
+
+// Old names, crate-internal only, for the few paths in `api/chat.rs` and `policy/mod.rs` (edited in
+// parallel elsewhere, so left untouched by the rename): switch those to `keystore`/`usage_record`,
+// then delete these two lines.
+pub(crate) use keystore as keys;
+pub(crate) use usage_record as usage;
 
 /// The daemon's version, as reported by `daemon.hello`/`daemon.info` and `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

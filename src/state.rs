@@ -6,7 +6,7 @@
 
 use crate::config::Config;
 use crate::events::Bus;
-use crate::keys::KeyStore;
+use crate::keystore::KeyStore;
 use crate::ledger::{Ledger, LedgerError};
 use crate::sync::{SyncHandle, SyncWorker};
 use crate::vault::{Vault, VaultError};

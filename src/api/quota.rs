@@ -8,7 +8,7 @@ use crate::pricing::cost_microusd;
 use crate::router::{ChatCall, Target};
 use crate::rpc::{Encoded, ErrorCode, RpcError};
 use crate::state::State;
-use crate::usage::{KeySource, TokenUsage};
+use crate::usage_record::{KeySource, TokenUsage};
 use rmpv::Value;
 use serde::{Deserialize, Serialize};
 

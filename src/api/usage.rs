@@ -8,7 +8,7 @@ use super::{ok, Call, Method};
 use crate::clock::now_ms;
 use crate::ledger::{Dim, LedgerError, Period, RecordQuery};
 use crate::rpc::{Encoded, RpcError};
-use crate::usage::{CallStatus, KeySource, UsageRecord};
+use crate::usage_record::{CallStatus, KeySource, UsageRecord};
 use rmpv::Value;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -163,7 +163,7 @@ fn build_record(p: RecordParams, conn_app: String) -> Result<UsageRecord, RpcErr
     };
     let id = match &p.id {
         Some(s) => Uuid::parse_str(s).map_err(|_| RpcError::invalid_params("`id` must be a UUID string"))?,
-        None if p.ts.is_some() => crate::usage::id_from_ms(ts),
+        None if p.ts.is_some() => crate::usage_record::id_from_ms(ts),
         None => Uuid::now_v7(),
     };
     let cost_microusd = match (p.cost_microusd, p.cost_usd) {

@@ -11,7 +11,7 @@
 //! is JSON made from the decoded record, never these bytes.
 
 use super::LedgerError;
-use crate::usage::UsageRecord;
+use crate::usage_record::UsageRecord;
 
 /// The first byte of a version-1 value.
 pub const V1: u8 = 1;

@@ -13,7 +13,7 @@
 //! hands out outbox segment numbers.
 
 use super::counters::{self, Counter};
-use super::keys::Dim;
+use super::key_layout::Dim;
 use super::outbox::{self, Queued};
 use super::{Counts, LedgerError, Trees};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};

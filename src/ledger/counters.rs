@@ -7,8 +7,8 @@
 //! length: a shorter one (written by an older version) reads its missing fields as zero, a
 //! longer one (newer version) keeps working.
 
-use super::keys::{period_key, Dim, Period};
-use crate::usage::{CallStatus, UsageRecord};
+use super::key_layout::{period_key, Dim, Period};
+use crate::usage_record::{CallStatus, UsageRecord};
 use serde::Serialize;
 use std::collections::BTreeMap;
 

@@ -3,7 +3,7 @@
 //! Trees:
 //! - `records`: id (UUIDv7 bytes, so time-ordered) → the record (see [`codec`]);
 //! - `counters`: per period (UTC day and month) → the [`Counter`] of every user, app, provider,
-//!   provider/model, key_source and the total (see [`counters`] and [`keys`]);
+//!   provider/model, key_source and the total (see [`counters`] and [`key_layout`]);
 //! - `outbox`: segments of records not yet confirmed by the sync backend, one per commit round;
 //!   an entry refers to its record in `records`, or carries it inline once the history was
 //!   cleared (see [`outbox`]);
@@ -24,20 +24,20 @@
 mod codec;
 mod committer;
 pub mod counters;
-pub mod keys;
+pub mod key_layout;
 pub mod outbox;
 pub mod summary;
 pub mod validate;
 
 pub use committer::Cleared;
 pub use counters::Counter;
-pub use keys::{Dim, Period};
+pub use key_layout::{Dim, Period};
 pub use outbox::Queued;
 pub use summary::{BadPeriod, Group, Projection, Summary};
 pub use validate::{validate, InvalidRecord};
 
 use crate::clock::now_ms;
-use crate::usage::UsageRecord;
+use crate::usage_record::UsageRecord;
 pub use committer::Applied;
 use committer::{Commit, Committer, Job, Op, Prepared, Visibility, CLEARING_KEY};
 use serde::{Deserialize, Serialize};
@@ -396,8 +396,8 @@ impl Ledger {
         // Ids carry their creation time, which is within a day of `ts` (see validate), so the id
         // range is bounded with that slack and `ts` is then checked exactly.
         let slack = validate::MAX_ID_SKEW_MS;
-        let mut lo = q.from_ms.map_or([0u8; 16], |f| keys::id_bound(f - slack, 0));
-        let mut hi = q.to_ms.map_or([0xffu8; 16], |t| keys::id_bound(t + slack, 0xff));
+        let mut lo = q.from_ms.map_or([0u8; 16], |f| key_layout::id_bound(f - slack, 0));
+        let mut hi = q.to_ms.map_or([0xffu8; 16], |t| key_layout::id_bound(t + slack, 0xff));
         if let Some(after) = q.after {
             let a = *after.as_bytes();
             if q.ascending {
@@ -435,9 +435,9 @@ impl Ledger {
     /// Counter rows of `dim` for periods `from..=to` (labels like `2025-01-31` or `2025-01`).
     pub fn counters(&self, period: Period, dim: Dim, from: &str, to: &str) -> Result<Vec<CounterRow>, LedgerError> {
         let mut rows = Vec::new();
-        for item in self.trees.counters.range(keys::period_range(period, from, to)) {
+        for item in self.trees.counters.range(key_layout::period_range(period, from, to)) {
             let (k, v) = item.map_err(LedgerError::storage)?;
-            let label = keys::key_label(&k).ok_or_else(|| LedgerError::Corrupt("counter key".into()))?;
+            let label = key_layout::key_label(&k).ok_or_else(|| LedgerError::Corrupt("counter key".into()))?;
             let groups = counters::decode_groups(&v).ok_or_else(|| LedgerError::Corrupt("period counters".into()))?;
             for ((d, key), counter) in groups {
                 if d == dim {

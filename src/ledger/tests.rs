@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
-use crate::usage::{CallStatus, KeySource};
+use crate::usage_record::{CallStatus, KeySource};
 use std::collections::HashSet;
 use std::sync::Arc;
 

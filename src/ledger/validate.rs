@@ -1,8 +1,8 @@
 //! What a usage record must satisfy before the ledger accepts it (chat records, `usage.record`
 //! and imports alike): sane ranges, so one bad record cannot poison the counters or a bill.
 
-use super::keys::id_ms;
-use crate::usage::UsageRecord;
+use super::key_layout::id_ms;
+use crate::usage_record::UsageRecord;
 
 /// Largest token count accepted in any one field of one record.
 pub const MAX_TOKENS: u64 = 1_000_000_000;

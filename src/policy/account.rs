@@ -8,7 +8,7 @@
 //! [`client`], which follows no redirect (the token must not travel to another host).
 
 use super::{BackendUsage, Entitlement, EntitlementError, Policy};
-use crate::keys::KeyStore;
+use crate::keystore::KeyStore;
 use crate::vault::Vault;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;

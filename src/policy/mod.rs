@@ -471,7 +471,7 @@ impl Policy {
         if self.clock.is_fake() {
             let ms = self.clock.now_ms().max(0);
             r.ts = ms;
-            r.id = crate::usage::id_from_ms(ms);
+            r.id = crate::usage_record::id_from_ms(ms);
         }
     }
 }

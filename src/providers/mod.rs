@@ -30,7 +30,7 @@ pub use error::ProviderError;
 pub use presets::{AdapterKind, ProviderConfig, ProviderSpec, ProvidersConfig};
 pub use sse::{Frame, Framer};
 
-use crate::usage::TokenUsage;
+use crate::usage_record::TokenUsage;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;

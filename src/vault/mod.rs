@@ -29,8 +29,8 @@ pub use config::{VaultConfig, VaultMode};
 
 use crate::clock::now_ms;
 use crate::events::Bus;
-use crate::keys::{KeyError, KeyOutcome, KeyStore, ResolvedKey};
-use crate::usage::KeySource;
+use crate::keystore::{KeyError, KeyOutcome, KeyStore, ResolvedKey};
+use crate::usage_record::KeySource;
 use age::secrecy::{ExposeSecret, SecretString};
 use age::x25519;
 use identity::IdentityFile;
