@@ -83,8 +83,8 @@ fn ping_params(_: u64) -> Vec<Value> {
 }
 
 /// The record every measurement stores (the same fields as `record_params`).
-fn bench_record(i: u64) -> llm_sidecar::usage::UsageRecord {
-    let mut r = llm_sidecar::usage::UsageRecord::new("bench", "openai", "gpt-4o-mini");
+fn bench_record(i: u64) -> llm_sidecar::usage_record::UsageRecord {
+    let mut r = llm_sidecar::usage_record::UsageRecord::new("bench", "openai", "gpt-4o-mini");
     r.input_tokens = i % 5000;
     r.output_tokens = 120;
     r.cost_microusd = 42;

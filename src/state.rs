@@ -14,7 +14,7 @@
 
 use crate::config::{Config, ConfigError};
 use crate::events::Bus;
-use crate::keys::KeyStore;
+use crate::keystore::KeyStore;
 use crate::ledger::{Ledger, LedgerError};
 use crate::pricing::PriceTable;
 use crate::router::Router;

@@ -38,7 +38,7 @@ fn keypair() -> Keys {
 }
 
 fn now_s() -> i64 {
-    llm_sidecar::usage::now_ms() / 1000
+    llm_sidecar::clock::now_ms() / 1000
 }
 
 fn sign(keys: &Keys, claims: &serde_json::Value) -> String {
@@ -51,7 +51,7 @@ fn sign(keys: &Keys, claims: &serde_json::Value) -> String {
 }
 
 fn claims(tier: &str, exp: i64) -> serde_json::Value {
-    let b = llm_sidecar::policy::Bounds::calendar_month(llm_sidecar::usage::now_ms());
+    let b = llm_sidecar::policy::Bounds::calendar_month(llm_sidecar::clock::now_ms());
     json!({"sub": "user-42", "tier": tier, "period_start": b.start_ms / 1000, "period_end": b.end_ms / 1000, "exp": exp})
 }
 
@@ -155,7 +155,7 @@ async fn offline_the_token_holds_until_exp_then_the_default_tier() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", dead.local_addr().unwrap());
     drop(dead);
-    let now_ms = llm_sidecar::usage::now_ms();
+    let now_ms = llm_sidecar::clock::now_ms();
     let mut d = Daemon::prepare(
         &config(&mock, &keys, Some(&url)),
         &[("MOCK_KEY", KEY), ("LLM_SIDECAR_FAKE_NOW", &now_ms.to_string())],
@@ -193,7 +193,7 @@ struct Backend {
 async fn entitlement(AxState(b): AxState<Backend>, headers: HeaderMap) -> Json<serde_json::Value> {
     let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     b.seen_auth.lock().unwrap().push(auth);
-    let start = llm_sidecar::policy::Bounds::calendar_month(llm_sidecar::usage::now_ms()).start_ms / 1000;
+    let start = llm_sidecar::policy::Bounds::calendar_month(llm_sidecar::clock::now_ms()).start_ms / 1000;
     let token = b.token.lock().unwrap().clone();
     Json(
         json!({"token": token, "usage": {"tokens": 1000, "requests": b.requests, "cost_microusd": 0, "period_start": start}}),
@@ -272,7 +272,7 @@ async fn cli_account_login_and_quota() {
     assert!(!out.contains(&token));
     let out = run(&["quota"]);
     let end = llm_sidecar::policy::Bounds::rfc3339(
-        llm_sidecar::policy::Bounds::calendar_month(llm_sidecar::usage::now_ms()).end_ms,
+        llm_sidecar::policy::Bounds::calendar_month(llm_sidecar::clock::now_ms()).end_ms,
     );
     assert!(out.contains("tier      paid"), "{out}");
     assert!(out.contains(&end), "{out}");

@@ -76,7 +76,7 @@ fn month_end(ms: i64) -> String {
 }
 
 fn now_ms() -> i64 {
-    llm_sidecar::usage::now_ms()
+    llm_sidecar::clock::now_ms()
 }
 
 /// Asserts a `quota_exceeded` error with exactly these numbers in the current month.

@@ -90,7 +90,7 @@ async fn record_validates_and_is_idempotent_by_id() {
     assert!(missing.contains("model"), "{missing}");
     assert_eq!(all_records(&c).await.len(), 2, "nothing invalid was stored");
     // A backdated record gets an id from its own time, so time filters find it.
-    let ts = llm_sidecar::usage::now_ms() - 3 * 86_400_000;
+    let ts = llm_sidecar::clock::now_ms() - 3 * 86_400_000;
     rec(&c, &[("ts", ts.into())]).await.unwrap();
     let window = c.call("usage.records", params(&[("from", (ts - 1).into()), ("to", (ts + 1).into())])).await.unwrap();
     assert_eq!(field(&window, "records").as_array().unwrap().len(), 1);

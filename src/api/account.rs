@@ -8,7 +8,12 @@ use crate::rpc::{Encoded, ErrorCode, RpcError};
 use serde::{Deserialize, Serialize};
 use std::sync::LazyLock;
 
-static HTTP: LazyLock<reqwest::Client> = LazyLock::new(reqwest::Client::new);
+/// One client for the account methods, built on first use (`policy::account::client`).
+static HTTP: LazyLock<Result<reqwest::Client, String>> = LazyLock::new(|| acct::client().map_err(|e| e.to_string()));
+
+fn http() -> Result<&'static reqwest::Client, RpcError> {
+    HTTP.as_ref().map_err(|e| RpcError::internal(e.clone()))
+}
 
 pub(super) fn methods() -> Vec<Method> {
     let m = |name, params, result, summary, handler| Method { name, params, result, summary, kind: "request", handler };
@@ -138,7 +143,7 @@ async fn status(c: Call) -> Result<Encoded, RpcError> {
 }
 
 async fn refresh(c: Call) -> Result<Encoded, RpcError> {
-    acct::refresh(&c.state.policy, &c.state.vault, &HTTP).await.map_err(error)?;
+    acct::refresh(&c.state.policy, &c.state.vault, http()?).await.map_err(error)?;
     c.state.sync.credentials_changed();
     ok(&current(&c))
 }
@@ -156,11 +161,12 @@ struct Url {
 
 async fn checkout(mut c: Call) -> Result<Encoded, RpcError> {
     let p: CheckoutParams = c.params()?;
-    let url = acct::link(&c.state.policy, &c.state.vault, &HTTP, "checkout", p.tier.as_deref()).await.map_err(error)?;
+    let url =
+        acct::link(&c.state.policy, &c.state.vault, http()?, "checkout", p.tier.as_deref()).await.map_err(error)?;
     ok(&Url { url })
 }
 
 async fn portal(c: Call) -> Result<Encoded, RpcError> {
-    let url = acct::link(&c.state.policy, &c.state.vault, &HTTP, "portal", None).await.map_err(error)?;
+    let url = acct::link(&c.state.policy, &c.state.vault, http()?, "portal", None).await.map_err(error)?;
     ok(&Url { url })
 }

@@ -16,7 +16,7 @@ use crate::pricing::cost_microusd;
 use crate::providers::{ChatMessage, ChatRequest};
 use crate::router::{Attempt, ChatCall, ChatFailure, ChatOutcome};
 use crate::rpc::{Encoded, ErrorCode, RpcError};
-use crate::usage::{CallStatus, KeySource, TokenUsage, UsageRecord};
+use crate::usage_record::{CallStatus, KeySource, TokenUsage, UsageRecord};
 use rmpv::Value;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -215,8 +215,8 @@ async fn chat(mut c: Call) -> Result<Encoded, RpcError> {
     let _registered = Registered::new(c.conn.id, c.msgid, c.cancel.clone());
     let state = c.state.clone();
     // A tier without BYOK uses no vault keys (platform and local keys only).
-    let keys: &dyn crate::keys::KeyStore =
-        if admitted.byok_allowed { state.keys.as_ref() } else { &crate::keys::NoKeys };
+    let keys: &dyn crate::keystore::KeyStore =
+        if admitted.byok_allowed { state.keys.as_ref() } else { &crate::keystore::NoKeys };
     let outcome = if stream {
         let (tx, mut rx) = mpsc::channel::<String>(CHUNK_BUFFER);
         let run = router.chat(&call, keys, Some(&tx), &c.cancel);

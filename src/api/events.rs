@@ -1,7 +1,12 @@
-//! `events.subscribe` / `events.unsubscribe`: choose which daemon events this connection gets.
+//! `events.subscribe` / `events.unsubscribe`: choose which daemon events this connection gets,
+//! and the forwarder that sends them.
+//!
+//! This is where an [`Event`] becomes MessagePack: the notification `event` carries one map
+//! `{kind, <fields in the emitter's order>}` (see [`encode`]); `events.lagged {missed}` tells a
+//! slow reader how many it lost.
 
 use super::{ok, Call, ConnCtx, Method};
-use crate::events::{KINDS, LAGGED};
+use crate::events::{Event, Field, KINDS, LAGGED};
 use crate::rpc::{Encoded, RpcError};
 use rmpv::Value;
 use serde::{Deserialize, Serialize};
@@ -94,8 +99,24 @@ async fn unsubscribe(mut c: Call) -> Result<Encoded, RpcError> {
     ok(&KindsResult { kinds: current(&c.conn) })
 }
 
+/// The notification body of `e`: a map whose first entry is `kind`, then the fields in order.
+fn encode(e: &Event) -> Value {
+    let field = |f: &Field| match f {
+        Field::Nil => Value::Nil,
+        Field::Bool(b) => Value::from(*b),
+        Field::Int(i) => Value::from(*i),
+        Field::Uint(u) => Value::from(*u),
+        Field::Float(x) => Value::from(*x),
+        Field::Str(s) => Value::from(s.as_str()),
+    };
+    let mut entries = Vec::with_capacity(e.fields.len() + 1);
+    entries.push((Value::from("kind"), Value::from(e.kind)));
+    entries.extend(e.fields.iter().map(|(name, f)| (Value::from(*name), field(f))));
+    Value::Map(entries)
+}
+
 /// Forwards subscribed events until the connection closes.
-async fn forward(mut rx: tokio::sync::broadcast::Receiver<Arc<crate::events::Event>>, conn: Arc<ConnCtx>) {
+async fn forward(mut rx: tokio::sync::broadcast::Receiver<Arc<Event>>, conn: Arc<ConnCtx>) {
     loop {
         let event = tokio::select! {
             _ = conn.closed.cancelled() => return,
@@ -106,7 +127,7 @@ async fn forward(mut rx: tokio::sync::broadcast::Receiver<Arc<crate::events::Eve
                 if !conn.events.lock().map(|s| s.contains(e.kind)).unwrap_or(false) {
                     continue;
                 }
-                e.body.clone()
+                encode(&e)
             }
             Err(RecvError::Lagged(_)) if conn.events.lock().map(|s| s.is_empty()).unwrap_or(true) => continue,
             Err(RecvError::Lagged(missed)) => Value::Map(vec![
@@ -118,5 +139,69 @@ async fn forward(mut rx: tokio::sync::broadcast::Receiver<Arc<crate::events::Eve
         if !conn.notify("event", vec![body]).await {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::events::Bus;
+    use crate::rpc::message::encode_value;
+
+    #[derive(Serialize, Clone, Copy)]
+    #[serde(rename_all = "snake_case")]
+    enum Reason {
+        Idle,
+    }
+
+    /// Every field type an emitter uses: `Option<&str>`, `&'static str`, `u64`/`u32`/`u16`,
+    /// `i64`, `f64`, a unit enum variant.
+    #[derive(Serialize)]
+    struct Fields<'a> {
+        from: Option<&'a str>,
+        to: Option<&'a str>,
+        source: &'static str,
+        retry_after_ms: u64,
+        limit: u32,
+        status: Option<u16>,
+        used: i64,
+        fraction: f64,
+        reason: Reason,
+    }
+
+    /// The bytes the daemon sent before events were typed: the fields struct with `kind` first,
+    /// encoded with field names.
+    #[derive(Serialize)]
+    struct Before<'a> {
+        kind: &'static str,
+        #[serde(flatten)]
+        fields: &'a Fields<'a>,
+    }
+
+    #[test]
+    fn encoding_is_the_map_the_emitter_described() {
+        let fields = Fields {
+            from: None,
+            to: Some("pro"),
+            source: "entitlement",
+            retry_after_ms: 1500,
+            limit: 60,
+            status: Some(401),
+            used: -2,
+            fraction: 0.8,
+            reason: Reason::Idle,
+        };
+        let bus = Bus::default();
+        let mut rx = bus.subscribe();
+        bus.emit("tier.changed", &fields);
+        let sent = encode_value(&encode(&rx.try_recv().unwrap()));
+        let before = encode_value(&crate::rpc::to_value(&Before { kind: "tier.changed", fields: &fields }).unwrap());
+        assert_eq!(sent, before);
+        #[derive(Serialize)]
+        struct NoFields {}
+        bus.emit("vault.unlocked", &NoFields {});
+        let sent = encode_value(&encode(&rx.try_recv().unwrap()));
+        assert_eq!(sent, encode_value(&Value::Map(vec![(Value::from("kind"), Value::from("vault.unlocked"))])));
     }
 }

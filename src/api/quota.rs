@@ -8,7 +8,7 @@ use crate::pricing::cost_microusd;
 use crate::router::{ChatCall, Router, Target};
 use crate::rpc::{Encoded, ErrorCode, RpcError};
 use crate::state::State;
-use crate::usage::{KeySource, TokenUsage};
+use crate::usage_record::{KeySource, TokenUsage};
 use rmpv::Value;
 use serde::{Deserialize, Serialize};
 
@@ -128,7 +128,7 @@ pub(super) fn admit(state: &State, router: &Router, app: &str, call: &mut ChatCa
     let Some(targets) = router.resolve(&call.route) else {
         return Ok(crate::policy::Policy::pass_through()); // the router reports it
     };
-    let input = u64::try_from(call.request.prompt_chars().div_ceil(4)).unwrap_or(u64::MAX);
+    let input = crate::providers::estimate_tokens(call.request.prompt_chars());
     let output = u64::from(call.request.max_tokens.unwrap_or(state.policy.rules().settings.default_max_tokens));
     let byok = |p: &str| has_byok(state, p);
     let req = AdmitRequest {

@@ -5,9 +5,10 @@
 //! `ledger::validate` for range.
 
 use super::{ok, Call, Method};
+use crate::clock::now_ms;
 use crate::ledger::{Dim, LedgerError, Period, RecordQuery};
 use crate::rpc::{Encoded, RpcError};
-use crate::usage::{now_ms, CallStatus, KeySource, UsageRecord};
+use crate::usage_record::{CallStatus, KeySource, UsageRecord};
 use rmpv::Value;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -162,11 +163,7 @@ fn build_record(p: RecordParams, conn_app: String) -> Result<UsageRecord, RpcErr
     };
     let id = match &p.id {
         Some(s) => Uuid::parse_str(s).map_err(|_| RpcError::invalid_params("`id` must be a UUID string"))?,
-        None if p.ts.is_some() => {
-            let secs = u64::try_from(ts.div_euclid(1000)).unwrap_or(0);
-            let nanos = u32::try_from(ts.rem_euclid(1000) * 1_000_000).unwrap_or(0);
-            Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, secs, nanos))
-        }
+        None if p.ts.is_some() => crate::usage_record::id_from_ms(ts),
         None => Uuid::now_v7(),
     };
     let cost_microusd = match (p.cost_microusd, p.cost_usd) {

@@ -7,7 +7,7 @@
 use super::Cli;
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use llm_sidecar::service::{self, ServiceFile};
+use llm_sidecar::service_units::{self as service, ServiceFile};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

@@ -40,7 +40,7 @@ fn ago(at_ms: Option<i64>) -> String {
     match at_ms {
         None => "never".into(),
         Some(at) => {
-            let secs = (llm_sidecar::usage::now_ms() - at).max(0) / 1000;
+            let secs = (llm_sidecar::clock::now_ms() - at).max(0) / 1000;
             format!("{} ago", human(secs))
         }
     }
@@ -92,7 +92,7 @@ pub async fn run(cli: &Cli, command: &SyncCommand) -> Result<ExitCode> {
                 outln!("  last success  {}", ago(int(&s, "last_success_at_ms")));
                 outln!("  last error    {}", describe_error(field(&s, "last_error").unwrap_or(&Value::Nil)));
                 if let Some(next) = int(&s, "next_attempt_at_ms") {
-                    let secs = (next - llm_sidecar::usage::now_ms()).max(0) / 1000;
+                    let secs = (next - llm_sidecar::clock::now_ms()).max(0) / 1000;
                     outln!("  next attempt  in {}", human(secs));
                 }
                 outln!(

@@ -15,8 +15,8 @@
 //! without scanning.
 
 use super::counters::{self, Counter};
-use super::keys::{Dim, Period};
 use super::outbox::Queued;
+use super::periods::{Dim, Period};
 use super::rows;
 use super::{Counts, LedgerError};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -29,7 +29,7 @@ pub const MAX_JOBS_PER_ROUND: usize = 4096;
 
 /// A validated record ready to store, with the counter groups it counts in.
 pub struct Prepared {
-    pub record: crate::usage::UsageRecord,
+    pub record: crate::usage_record::UsageRecord,
     pub periods: [(Period, String); 2],
     pub groups: Vec<(Dim, String)>,
     pub delta: Counter,
@@ -450,7 +450,7 @@ impl Committer {
     /// Makes every referring outbox entry carry its record inline. A reference whose record is
     /// gone (which only damage can cause) is dropped, with a log line.
     fn inline_outbox(&self, effects: &mut RoundEffects) -> Result<(), LedgerError> {
-        let refs: Vec<(i64, Option<crate::usage::UsageRecord>)> = {
+        let refs: Vec<(i64, Option<crate::usage_record::UsageRecord>)> = {
             let mut stmt = self
                 .conn
                 .prepare(&format!(

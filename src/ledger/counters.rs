@@ -5,8 +5,8 @@
 //! once (an upsert), however many records it holds. Rows live in the `counters` table (see
 //! `schema`), keyed by period (`day`/`month`), label (`YYYY-MM-DD`/`YYYY-MM`), dimension and value.
 
-use super::keys::{Dim, Period};
-use crate::usage::{CallStatus, UsageRecord};
+use super::periods::{Dim, Period};
+use crate::usage_record::{CallStatus, UsageRecord};
 use serde::Serialize;
 
 /// Totals for one group.

@@ -24,8 +24,8 @@
 
 mod committer;
 pub mod counters;
-pub mod keys;
 pub mod outbox;
+pub mod periods;
 mod rows;
 pub mod schema;
 pub mod summary;
@@ -33,12 +33,13 @@ pub mod validate;
 
 pub use committer::Cleared;
 pub use counters::Counter;
-pub use keys::{Dim, Period};
 pub use outbox::Queued;
+pub use periods::{Dim, Period};
 pub use summary::{BadPeriod, Group, Projection, Summary};
 pub use validate::{validate, InvalidRecord};
 
-use crate::usage::{now_ms, UsageRecord};
+use crate::clock::now_ms;
+use crate::usage_record::UsageRecord;
 pub use committer::Applied;
 use committer::{prefixed, seq_param, Commit, Committer, Job, Op, Prepared, Refusal, Visibility};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -321,8 +322,8 @@ impl Ledger {
         // Ids carry their creation time, which is within a day of `ts` (see validate), so the id
         // range is bounded with that slack (using the primary key) and `ts` is checked exactly.
         let slack = validate::MAX_ID_SKEW_MS;
-        let lo = q.from_ms.map(|f| rows::id_text(&Uuid::from_bytes(keys::id_bound(f - slack, 0))));
-        let hi = q.to_ms.map(|t| rows::id_text(&Uuid::from_bytes(keys::id_bound(t + slack, 0xff))));
+        let lo = q.from_ms.map(|f| rows::id_text(&Uuid::from_bytes(periods::id_bound(f - slack, 0))));
+        let hi = q.to_ms.map(|t| rows::id_text(&Uuid::from_bytes(periods::id_bound(t + slack, 0xff))));
         let after = q.after.map(|a| rows::id_text(&a));
         let (cmp, order) = if q.ascending { (">", "ASC") } else { ("<", "DESC") };
         let limit = q.limit.max(1);
@@ -400,10 +401,7 @@ impl Ledger {
                     let seq: i64 = row.get(0)?;
                     let id: String = row.get(1)?;
                     let inline: Option<String> = row.get(2)?;
-                    let stored = match row.get::<_, Option<String>>(3)? {
-                        Some(_) => Some(rows::from_row(row, 3)),
-                        None => None,
-                    };
+                    let stored = row.get::<_, Option<String>>(3)?.map(|_| rows::from_row(row, 3));
                     Ok((seq, id, inline, stored))
                 })
                 .map_err(LedgerError::storage)?;

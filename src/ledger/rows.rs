@@ -8,7 +8,7 @@
 //! are the record's JSON.
 
 use super::LedgerError;
-use crate::usage::{CallStatus, KeySource, UsageRecord};
+use crate::usage_record::{CallStatus, KeySource, UsageRecord};
 use rusqlite::{Row, ToSql};
 use uuid::Uuid;
 

@@ -200,10 +200,11 @@ fn migrate(conn: &Connection) -> Result<(), SchemaError> {
     }
     for (from, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(found).unwrap_or(0)) {
         let to = from + 1;
-        conn.execute_batch(&format!("BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {to}; COMMIT;")).map_err(|e| {
-            let _ = conn.execute_batch("ROLLBACK");
-            e
-        })?;
+        conn.execute_batch(&format!("BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {to}; COMMIT;")).inspect_err(
+            |_| {
+                let _ = conn.execute_batch("ROLLBACK");
+            },
+        )?;
         tracing::info!(from, to, "usage ledger schema migrated");
     }
     Ok(())

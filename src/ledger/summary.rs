@@ -1,7 +1,7 @@
 //! `usage.summary` arithmetic: counter rows grouped, totalled, and the current month projected
 //! to its end. Reads only the period counters (never scans records).
 
-use super::keys::{datetime, Dim, Period};
+use super::periods::{datetime, Dim, Period};
 use super::{Counter, CounterRow, Ledger, LedgerError};
 use time::{Date, Month};
 

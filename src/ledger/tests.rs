@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
-use crate::usage::{CallStatus, KeySource};
+use crate::usage_record::{CallStatus, KeySource};
 use std::sync::Arc;
 
 fn record(app: &str, provider: &str, model: &str, input: u64, output: u64, cost: i64) -> UsageRecord {

@@ -1,8 +1,8 @@
 //! What a usage record must satisfy before the ledger accepts it (chat records, `usage.record`
 //! and imports alike): sane ranges, so one bad record cannot poison the counters or a bill.
 
-use super::keys::id_ms;
-use crate::usage::UsageRecord;
+use super::periods::id_ms;
+use crate::usage_record::UsageRecord;
 
 /// Largest token count accepted in any one field of one record.
 pub const MAX_TOKENS: u64 = 1_000_000_000;
@@ -78,7 +78,7 @@ pub fn validate(r: &UsageRecord, now_ms: i64) -> Result<(), InvalidRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::usage::now_ms;
+    use crate::clock::now_ms;
 
     #[test]
     fn accepts_a_normal_record_and_names_the_bad_field() {

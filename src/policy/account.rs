@@ -4,16 +4,28 @@
 //! Backend contract (docs/policy.md): `GET {url}/entitlement` with `Authorization: Bearer
 //! <token>` → `{token?, usage?: {tokens, requests, cost_microusd, period_start}}` (period_start in
 //! Unix seconds); `POST {url}/checkout` `{tier?}` and `POST {url}/portal` `{}` → `{url}`.
-//! Offline, the last verified token holds until its `exp`.
+//! Offline, the last verified token holds until its `exp`. The backend is reached only through
+//! [`client`], which follows no redirect (the token must not travel to another host).
 
 use super::{BackendUsage, Entitlement, EntitlementError, Policy};
-use crate::keys::KeyStore;
+use crate::keystore::KeyStore;
 use crate::vault::Vault;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// Longest wait for a connection to the account backend (each request also has a 15 s limit).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The HTTP client for the account backend: [`crate::providers::transport::builder`] (rustls,
+/// our user agent, no redirects, so the token never reaches another host).
+pub fn client() -> Result<reqwest::Client, AccountError> {
+    crate::providers::transport::builder(CONNECT_TIMEOUT)
+        .build()
+        .map_err(|e| AccountError::Backend(format!("cannot build the HTTP client: {}", e.without_url())))
+}
 
 /// The vault "provider" under which the entitlement token is stored.
 pub const VAULT_PROVIDER: &str = "llm-sidecar-account";
@@ -174,14 +186,14 @@ async fn send_json<T: serde::de::DeserializeOwned>(req: reqwest::RequestBuilder)
 /// Background task: loads the stored token, then every `account.poll_secs` re-checks expiry
 /// (emitting `tier.changed` on fallback) and refreshes from the backend if one is configured.
 pub async fn run(policy: Arc<Policy>, vault: Arc<Vault>, stop: CancellationToken) {
-    let http = reqwest::Client::new();
+    let http = client().inspect_err(|e| tracing::error!("account refresh disabled: {e}")).ok();
     loop {
         if policy.entitlement().is_none() {
             load(&policy, &vault); // at start, and after a passphrase vault was unlocked
         }
         policy.tier();
-        if policy.rules().account.url.is_some() && stored(&vault).is_some() {
-            if let Err(e) = refresh(&policy, &vault, &http).await {
+        if let Some(http) = http.as_ref().filter(|_| policy.rules().account.url.is_some() && stored(&vault).is_some()) {
+            if let Err(e) = refresh(&policy, &vault, http).await {
                 tracing::info!("entitlement refresh failed (the current token holds until it expires): {e}");
             }
         }

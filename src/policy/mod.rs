@@ -378,12 +378,12 @@ impl Policy {
     /// tokens of the records, in order, beyond the tier's token limit. A call can have more than
     /// one record (billed failed attempts before its answer), so each one counts the ones before
     /// it. Call before they are committed.
-    pub fn charge_overage(&self, a: &Admitted, records: &mut [crate::usage::UsageRecord]) {
+    pub fn charge_overage(&self, a: &Admitted, records: &mut [crate::usage_record::UsageRecord]) {
         let (Some(price), Some(limit), Some(bounds)) = (a.overage_per_1k_microusd, a.tokens_limit, a.bounds) else {
             return;
         };
         let mut used = self.used(&bounds, a.count_byok).tokens;
-        for r in records.iter_mut().filter(|r| a.count_byok || r.key_source != crate::usage::KeySource::Byok) {
+        for r in records.iter_mut().filter(|r| a.count_byok || r.key_source != crate::usage_record::KeySource::Byok) {
             let tokens = r.total_tokens();
             let over = used.saturating_add(tokens).saturating_sub(limit).min(tokens);
             r.overage_microusd =
@@ -501,12 +501,11 @@ impl Policy {
 
     /// Stamps a record with the policy clock's time (only differs from the system clock when a
     /// fake clock is set in a debug build).
-    pub fn stamp(&self, r: &mut crate::usage::UsageRecord) {
+    pub fn stamp(&self, r: &mut crate::usage_record::UsageRecord) {
         if self.clock.is_fake() {
             let ms = self.clock.now_ms().max(0);
             r.ts = ms;
-            let ts = uuid::Timestamp::from_unix(uuid::NoContext, (ms / 1000) as u64, ((ms % 1000) * 1_000_000) as u32);
-            r.id = uuid::Uuid::new_v7(ts);
+            r.id = crate::usage_record::id_from_ms(ms);
         }
     }
 }

@@ -24,13 +24,13 @@ impl Clock {
         #[cfg(debug_assertions)]
         if let Some(start) = std::env::var("LLM_SIDECAR_FAKE_NOW").ok().and_then(|v| parse_time(&v)) {
             tracing::warn!(fake_now_ms = start, "using a fake clock (LLM_SIDECAR_FAKE_NOW, debug build)");
-            return Clock { offset_ms: Some(start - crate::usage::now_ms()) };
+            return Clock { offset_ms: Some(start - crate::clock::now_ms()) };
         }
         Clock::system()
     }
 
     pub fn now_ms(&self) -> i64 {
-        crate::usage::now_ms() + self.offset_ms.unwrap_or(0)
+        crate::clock::now_ms() + self.offset_ms.unwrap_or(0)
     }
 
     pub fn is_fake(&self) -> bool {

@@ -12,7 +12,7 @@
 //!   spurious refusal), never zero times.
 
 use crate::ledger::{Dim, Ledger, LedgerError, Period, RecordQuery};
-use crate::usage::KeySource;
+use crate::usage_record::KeySource;
 use serde::Serialize;
 use std::sync::{Arc, Mutex};
 

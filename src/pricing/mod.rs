@@ -16,7 +16,7 @@
 
 mod builtin;
 
-use crate::usage::TokenUsage;
+use crate::usage_record::TokenUsage;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

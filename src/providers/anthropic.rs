@@ -12,7 +12,7 @@ use super::{
     json_post, parse_json, set_secret_header, u64_at, ChatRequest, Completion, Frame, Provider, ProviderError,
     ProviderSpec, StreamDecoder, StreamSummary,
 };
-use crate::usage::TokenUsage;
+use crate::usage_record::TokenUsage;
 use reqwest::header::{HeaderName, HeaderValue};
 use secrecy::SecretString;
 use serde_json::{json, Value};

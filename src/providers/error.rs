@@ -185,20 +185,21 @@ pub fn classify_http(status: u16, headers: &HeaderMap, body: &[u8]) -> ProviderE
     ProviderError::Http { status, message: truncate(message), code, retry_after }
 }
 
+/// No cap on a provider's retry hint here: the router compares it with
+/// `router.max_retry_after_ms` and moves on to the next target when it is longer, so capping it
+/// would hide that. (Values too large for a `Duration` become `Duration::MAX`.)
+const RETRY_HINT_CAP: Duration = Duration::MAX;
+
 /// `retry-after-ms` (OpenAI, Anthropic) wins over `Retry-After` (seconds or an HTTP date).
 pub fn retry_after_headers(headers: &HeaderMap) -> Option<Duration> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
-        if ms.is_finite() && ms >= 0.0 {
-            return Some(Duration::from_secs_f64(ms / 1000.0));
-        }
+    if let Some(d) = text("retry-after-ms")
+        .and_then(|v| v.parse::<f64>().ok())
+        .and_then(|ms| crate::retry::seconds(ms / 1000.0, RETRY_HINT_CAP))
+    {
+        return Some(d);
     }
-    let value = text("retry-after")?;
-    if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
-    }
-    let when = httpdate::parse_http_date(value).ok()?;
-    Some(when.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    crate::retry::parse_retry_after(text("retry-after")?, SystemTime::now(), RETRY_HINT_CAP)
 }
 
 /// Google's `details[] {@type: ...RetryInfo, retryDelay: "34.4s"}`.
@@ -210,7 +211,7 @@ fn google_retry_delay(err: &serde_json::Value) -> Option<Duration> {
             return None;
         }
         let secs = d.get("retryDelay")?.as_str()?.strip_suffix('s')?.parse::<f64>().ok()?;
-        (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+        crate::retry::seconds(secs, RETRY_HINT_CAP)
     })
 }
 
@@ -251,6 +252,15 @@ mod tests {
         assert!(d > Duration::from_secs(27) && d <= Duration::from_secs(30), "{d:?}");
         h.insert("retry-after", HeaderValue::from_static("soon"));
         assert_eq!(retry_after_headers(&h), None);
+        // A bad retry-after-ms falls back to Retry-After; absurd values do not panic.
+        h.insert("retry-after", HeaderValue::from_static("3"));
+        h.insert("retry-after-ms", HeaderValue::from_static("-5"));
+        assert_eq!(retry_after_headers(&h), Some(Duration::from_secs(3)));
+        h.insert("retry-after-ms", HeaderValue::from_static("1e300"));
+        assert_eq!(retry_after_headers(&h), Some(Duration::MAX));
+        h.remove("retry-after-ms");
+        h.insert("retry-after", HeaderValue::from_static("1e300"));
+        assert_eq!(retry_after_headers(&h), Some(Duration::MAX));
     }
 
     #[test]

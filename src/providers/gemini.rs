@@ -13,7 +13,7 @@ use super::{
     ProviderError, ProviderSpec, StreamDecoder, StreamSummary,
 };
 use crate::providers::error::retryable_status;
-use crate::usage::TokenUsage;
+use crate::usage_record::TokenUsage;
 use secrecy::SecretString;
 use serde_json::{json, Value};
 

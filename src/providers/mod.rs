@@ -12,8 +12,8 @@
 //! - usage is taken exactly as the provider reports it (see each adapter for its traps); a
 //!   [`TokenUsage`] has `input` = every prompt token billed (cached ones included), `cached` = the
 //!   part read from cache, `output` = every generated token (reasoning included);
-//! - when the provider reports nothing, [`estimate_usage`] gives a deterministic estimate and sets
-//!   `estimated`;
+//! - when the provider reports nothing, [`estimate_usage`] gives a deterministic estimate
+//!   ([`estimate_tokens`]: a token per four characters) and sets `estimated`;
 //! - secrets only enter the request's headers (marked sensitive) and are never formatted into an
 //!   error, a URL or a log line.
 
@@ -30,7 +30,7 @@ pub use error::ProviderError;
 pub use presets::{AdapterKind, ProviderConfig, ProviderSpec, ProvidersConfig};
 pub use sse::{Frame, Framer};
 
-use crate::usage::TokenUsage;
+use crate::usage_record::TokenUsage;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
@@ -146,13 +146,19 @@ pub fn adapter(kind: AdapterKind) -> &'static dyn Provider {
     }
 }
 
-/// Deterministic usage estimate when a provider reports none: `ceil(chars / 4)` of the prompt
+/// The daemon's token estimate for `chars` characters of text: `ceil(chars / 4)`. The one rule
+/// behind both [`estimate_usage`] (billing when a provider reports nothing) and the quota's
+/// worst case for a prompt (`api::quota`), so admission and billing estimate alike.
+pub fn estimate_tokens(chars: usize) -> u64 {
+    u64::try_from(chars.div_ceil(4)).unwrap_or(u64::MAX)
+}
+
+/// Deterministic usage estimate when a provider reports none: [`estimate_tokens`] of the prompt
 /// text (system + message contents) for input and of the text received so far for output.
 pub fn estimate_usage(req: &ChatRequest, output_text: &str) -> TokenUsage {
-    let est = |chars: usize| u64::try_from(chars.div_ceil(4)).unwrap_or(u64::MAX);
     TokenUsage {
-        input: est(req.prompt_chars()),
-        output: est(output_text.chars().count()),
+        input: estimate_tokens(req.prompt_chars()),
+        output: estimate_tokens(output_text.chars().count()),
         estimated: true,
         ..TokenUsage::default()
     }
@@ -218,6 +224,24 @@ pub(crate) fn u64_at(v: &serde_json::Value, path: &[&str]) -> Option<u64> {
 /// Parses JSON text of one frame or body.
 pub(crate) fn parse_json(text: &[u8]) -> Result<serde_json::Value, ProviderError> {
     serde_json::from_slice(text).map_err(|e| ProviderError::Malformed(format!("invalid JSON from provider: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimates_a_token_per_four_characters_rounded_up() {
+        assert_eq!([0, 1, 4, 5, 8, 9].map(estimate_tokens), [0, 1, 1, 2, 2, 3]);
+        let req = ChatRequest {
+            system: Some("abcd".into()),
+            messages: vec![ChatMessage { role: "user".into(), content: "héllo".into() }],
+            ..ChatRequest::default()
+        };
+        // 4 + 5 characters (not bytes) of prompt, 3 of output.
+        let u = estimate_usage(&req, "abc");
+        assert_eq!((u.input, u.output, u.estimated), (3, 1, true));
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use super::{
     json_post, parse_json, role_content_messages, set_secret_header, u64_at, ChatRequest, Completion, Frame, Framing,
     Provider, ProviderError, ProviderSpec, StreamDecoder, StreamSummary,
 };
-use crate::usage::TokenUsage;
+use crate::usage_record::TokenUsage;
 use secrecy::SecretString;
 use serde_json::{json, Value};
 

@@ -1,4 +1,10 @@
 //! HTTP exchange with a provider: one pooled `reqwest` client (rustls), and the three timeouts.
+//! Also [`builder`], where every HTTP client of the daemon starts (providers, `keys.test`, the
+//! sync worker, the account backend).
+//!
+//! Invariant: no client follows redirects. Every request carries a key or token in a header, and
+//! a redirect would hand it to whatever host the `Location` names (reqwest strips only
+//! `Authorization` and cookies, not `x-api-key`, `x-goog-api-key` or configured headers).
 //!
 //! - connect: set on the client;
 //! - first byte: from sending the request until the response head arrives;
@@ -16,14 +22,26 @@ pub const MAX_BODY: usize = 32 * 1024 * 1024;
 /// Largest error body kept for classification.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
-/// Builds the shared client.
-pub fn client(connect_timeout: Duration, pool_idle: Duration) -> Result<reqwest::Client, ProviderError> {
+/// The `User-Agent` of every request the daemon makes.
+pub const USER_AGENT: &str = concat!("llm-sidecar/", env!("CARGO_PKG_VERSION"));
+
+/// The choices every HTTP client of the daemon shares: rustls, [`USER_AGENT`], a connect timeout
+/// and redirects never followed (the module's invariant). Callers add their own overall timeout
+/// and pool settings, never a redirect policy.
+pub fn builder(connect_timeout: Duration) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
+        .use_rustls_tls()
         .connect_timeout(connect_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(USER_AGENT)
+}
+
+/// Builds the shared provider client: [`builder`] plus a large idle pool.
+pub fn client(connect_timeout: Duration, pool_idle: Duration) -> Result<reqwest::Client, ProviderError> {
+    builder(connect_timeout)
         .pool_idle_timeout(pool_idle)
         .pool_max_idle_per_host(256)
         .tcp_nodelay(true)
-        .user_agent(concat!("llm-sidecar/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| ProviderError::Request(format!("cannot build the HTTP client: {e}")))
 }
@@ -79,5 +97,55 @@ impl Body {
             out.extend_from_slice(&chunk);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that answers every request with a cross-host redirect; returns the requests it got.
+    async fn redirecting_server() -> (std::net::SocketAddr, tokio::task::JoinHandle<Vec<String>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let mut requests = Vec::new();
+            while let Ok(Ok((mut s, _))) = tokio::time::timeout(Duration::from_millis(500), listener.accept()).await {
+                let mut buf = vec![0u8; 8192];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                requests.push(String::from_utf8_lossy(&buf[..n]).to_lowercase());
+                // Another host name for this same server: a followed redirect would show here.
+                let reply = format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://localhost:{}/stolen\r\n\
+                     Content-Length: 0\r\nConnection: close\r\n\r\n",
+                    addr.port()
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+            }
+            requests
+        });
+        (addr, server)
+    }
+
+    #[tokio::test]
+    async fn builder_never_follows_redirects_and_names_itself() {
+        let (addr, server) = redirecting_server().await;
+        let client = builder(Duration::from_secs(5)).build().unwrap();
+        let r = client.post(format!("http://{addr}/v1/messages")).header("x-api-key", "sk-x").send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 307, "the redirect is answered, not followed");
+        let requests = server.await.unwrap();
+        assert_eq!(requests.len(), 1, "{requests:?}");
+        assert!(requests[0].contains(&format!("user-agent: {USER_AGENT}")), "{}", requests[0]);
+    }
+
+    #[tokio::test]
+    async fn provider_client_never_follows_redirects() {
+        let (addr, server) = redirecting_server().await;
+        let client = client(Duration::from_secs(5), Duration::from_secs(5)).unwrap();
+        let r = client.get(format!("http://{addr}/v1/models")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 307);
+        assert_eq!(server.await.unwrap().len(), 1);
     }
 }

@@ -13,11 +13,11 @@
 //! attempt: providers do not bill a request they refused (429, 5xx) or never reported on.
 
 use super::{KeyChoice, Router, RouterConfig, Target};
-use crate::keys::{KeyOutcome, KeyStore};
+use crate::keystore::{KeyOutcome, KeyStore};
 use crate::providers::{
     self, estimate_usage, transport, ChatRequest, Completion, Framer, ProviderError, ProviderSpec, StreamSummary,
 };
-use crate::usage::{KeySource, TokenUsage};
+use crate::usage_record::{KeySource, TokenUsage};
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use std::time::{Duration, Instant};

@@ -25,9 +25,9 @@ pub mod config;
 pub use call::{Attempt, BilledAttempt, ChatCall, ChatFailure, ChatOutcome};
 pub use config::{RouteConfig, RouterConfig, RoutesConfig};
 
-use crate::keys::{KeyError, KeyStore};
+use crate::keystore::{KeyError, KeyStore};
 use crate::providers::{presets, ProviderError, ProviderSpec, ProvidersConfig};
-use crate::usage::KeySource;
+use crate::usage_record::KeySource;
 use secrecy::SecretString;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -223,10 +223,15 @@ impl Router {
         out
     }
 
-    /// Full-jitter backoff before retry number `n` (0-based).
+    /// Full-jitter backoff before retry number `n` (0-based): [`crate::retry::full_jitter`] with
+    /// this router's base and cap.
     fn backoff(&self, n: u32) -> Duration {
-        let cap = self.settings.backoff_base_ms.saturating_mul(1u64 << n.min(20)).min(self.settings.backoff_max_ms);
-        Duration::from_millis(fastrand::u64(0..=cap))
+        let ms = Duration::from_millis;
+        crate::retry::full_jitter(
+            ms(self.settings.backoff_base_ms),
+            ms(self.settings.backoff_max_ms),
+            n.saturating_add(1),
+        )
     }
 }
 
@@ -258,7 +263,7 @@ fn plan(providers: &ProvidersConfig, routes: &RoutesConfig, settings: &RouterCon
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use crate::keys::{KeyOutcome, ResolvedKey};
+    use crate::keystore::{KeyOutcome, ResolvedKey};
 
     #[derive(Debug)]
     struct TwoKeys;
@@ -314,12 +319,12 @@ mod tests {
         let (keys, locked) = r.keys_for(&r.providers["custom"], &TwoKeys);
         assert_eq!(keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), ["k1", "k2"]);
         assert!(!locked);
-        let (keys, locked) = r.keys_for(&r.providers["ollama"], &crate::keys::NoKeys);
+        let (keys, locked) = r.keys_for(&r.providers["ollama"], &crate::keystore::NoKeys);
         assert_eq!((keys.len(), keys[0].source, locked), (1, KeySource::Local, false));
         let (keys, locked) = r.keys_for(&r.providers["locked"], &TwoKeys);
         assert!(locked);
         assert_eq!(keys[0].source, KeySource::Local, "keyless custom provider still usable");
-        let (keys, _) = r.keys_for(&r.providers["openai"], &crate::keys::NoKeys);
+        let (keys, _) = r.keys_for(&r.providers["openai"], &crate::keystore::NoKeys);
         assert!(keys.is_empty() || keys[0].id == "env:OPENAI_API_KEY");
     }
 

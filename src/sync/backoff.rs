@@ -1,9 +1,11 @@
-//! Retry timing: full-jitter exponential backoff and `Retry-After`.
+//! Retry timing of the sync worker: its backoff settings (computed by the shared
+//! [`crate::retry::full_jitter`]) and the cap on a backend's `Retry-After` (parsed by
+//! [`crate::retry::parse_retry_after`]).
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-/// Longest `Retry-After` honoured; a larger value is capped (a broken header must not stall
-/// sync for days).
+/// Longest `Retry-After` honoured from the usage backend; a larger value is capped (a broken
+/// header must not stall sync for days).
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// Full-jitter exponential backoff: the n-th retry waits a random time in
@@ -29,29 +31,13 @@ impl Backoff {
 
     /// The ceiling for retry number `attempt` (1-based).
     pub fn ceiling(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.saturating_sub(1).min(31)).unwrap_or(u32::MAX);
-        self.initial.saturating_mul(factor).min(self.max)
+        crate::retry::backoff_ceiling(self.initial, self.max, attempt)
     }
 
-    /// A random delay for retry number `attempt`.
+    /// A random delay for retry number `attempt` ([`crate::retry::full_jitter`]).
     pub fn delay(&self, attempt: u32) -> Duration {
-        let ceiling = self.ceiling(attempt);
-        let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-        Duration::from_millis(fastrand::u64(0..=ms))
+        crate::retry::full_jitter(self.initial, self.max, attempt)
     }
-}
-
-/// Parses a `Retry-After` value: delay seconds or an HTTP date. Capped at [`MAX_RETRY_AFTER`].
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    let d = match value.parse::<u64>() {
-        Ok(secs) => Duration::from_secs(secs),
-        Err(_) => {
-            let at = httpdate::parse_http_date(value).ok()?;
-            at.duration_since(now).unwrap_or(Duration::ZERO)
-        }
-    };
-    Some(d.min(MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
@@ -71,17 +57,5 @@ mod tests {
         }
         assert!(Backoff::new(Duration::ZERO, Duration::from_secs(1)).is_none());
         assert!(Backoff::new(Duration::from_secs(2), Duration::from_secs(1)).is_none());
-    }
-
-    #[test]
-    fn retry_after_seconds_and_dates() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
-        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(30)));
-        let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
-        assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("999999", now), Some(MAX_RETRY_AFTER));
-        assert_eq!(parse_retry_after("soon", now), None);
     }
 }

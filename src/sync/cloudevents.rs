@@ -1,6 +1,6 @@
 //! The wire format of design §7: a JSON array of CloudEvents 1.0, one per usage record.
 
-use crate::usage::UsageRecord;
+use crate::usage_record::UsageRecord;
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
@@ -41,7 +41,7 @@ pub fn source(device_id: Uuid) -> String {
 
 /// RFC 3339 UTC time with millisecond precision.
 pub fn rfc3339_ms(ts_ms: i64) -> String {
-    let t = crate::ledger::keys::datetime(ts_ms);
+    let t = crate::ledger::periods::datetime(ts_ms);
     let t = t.replace_nanosecond(t.nanosecond() / 1_000_000 * 1_000_000).unwrap_or(t);
     t.format(&Rfc3339).unwrap_or_default()
 }

@@ -52,7 +52,7 @@ impl SyncCredentials for FileToken {
 /// (e.g. `llm-sidecar-sync`, then the account's entitlement token), else `fallback` (env/file).
 #[derive(Debug)]
 pub struct KeyStoreToken {
-    pub keys: std::sync::Arc<dyn crate::keys::KeyStore>,
+    pub keys: std::sync::Arc<dyn crate::keystore::KeyStore>,
     pub providers: &'static [&'static str],
     pub fallback: std::sync::Arc<dyn SyncCredentials>,
 }

@@ -274,7 +274,7 @@ impl SyncHandle {
         let p = self.0.progress.lock().map(|p| p.clone()).unwrap_or_default();
         let counts = self.0.ledger.counts();
         let oldest = if counts.outbox > 0 { self.0.ledger.oldest_pending().ok().flatten() } else { None };
-        let now = crate::usage::now_ms();
+        let now = crate::clock::now_ms();
         SyncStatus {
             enabled: self.0.enabled,
             state: p.phase,

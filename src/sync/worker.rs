@@ -5,13 +5,13 @@
 //! batch by batch. Explicit state: `retry` holds the batch to resend (same id, same bytes) and
 //! when; `paused` holds the fingerprint of the token the backend refused.
 
-use super::backoff::{parse_retry_after, Backoff};
+use super::backoff::{Backoff, MAX_RETRY_AFTER};
 use super::cloudevents::{self, Batch};
 use super::credentials::{fingerprint, SyncCredentials};
 use super::{Command, LastError, NowReport, Phase, Progress, SyncConfig};
+use crate::clock::now_ms;
 use crate::events::Bus;
 use crate::ledger::{Ledger, Queued};
-use crate::usage::now_ms;
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -105,11 +105,9 @@ impl SyncWorker {
     ) -> SyncWorker {
         let url = cfg.url.as_deref().and_then(|u| reqwest::Url::parse(u).ok());
         let http = url.as_ref().and_then(|_| {
-            reqwest::Client::builder()
+            // No redirects (transport::builder): the bearer token must not reach another host.
+            crate::providers::transport::builder(Duration::from_secs(cfg.timeout_secs.min(10)))
                 .timeout(Duration::from_secs(cfg.timeout_secs))
-                .connect_timeout(Duration::from_secs(cfg.timeout_secs.min(10)))
-                .redirect(reqwest::redirect::Policy::none())
-                .user_agent(concat!("llm-sidecar/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .map_err(|e| tracing::error!("sync disabled: cannot build the HTTP client: {}", e.without_url()))
                 .ok()
@@ -390,7 +388,7 @@ impl SyncWorker {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+            .and_then(|v| crate::retry::parse_retry_after(v, SystemTime::now(), MAX_RETRY_AFTER));
         let body = resp.bytes().await.unwrap_or_default();
         if status.is_success() {
             return Response::Accepted;

@@ -27,9 +27,10 @@ mod store;
 
 pub use config::{VaultConfig, VaultMode};
 
+use crate::clock::now_ms;
 use crate::events::Bus;
-use crate::keys::{KeyError, KeyOutcome, KeyStore, ResolvedKey};
-use crate::usage::KeySource;
+use crate::keystore::{KeyError, KeyOutcome, KeyStore, ResolvedKey};
+use crate::usage_record::KeySource;
 use age::secrecy::{ExposeSecret, SecretString};
 use age::x25519;
 use identity::IdentityFile;
@@ -884,11 +885,6 @@ pub(crate) fn last4(secret: &SecretString) -> Option<String> {
 fn new_id() -> String {
     let hex = uuid::Uuid::new_v4().simple().to_string();
     format!("key_{}", &hex[..12])
-}
-
-fn now_ms() -> i64 {
-    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

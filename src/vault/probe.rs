@@ -136,8 +136,8 @@ pub async fn check(
     let net = |message: String| ProbeError::Network { provider: provider.into(), message };
     let headers = headers(auth, secret)
         .ok_or_else(|| net("the key contains characters that cannot be sent in a header".into()))?;
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
+    // transport::builder never follows redirects: the key header must not reach another host.
+    let client = crate::providers::transport::builder(TIMEOUT)
         .timeout(TIMEOUT)
         .build()
         .map_err(|e| net(chain(&e.without_url())))?;

@@ -89,7 +89,8 @@ fn keys_for_keeps_order_skips_invalid_and_report_persists() {
     v.report(&k1.id, KeyOutcome::Invalid);
     let ev = events.try_recv().unwrap();
     assert_eq!(ev.kind, "key.invalid");
-    assert!(ev.body.to_string().contains(&k1.id));
+    assert_eq!(ev.field("id"), Some(&crate::events::Field::Str(k1.id.clone())));
+    assert_eq!(ev.field("source"), Some(&crate::events::Field::Str("call".into())));
     let ids: Vec<String> = v.keys_for("openai").unwrap().into_iter().map(|k| k.id).collect();
     assert_eq!(ids, std::slice::from_ref(&k2.id));
     v.report(&k2.id, KeyOutcome::Ok);

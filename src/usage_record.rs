@@ -3,7 +3,8 @@
 //! (which counts them).
 //!
 //! Money is integer micro-dollars (`1 USD = 1_000_000`); token counts are unsigned. `id` is a
-//! UUIDv7 made here (never a provider's id), so records sort by time and serve as CloudEvent ids.
+//! UUIDv7 made here (never a provider's id; [`id_from_ms`] for a record stamped with another time
+//! than now), so records sort by time and serve as CloudEvent ids.
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -88,7 +89,7 @@ impl UsageRecord {
     pub fn new(app: impl Into<String>, provider: impl Into<String>, model: impl Into<String>) -> UsageRecord {
         UsageRecord {
             id: Uuid::now_v7(),
-            ts: now_ms(),
+            ts: crate::clock::now_ms(),
             app: app.into(),
             user: "local".into(),
             provider: provider.into(),
@@ -125,8 +126,28 @@ impl UsageRecord {
     }
 }
 
-/// Current Unix time in milliseconds.
-pub fn now_ms() -> i64 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+/// A fresh UUIDv7 for a record whose time is `ms` (Unix milliseconds) rather than now: an app's
+/// own `ts`, or the policy's fake clock. Ids stay time-ordered like [`Uuid::now_v7`]'s; a time
+/// before 1970 counts as 1970.
+pub fn id_from_ms(ms: i64) -> Uuid {
+    let ms = u64::try_from(ms).unwrap_or(0);
+    let nanos = u32::try_from(ms % 1000 * 1_000_000).unwrap_or(0);
+    Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, nanos))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_from_ms_carries_the_millisecond_and_sorts_by_it() {
+        let ms = 1_700_000_000_123;
+        let id = id_from_ms(ms);
+        assert_eq!(id.get_version_num(), 7);
+        let (secs, nanos) = id.get_timestamp().expect("v7 has a timestamp").to_unix();
+        assert_eq!((secs, nanos), (1_700_000_000, 123_000_000));
+        assert!(id_from_ms(ms + 1) > id);
+        assert!(id_from_ms(ms - 1) < id);
+        assert_eq!(id_from_ms(-5).get_timestamp().map(|t| t.to_unix()), Some((0, 0)));
+    }
 }

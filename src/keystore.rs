@@ -4,7 +4,7 @@
 //! order) for the duration of one request and reports back how each key fared. Secrets stay in
 //! [`SecretString`]; nothing here can print them.
 
-use crate::usage::KeySource;
+use crate::usage_record::KeySource;
 use secrecy::SecretString;
 
 /// A key handed out for one request.

@@ -110,7 +110,7 @@ mod tests {
     fn id_bounds_bracket_v7_ids() {
         let id = Uuid::now_v7();
         let ms = id_ms(&id);
-        assert!((ms - crate::usage::now_ms()).abs() < 5_000);
+        assert!((ms - crate::clock::now_ms()).abs() < 5_000);
         assert!(id_bound(ms, 0) <= *id.as_bytes());
         assert!(id_bound(ms, 0xff) >= *id.as_bytes());
         assert!(id_bound(ms + 1, 0) > *id.as_bytes());
