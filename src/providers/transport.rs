@@ -100,6 +100,20 @@ impl Body {
     }
 }
 
+/// An error and its sources on one line (`error sending request: connection refused`), for
+/// messages about a failed HTTP exchange. Callers strip URLs first (`reqwest::Error::without_url`)
+/// so no query string reaches a message.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

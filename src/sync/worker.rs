@@ -378,7 +378,7 @@ impl SyncWorker {
             Ok(r) => r,
             Err(e) => {
                 let kind = if e.is_timeout() { "timed out" } else { "request failed" };
-                let message = format!("{kind}: {}", error_chain(&e.without_url()));
+                let message = format!("{kind}: {}", crate::providers::transport::error_chain(&e.without_url()));
                 return Response::Retry { after: None, error: error(None, message) };
             }
         };
@@ -524,17 +524,6 @@ async fn sleep_until(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 fn body_snippet(body: &[u8]) -> String {

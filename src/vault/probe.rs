@@ -140,9 +140,14 @@ pub async fn check(
     let client = crate::providers::transport::builder(TIMEOUT)
         .timeout(TIMEOUT)
         .build()
-        .map_err(|e| net(chain(&e.without_url())))?;
+        .map_err(|e| net(crate::providers::transport::error_chain(&e.without_url())))?;
     let started = Instant::now();
-    let mut response = client.get(&url).headers(headers).send().await.map_err(|e| net(chain(&e.without_url())))?;
+    let mut response = client
+        .get(&url)
+        .headers(headers)
+        .send()
+        .await
+        .map_err(|e| net(crate::providers::transport::error_chain(&e.without_url())))?;
     let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     let status = response.status().as_u16();
     let valid = match status {
@@ -164,18 +169,6 @@ pub async fn check(
         _ => return Err(ProbeError::Status { provider: provider.into(), status }),
     };
     Ok(Checked { valid, http_status: status, latency_ms })
-}
-
-/// An error and its sources on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]
