@@ -164,7 +164,7 @@ impl Committer {
     }
 
     fn apply_in_savepoint(&mut self, job: Job, effects: &mut RoundEffects) -> Done {
-        if let Err(e) = self.conn.execute_batch("SAVEPOINT job") {
+        if let Err(e) = self.run_cached("SAVEPOINT job") {
             let e = storage(e);
             return match job {
                 Job::Commit(c) => done(c.reply, Err(e)),
@@ -209,14 +209,20 @@ impl Committer {
                 (done(reply, r), ok)
             }
         };
-        let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
-        if let Err(e) = self.conn.execute_batch(end) {
+        let end =
+            if ok { self.run_cached("RELEASE job") } else { self.conn.execute_batch("ROLLBACK TO job; RELEASE job") };
+        if let Err(e) = end {
             tracing::error!("ledger savepoint failed: {e}");
         }
         if ok {
             effects.merge(mine);
         }
         finish
+    }
+
+    /// Runs a statement without parsing it again each time (savepoints run once per job).
+    fn run_cached(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.execute([]).map(|_| ())
     }
 
     /// Writes the round's counters, commits under the visibility lock, runs the hooks, publishes
