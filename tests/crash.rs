@@ -10,9 +10,7 @@
 mod common;
 
 use common::collector::{Collector, Fault};
-use common::{field, params, wait_until, Daemon};
-use futures::stream::{FuturesUnordered, StreamExt};
-use llm_sidecar::rpc::{Client, ClientError};
+use common::{field, params, record_until_gone, wait_until, Book, Daemon};
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -20,46 +18,6 @@ use std::time::{Duration, Instant};
 
 const CLIENTS: usize = 4;
 const IN_FLIGHT: usize = 8;
-
-#[derive(Default)]
-struct Ledgerish {
-    attempted: HashSet<String>,
-    acked: HashSet<String>,
-    rpc_errors: Vec<String>,
-}
-
-async fn writer(client: Arc<Client>, book: Arc<Mutex<Ledgerish>>, app: String) {
-    let mut inflight = FuturesUnordered::new();
-    loop {
-        while inflight.len() < IN_FLIGHT {
-            let id = uuid::Uuid::now_v7().to_string();
-            book.lock().unwrap().attempted.insert(id.clone());
-            let client = client.clone();
-            let p = params(&[
-                ("id", id.as_str().into()),
-                ("app", app.as_str().into()),
-                ("provider", "openai".into()),
-                ("model", "gpt-4o-mini".into()),
-                ("input_tokens", 100.into()),
-                ("output_tokens", 10.into()),
-                ("cost_microusd", 3.into()),
-            ]);
-            inflight.push(async move { (id, client.call("usage.record", p).await) });
-        }
-        match inflight.next().await {
-            Some((id, Ok(v))) => {
-                let mut b = book.lock().unwrap();
-                if field(&v, "duplicate").as_bool() != Some(false) {
-                    b.rpc_errors.push(format!("{id} acknowledged as duplicate"));
-                }
-                b.acked.insert(id);
-            }
-            Some((id, Err(ClientError::Rpc(e)))) => book.lock().unwrap().rpc_errors.push(format!("{id}: {e}")),
-            // The daemon is gone.
-            Some((_, Err(_))) | None => return,
-        }
-    }
-}
 
 /// Bytes of the ledger file and its write-ahead log in data dir `p`.
 fn ledger_size(p: &Path) -> u64 {
@@ -80,7 +38,7 @@ async fn acknowledged_records_reach_the_collector_exactly_once_across_sigkills()
         col.url
     );
     let mut d = Daemon::prepare(&config, &[]);
-    let book = Arc::new(Mutex::new(Ledgerish::default()));
+    let book = Arc::new(Mutex::new(Book::default()));
     let started = Instant::now();
     let mut sizes = Vec::new();
     for cycle in 0..cycles {
@@ -92,7 +50,7 @@ async fn acknowledged_records_reach_the_collector_exactly_once_across_sigkills()
         let mut tasks = Vec::new();
         for n in 0..CLIENTS {
             let client = Arc::new(d.client().await);
-            tasks.push(tokio::spawn(writer(client, book.clone(), format!("app{n}"))));
+            tasks.push(tokio::spawn(record_until_gone(client, book.clone(), format!("app{n}"), IN_FLIGHT)));
         }
         tokio::time::sleep(Duration::from_millis(fastrand::u64(50..400))).await;
         let before = book.lock().unwrap().acked.len();
@@ -122,7 +80,7 @@ async fn acknowledged_records_reach_the_collector_exactly_once_across_sigkills()
     let b = std::mem::take(&mut *book.lock().unwrap());
     assert!(b.rpc_errors.is_empty(), "unexpected errors: {:?}", &b.rpc_errors[..b.rpc_errors.len().min(5)]);
     let delivered = col.ids();
-    let lost: Vec<&String> = b.acked.difference(&delivered).collect();
+    let lost: Vec<&String> = b.acked.iter().filter(|id| !delivered.contains(*id)).collect();
     assert!(
         lost.is_empty(),
         "{} acknowledged records never reached the collector, e.g. {:?}",

@@ -274,3 +274,56 @@ pub fn rpc_err(r: Result<rmpv::Value, llm_sidecar::rpc::ClientError>) -> llm_sid
         other => panic!("expected an RPC error, got {other:?}"),
     }
 }
+
+/// What a pipelining writer saw (crash and power-cut tests): ids noted before they are sent,
+/// and the acknowledged ones, in order.
+#[derive(Default)]
+pub struct Book {
+    pub attempted: std::collections::HashSet<String>,
+    pub acked: Vec<String>,
+    pub chats_acked: u64,
+    pub rpc_errors: Vec<String>,
+}
+
+/// Pipelines `usage.record` calls with fresh ids, `in_flight` at a time, until the daemon goes
+/// away; notes each id in `book` before it is sent and again when it is acknowledged.
+pub async fn record_until_gone(
+    client: std::sync::Arc<Client>,
+    book: std::sync::Arc<std::sync::Mutex<Book>>,
+    app: String,
+    in_flight: usize,
+) {
+    use futures::stream::{FuturesUnordered, StreamExt};
+    let mut inflight = FuturesUnordered::new();
+    loop {
+        while inflight.len() < in_flight {
+            let id = uuid::Uuid::now_v7().to_string();
+            book.lock().unwrap().attempted.insert(id.clone());
+            let client = client.clone();
+            let p = params(&[
+                ("id", id.as_str().into()),
+                ("app", app.as_str().into()),
+                ("provider", "openai".into()),
+                ("model", "gpt-4o-mini".into()),
+                ("input_tokens", 100.into()),
+                ("output_tokens", 10.into()),
+                ("cost_microusd", 3.into()),
+            ]);
+            inflight.push(async move { (id, client.call("usage.record", p).await) });
+        }
+        match inflight.next().await {
+            Some((id, Ok(v))) => {
+                let mut b = book.lock().unwrap();
+                if field(&v, "duplicate").as_bool() != Some(false) {
+                    b.rpc_errors.push(format!("{id} acknowledged as duplicate"));
+                }
+                b.acked.push(id);
+            }
+            Some((id, Err(llm_sidecar::rpc::ClientError::Rpc(e)))) => {
+                book.lock().unwrap().rpc_errors.push(format!("{id}: {e}"))
+            }
+            // The daemon is gone.
+            Some((_, Err(_))) | None => return,
+        }
+    }
+}
