@@ -61,10 +61,17 @@ impl Provider for OpenAi {
             return Err(stream_error(err));
         }
         let choice = v.get("choices").and_then(|c| c.get(0));
-        let content = choice
-            .and_then(|c| c.pointer("/message/content"))
-            .and_then(Value::as_str)
-            .ok_or_else(|| ProviderError::Malformed("no choices[0].message.content in the response".into()))?;
+        let message = choice
+            .and_then(|c| c.get("message"))
+            .filter(|m| m.is_object())
+            .ok_or_else(|| ProviderError::Malformed("no choices[0].message in the response".into()))?;
+        // `content: null` is a valid answer (a tool call, or a refusal with its text in
+        // `refusal`), not a malformed one that would be retried and fall back.
+        let content = match message.get("content") {
+            Some(Value::String(s)) => s.as_str(),
+            None | Some(Value::Null) => message.get("refusal").and_then(Value::as_str).unwrap_or_default(),
+            Some(_) => return Err(ProviderError::Malformed("choices[0].message.content is not a string".into())),
+        };
         Ok(Completion {
             content: content.to_string(),
             finish_reason: choice.and_then(|c| c.get("finish_reason")).and_then(Value::as_str).map(str::to_string),
@@ -226,6 +233,38 @@ mod tests {
             Some(ProviderError::Stream { status: Some(400), retryable: false, .. }) => {}
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn null_content_is_an_answer_not_malformed() {
+        let tool = br#"{"model":"gpt-4o","choices":[{"message":{"role":"assistant","content":null,
+            "tool_calls":[{"id":"call_1","type":"function","function":{"name":"f","arguments":"{}"}}]},
+            "finish_reason":"tool_calls"}],"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}}"#;
+        let c = OpenAi.parse_body(tool).unwrap();
+        assert_eq!((c.content.as_str(), c.finish_reason.as_deref()), ("", Some("tool_calls")));
+        assert_eq!(c.usage.map(|u| u.output), Some(3));
+        let refusal = br#"{"choices":[{"message":{"role":"assistant","content":null,"refusal":"I can't help with that."},"finish_reason":"stop"}]}"#;
+        assert_eq!(OpenAi.parse_body(refusal).unwrap().content, "I can't help with that.");
+        assert!(matches!(OpenAi.parse_body(br#"{"choices":[]}"#), Err(ProviderError::Malformed(_))));
+        assert!(matches!(
+            OpenAi.parse_body(br#"{"choices":[{"message":{"content":7}}]}"#),
+            Err(ProviderError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn recorded_image_and_json_schema_answers() {
+        let c = OpenAi.parse_body(&fixture("openai_chat_image_url.json")).unwrap();
+        assert!(c.content.starts_with("The image shows the Wikipedia logo"), "{}", c.content);
+        assert_eq!(c.usage, Some(usage(269, 23, 0, 0)));
+        assert_eq!(c.model.as_deref(), Some("gpt-4o-2024-08-06"));
+        // `refusal: null` beside a real answer: the answer is the content.
+        let c = OpenAi.parse_body(&fixture("openai_chat_json_schema.json")).unwrap();
+        assert_eq!(
+            c.content,
+            r#"{"title":"THE NAME OF THE WIND","author":{"first_name":"Patrick","last_name":"Rothfuss"},"rating":7}"#
+        );
+        assert_eq!(c.usage, Some(usage(172, 29, 0, 0)));
     }
 
     #[test]
