@@ -135,16 +135,16 @@ async fn desktop_writing_app_gates_providers_and_caps_cost() {
     drop(d);
 
     // Member: hosted open models, $5 a month. At $0.10 a token a call costs $1.90 (19 tokens)
-    // and reserves at least $4.10 (40 output tokens + the prompt): the second call cannot fit.
+    // and reserves $4.50 (20 output tokens + the prompt's bound of 25): the second cannot fit.
     let price = "[pricing.models]\n\"together/test-model\" = { input = 100000.0, output = 100000.0 }\n";
     let d = start(
         &config(&mock, "desktop-writing-app", &[("default_tier = \"free\"", "default_tier = \"member\"")], price),
         &[],
     );
     let c = d.client().await;
-    let r = chat(&c, "together/test-model", 40).await.unwrap();
+    let r = chat(&c, "together/test-model", 20).await.unwrap();
     assert_eq!(i(&r, "cost_microusd"), 1_900_000);
-    let e = chat(&c, "together/test-model", 40).await.unwrap_err();
+    let e = chat(&c, "together/test-model", 20).await.unwrap_err();
     assert_eq!(e.code.as_str(), "quota_exceeded");
     assert_eq!(
         (s(&e.data, "metric"), i(&e.data, "limit"), i(&e.data, "used")),
@@ -206,9 +206,9 @@ async fn code_fix_bot_token_limit_with_byok_bypass() {
     let mock = Mock::start().await;
     let d = start(&config(&mock, "code-fix-bot", &[], ""), &[]);
     let c = d.client().await;
-    // 19 tokens used; the next call reserves 990 + its prompt: over 1,000.
-    chat(&c, "openai/gpt-4o-mini", 990).await.unwrap();
-    let e = chat(&c, "openai/gpt-4o-mini", 990).await.unwrap_err();
+    // 19 tokens used; the next call reserves 970 + its prompt's bound (25): over 1,000.
+    chat(&c, "openai/gpt-4o-mini", 970).await.unwrap();
+    let e = chat(&c, "openai/gpt-4o-mini", 970).await.unwrap_err();
     assert_quota(&e, "tokens", 1000, 19, 981);
     chat(&c, "openai/gpt-4o-mini", 100).await.unwrap();
     // Own key: no limit, still recorded (as byok).
@@ -216,7 +216,7 @@ async fn code_fix_bot_token_limit_with_byok_bypass() {
         .await
         .unwrap();
     for _ in 0..3 {
-        chat(&c, "openai/gpt-4o-mini", 990).await.unwrap();
+        chat(&c, "openai/gpt-4o-mini", 970).await.unwrap();
     }
     let recs = c.call("usage.records", params(&[("limit", 100.into())])).await.unwrap();
     let recs = field(&recs, "records").as_array().unwrap().clone();
@@ -351,6 +351,46 @@ async fn concurrent_calls_never_exceed_the_quota() {
     let st = c.call("quota.status", vec![]).await.unwrap();
     let req = limit_of(&st, "requests");
     assert_eq!((i(req, "used"), i(req, "remaining"), i(req, "reserved")), (50, 0, 0));
+}
+
+/// 200 calls at once against a 1,000-token quota: reservations are an upper bound of what a call
+/// can cost (prompt bytes + framing + max_tokens), so the ledger never holds more than the limit.
+/// The mock bills 12 + 7 tokens per call, more than the old chars/4 estimate of the prompt
+/// (which let the ledger reach 141 % of the limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_never_exceed_a_token_quota() {
+    let mock = Mock::start().await;
+    let d = start(
+        &config(
+            &mock,
+            "developer-api",
+            &[("monthly_requests = 5\n", "monthly_tokens = 1000\n"), ("requests_per_minute = 100\n", "")],
+            "",
+        ),
+        &[],
+    );
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(d.client().await);
+    }
+    let calls = (0..200).map(|n| chat(&clients[n % 4], "openai/gpt-4o-mini", 10));
+    let results = futures::future::join_all(calls).await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let refused = results.iter().filter(|r| r.as_ref().is_err_and(|e| e.code.as_str() == "quota_exceeded")).count();
+    assert_eq!(ok + refused, 200, "{:?}", results.iter().find(|r| r.is_err()));
+    assert!(ok > 0 && refused > 0, "{ok} ok, {refused} refused");
+    let c = &clients[0];
+    let recs = c.call("usage.records", params(&[("limit", 1000.into())])).await.unwrap();
+    let records = field(&recs, "records").as_array().unwrap().clone();
+    let total: u64 = records
+        .iter()
+        .map(|r| field(r, "input_tokens").as_u64().unwrap() + field(r, "output_tokens").as_u64().unwrap())
+        .sum();
+    assert_eq!(records.len(), ok);
+    assert!(total <= 1000, "the ledger holds {total} tokens against a limit of 1000");
+    let st = c.call("quota.status", vec![]).await.unwrap();
+    let tokens = limit_of(&st, "tokens");
+    assert_eq!((i(tokens, "used"), i(tokens, "reserved")), (total as i64, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

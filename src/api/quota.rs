@@ -128,8 +128,14 @@ pub(super) fn admit(state: &State, router: &Router, app: &str, call: &mut ChatCa
     let Some(targets) = router.resolve(&call.route) else {
         return Ok(crate::policy::Policy::pass_through()); // the router reports it
     };
-    let input = crate::providers::estimate_tokens(call.request.prompt_chars());
-    let output = u64::from(call.request.max_tokens.unwrap_or(state.policy.rules().settings.default_max_tokens));
+    // The reservation must bound what the call can cost: the prompt's token bound, and an output
+    // limit the provider is told. With tiers on, a call without `max_tokens` gets the default.
+    let input = call.request.prompt_token_bound();
+    let rules = state.policy.rules();
+    if call.request.max_tokens.is_none() && !rules.tiers.is_empty() {
+        call.request.max_tokens = Some(rules.settings.default_max_tokens);
+    }
+    let output = u64::from(call.request.max_tokens.unwrap_or(rules.settings.default_max_tokens));
     let byok = |p: &str| has_byok(state, p);
     let req = AdmitRequest {
         app,

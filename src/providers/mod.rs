@@ -70,7 +70,28 @@ impl ChatRequest {
         self.system.as_deref().map_or(0, |s| s.chars().count())
             + self.messages.iter().map(|m| m.content.chars().count()).sum::<usize>()
     }
+
+    /// An upper bound of the prompt tokens any provider can bill for this request (the quota
+    /// reserves it): the UTF-8 bytes of the system prompt and every message (a byte-level BPE
+    /// never makes more tokens than bytes), plus [`MESSAGE_OVERHEAD_TOKENS`] per message (role
+    /// and framing; OpenAI documents 3 to 4) and [`REQUEST_OVERHEAD_TOKENS`] per request (reply
+    /// priming).
+    pub fn prompt_token_bound(&self) -> u64 {
+        let bytes =
+            self.system.as_deref().map_or(0, str::len) + self.messages.iter().map(|m| m.content.len()).sum::<usize>();
+        let messages = self.messages.len() + usize::from(self.system.is_some());
+        u64::try_from(bytes)
+            .unwrap_or(u64::MAX)
+            .saturating_add(MESSAGE_OVERHEAD_TOKENS.saturating_mul(messages as u64))
+            .saturating_add(REQUEST_OVERHEAD_TOKENS)
+    }
 }
+
+/// Tokens a provider may add per message around its content (see
+/// [`ChatRequest::prompt_token_bound`]).
+pub const MESSAGE_OVERHEAD_TOKENS: u64 = 8;
+/// Tokens a provider may add per request (see [`ChatRequest::prompt_token_bound`]).
+pub const REQUEST_OVERHEAD_TOKENS: u64 = 8;
 
 /// A finished (non-streaming) answer, or the summary of a finished stream.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -146,9 +167,9 @@ pub fn adapter(kind: AdapterKind) -> &'static dyn Provider {
     }
 }
 
-/// The daemon's token estimate for `chars` characters of text: `ceil(chars / 4)`. The one rule
-/// behind both [`estimate_usage`] (billing when a provider reports nothing) and the quota's
-/// worst case for a prompt (`api::quota`), so admission and billing estimate alike.
+/// The daemon's token estimate for `chars` characters of text: `ceil(chars / 4)`, used for
+/// billing when a provider reports nothing ([`estimate_usage`]). Admission does not use it: an
+/// estimate is no bound (see [`ChatRequest::prompt_token_bound`]).
 pub fn estimate_tokens(chars: usize) -> u64 {
     u64::try_from(chars.div_ceil(4)).unwrap_or(u64::MAX)
 }
@@ -233,6 +254,14 @@ mod tests {
     #[test]
     fn estimates_a_token_per_four_characters_rounded_up() {
         assert_eq!([0, 1, 4, 5, 8, 9].map(estimate_tokens), [0, 1, 1, 2, 2, 3]);
+        // The bound counts bytes, not characters: "héllo" is 6 bytes.
+        let req = ChatRequest {
+            system: Some("be brief".into()),
+            messages: vec![ChatMessage { role: "user".into(), content: "héllo".into() }],
+            ..ChatRequest::default()
+        };
+        assert_eq!(req.prompt_token_bound(), 8 + 6 + 2 * MESSAGE_OVERHEAD_TOKENS + REQUEST_OVERHEAD_TOKENS);
+        assert!(req.prompt_token_bound() >= estimate_tokens(req.prompt_chars()));
         let req = ChatRequest {
             system: Some("abcd".into()),
             messages: vec![ChatMessage { role: "user".into(), content: "héllo".into() }],
