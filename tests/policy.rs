@@ -322,18 +322,11 @@ async fn developer_api_rate_limit_answers_retry_after() {
     assert_eq!(field(&recs, "records").as_array().unwrap().len(), ok);
 }
 
-/// 200 calls at once against a quota with room for 50: exactly 50 run, the rest are refused,
-/// and the ledger never holds more than the quota.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_calls_never_exceed_the_quota() {
-    let mock = Mock::start().await;
+/// The developer-api example with its free tier's limit replaced by `limit` and no rate limit,
+/// then 200 `chat` calls (10 output tokens each) at once over 4 connections.
+async fn two_hundred_at_once(mock: &Mock, limit: &str) -> (Daemon, Vec<Client>, Vec<Result<Value, RpcError>>) {
     let d = start(
-        &config(
-            &mock,
-            "developer-api",
-            &[("monthly_requests = 5\n", "monthly_requests = 50\n"), ("requests_per_minute = 100\n", "")],
-            "",
-        ),
+        &config(mock, "developer-api", &[("monthly_requests = 5\n", limit), ("requests_per_minute = 100\n", "")], ""),
         &[],
     );
     let mut clients = Vec::new();
@@ -342,6 +335,15 @@ async fn concurrent_calls_never_exceed_the_quota() {
     }
     let calls = (0..200).map(|n| chat(&clients[n % 4], "openai/gpt-4o-mini", 10));
     let results = futures::future::join_all(calls).await;
+    (d, clients, results)
+}
+
+/// 200 calls at once against a quota with room for 50: exactly 50 run, the rest are refused,
+/// and the ledger never holds more than the quota.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_never_exceed_the_quota() {
+    let mock = Mock::start().await;
+    let (_d, clients, results) = two_hundred_at_once(&mock, "monthly_requests = 50\n").await;
     let ok = results.iter().filter(|r| r.is_ok()).count();
     let refused = results.iter().filter(|r| r.as_ref().is_err_and(|e| e.code.as_str() == "quota_exceeded")).count();
     assert_eq!((ok, refused), (50, 150));
@@ -360,21 +362,7 @@ async fn concurrent_calls_never_exceed_the_quota() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_calls_never_exceed_a_token_quota() {
     let mock = Mock::start().await;
-    let d = start(
-        &config(
-            &mock,
-            "developer-api",
-            &[("monthly_requests = 5\n", "monthly_tokens = 1000\n"), ("requests_per_minute = 100\n", "")],
-            "",
-        ),
-        &[],
-    );
-    let mut clients = Vec::new();
-    for _ in 0..4 {
-        clients.push(d.client().await);
-    }
-    let calls = (0..200).map(|n| chat(&clients[n % 4], "openai/gpt-4o-mini", 10));
-    let results = futures::future::join_all(calls).await;
+    let (_d, clients, results) = two_hundred_at_once(&mock, "monthly_tokens = 1000\n").await;
     let ok = results.iter().filter(|r| r.is_ok()).count();
     let refused = results.iter().filter(|r| r.as_ref().is_err_and(|e| e.code.as_str() == "quota_exceeded")).count();
     assert_eq!(ok + refused, 200, "{:?}", results.iter().find(|r| r.is_err()));

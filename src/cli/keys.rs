@@ -92,7 +92,7 @@ pub async fn run(cli: &Cli, command: &KeysCommand) -> Result<ExitCode> {
                 outln!("{}", serde_json::to_string_pretty(&super::status::to_json(&raw))?);
             } else {
                 let out: ListOut = decode_as(raw)?;
-                print_table(&out.keys)?;
+                print_keys(&out.keys)?;
             }
         }
         KeysCommand::Rm { id } => {
@@ -128,7 +128,7 @@ fn shown(k: &KeyMeta) -> String {
     k.last4.as_ref().map_or_else(|| "short key".to_string(), |l| format!("...{l}"))
 }
 
-fn print_table(keys: &[KeyMeta]) -> Result<()> {
+fn print_keys(keys: &[KeyMeta]) -> Result<()> {
     if keys.is_empty() {
         outln!("no keys stored; add one with `llm-sidecar keys add <provider>`");
         return Ok(());
@@ -153,21 +153,7 @@ fn print_table(keys: &[KeyMeta]) -> Result<()> {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: &[String]| -> Result<()> {
-        let parts: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        outln!("{}", parts.join("  ").trim_end());
-        Ok(())
-    };
-    line(&header.map(String::from))?;
-    for row in &rows {
-        line(row)?;
-    }
+    super::print_table(&header, &rows)?;
     Ok(())
 }
 

@@ -196,6 +196,26 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Prints `rows` under `header` as left-aligned columns two spaces apart (trailing spaces cut).
+fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> Result<()> {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| -> Result<()> {
+        let parts: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        outln!("{}", parts.join("  ").trim_end());
+        Ok(())
+    };
+    line(&header.map(String::from))?;
+    for row in rows {
+        line(row)?;
+    }
+    Ok(())
+}
+
 /// Whether `e` comes from writing to a standard output whose reader has gone.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))

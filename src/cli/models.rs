@@ -79,21 +79,7 @@ pub async fn run(cli: &Cli, args: &ModelsArgs) -> Result<ExitCode> {
             ]);
         }
     }
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: &[String]| -> Result<()> {
-        let parts: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        outln!("{}", parts.join("  ").trim_end());
-        Ok(())
-    };
-    line(&header.map(String::from))?;
-    for row in &rows {
-        line(row)?;
-    }
+    super::print_table(&header, &rows)?;
     let routes = field(&list, "routes").and_then(Value::as_array).cloned().unwrap_or_default();
     if !routes.is_empty() && args.provider.is_none() {
         outln!();
