@@ -96,6 +96,24 @@ fn done<T: Send + 'static>(reply: oneshot::Sender<Result<T, LedgerError>>, resul
     })
 }
 
+/// The answer to a job applied in this round (sent after the commit), and whether it succeeded.
+fn answer<T: Send + 'static>(
+    reply: oneshot::Sender<Result<T, LedgerError>>,
+    r: Result<T, LedgerError>,
+) -> (Done, bool) {
+    let ok = r.is_ok();
+    (done(reply, r), ok)
+}
+
+/// The answer to a job that could not be applied at all.
+fn refused(job: Job, e: LedgerError) -> Done {
+    match job {
+        Job::Commit(c) => done(c.reply, Err(e)),
+        Job::Op(Op::Ack { reply, .. } | Op::DeadLetter { reply, .. } | Op::Requeue { reply }) => done(reply, Err(e)),
+        Job::Op(Op::Clear { reply, .. }) => done(reply, Err(e)),
+    }
+}
+
 fn storage(e: rusqlite::Error) -> LedgerError {
     LedgerError::storage(e)
 }
@@ -133,7 +151,7 @@ impl Committer {
             if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
                 let e = storage(e);
                 tracing::error!("cannot begin a ledger transaction: {e}");
-                self.fail(first, &e);
+                refused(first, e)(None);
                 continue;
             }
             let mut next = Some(first);
@@ -151,62 +169,31 @@ impl Committer {
         }
     }
 
-    /// Answers `job` with `e` without applying it.
-    fn fail(&self, job: Job, e: &LedgerError) {
-        let d = match job {
-            Job::Commit(c) => done(c.reply, Err::<Vec<bool>, _>(e.clone())),
-            Job::Op(Op::Ack { reply, .. } | Op::DeadLetter { reply, .. } | Op::Requeue { reply }) => {
-                done(reply, Err::<u64, _>(e.clone()))
-            }
-            Job::Op(Op::Clear { reply, .. }) => done(reply, Err::<Cleared, _>(e.clone())),
-        };
-        d(None);
-    }
-
     fn apply_in_savepoint(&mut self, job: Job, effects: &mut RoundEffects) -> Done {
         if let Err(e) = self.run_cached("SAVEPOINT job") {
-            let e = storage(e);
-            return match job {
-                Job::Commit(c) => done(c.reply, Err(e)),
-                Job::Op(Op::Ack { reply, .. } | Op::DeadLetter { reply, .. } | Op::Requeue { reply }) => {
-                    done(reply, Err(e))
-                }
-                Job::Op(Op::Clear { reply, .. }) => done(reply, Err(e)),
-            };
+            return refused(job, storage(e));
         }
         let mut mine = RoundEffects::default();
         let (finish, ok) = match job {
             Job::Commit(c) => {
                 let r = self.commit_records(&c.records, &mut mine);
-                let ok = r.is_ok();
-                if ok {
+                if r.is_ok() {
                     mine.hooks.extend(c.applied);
                 }
-                (done(c.reply, r), ok)
+                answer(c.reply, r)
             }
-            Job::Op(Op::Ack { entries, reply }) => {
-                let r = self.ack(&entries, &mut mine);
-                let ok = r.is_ok();
-                (done(reply, r), ok)
-            }
+            Job::Op(Op::Ack { entries, reply }) => answer(reply, self.ack(&entries, &mut mine)),
             Job::Op(Op::DeadLetter { entries, why, reply }) => {
-                let r = self.dead_letter(&entries, &why, &mut mine);
-                let ok = r.is_ok();
-                (done(reply, r), ok)
+                answer(reply, self.dead_letter(&entries, &why, &mut mine))
             }
-            Job::Op(Op::Requeue { reply }) => {
-                let r = self.requeue(&mut mine);
-                let ok = r.is_ok();
-                (done(reply, r), ok)
-            }
+            Job::Op(Op::Requeue { reply }) => answer(reply, self.requeue(&mut mine)),
             Job::Op(Op::Clear { force, reply }) => {
                 let r = self.clear(force, &mut mine);
-                let ok = r.is_ok();
-                if ok {
+                if r.is_ok() {
                     // A clear replaces the counters outright: earlier deltas of this round are moot.
                     effects.counters.clear();
                 }
-                (done(reply, r), ok)
+                answer(reply, r)
             }
         };
         let end =
