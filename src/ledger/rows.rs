@@ -66,12 +66,17 @@ pub fn params(r: &UsageRecord) -> [Box<dyn ToSql + '_>; WIDTH] {
     ]
 }
 
-fn corrupt(what: &str) -> rusqlite::Error {
-    rusqlite::Error::InvalidColumnName(format!("unreadable stored {what}"))
+/// A stored value of column `i` that does not fit its field.
+fn corrupt(i: usize, what: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        i,
+        rusqlite::types::Type::Integer,
+        format!("unreadable stored {what}").into(),
+    )
 }
 
 fn unsigned(row: &Row<'_>, i: usize, what: &str) -> rusqlite::Result<u64> {
-    u64::try_from(row.get::<_, i64>(i)?).map_err(|_| corrupt(what))
+    u64::try_from(row.get::<_, i64>(i)?).map_err(|_| corrupt(i, what))
 }
 
 /// The record in columns `at..at + WIDTH` of `row` (selected as [`COLUMNS`]).
@@ -80,7 +85,7 @@ pub fn from_row(row: &Row<'_>, at: usize) -> rusqlite::Result<UsageRecord> {
     let key_source: String = row.get(at + 7)?;
     let status: String = row.get(at + 18)?;
     Ok(UsageRecord {
-        id: Uuid::parse_str(&id).map_err(|_| corrupt("id"))?,
+        id: Uuid::parse_str(&id).map_err(|_| corrupt(at, "id"))?,
         ts: row.get(at + 1)?,
         app: row.get(at + 2)?,
         user: row.get(at + 3)?,
@@ -91,7 +96,7 @@ pub fn from_row(row: &Row<'_>, at: usize) -> rusqlite::Result<UsageRecord> {
             "byok" => KeySource::Byok,
             "platform" => KeySource::Platform,
             "local" => KeySource::Local,
-            _ => return Err(corrupt("key_source")),
+            _ => return Err(corrupt(at + 7, "key_source")),
         },
         input_tokens: unsigned(row, at + 8, "input_tokens")?,
         output_tokens: unsigned(row, at + 9, "output_tokens")?,
@@ -104,13 +109,13 @@ pub fn from_row(row: &Row<'_>, at: usize) -> rusqlite::Result<UsageRecord> {
         latency_ms: unsigned(row, at + 16, "latency_ms")?,
         ttft_ms: row
             .get::<_, Option<i64>>(at + 17)?
-            .map(|v| u64::try_from(v).map_err(|_| corrupt("ttft_ms")))
+            .map(|v| u64::try_from(v).map_err(|_| corrupt(at + 17, "ttft_ms")))
             .transpose()?,
         status: match status.as_str() {
             "ok" => CallStatus::Ok,
             "error" => CallStatus::Error,
             "cancelled" => CallStatus::Cancelled,
-            _ => return Err(corrupt("status")),
+            _ => return Err(corrupt(at + 18, "status")),
         },
         error_code: row.get(at + 19)?,
         attempts: row.get(at + 20)?,
