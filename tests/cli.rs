@@ -362,3 +362,31 @@ async fn reload_applies_routes_and_limits_to_new_calls_and_refuses_a_bad_file() 
     let r = chat(&c, "default").await.unwrap();
     assert_eq!(field(&r, "provider").as_str(), Some("openai"));
 }
+
+/// A call running across a reload finishes on the config it started with; the next call uses
+/// the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_call_finishes_on_the_config_it_started_with() {
+    let mock = Mock::start().await;
+    let route = |target: &str| mock_config(&mock, &format!("[routes.default]\ntargets = [\"{target}\"]\n"));
+    let d = Daemon::start_with(&route("openai/gpt-4o-mini"), &[("MOCK_KEY", KEY)]);
+    let c = d.client().await;
+    mock.push([mock_provider::Fault::SlowFirstByte(Duration::from_millis(1500))]);
+    let running = {
+        let c = d.client().await;
+        tokio::spawn(async move { chat(&c, "default").await })
+    };
+    // The slow call has reached the provider before the reload.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mock.requests() == 0 {
+        assert!(Instant::now() < deadline, "the first call never reached the mock");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    std::fs::write(&d.config, route("anthropic/claude-sonnet-4-5")).unwrap();
+    let (status, out, err) = d.cli(&["config", "reload"], None);
+    assert!(status.success() && out.contains("routes"), "{out}{err}");
+    let next = chat(&c, "default").await.unwrap();
+    assert_eq!(field(&next, "provider").as_str(), Some("anthropic"));
+    let first = running.await.unwrap().unwrap();
+    assert_eq!(field(&first, "provider").as_str(), Some("openai"), "the running call kept its route");
+}
