@@ -2,6 +2,7 @@
 //! answers apps over MessagePack-RPC on a Unix socket. See `docs/ARCHITECTURE.md`.
 
 pub mod api;
+pub mod chat;
 pub mod clock;
 pub mod config;
 pub mod daemon;

@@ -12,8 +12,11 @@
 //! - nothing here sees a key: the router picks keys and redacts provider messages.
 
 use super::{ok, Call, Method};
+use crate::chat::{
+    reasoning_text, tool_calls, ChatRequest, Delta, Message, Part, Reasoning, ResponseFormat, Tool, ToolCallOut,
+    ToolChoice,
+};
 use crate::pricing::cost_microusd;
-use crate::providers::{ChatMessage, ChatRequest};
 use crate::router::{Attempt, ChatCall, ChatFailure, ChatOutcome};
 use crate::rpc::{Encoded, ErrorCode, RpcError};
 use crate::usage_record::{CallStatus, KeySource, TokenUsage, UsageRecord};
@@ -55,22 +58,21 @@ pub(super) fn methods() -> Vec<Method> {
 #[serde(deny_unknown_fields)]
 struct ChatParams {
     model: String,
-    messages: Vec<MessageParam>,
+    messages: Vec<Message>,
     system: Option<String>,
     max_tokens: Option<u32>,
     temperature: Option<f64>,
     stop: Option<Stop>,
     stream: Option<bool>,
+    #[serde(default)]
+    tools: Vec<Tool>,
+    tool_choice: Option<ToolChoice>,
+    parallel_tool_calls: Option<bool>,
+    response_format: Option<ResponseFormat>,
+    reasoning: Option<Reasoning>,
     /// Accepted for the app's own bookkeeping; not sent to providers.
     #[allow(dead_code)]
     metadata: Option<HashMap<String, Value>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MessageParam {
-    role: String,
-    content: String,
 }
 
 #[derive(Deserialize)]
@@ -121,6 +123,10 @@ struct AttemptOut<'a> {
 #[derive(Serialize)]
 struct ChatResult<'a> {
     content: &'a str,
+    message: MessageOut<'a>,
+    tool_calls: &'a [ToolCallOut],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning: Option<String>,
     finish_reason: Option<&'a str>,
     model: &'a str,
     provider: &'a str,
@@ -129,6 +135,13 @@ struct ChatResult<'a> {
     latency_ms: u64,
     ttft_ms: Option<u64>,
     attempts: &'a [AttemptOut<'a>],
+}
+
+/// The assistant message, ready to append to the conversation.
+#[derive(Serialize)]
+struct MessageOut<'a> {
+    role: &'static str,
+    content: &'a [Part],
 }
 
 /// `data` of a `cancelled` or `provider_error` answer.
@@ -141,6 +154,8 @@ struct FailureData<'a> {
     cost_microusd: i64,
     /// Text that reached the app (streaming) or was received before the end.
     content: &'a str,
+    /// Every part received before the end (text, reasoning, tool calls).
+    message: MessageOut<'a>,
     after_first_chunk: bool,
     attempts: &'a [AttemptOut<'a>],
 }
@@ -148,15 +163,6 @@ struct FailureData<'a> {
 fn validate(p: ChatParams) -> Result<(ChatCall, bool), RpcError> {
     if p.model.trim().is_empty() {
         return Err(RpcError::invalid_params("`model` must name a route, an alias or provider/model"));
-    }
-    if p.messages.is_empty() {
-        return Err(RpcError::invalid_params("`messages` must not be empty"));
-    }
-    if let Some(m) = p.messages.iter().find(|m| !matches!(m.role.as_str(), "system" | "user" | "assistant")) {
-        return Err(RpcError::invalid_params(format!(
-            "message role `{}` is not one of system, user, assistant",
-            m.role.chars().take(32).collect::<String>()
-        )));
     }
     if let Some(t) = p.temperature {
         if !(0.0..=2.0).contains(&t) {
@@ -176,12 +182,18 @@ fn validate(p: ChatParams) -> Result<(ChatCall, bool), RpcError> {
     }
     let stream = p.stream.unwrap_or(false);
     let request = ChatRequest {
-        messages: p.messages.into_iter().map(|m| ChatMessage { role: m.role, content: m.content }).collect(),
+        messages: p.messages,
         system: p.system,
         max_tokens: p.max_tokens,
         temperature: p.temperature,
         stop,
+        tools: p.tools,
+        tool_choice: p.tool_choice,
+        parallel_tool_calls: p.parallel_tool_calls,
+        response_format: p.response_format,
+        reasoning: p.reasoning,
     };
+    request.validate().map_err(RpcError::invalid_params)?;
     Ok((ChatCall { route: p.model, request, stream, targets: None }, stream))
 }
 
@@ -218,7 +230,7 @@ async fn chat(mut c: Call) -> Result<Encoded, RpcError> {
     let keys: &dyn crate::keystore::KeyStore =
         if admitted.byok_allowed { state.keys.as_ref() } else { &crate::keystore::NoKeys };
     let outcome = if stream {
-        let (tx, mut rx) = mpsc::channel::<String>(CHUNK_BUFFER);
+        let (tx, mut rx) = mpsc::channel::<Delta>(CHUNK_BUFFER);
         let run = router.chat(&call, keys, Some(&tx), &c.cancel);
         tokio::pin!(run);
         let mut seq: u64 = 0;
@@ -252,8 +264,28 @@ async fn chat(mut c: Call) -> Result<Encoded, RpcError> {
     finish(&c, &call, outcome, admitted).await
 }
 
-async fn send_chunk(c: &Call, seq: &mut u64, delta: String) {
-    let body = Value::Map(vec![(Value::from("delta"), Value::from(delta)), (Value::from("seq"), Value::from(*seq))]);
+/// One `chat.chunk` notification: `{delta}`, `{reasoning_delta}` or `{tool_call: {index, id?,
+/// name?, arguments_delta}}`, with `seq`. A signature is not streamed (it is in the final
+/// `message`).
+async fn send_chunk(c: &Call, seq: &mut u64, delta: Delta) {
+    let s = |v: String| Value::from(v);
+    let piece = match delta {
+        Delta::Text(t) => (Value::from("delta"), s(t)),
+        Delta::Reasoning(t) => (Value::from("reasoning_delta"), s(t)),
+        Delta::Signature(_) => return,
+        Delta::ToolCall { index, id, name, arguments } => {
+            let mut m = vec![(Value::from("index"), Value::from(index as u64))];
+            if let Some(id) = id {
+                m.push((Value::from("id"), s(id)));
+            }
+            if let Some(name) = name {
+                m.push((Value::from("name"), s(name)));
+            }
+            m.push((Value::from("arguments_delta"), s(arguments)));
+            (Value::from("tool_call"), Value::Map(m))
+        }
+    };
+    let body = Value::Map(vec![piece, (Value::from("seq"), Value::from(*seq))]);
     *seq += 1;
     // A closed connection cancels the call (conn.rs); nothing to do here if this fails.
     let _ = c.conn.notify("chat.chunk", vec![Value::from(c.msgid), body]).await;
@@ -350,20 +382,27 @@ async fn finish(
             a.cost_microusd = Some(r.cost_microusd);
         }
     }
+    let content = crate::chat::joined_text(&o.parts);
+    let message = MessageOut { role: "assistant", content: &o.parts };
+    let calls = tool_calls(&o.parts);
     let data = |status: Option<u16>, after_first_chunk: bool| FailureData {
         provider: &o.provider,
         model: &o.model,
         status,
         usage: usage.into(),
         cost_microusd: cost,
-        content: &o.content,
+        content: &content,
+        message: MessageOut { role: "assistant", content: &o.parts },
         after_first_chunk,
         attempts: &attempts,
     };
     match &o.result {
         None => ok(&ChatResult {
-            content: &o.content,
-            finish_reason: o.finish_reason.as_deref(),
+            content: &content,
+            message,
+            tool_calls: &calls,
+            reasoning: reasoning_text(&o.parts),
+            finish_reason: o.finish_reason.as_ref().map(|f| f.as_str()),
             model: &o.model,
             provider: &o.provider,
             usage: usage.into(),
@@ -407,6 +446,15 @@ async fn finish(
             }
             Err(RpcError::new(ErrorCode::VaultLocked, "the vault is locked; unlock it with `llm-sidecar vault unlock`")
                 .with_data(&D { provider }))
+        }
+        Some(ChatFailure::Unsupported { provider, feature }) => {
+            #[derive(Serialize)]
+            struct D<'a> {
+                provider: &'a str,
+                feature: &'a str,
+            }
+            Err(RpcError::invalid_params(format!("provider `{provider}` does not support {feature}"))
+                .with_data(&D { provider, feature }))
         }
         Some(ChatFailure::Provider { provider, status, message, after_first_chunk }) => {
             let mut d = data(*status, *after_first_chunk);

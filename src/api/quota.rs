@@ -130,7 +130,9 @@ pub(super) fn admit(state: &State, router: &Router, app: &str, call: &mut ChatCa
     };
     // The reservation must bound what the call can cost: the prompt's token bound, and an output
     // limit the provider is told. With tiers on, a call without `max_tokens` gets the default.
-    let input = call.request.prompt_token_bound();
+    let media = |t: &Target| {
+        router.providers().get(&t.provider).map(|spec| crate::providers::adapter(spec.adapter).media_bound(&t.model))
+    };
     let rules = state.policy.rules();
     if call.request.max_tokens.is_none() && !rules.tiers.is_empty() {
         call.request.max_tokens = Some(rules.settings.default_max_tokens);
@@ -139,7 +141,13 @@ pub(super) fn admit(state: &State, router: &Router, app: &str, call: &mut ChatCa
     let byok = |p: &str| has_byok(state, p);
     let req = AdmitRequest {
         app,
-        targets: targets.iter().map(|t| (t.clone(), worst(state, t, input, output))).collect(),
+        targets: targets
+            .iter()
+            .map(|t| {
+                let input = call.request.prompt_token_bound(media(t).unwrap_or_default());
+                (t.clone(), worst(state, t, input, output))
+            })
+            .collect(),
         has_byok: &byok,
         dry_run: false,
     };

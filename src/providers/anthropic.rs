@@ -12,6 +12,7 @@ use super::{
     json_post, parse_json, set_secret_header, u64_at, ChatRequest, Completion, Frame, Provider, ProviderError,
     ProviderSpec, StreamDecoder, StreamSummary,
 };
+use crate::chat::{Delta, FinishReason, Part};
 use crate::usage_record::TokenUsage;
 use reqwest::header::{HeaderName, HeaderValue};
 use secrecy::SecretString;
@@ -31,12 +32,9 @@ impl Provider for Anthropic {
         stream: bool,
         key: Option<&SecretString>,
     ) -> Result<reqwest::Request, ProviderError> {
-        let messages: Vec<Value> = req
-            .messages
-            .iter()
-            .filter(|m| m.role != "system")
-            .map(|m| json!({"role": m.role, "content": m.content}))
-            .collect();
+        super::text_only(req)?;
+        let messages: Vec<Value> =
+            req.turns().map(|m| json!({"role": m.role.as_str(), "content": m.joined_text()})).collect();
         let mut body = json!({
             "model": model,
             "max_tokens": req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
@@ -80,10 +78,11 @@ impl Provider for Anthropic {
             .filter_map(|b| b.get("text").and_then(Value::as_str))
             .collect();
         Ok(Completion {
-            content,
-            finish_reason: v.get("stop_reason").and_then(Value::as_str).map(str::to_string),
+            parts: vec![Part::Text { text: content }],
+            finish_reason: v.get("stop_reason").and_then(Value::as_str).map(finish_reason),
             model: v.get("model").and_then(Value::as_str).map(str::to_string),
             usage: self.body_usage(&v),
+            provider_cost_microusd: None,
         })
     }
 
@@ -145,6 +144,17 @@ fn final_usage(start: &Parts, u: &Value) -> TokenUsage {
     })
 }
 
+/// `stop_reason` normalised.
+fn finish_reason(s: &str) -> FinishReason {
+    match s {
+        "end_turn" | "stop_sequence" => FinishReason::Stop,
+        "max_tokens" | "model_context_window_exceeded" => FinishReason::Length,
+        "tool_use" => FinishReason::ToolCalls,
+        "refusal" => FinishReason::Refusal,
+        other => FinishReason::Other(other.to_string()),
+    }
+}
+
 fn error_event(v: &Value) -> ProviderError {
     let err = v.get("error").unwrap_or(v);
     let kind = err.get("type").and_then(Value::as_str).unwrap_or("error");
@@ -171,13 +181,13 @@ fn error_event(v: &Value) -> ProviderError {
 struct Decoder {
     start: Option<Parts>,
     usage: Option<TokenUsage>,
-    finish_reason: Option<String>,
+    finish_reason: Option<FinishReason>,
     model: Option<String>,
     done: bool,
 }
 
 impl StreamDecoder for Decoder {
-    fn on_frame(&mut self, frame: &Frame) -> Result<Option<String>, ProviderError> {
+    fn on_frame(&mut self, frame: &Frame, out: &mut Vec<Delta>) -> Result<(), ProviderError> {
         let v = parse_json(frame.data.as_bytes())?;
         let kind = v.get("type").and_then(Value::as_str).or(frame.event.as_deref()).unwrap_or("");
         match kind {
@@ -190,12 +200,14 @@ impl StreamDecoder for Decoder {
             "content_block_delta" => {
                 let delta = v.get("delta").unwrap_or(&Value::Null);
                 if delta.get("type").and_then(Value::as_str) == Some("text_delta") {
-                    return Ok(delta.get("text").and_then(Value::as_str).filter(|t| !t.is_empty()).map(str::to_string));
+                    if let Some(t) = delta.get("text").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+                        out.push(Delta::Text(t.to_string()));
+                    }
                 }
             }
             "message_delta" => {
                 if let Some(reason) = v.pointer("/delta/stop_reason").and_then(Value::as_str) {
-                    self.finish_reason = Some(reason.to_string());
+                    self.finish_reason = Some(finish_reason(reason));
                 }
                 if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
                     self.usage = Some(final_usage(&self.start.unwrap_or_default(), u));
@@ -205,7 +217,7 @@ impl StreamDecoder for Decoder {
             "error" => return Err(error_event(&v)),
             _ => {} // ping, content_block_start/stop, future events
         }
-        Ok(None)
+        Ok(())
     }
 
     fn finished(&self) -> bool {
@@ -216,7 +228,12 @@ impl StreamDecoder for Decoder {
         // Before message_delta only the input side is known: report it, flagged as estimated so
         // the caller fills in the output from the text received.
         let usage = self.usage.or_else(|| self.start.map(|p| TokenUsage { output: 0, estimated: true, ..to_usage(p) }));
-        StreamSummary { finish_reason: self.finish_reason.clone(), model: self.model.clone(), usage }
+        StreamSummary {
+            finish_reason: self.finish_reason.clone(),
+            model: self.model.clone(),
+            usage,
+            provider_cost_microusd: None,
+        }
     }
 }
 
@@ -234,7 +251,7 @@ mod tests {
             assert_eq!(text, "2");
             let u = s.usage.unwrap();
             assert_eq!((u.input, u.output, u.cached, u.cache_write, u.estimated), (20, 5, 0, 0, false));
-            assert_eq!(s.finish_reason.as_deref(), Some("end_turn"));
+            assert_eq!(s.finish_reason, Some(FinishReason::Stop));
             assert_eq!(s.model.as_deref(), Some("claude-sonnet-4-5-20250929"));
         }
     }
@@ -275,7 +292,7 @@ mod tests {
     fn whole_message_body() {
         let body = br#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-haiku-4-5","content":[{"type":"text","text":"Hi"},{"type":"text","text":"!"}],"stop_reason":"end_turn","usage":{"input_tokens":10,"cache_creation_input_tokens":5,"cache_read_input_tokens":100,"output_tokens":3}}"#;
         let c = Anthropic.parse_body(body).unwrap();
-        assert_eq!(c.content, "Hi!");
+        assert_eq!(c.text(), "Hi!");
         let u = c.usage.unwrap();
         assert_eq!((u.input, u.cached, u.cache_write, u.output), (115, 100, 5, 3));
     }

@@ -35,13 +35,17 @@ pub enum ProviderError {
     /// The provider sent something that is not its wire format.
     #[error("malformed response: {0}")]
     Malformed(String),
+    /// The request uses a feature this wire format (or provider) lacks; never retried, and the
+    /// app is told which (`invalid_params` with `data.feature`).
+    #[error("{feature} is not supported by this provider's API")]
+    Unsupported { feature: &'static str },
 }
 
 impl ProviderError {
     /// Whether the same request may succeed if sent again (to this target or another).
     pub fn is_retryable(&self) -> bool {
         match self {
-            ProviderError::Request(_) => false,
+            ProviderError::Request(_) | ProviderError::Unsupported { .. } => false,
             ProviderError::Connect(_)
             | ProviderError::Timeout(_)
             | ProviderError::Transport(_)
@@ -86,6 +90,7 @@ impl ProviderError {
             ProviderError::Http { .. } => "rejected",
             ProviderError::Stream { .. } => "stream_error",
             ProviderError::Malformed(_) => "malformed",
+            ProviderError::Unsupported { .. } => "unsupported",
         }
     }
 
@@ -106,7 +111,7 @@ impl ProviderError {
             ProviderError::Stream { status, code, message, retryable } => {
                 ProviderError::Stream { status, code, message: r(message), retryable }
             }
-            e @ ProviderError::Timeout(_) => e,
+            e @ (ProviderError::Timeout(_) | ProviderError::Unsupported { .. }) => e,
         }
     }
 

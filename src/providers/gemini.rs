@@ -12,6 +12,7 @@ use super::{
     error::truncate, json_post, parse_json, set_secret_header, u64_at, ChatRequest, Completion, Frame, Provider,
     ProviderError, ProviderSpec, StreamDecoder, StreamSummary,
 };
+use crate::chat::{Delta, FinishReason, Part, Role};
 use crate::providers::error::retryable_status;
 use crate::usage_record::TokenUsage;
 use secrecy::SecretString;
@@ -28,13 +29,12 @@ impl Provider for Gemini {
         stream: bool,
         key: Option<&SecretString>,
     ) -> Result<reqwest::Request, ProviderError> {
+        super::text_only(req)?;
         let contents: Vec<Value> = req
-            .messages
-            .iter()
-            .filter(|m| m.role != "system")
+            .turns()
             .map(|m| {
-                let role = if m.role == "assistant" { "model" } else { "user" };
-                json!({"role": role, "parts": [{"text": m.content}]})
+                let role = if m.role == Role::Assistant { "model" } else { "user" };
+                json!({"role": role, "parts": [{"text": m.joined_text()}]})
             })
             .collect();
         let mut body = json!({"contents": contents});
@@ -79,10 +79,11 @@ impl Provider for Gemini {
             return Err(ProviderError::Malformed("no `candidates` in the response".into()));
         }
         Ok(Completion {
-            content: chunk.text,
+            parts: vec![Part::Text { text: chunk.text }],
             finish_reason: chunk.finish_reason,
             model: chunk.model,
             usage: chunk.usage,
+            provider_cost_microusd: None,
         })
     }
 
@@ -97,7 +98,7 @@ impl Provider for Gemini {
 
 struct Chunk {
     text: String,
-    finish_reason: Option<String>,
+    finish_reason: Option<FinishReason>,
     model: Option<String>,
     usage: Option<TokenUsage>,
 }
@@ -130,9 +131,21 @@ fn read_chunk(v: &Value) -> Chunk {
     });
     Chunk {
         text,
-        finish_reason: candidate.and_then(|c| c.get("finishReason")).and_then(Value::as_str).map(str::to_string),
+        finish_reason: candidate.and_then(|c| c.get("finishReason")).and_then(Value::as_str).map(finish_reason),
         model: v.get("modelVersion").and_then(Value::as_str).map(str::to_string),
         usage,
+    }
+}
+
+/// `finishReason` normalised.
+fn finish_reason(s: &str) -> FinishReason {
+    match s {
+        "STOP" => FinishReason::Stop,
+        "MAX_TOKENS" => FinishReason::Length,
+        "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" | "IMAGE_SAFETY" => {
+            FinishReason::ContentFilter
+        }
+        other => FinishReason::Other(other.to_ascii_lowercase()),
     }
 }
 
@@ -152,7 +165,7 @@ struct Decoder {
 }
 
 impl StreamDecoder for Decoder {
-    fn on_frame(&mut self, frame: &Frame) -> Result<Option<String>, ProviderError> {
+    fn on_frame(&mut self, frame: &Frame, out: &mut Vec<Delta>) -> Result<(), ProviderError> {
         let v = parse_json(frame.data.as_bytes())?;
         if let Some(err) = v.get("error") {
             return Err(error_object(err));
@@ -167,7 +180,10 @@ impl StreamDecoder for Decoder {
         if self.summary.model.is_none() {
             self.summary.model = chunk.model;
         }
-        Ok(Some(chunk.text).filter(|t| !t.is_empty()))
+        if !chunk.text.is_empty() {
+            out.push(Delta::Text(chunk.text));
+        }
+        Ok(())
     }
 
     fn finished(&self) -> bool {
@@ -194,7 +210,7 @@ mod tests {
             assert_eq!(text, want.trim_end());
             let u = s.usage.unwrap();
             assert_eq!((u.input, u.output, u.reasoning, u.cached), (18, 115, 35, 0));
-            assert_eq!(s.finish_reason.as_deref(), Some("STOP"));
+            assert_eq!(s.finish_reason, Some(FinishReason::Stop));
             assert_eq!(s.model.as_deref(), Some("gemini-2.5-flash"));
         }
     }
@@ -204,7 +220,7 @@ mod tests {
         let body = br#"{"candidates":[{"content":{"parts":[{"text":"thinking...","thought":true},{"text":"Answer"}],"role":"model"},"finishReason":"STOP"}],
             "usageMetadata":{"promptTokenCount":100,"cachedContentTokenCount":60,"candidatesTokenCount":5,"thoughtsTokenCount":7,"totalTokenCount":112},"modelVersion":"gemini-2.5-pro"}"#;
         let c = Gemini.parse_body(body).unwrap();
-        assert_eq!(c.content, "Answer");
+        assert_eq!(c.text(), "Answer");
         let u = c.usage.unwrap();
         assert_eq!((u.input, u.cached, u.output, u.reasoning), (100, 60, 12, 7));
     }

@@ -30,93 +30,47 @@ pub use error::ProviderError;
 pub use presets::{AdapterKind, ProviderConfig, ProviderSpec, ProvidersConfig};
 pub use sse::{Frame, Framer};
 
+pub use crate::chat::ChatRequest;
+use crate::chat::{Delta, FinishReason, MediaBound, Part};
 use crate::usage_record::TokenUsage;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Serialize;
-
-/// One message of the conversation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ChatMessage {
-    /// `system`, `user` or `assistant`.
-    pub role: String,
-    pub content: String,
-}
-
-/// The unified chat request, independent of any wire format.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ChatRequest {
-    pub messages: Vec<ChatMessage>,
-    pub system: Option<String>,
-    pub max_tokens: Option<u32>,
-    pub temperature: Option<f64>,
-    pub stop: Vec<String>,
-}
-
-impl ChatRequest {
-    /// The system prompt: the `system` field followed by any `system` role messages.
-    pub fn system_text(&self) -> Option<String> {
-        let parts: Vec<&str> = self
-            .system
-            .iter()
-            .map(String::as_str)
-            .chain(self.messages.iter().filter(|m| m.role == "system").map(|m| m.content.as_str()))
-            .collect();
-        (!parts.is_empty()).then(|| parts.join("\n\n"))
-    }
-
-    /// Characters of all prompt text (system and messages), used by [`estimate_usage`].
-    pub fn prompt_chars(&self) -> usize {
-        self.system.as_deref().map_or(0, |s| s.chars().count())
-            + self.messages.iter().map(|m| m.content.chars().count()).sum::<usize>()
-    }
-
-    /// An upper bound of the prompt tokens any provider can bill for this request (the quota
-    /// reserves it): the UTF-8 bytes of the system prompt and every message (a byte-level BPE
-    /// never makes more tokens than bytes), plus [`MESSAGE_OVERHEAD_TOKENS`] per message (role
-    /// and framing; OpenAI documents 3 to 4) and [`REQUEST_OVERHEAD_TOKENS`] per request (reply
-    /// priming).
-    pub fn prompt_token_bound(&self) -> u64 {
-        let bytes =
-            self.system.as_deref().map_or(0, str::len) + self.messages.iter().map(|m| m.content.len()).sum::<usize>();
-        let messages = self.messages.len() + usize::from(self.system.is_some());
-        u64::try_from(bytes)
-            .unwrap_or(u64::MAX)
-            .saturating_add(MESSAGE_OVERHEAD_TOKENS.saturating_mul(messages as u64))
-            .saturating_add(REQUEST_OVERHEAD_TOKENS)
-    }
-}
-
-/// Tokens a provider may add per message around its content (see
-/// [`ChatRequest::prompt_token_bound`]).
-pub const MESSAGE_OVERHEAD_TOKENS: u64 = 8;
-/// Tokens a provider may add per request (see [`ChatRequest::prompt_token_bound`]).
-pub const REQUEST_OVERHEAD_TOKENS: u64 = 8;
 
 /// A finished (non-streaming) answer, or the summary of a finished stream.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Completion {
-    pub content: String,
-    pub finish_reason: Option<String>,
+    /// The assistant message: text, thinking and tool-call parts in the provider's order.
+    pub parts: Vec<Part>,
+    pub finish_reason: Option<FinishReason>,
     /// The model the provider says answered, when it says.
     pub model: Option<String>,
     /// `None` when the provider reported no usage.
     pub usage: Option<TokenUsage>,
+    /// The cost the provider itself reported (OpenRouter's `usage.cost`), in micro-dollars.
+    pub provider_cost_microusd: Option<i64>,
+}
+
+impl Completion {
+    /// The answer's text parts, joined.
+    pub fn text(&self) -> String {
+        crate::chat::joined_text(&self.parts)
+    }
 }
 
 /// What a stream decoder knows so far.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StreamSummary {
-    pub finish_reason: Option<String>,
+    pub finish_reason: Option<FinishReason>,
     pub model: Option<String>,
     pub usage: Option<TokenUsage>,
+    pub provider_cost_microusd: Option<i64>,
 }
 
 /// Decodes one provider's streaming body, frame by frame.
 pub trait StreamDecoder: Send {
-    /// Handles one frame; returns the text delta it carries, if any. An error event inside the
+    /// Handles one frame, pushing the deltas it carries to `out`. An error event inside the
     /// stream is returned as [`ProviderError::Stream`] (after recording any usage it carried).
-    fn on_frame(&mut self, frame: &Frame) -> Result<Option<String>, ProviderError>;
+    fn on_frame(&mut self, frame: &Frame, out: &mut Vec<Delta>) -> Result<(), ProviderError>;
     /// True once the stream's terminal marker (`[DONE]`, `message_stop`, a final chunk) was seen.
     fn finished(&self) -> bool;
     /// Usage, finish reason and model seen so far.
@@ -151,6 +105,10 @@ pub trait Provider: Send + Sync {
     fn framing(&self) -> Framing {
         Framing::Sse
     }
+    /// The most tokens one image or PDF page can cost at `model` (for the quota's bound).
+    fn media_bound(&self, _model: &str) -> MediaBound {
+        MediaBound::default()
+    }
     /// Turns a non-2xx response into an error (status, provider's message, retry hints).
     fn classify(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> ProviderError {
         error::classify_http(status, headers, body)
@@ -175,11 +133,12 @@ pub fn estimate_tokens(chars: usize) -> u64 {
 }
 
 /// Deterministic usage estimate when a provider reports none: [`estimate_tokens`] of the prompt
-/// text (system + message contents) for input and of the text received so far for output.
-pub fn estimate_usage(req: &ChatRequest, output_text: &str) -> TokenUsage {
+/// text (see [`ChatRequest::prompt_chars`]) for input and of the `output_chars` characters
+/// generated so far (text, reasoning, tool calls) for output.
+pub fn estimate_usage(req: &ChatRequest, output_chars: usize) -> TokenUsage {
     TokenUsage {
         input: estimate_tokens(req.prompt_chars()),
-        output: estimate_tokens(output_text.chars().count()),
+        output: estimate_tokens(output_chars),
         estimated: true,
         ..TokenUsage::default()
     }
@@ -223,14 +182,26 @@ pub(crate) fn set_secret_header(
     Ok(())
 }
 
-/// `[{role, content}]` with the `system` field first as a `system` message (OpenAI, Ollama).
-pub(crate) fn role_content_messages(req: &ChatRequest) -> Vec<serde_json::Value> {
-    let mut messages = Vec::with_capacity(req.messages.len() + 1);
-    if let Some(system) = &req.system {
-        messages.push(serde_json::json!({"role": "system", "content": system}));
+/// Refuses what a text-only translation cannot carry: tools, images, documents, thinking,
+/// response formats and reasoning options, each named.
+pub(crate) fn text_only(req: &ChatRequest) -> Result<(), ProviderError> {
+    let unsupported = |feature| Err(ProviderError::Unsupported { feature });
+    if req.uses_tools() {
+        return unsupported("tools");
     }
-    messages.extend(req.messages.iter().map(|m| serde_json::json!({"role": m.role, "content": m.content})));
-    messages
+    if req.has_images() {
+        return unsupported("images");
+    }
+    if req.has_documents() {
+        return unsupported("documents");
+    }
+    if req.response_format.is_some() {
+        return unsupported("response_format");
+    }
+    if req.reasoning.is_some() {
+        return unsupported("reasoning");
+    }
+    Ok(())
 }
 
 /// Reads an unsigned count at `path` inside a JSON value.
@@ -253,22 +224,15 @@ mod tests {
 
     #[test]
     fn estimates_a_token_per_four_characters_rounded_up() {
+        use crate::chat::{Message, Role};
         assert_eq!([0, 1, 4, 5, 8, 9].map(estimate_tokens), [0, 1, 1, 2, 2, 3]);
-        // The bound counts bytes, not characters: "héllo" is 6 bytes.
-        let req = ChatRequest {
-            system: Some("be brief".into()),
-            messages: vec![ChatMessage { role: "user".into(), content: "héllo".into() }],
-            ..ChatRequest::default()
-        };
-        assert_eq!(req.prompt_token_bound(), 8 + 6 + 2 * MESSAGE_OVERHEAD_TOKENS + REQUEST_OVERHEAD_TOKENS);
-        assert!(req.prompt_token_bound() >= estimate_tokens(req.prompt_chars()));
         let req = ChatRequest {
             system: Some("abcd".into()),
-            messages: vec![ChatMessage { role: "user".into(), content: "héllo".into() }],
+            messages: vec![Message::text(Role::User, "héllo")],
             ..ChatRequest::default()
         };
         // 4 + 5 characters (not bytes) of prompt, 3 of output.
-        let u = estimate_usage(&req, "abc");
+        let u = estimate_usage(&req, 3);
         assert_eq!((u.input, u.output, u.estimated), (3, 1, true));
     }
 }
@@ -284,6 +248,49 @@ pub(crate) mod test_support {
         std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read fixture {path}: {e}"))
     }
 
+    /// What [`decode_parts`] saw.
+    pub struct Decoded {
+        pub text: String,
+        pub parts: Vec<crate::chat::Part>,
+        pub deltas: Vec<Delta>,
+        pub summary: StreamSummary,
+        pub err: Option<ProviderError>,
+        pub done: bool,
+    }
+
+    /// Feeds `bytes` in chunks of `chunk` bytes through the adapter's framing and decoder, and
+    /// assembles the deltas.
+    pub fn decode_parts(provider: &dyn Provider, bytes: &[u8], chunk: usize) -> Decoded {
+        let mut framer = Framer::new(provider.framing());
+        let mut decoder = provider.decoder();
+        let mut frames = Vec::new();
+        for piece in bytes.chunks(chunk.max(1)) {
+            framer.feed(piece, &mut frames).unwrap();
+        }
+        framer.finish(&mut frames).unwrap();
+        let mut err = None;
+        let mut deltas = Vec::new();
+        for f in &frames {
+            if let Err(e) = decoder.on_frame(f, &mut deltas) {
+                err = Some(e);
+                break;
+            }
+        }
+        let mut a = crate::chat::Assembler::default();
+        for d in &deltas {
+            a.push(d);
+        }
+        let parts = a.into_parts();
+        Decoded {
+            text: crate::chat::joined_text(&parts),
+            parts,
+            deltas,
+            summary: decoder.summary(),
+            err,
+            done: decoder.finished(),
+        }
+    }
+
     /// Feeds `bytes` in chunks of `chunk` bytes through the adapter's framing and decoder.
     /// Returns the concatenated text, the summary and the first stream error.
     pub fn decode(
@@ -291,25 +298,7 @@ pub(crate) mod test_support {
         bytes: &[u8],
         chunk: usize,
     ) -> (String, StreamSummary, Option<ProviderError>, bool) {
-        let mut framer = Framer::new(provider.framing());
-        let mut decoder = provider.decoder();
-        let mut text = String::new();
-        let mut frames = Vec::new();
-        for piece in bytes.chunks(chunk.max(1)) {
-            framer.feed(piece, &mut frames).unwrap();
-        }
-        framer.finish(&mut frames).unwrap();
-        let mut err = None;
-        for f in &frames {
-            match decoder.on_frame(f) {
-                Ok(Some(d)) => text.push_str(&d),
-                Ok(None) => {}
-                Err(e) => {
-                    err = Some(e);
-                    break;
-                }
-            }
-        }
-        (text, decoder.summary(), err, decoder.finished())
+        let d = decode_parts(provider, bytes, chunk);
+        (d.text, d.summary, d.err, d.done)
     }
 }

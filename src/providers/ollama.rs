@@ -6,9 +6,10 @@
 //! adapter serves `adapter = "ollama"` entries.
 
 use super::{
-    json_post, parse_json, role_content_messages, set_secret_header, u64_at, ChatRequest, Completion, Frame, Framing,
-    Provider, ProviderError, ProviderSpec, StreamDecoder, StreamSummary,
+    json_post, parse_json, set_secret_header, u64_at, ChatRequest, Completion, Frame, Framing, Provider, ProviderError,
+    ProviderSpec, StreamDecoder, StreamSummary,
 };
+use crate::chat::{Delta, FinishReason, Part};
 use crate::usage_record::TokenUsage;
 use secrecy::SecretString;
 use serde_json::{json, Value};
@@ -24,7 +25,12 @@ impl Provider for Ollama {
         stream: bool,
         key: Option<&SecretString>,
     ) -> Result<reqwest::Request, ProviderError> {
-        let messages = role_content_messages(req);
+        super::text_only(req)?;
+        let mut messages = Vec::new();
+        if let Some(system) = &req.system {
+            messages.push(json!({"role": "system", "content": system}));
+        }
+        messages.extend(req.messages.iter().map(|m| json!({"role": m.role.as_str(), "content": m.joined_text()})));
         let mut options = serde_json::Map::new();
         if let Some(n) = req.max_tokens {
             options.insert("num_predict".into(), json!(n));
@@ -57,10 +63,11 @@ impl Provider for Ollama {
             .and_then(Value::as_str)
             .ok_or_else(|| ProviderError::Malformed("no message.content in the response".into()))?;
         Ok(Completion {
-            content: content.to_string(),
-            finish_reason: v.get("done_reason").and_then(Value::as_str).map(str::to_string),
+            parts: vec![Part::Text { text: content.to_string() }],
+            finish_reason: v.get("done_reason").and_then(Value::as_str).map(FinishReason::from_openai),
             model: v.get("model").and_then(Value::as_str).map(str::to_string),
             usage: self.body_usage(&v),
+            provider_cost_microusd: None,
         })
     }
 
@@ -94,7 +101,7 @@ struct Decoder {
 }
 
 impl StreamDecoder for Decoder {
-    fn on_frame(&mut self, frame: &Frame) -> Result<Option<String>, ProviderError> {
+    fn on_frame(&mut self, frame: &Frame, out: &mut Vec<Delta>) -> Result<(), ProviderError> {
         let v = parse_json(frame.data.as_bytes())?;
         if let Some(e) = v.get("error").and_then(Value::as_str) {
             return Err(ProviderError::Stream { status: None, code: None, message: e.to_string(), retryable: false });
@@ -104,10 +111,13 @@ impl StreamDecoder for Decoder {
         }
         if v.get("done").and_then(Value::as_bool) == Some(true) {
             self.done = true;
-            self.summary.finish_reason = v.get("done_reason").and_then(Value::as_str).map(str::to_string);
+            self.summary.finish_reason = v.get("done_reason").and_then(Value::as_str).map(FinishReason::from_openai);
             self.summary.usage = usage_of(&v);
         }
-        Ok(v.pointer("/message/content").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string))
+        if let Some(t) = v.pointer("/message/content").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+            out.push(Delta::Text(t.to_string()));
+        }
+        Ok(())
     }
 
     fn finished(&self) -> bool {
@@ -133,7 +143,7 @@ mod tests {
             assert_eq!(text, " these times of day.");
             let u = s.usage.unwrap();
             assert_eq!((u.input, u.output), (10, 239));
-            assert_eq!(s.finish_reason.as_deref(), Some("stop"));
+            assert_eq!(s.finish_reason, Some(FinishReason::Stop));
             assert_eq!(s.model.as_deref(), Some("phi3"));
         }
     }

@@ -12,9 +12,10 @@
 
 use super::{
     error::{retryable_error_type, retryable_status, truncate},
-    json_post, parse_json, role_content_messages, set_secret_header, u64_at, ChatRequest, Completion, Frame, Provider,
-    ProviderError, ProviderSpec, StreamDecoder, StreamSummary,
+    json_post, parse_json, set_secret_header, u64_at, ChatRequest, Completion, Frame, Provider, ProviderError,
+    ProviderSpec, StreamDecoder, StreamSummary,
 };
+use crate::chat::{Delta, FinishReason, Part};
 use crate::usage_record::TokenUsage;
 use secrecy::SecretString;
 use serde_json::{json, Value};
@@ -34,7 +35,12 @@ impl Provider for OpenAi {
         if base.contains("{account_id}") {
             return Err(ProviderError::Request(format!("set providers.{}.account_id in the config", spec.name)));
         }
-        let messages = role_content_messages(req);
+        super::text_only(req)?;
+        let mut messages = Vec::new();
+        if let Some(system) = &req.system {
+            messages.push(json!({"role": "system", "content": system}));
+        }
+        messages.extend(req.messages.iter().map(|m| json!({"role": m.role.as_str(), "content": m.joined_text()})));
         let mut body = json!({"model": model, "messages": messages, "stream": stream});
         if stream && spec.stream_usage {
             body["stream_options"] = json!({"include_usage": true});
@@ -73,10 +79,14 @@ impl Provider for OpenAi {
             Some(_) => return Err(ProviderError::Malformed("choices[0].message.content is not a string".into())),
         };
         Ok(Completion {
-            content: content.to_string(),
-            finish_reason: choice.and_then(|c| c.get("finish_reason")).and_then(Value::as_str).map(str::to_string),
+            parts: vec![Part::Text { text: content.to_string() }],
+            finish_reason: choice
+                .and_then(|c| c.get("finish_reason"))
+                .and_then(Value::as_str)
+                .map(FinishReason::from_openai),
             model: v.get("model").and_then(Value::as_str).map(str::to_string),
             usage: self.body_usage(&v),
+            provider_cost_microusd: None,
         })
     }
 
@@ -125,10 +135,10 @@ struct Decoder {
 }
 
 impl StreamDecoder for Decoder {
-    fn on_frame(&mut self, frame: &Frame) -> Result<Option<String>, ProviderError> {
+    fn on_frame(&mut self, frame: &Frame, out: &mut Vec<Delta>) -> Result<(), ProviderError> {
         if frame.data.trim() == "[DONE]" {
             self.done = true;
-            return Ok(None);
+            return Ok(());
         }
         let v = parse_json(frame.data.as_bytes())?;
         if frame.event.as_deref() == Some("error") {
@@ -145,11 +155,14 @@ impl StreamDecoder for Decoder {
         if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
             return Err(stream_error(err));
         }
-        let Some(choice) = v.get("choices").and_then(|c| c.get(0)) else { return Ok(None) };
+        let Some(choice) = v.get("choices").and_then(|c| c.get(0)) else { return Ok(()) };
         if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
-            self.summary.finish_reason = Some(reason.to_string());
+            self.summary.finish_reason = Some(FinishReason::from_openai(reason));
         }
-        Ok(choice.pointer("/delta/content").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string))
+        if let Some(t) = choice.pointer("/delta/content").and_then(Value::as_str).filter(|s| !s.is_empty()) {
+            out.push(Delta::Text(t.to_string()));
+        }
+        Ok(())
     }
 
     fn finished(&self) -> bool {
@@ -165,8 +178,9 @@ impl StreamDecoder for Decoder {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use crate::chat::{Message, Role};
+    use crate::providers::presets;
     use crate::providers::test_support::{decode, fixture};
-    use crate::providers::{presets, ChatMessage};
     use secrecy::ExposeSecret;
 
     fn usage(input: u64, output: u64, cached: u64, reasoning: u64) -> TokenUsage {
@@ -181,7 +195,7 @@ mod tests {
             assert!(done);
             assert_eq!(text, "The capital of the UK is London.");
             assert_eq!(s.usage, Some(usage(78, 9, 0, 0)));
-            assert_eq!(s.finish_reason.as_deref(), Some("stop"));
+            assert_eq!(s.finish_reason, Some(FinishReason::Stop));
             assert_eq!(s.model.as_deref(), Some("gpt-4o-mini-2024-07-18"));
         }
     }
@@ -213,7 +227,7 @@ mod tests {
         let (_, s, err, done) = decode(&OpenAi, &fixture("deepseek_chat_stream_usage.sse"), 4096);
         assert!(err.is_none() && done);
         assert_eq!(s.usage, Some(usage(6, 212, 0, 198)));
-        assert_eq!(s.finish_reason.as_deref(), Some("stop"));
+        assert_eq!(s.finish_reason, Some(FinishReason::Stop));
     }
 
     #[test]
@@ -221,7 +235,7 @@ mod tests {
         let (_, s, err, done) = decode(&OpenAi, &fixture("groq_chat_stream_x_groq.sse"), 333);
         assert!(err.is_none() && done);
         assert_eq!(s.usage, Some(usage(304, 49, 0, 23)));
-        assert_eq!(s.finish_reason.as_deref(), Some("tool_calls"));
+        assert_eq!(s.finish_reason, Some(FinishReason::ToolCalls));
     }
 
     #[test]
@@ -241,10 +255,10 @@ mod tests {
             "tool_calls":[{"id":"call_1","type":"function","function":{"name":"f","arguments":"{}"}}]},
             "finish_reason":"tool_calls"}],"usage":{"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}}"#;
         let c = OpenAi.parse_body(tool).unwrap();
-        assert_eq!((c.content.as_str(), c.finish_reason.as_deref()), ("", Some("tool_calls")));
+        assert_eq!((c.text().as_str(), c.finish_reason), ("", Some(FinishReason::ToolCalls)));
         assert_eq!(c.usage.map(|u| u.output), Some(3));
         let refusal = br#"{"choices":[{"message":{"role":"assistant","content":null,"refusal":"I can't help with that."},"finish_reason":"stop"}]}"#;
-        assert_eq!(OpenAi.parse_body(refusal).unwrap().content, "I can't help with that.");
+        assert_eq!(OpenAi.parse_body(refusal).unwrap().text(), "I can't help with that.");
         assert!(matches!(OpenAi.parse_body(br#"{"choices":[]}"#), Err(ProviderError::Malformed(_))));
         assert!(matches!(
             OpenAi.parse_body(br#"{"choices":[{"message":{"content":7}}]}"#),
@@ -255,13 +269,13 @@ mod tests {
     #[test]
     fn recorded_image_and_json_schema_answers() {
         let c = OpenAi.parse_body(&fixture("openai_chat_image_url.json")).unwrap();
-        assert!(c.content.starts_with("The image shows the Wikipedia logo"), "{}", c.content);
+        assert!(c.text().starts_with("The image shows the Wikipedia logo"), "{}", c.text());
         assert_eq!(c.usage, Some(usage(269, 23, 0, 0)));
         assert_eq!(c.model.as_deref(), Some("gpt-4o-2024-08-06"));
         // `refusal: null` beside a real answer: the answer is the content.
         let c = OpenAi.parse_body(&fixture("openai_chat_json_schema.json")).unwrap();
         assert_eq!(
-            c.content,
+            c.text(),
             r#"{"title":"THE NAME OF THE WIND","author":{"first_name":"Patrick","last_name":"Rothfuss"},"rating":7}"#
         );
         assert_eq!(c.usage, Some(usage(172, 29, 0, 0)));
@@ -274,7 +288,7 @@ mod tests {
             "usage":{"prompt_tokens":2006,"completion_tokens":300,"total_tokens":2306,
             "prompt_tokens_details":{"cached_tokens":1920},"completion_tokens_details":{"reasoning_tokens":100}}}"#;
         let c = OpenAi.parse_body(body).unwrap();
-        assert_eq!(c.content, "hi");
+        assert_eq!(c.text(), "hi");
         assert_eq!(c.usage, Some(usage(2006, 300, 1920, 100)));
     }
 
@@ -282,11 +296,12 @@ mod tests {
     fn request_shape() {
         let specs = presets::resolve(&presets::ProvidersConfig::new()).unwrap();
         let req = ChatRequest {
-            messages: vec![ChatMessage { role: "user".into(), content: "hi".into() }],
+            messages: vec![Message::text(Role::User, "hi")],
             system: Some("be brief".into()),
             max_tokens: Some(50),
             temperature: Some(0.5),
             stop: vec!["\n".into()],
+            ..ChatRequest::default()
         };
         let key = SecretString::from("sk-test");
         let r = OpenAi.build(&specs["openai"], "gpt-4o-mini", &req, true, Some(&key)).unwrap();

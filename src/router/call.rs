@@ -1,6 +1,7 @@
 //! One chat call through the router: targets × keys × retries, and one HTTP exchange per attempt.
 //!
-//! Text deltas go to the caller through a bounded channel as they arrive; a delta is "delivered"
+//! Deltas (text, reasoning, tool-call pieces) go to the caller through a bounded channel as they
+//! arrive, and are assembled into the answer's message; a delta is "delivered"
 //! once the channel accepted it, and from then on the call can no longer fall back.
 //!
 //! Billing: the attempt that ends the call is billed in [`ChatOutcome::usage`] (what the provider
@@ -13,6 +14,7 @@
 //! attempt: providers do not bill a request they refused (429, 5xx) or never reported on.
 
 use super::{KeyChoice, Router, RouterConfig, Target};
+use crate::chat::{Assembler, Delta, FinishReason, Part};
 use crate::keystore::{KeyOutcome, KeyStore};
 use crate::providers::{
     self, estimate_usage, transport, ChatRequest, Completion, Framer, ProviderError, ProviderSpec, StreamSummary,
@@ -63,6 +65,11 @@ pub enum ChatFailure {
         provider: String,
     },
     Cancelled,
+    /// The request uses a feature the provider's API lacks (nothing was sent).
+    Unsupported {
+        provider: String,
+        feature: &'static str,
+    },
     Provider {
         provider: String,
         status: Option<u16>,
@@ -75,8 +82,11 @@ pub enum ChatFailure {
 #[derive(Debug, Clone, Default)]
 pub struct ChatOutcome {
     pub result: Option<ChatFailure>,
-    pub content: String,
-    pub finish_reason: Option<String>,
+    /// The assistant message (what was received, when the call failed or was cancelled).
+    pub parts: Vec<Part>,
+    pub finish_reason: Option<FinishReason>,
+    /// The cost the provider reported for the ending attempt, in micro-dollars.
+    pub provider_cost_microusd: Option<i64>,
     /// The target of the last attempt that reached a provider.
     pub provider: String,
     pub target_model: String,
@@ -122,7 +132,7 @@ enum End {
 
 struct Attempted {
     end: End,
-    content: String,
+    content: Assembler,
     summary: StreamSummary,
     /// The request was sent (so the provider may bill the prompt).
     sent: bool,
@@ -136,7 +146,7 @@ impl Router {
         &self,
         call: &ChatCall,
         store: &dyn KeyStore,
-        chunks: Option<&mpsc::Sender<String>>,
+        chunks: Option<&mpsc::Sender<Delta>>,
         cancel: &CancellationToken,
     ) -> ChatOutcome {
         let start = Instant::now();
@@ -149,7 +159,7 @@ impl Router {
         &self,
         call: &ChatCall,
         store: &dyn KeyStore,
-        chunks: Option<&mpsc::Sender<String>>,
+        chunks: Option<&mpsc::Sender<Delta>>,
         cancel: &CancellationToken,
         start: Instant,
     ) -> ChatOutcome {
@@ -210,7 +220,8 @@ impl Router {
                             self.note_success(target);
                             out.usage = Some(settle_usage(&call.request, &a.summary, &a.content));
                             out.finish_reason = a.summary.finish_reason;
-                            out.content = a.content;
+                            out.provider_cost_microusd = a.summary.provider_cost_microusd;
+                            out.parts = a.content.into_parts();
                             return out;
                         }
                         End::Cancelled => {
@@ -218,7 +229,7 @@ impl Router {
                             if a.sent {
                                 out.usage = Some(settle_usage(&call.request, &a.summary, &a.content));
                             }
-                            out.content = a.content;
+                            out.parts = a.content.into_parts();
                             out.result = Some(ChatFailure::Cancelled);
                             return out;
                         }
@@ -228,6 +239,11 @@ impl Router {
                                 None => err,
                             };
                             out.attempts.push(attempt(target, err.outcome(), err.status(), ms));
+                            if let ProviderError::Unsupported { feature } = err {
+                                out.result =
+                                    Some(ChatFailure::Unsupported { provider: target.provider.clone(), feature });
+                                return out;
+                            }
                             tracing::debug!(target = %target, key = %key.id, error = %err, delivered = a.delivered, "attempt failed");
                             let failure = ChatFailure::Provider {
                                 provider: target.provider.clone(),
@@ -239,7 +255,7 @@ impl Router {
                                 // The app has part of the answer: no retry, no fallback.
                                 out.usage = Some(settle_usage(&call.request, &a.summary, &a.content));
                                 out.finish_reason = a.summary.finish_reason;
-                                out.content = a.content;
+                                out.parts = a.content.into_parts();
                                 out.result = Some(failure);
                                 return out;
                             }
@@ -316,14 +332,14 @@ impl Router {
         target: &Target,
         key: &KeyChoice,
         call: &ChatCall,
-        chunks: Option<&mpsc::Sender<String>>,
+        chunks: Option<&mpsc::Sender<Delta>>,
         cancel: &CancellationToken,
         deadline: Instant,
         start: Instant,
     ) -> Attempted {
         let mut a = Attempted {
             end: End::Ok,
-            content: String::new(),
+            content: Assembler::default(),
             summary: StreamSummary::default(),
             sent: false,
             delivered: false,
@@ -373,9 +389,11 @@ impl Router {
                 }
             };
             match adapter.parse_body(&bytes) {
-                Ok(Completion { content, finish_reason, model, usage }) => {
-                    a.content = content;
-                    a.summary = StreamSummary { finish_reason, model, usage };
+                Ok(Completion { parts, finish_reason, model, usage, provider_cost_microusd }) => {
+                    for p in parts {
+                        a.content.push_part(p);
+                    }
+                    a.summary = StreamSummary { finish_reason, model, usage, provider_cost_microusd };
                     a.ttft = Some(start.elapsed());
                 }
                 Err(e) => {
@@ -390,6 +408,7 @@ impl Router {
         let mut framer = Framer::new(adapter.framing());
         let mut decoder = adapter.decoder();
         let mut frames = Vec::new();
+        let mut deltas = Vec::new();
         let mut ended_at: Option<Instant> = None;
         loop {
             let piece = if let Some(t) = ended_at {
@@ -427,32 +446,29 @@ impl Router {
                 return a;
             }
             for frame in frames.drain(..) {
-                match decoder.on_frame(&frame) {
-                    Ok(None) => {}
-                    Ok(Some(delta)) => {
-                        a.content.push_str(&delta);
-                        if let Some(tx) = chunks {
-                            let sent = tokio::select! {
-                                biased;
-                                _ = cancel.cancelled() => false,
-                                r = tx.send(delta) => r.is_ok(),
-                            };
-                            if !sent {
-                                // Cancelled, or the app's side of the call is gone.
-                                a.summary = decoder.summary();
-                                a.end = End::Cancelled;
-                                return a;
-                            }
-                            a.delivered = true;
+                if let Err(e) = decoder.on_frame(&frame, &mut deltas) {
+                    a.summary = decoder.summary();
+                    a.end = End::Failed(e);
+                    return a;
+                }
+                for delta in deltas.drain(..) {
+                    a.content.push(&delta);
+                    if let Some(tx) = chunks {
+                        let sent = tokio::select! {
+                            biased;
+                            _ = cancel.cancelled() => false,
+                            r = tx.send(delta) => r.is_ok(),
+                        };
+                        if !sent {
+                            // Cancelled, or the app's side of the call is gone.
+                            a.summary = decoder.summary();
+                            a.end = End::Cancelled;
+                            return a;
                         }
-                        if a.ttft.is_none() {
-                            a.ttft = Some(start.elapsed());
-                        }
+                        a.delivered = true;
                     }
-                    Err(e) => {
-                        a.summary = decoder.summary();
-                        a.end = End::Failed(e);
-                        return a;
+                    if a.ttft.is_none() {
+                        a.ttft = Some(start.elapsed());
                     }
                 }
             }
@@ -472,7 +488,8 @@ impl Router {
 }
 
 /// The usage to bill: the provider's, with an estimate filling what it did not report.
-fn settle_usage(req: &ChatRequest, summary: &StreamSummary, content: &str) -> TokenUsage {
+fn settle_usage(req: &ChatRequest, summary: &StreamSummary, content: &Assembler) -> TokenUsage {
+    let content = content.chars();
     match summary.usage {
         Some(u) if !u.estimated => u,
         Some(partial) => {

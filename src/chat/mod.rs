@@ -1,0 +1,17 @@
+//! The chat domain shared by every front door and the providers: the conversation model
+//! ([`types`]), stream deltas and their assembly ([`assemble`]) and the prompt token bound a
+//! quota reserves ([`bound`]).
+//!
+//! Invariant: no provider's wire shape appears here; adapters translate these types both ways
+//! and the RPC (and any other face) maps its params onto them.
+
+pub mod assemble;
+pub mod bound;
+pub mod types;
+
+pub use assemble::{output_chars, Assembler, Delta};
+pub use bound::MediaBound;
+pub use types::{
+    joined_text, reasoning_text, tool_calls, ChatRequest, Effort, FinishReason, Image, ImageSource, Message, Part,
+    Reasoning, ResponseFormat, Role, Tool, ToolCallOut, ToolChoice,
+};
