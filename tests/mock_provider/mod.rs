@@ -38,6 +38,10 @@ pub enum Fault {
     Status { status: u16, headers: Vec<(&'static str, String)>, body: String },
     /// Replay a recorded streaming body byte for byte.
     Fixture(&'static str),
+    /// Answer 200 with this JSON body (a whole, non-streamed answer).
+    Json(serde_json::Value),
+    /// Stream these bytes (an SSE or NDJSON body the test wrote), in small pieces.
+    Stream(String),
     /// Wait before answering normally.
     SlowFirstByte(Duration),
     /// Never answer.
@@ -94,6 +98,7 @@ impl Mock {
         let state = Arc::new(MockState::default());
         let app = axum::Router::new()
             .route("/v1/chat/completions", post(openai))
+            .route("/v1/responses", post(openai))
             .route("/v1/messages", post(anthropic))
             .route("/v1beta/models/{action}", post(gemini))
             .route("/api/chat", post(ollama))
@@ -291,6 +296,11 @@ async fn answer(
     match fault {
         None => normal(s, wire, stream, model, usage, &words, None),
         Some(Fault::Status { status, headers, body }) => json_response(status, &headers, body),
+        Some(Fault::Json(v)) => json_response(200, &[], v.to_string()),
+        Some(Fault::Stream(text)) => {
+            let steps = text.as_bytes().chunks(61).map(|c| Step::Data(Bytes::copy_from_slice(c))).collect();
+            streamed(s, steps, content_type(wire))
+        }
         Some(Fault::Fixture(name)) => {
             let bytes = fixture(name);
             let steps = bytes.chunks(97).map(|c| Step::Data(Bytes::copy_from_slice(c))).collect();

@@ -1,0 +1,1 @@
+//! Tool loop tests for the gemini adapter (filled in with the adapter's translation).
