@@ -131,7 +131,7 @@ pub(super) fn admit(state: &State, router: &Router, app: &str, call: &mut ChatCa
     // The reservation must bound what the call can cost: the prompt's token bound, and an output
     // limit the provider is told. With tiers on, a call without `max_tokens` gets the default.
     let media = |t: &Target| {
-        router.providers().get(&t.provider).map(|spec| crate::providers::adapter(spec.adapter).media_bound(&t.model))
+        router.providers().get(&t.provider).map(|spec| crate::providers::for_spec(spec).media_bound(&t.model))
     };
     let rules = state.policy.rules();
     if call.request.max_tokens.is_none() && !rules.tiers.is_empty() {

@@ -115,6 +115,11 @@ pub trait Provider: Send + Sync {
     }
 }
 
+/// The adapter a provider speaks (its `adapter`, and for OpenAI-compatible ones its `api`).
+pub fn for_spec(spec: &ProviderSpec) -> &'static dyn Provider {
+    adapter(spec.adapter)
+}
+
 /// The adapter for a wire format.
 pub fn adapter(kind: AdapterKind) -> &'static dyn Provider {
     match kind {

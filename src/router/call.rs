@@ -345,7 +345,7 @@ impl Router {
             delivered: false,
             ttft: None,
         };
-        let adapter = providers::adapter(spec.adapter);
+        let adapter = providers::for_spec(spec);
         let request = match adapter.build(spec, &target.model, &call.request, call.stream, key.secret.as_ref()) {
             Ok(r) => r,
             Err(e) => {
