@@ -275,7 +275,7 @@ async fn direct(http: &reqwest::Client, url: &str, stream: bool) -> Sample {
     if !stream {
         let bytes = resp.bytes().await.unwrap();
         let c = providers::adapter(AdapterKind::Openai).parse_body(&bytes).unwrap();
-        assert_eq!(c.content, REPLY);
+        assert_eq!(c.text(), REPLY);
         let total = t0.elapsed();
         return Sample { total, first: total };
     }
@@ -285,12 +285,16 @@ async fn direct(http: &reqwest::Client, url: &str, stream: bool) -> Sample {
     let mut frames = Vec::new();
     let mut first = None;
     let mut text = String::new();
+    let mut deltas = Vec::new();
     while let Some(chunk) = resp.chunk().await.unwrap() {
         framer.feed(&chunk, &mut frames).unwrap();
         for f in frames.drain(..) {
-            if let Some(d) = decoder.on_frame(&f).unwrap() {
-                first.get_or_insert_with(|| t0.elapsed());
-                text.push_str(&d);
+            decoder.on_frame(&f, &mut deltas).unwrap();
+            for d in deltas.drain(..) {
+                if let llm_sidecar::chat::Delta::Text(t) = d {
+                    first.get_or_insert_with(|| t0.elapsed());
+                    text.push_str(&t);
+                }
             }
         }
     }

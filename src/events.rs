@@ -28,6 +28,7 @@ pub const KINDS: &[&str] = &[
     "vault.locked",
     "vault.unlocked",
     "key.invalid",
+    "usage.overshoot",
 ];
 
 /// Sent to a subscriber that missed events because it read too slowly.

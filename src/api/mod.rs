@@ -44,11 +44,20 @@ pub struct ConnCtx {
     pub events_forwarder: std::sync::atomic::AtomicBool,
     /// Cancelled when the connection stops reading; background tasks tied to it end then.
     pub closed: CancellationToken,
+    /// The running requests of this connection by msgid: the one cancel registry (`$/cancel`,
+    /// `chat.cancel`, and a lost connection cancel through it).
+    pub inflight: Mutex<HashMap<u32, CancellationToken>>,
 }
 
 impl ConnCtx {
     pub fn app(&self) -> String {
         self.app.lock().map(|a| a.clone()).unwrap_or_else(|_| "unknown".to_string())
+    }
+
+    /// Cancels the running request `msgid`; false if there is none.
+    pub fn cancel(&self, msgid: u32) -> bool {
+        let token = self.inflight.lock().ok().and_then(|m| m.get(&msgid).cloned());
+        token.inspect(CancellationToken::cancel).is_some()
     }
 
     /// Sends a notification to this connection, waiting if its queue is full.

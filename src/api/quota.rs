@@ -3,12 +3,10 @@
 //! `quota_exceeded`, design §3).
 
 use super::{ok, Call, Method};
-use crate::policy::{AdmitRequest, Admitted, Amount, Refusal};
-use crate::pricing::cost_microusd;
-use crate::router::{ChatCall, Router, Target};
+use crate::chat::service::{has_byok, worst};
+use crate::policy::{AdmitRequest, Features, Refusal};
 use crate::rpc::{Encoded, ErrorCode, RpcError};
 use crate::state::State;
-use crate::usage_record::{KeySource, TokenUsage};
 use rmpv::Value;
 use serde::{Deserialize, Serialize};
 
@@ -51,21 +49,35 @@ fn upgrade_hint(tier: &str, backend: bool) -> String {
 /// (it decides the upgrade hint of `tier_required`).
 pub(super) fn refusal_error(r: &Refusal, backend: bool) -> RpcError {
     match r {
-        Refusal::TierRequired { required_tier, provider, model } => {
+        Refusal::TierRequired { required_tier, provider, model, feature } => {
             #[derive(Serialize)]
             struct D<'a> {
                 required_tier: &'a Option<String>,
                 provider: &'a str,
                 model: &'a str,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                feature: &'a Option<String>,
                 upgrade: Option<String>,
             }
             let hint = match required_tier {
                 Some(t) => format!("; the `{t}` tier allows it"),
                 None => "; no tier allows it".into(),
             };
+            let what = match feature.as_deref() {
+                Some(f) => match f.strip_prefix("tool:") {
+                    Some(name) => format!("the tool `{name}`"),
+                    None => f.to_string(),
+                },
+                None => format!("{provider}/{model}"),
+            };
             let upgrade = required_tier.as_deref().map(|t| upgrade_hint(t, backend));
-            RpcError::new(ErrorCode::TierRequired, format!("your tier does not allow {provider}/{model}{hint}"))
-                .with_data(&D { required_tier, provider, model, upgrade })
+            RpcError::new(ErrorCode::TierRequired, format!("your tier does not allow {what}{hint}")).with_data(&D {
+                required_tier,
+                provider,
+                model,
+                feature,
+                upgrade,
+            })
         }
         Refusal::RateLimited { retry_after_ms, limit } => {
             #[derive(Serialize)]
@@ -108,52 +120,8 @@ pub(super) fn refusal_error(r: &Refusal, backend: bool) -> RpcError {
     }
 }
 
-/// The worst case of `call` at `target`: prompt estimate + max output, 1 request, and its cost.
-fn worst(state: &State, target: &Target, tokens_in: u64, tokens_out: u64) -> Amount {
-    let usage = TokenUsage { input: tokens_in, output: tokens_out, ..TokenUsage::default() };
-    let cost = state.prices().lookup(&target.provider, &target.model).map_or(0, |p| cost_microusd(&p, &usage));
-    Amount { tokens: tokens_in.saturating_add(tokens_out), requests: 1, cost_microusd: cost }
-}
-
 fn has_backend(state: &State) -> bool {
     state.policy.rules().account.url.is_some()
-}
-
-fn has_byok(state: &State, provider: &str) -> bool {
-    state.keys.keys_for(provider).is_ok_and(|keys| keys.iter().any(|k| k.source == KeySource::Byok))
-}
-
-/// Admission of a `chat` call: restricts `call.targets` to what the tier allows, or refuses.
-pub(super) fn admit(state: &State, router: &Router, app: &str, call: &mut ChatCall) -> Result<Admitted, RpcError> {
-    let Some(targets) = router.resolve(&call.route) else {
-        return Ok(crate::policy::Policy::pass_through()); // the router reports it
-    };
-    // The reservation must bound what the call can cost: the prompt's token bound, and an output
-    // limit the provider is told. With tiers on, a call without `max_tokens` gets the default.
-    let media = |t: &Target| {
-        router.providers().get(&t.provider).map(|spec| crate::providers::for_spec(spec).media_bound(&t.model))
-    };
-    let rules = state.policy.rules();
-    if call.request.max_tokens.is_none() && !rules.tiers.is_empty() {
-        call.request.max_tokens = Some(rules.settings.default_max_tokens);
-    }
-    let output = u64::from(call.request.max_tokens.unwrap_or(rules.settings.default_max_tokens));
-    let byok = |p: &str| has_byok(state, p);
-    let req = AdmitRequest {
-        app,
-        targets: targets
-            .iter()
-            .map(|t| {
-                let input = call.request.prompt_token_bound(media(t).unwrap_or_default());
-                (t.clone(), worst(state, t, input, output))
-            })
-            .collect(),
-        has_byok: &byok,
-        dry_run: false,
-    };
-    let admitted = state.policy.admit(&req).map_err(|r| refusal_error(&r, has_backend(state)))?;
-    call.targets = Some(admitted.targets.clone());
-    Ok(admitted)
 }
 
 async fn status(c: Call) -> Result<Encoded, RpcError> {
@@ -179,9 +147,11 @@ async fn check(mut c: Call) -> Result<Encoded, RpcError> {
     let tokens = p.estimated_tokens.unwrap_or(u64::from(state.policy.rules().settings.default_max_tokens));
     let byok = |p: &str| has_byok(state, p);
     let app = c.conn.app();
+    let features = Features::default();
     let req = AdmitRequest {
         app: &app,
         targets: targets.iter().map(|t| (t.clone(), worst(state, t, 0, tokens))).collect(),
+        features: &features,
         has_byok: &byok,
         dry_run: true,
     };

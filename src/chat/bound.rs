@@ -5,7 +5,7 @@
 //! - every UTF-8 byte of text the request carries (system, message text, tool-call names and
 //!   arguments, tool results, thinking text and signatures, tool schemas, the response schema):
 //!   a byte-level BPE never makes more tokens than bytes;
-//! - [`MESSAGE_OVERHEAD_TOKENS`] per message and part, [`REQUEST_OVERHEAD_TOKENS`] per request,
+//! - [`MESSAGE_OVERHEAD_TOKENS`] per message and per part after its first, [`REQUEST_OVERHEAD_TOKENS`] per request,
 //!   [`TOOL_OVERHEAD_TOKENS`] per tool and [`TOOLS_PREAMBLE_TOKENS`] once when tools are declared
 //!   (Anthropic's tool-use system prompt is 346 tokens);
 //! - each image at its provider's published maximum ([`MediaBound::image`]), each PDF page at
@@ -61,24 +61,28 @@ pub fn pdf_pages(data: &str) -> u64 {
 }
 
 fn parts_bound(parts: &[Part], media: MediaBound) -> u64 {
-    parts.iter().fold(0u64, |acc, p| {
-        let cost = match p {
-            Part::Text { text } => bytes(text),
-            Part::Image(img) => media.image.saturating_add(match &img.source {
-                ImageSource::Url(u) => bytes(u),
-                ImageSource::Base64 { .. } => 0,
-            }),
-            Part::Document { data, name, .. } => {
-                pdf_pages(data).saturating_mul(media.pdf_page).saturating_add(name.as_deref().map_or(0, bytes))
-            }
-            Part::ToolCall { id, name, arguments } => bytes(id) + bytes(name) + bytes(arguments),
-            Part::ToolResult { tool_call_id, content, .. } => {
-                bytes(tool_call_id).saturating_add(parts_bound(content, media))
-            }
-            Part::Thinking { text, signature } => bytes(text).saturating_add(signature.as_deref().map_or(0, bytes)),
-        };
-        acc.saturating_add(cost).saturating_add(MESSAGE_OVERHEAD_TOKENS)
-    })
+    parts
+        .iter()
+        .fold(0u64, |acc, p| {
+            let cost = match p {
+                Part::Text { text } => bytes(text),
+                Part::Image(img) => media.image.saturating_add(match &img.source {
+                    ImageSource::Url(u) => bytes(u),
+                    ImageSource::Base64 { .. } => 0,
+                }),
+                Part::Document { data, name, .. } => {
+                    pdf_pages(data).saturating_mul(media.pdf_page).saturating_add(name.as_deref().map_or(0, bytes))
+                }
+                Part::ToolCall { id, name, arguments } => bytes(id) + bytes(name) + bytes(arguments),
+                Part::ToolResult { tool_call_id, content, .. } => {
+                    bytes(tool_call_id).saturating_add(parts_bound(content, media))
+                }
+                Part::Thinking { text, signature } => bytes(text).saturating_add(signature.as_deref().map_or(0, bytes)),
+            };
+            acc.saturating_add(cost)
+        })
+        // Framing between parts (the first part's is the message's own overhead).
+        .saturating_add(MESSAGE_OVERHEAD_TOKENS.saturating_mul(parts.len().saturating_sub(1) as u64))
 }
 
 impl ChatRequest {
@@ -150,7 +154,7 @@ mod tests {
             messages: vec![Message::text(Role::User, "héllo")],
             ..ChatRequest::default()
         };
-        let text_only = 8 + 6 + 8 + 8 + 8 + REQUEST_OVERHEAD_TOKENS;
+        let text_only = 8 + 6 + 8 + 8 + REQUEST_OVERHEAD_TOKENS;
         assert_eq!(req.prompt_token_bound(media), text_only);
         assert!(req.prompt_token_bound(media) >= crate::providers::estimate_tokens(req.prompt_chars()));
         req.messages[0].content.push(Part::Image(Image {

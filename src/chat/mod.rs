@@ -7,10 +7,13 @@
 
 pub mod assemble;
 pub mod bound;
+pub mod service;
+pub mod target;
 pub mod types;
 
 pub use assemble::{output_chars, Assembler, Delta};
 pub use bound::MediaBound;
+pub use target::Target;
 pub use types::{
     joined_text, reasoning_text, tool_calls, ChatRequest, Effort, FinishReason, Image, ImageSource, Message, Part,
     Reasoning, ResponseFormat, Role, Tool, ToolCallOut, ToolChoice,

@@ -19,7 +19,6 @@ use crate::rpc::RpcError;
 use crate::state::State;
 use bytes::Bytes;
 use interprocess::local_socket::tokio::Stream;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
@@ -29,8 +28,6 @@ use tokio_util::task::TaskTracker;
 
 /// Frames that may wait for a slow reader before handlers block.
 const OUTBOX_FRAMES: usize = 64;
-
-type InFlight = Arc<Mutex<HashMap<u32, CancellationToken>>>;
 
 /// Why the read side of a connection stopped.
 enum Stop {
@@ -55,8 +52,8 @@ pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<
         events: Mutex::default(),
         events_forwarder: Default::default(),
         closed: CancellationToken::new(),
+        inflight: Mutex::default(),
     });
-    let inflight: InFlight = Arc::default();
     let handlers = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(state.config().daemon.max_inflight_per_connection));
     let mut frames = FrameReader::with_limits(rd, MAX_FRAME, MAX_DEPTH);
@@ -84,7 +81,7 @@ pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<
                     p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break Stop::Shutdown },
                 };
                 let cancel = CancellationToken::new();
-                let duplicate = match inflight.lock() {
+                let duplicate = match conn.inflight.lock() {
                     Ok(m) if m.contains_key(&msgid) => true,
                     Ok(mut m) => {
                         m.insert(msgid, cancel.clone());
@@ -99,13 +96,13 @@ pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<
                     continue;
                 }
                 let call = Call { state: state.clone(), conn: conn.clone(), msgid, cancel, params };
-                let done = inflight.clone();
+                let done = conn.clone();
                 let mut answer = Box::pin(async move {
                     let bytes = match api::dispatch(&method, call).await {
                         Ok(result) => encode_response_raw(msgid, &result.0),
                         Err(err) => encode_error_response(msgid, &err),
                     };
-                    if let Ok(mut m) = done.lock() {
+                    if let Ok(mut m) = done.inflight.lock() {
                         m.remove(&msgid);
                     }
                     Bytes::from(bytes)
@@ -126,9 +123,8 @@ pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<
             }
             Ok(Message::Notification { method, params }) if method == CANCEL_NOTIFICATION => {
                 let target = params.first().and_then(|v| v.as_u64()).and_then(|v| u32::try_from(v).ok());
-                match target.and_then(|t| inflight.lock().ok().and_then(|m| m.get(&t).cloned())) {
-                    Some(token) => token.cancel(),
-                    None => tracing::debug!(conn = id, "$/cancel for no running request"),
+                if !target.is_some_and(|t| conn.cancel(t)) {
+                    tracing::debug!(conn = id, "$/cancel for no running request");
                 }
             }
             Ok(Message::Notification { method, .. }) => {
@@ -151,7 +147,7 @@ pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<
         Stop::Eof | Stop::Shutdown => {}
     }
     if matches!(stop, Stop::Violation(_) | Stop::PeerGone) {
-        if let Ok(m) = inflight.lock() {
+        if let Ok(m) = conn.inflight.lock() {
             m.values().for_each(CancellationToken::cancel);
         }
     }

@@ -84,6 +84,18 @@ pub struct TierConfig {
     pub overage_price_per_1k_tokens_usd: Option<f64>,
     pub requests_per_minute: Option<u32>,
     pub byok: ByokConfig,
+    /// `false` forbids tools; a list allows only tools whose name matches a glob; absent = all.
+    pub tools: Option<ToolsRule>,
+    /// `false` forbids image and document parts; absent = allowed.
+    pub images: Option<bool>,
+}
+
+/// `[tiers.<name>] tools`: `true`/`false`, or globs over tool names.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum ToolsRule {
+    All(bool),
+    Globs(Vec<String>),
 }
 
 /// `[tiers]`.

@@ -28,14 +28,14 @@ pub mod quota;
 pub mod rate;
 pub mod tiers;
 
-pub use config::{AccountConfig, PolicySettings, TierConfig, TiersConfig};
+pub use config::{AccountConfig, PolicySettings, TierConfig, TiersConfig, ToolsRule};
 pub use entitlement::{Entitlement, EntitlementError, Verifier};
 pub use period::{Bounds, Clock};
 pub use quota::{Amount, Limits, Metric, Reservation};
 
+use crate::chat::Target;
 use crate::events::Bus;
 use crate::ledger::Ledger;
-use crate::router::Target;
 use config::{microusd, Overage, PeriodKind};
 use serde::Serialize;
 use std::collections::HashSet;
@@ -48,9 +48,26 @@ pub const USER: &str = "local";
 /// `quota_exceeded` with these fields as `data`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    TierRequired { required_tier: Option<String>, provider: String, model: String },
-    RateLimited { retry_after_ms: u64, limit: u32 },
-    QuotaExceeded { metric: Metric, limit: i64, used: i64, remaining: i64, period_start: String, period_end: String },
+    /// The tier does not allow the target, or (`feature` set) a feature the call uses:
+    /// `tools`, `tool:<name>`, `images` or `documents`.
+    TierRequired {
+        required_tier: Option<String>,
+        provider: String,
+        model: String,
+        feature: Option<String>,
+    },
+    RateLimited {
+        retry_after_ms: u64,
+        limit: u32,
+    },
+    QuotaExceeded {
+        metric: Metric,
+        limit: i64,
+        used: i64,
+        remaining: i64,
+        period_start: String,
+        period_end: String,
+    },
 }
 
 /// Backend's count of this period's usage across the user's devices.
@@ -86,10 +103,22 @@ impl Admitted {
     }
 }
 
+/// What a call uses that a tier may forbid.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Features {
+    /// Tools declared or called in the conversation, by name.
+    pub tools: Vec<String>,
+    /// Tools are declared, called or answered.
+    pub uses_tools: bool,
+    pub images: bool,
+    pub documents: bool,
+}
+
 /// One call to admit. `worst` is the call's worst case at each target (tokens, 1 request, cost).
 pub struct AdmitRequest<'a> {
     pub app: &'a str,
     pub targets: Vec<(Target, Amount)>,
+    pub features: &'a Features,
     /// Whether the user has own keys for a provider (predicts a BYOK call).
     pub has_byok: &'a dyn Fn(&str) -> bool,
     /// `quota.check`: decide without consuming the rate limit or keeping a reservation.
@@ -296,13 +325,21 @@ impl Policy {
                 ..Admitted::default()
             });
         };
+        if let Err(feature) = tiers::allows_features(tier, req.features) {
+            let (provider, model) =
+                req.targets.first().map(|(t, _)| (t.provider.clone(), t.model.clone())).unwrap_or_default();
+            let required_tier =
+                tiers::cheapest_allowing(&rules.tiers, &provider, &model, req.features).map(str::to_string);
+            return Err(Refusal::TierRequired { required_tier, provider, model, feature: Some(feature) });
+        }
         let (allowed, skipped): (Vec<_>, Vec<_>) =
             req.targets.iter().cloned().partition(|(t, _)| tiers::allows(tier, &t.provider, &t.model));
         if allowed.is_empty() {
             let (provider, model) =
                 req.targets.first().map(|(t, _)| (t.provider.clone(), t.model.clone())).unwrap_or_default();
-            let required_tier = tiers::cheapest_allowing(&rules.tiers, &provider, &model).map(str::to_string);
-            return Err(Refusal::TierRequired { required_tier, provider, model });
+            let required_tier =
+                tiers::cheapest_allowing(&rules.tiers, &provider, &model, req.features).map(str::to_string);
+            return Err(Refusal::TierRequired { required_tier, provider, model, feature: None });
         }
         if let (Some(rpm), false) = (tier.requests_per_minute, req.dry_run) {
             if let Err(retry_after_ms) = self.rates.check(rpm, USER, req.app) {

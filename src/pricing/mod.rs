@@ -12,7 +12,8 @@
 //! Lookup is by provider and model: an exact match, else the longest known model name that the
 //! requested one starts with followed by `-` (so `gpt-4o-mini-2024-07-18` is priced as
 //! `gpt-4o-mini`, `claude-sonnet-4-5-20250929` as `claude-sonnet-4-5`). Unknown models cost 0.
-//! [`cost_microusd`] sums the four parts exactly and rounds half up once, at the end.
+//! [`cost_microusd`] sums the five parts (reasoning tokens at their own price where the table has
+//! one) exactly and rounds half up once, at the end.
 
 mod builtin;
 
@@ -30,11 +31,13 @@ pub struct Price {
     pub cached: i64,
     /// Cache writes (Anthropic `cache_creation_input_tokens`).
     pub cache_write: i64,
+    /// Reasoning tokens (part of the output); the output price unless the table has its own.
+    pub reasoning: i64,
 }
 
 impl Price {
     const fn new(input: i64, output: i64, cached: i64, cache_write: i64) -> Price {
-        Price { input, output, cached, cache_write }
+        Price { input, output, cached, cache_write, reasoning: output }
     }
 }
 
@@ -57,6 +60,8 @@ pub struct PriceConfig {
     pub cached: Option<f64>,
     /// Default: the input price.
     pub cache_write: Option<f64>,
+    /// Reasoning output tokens. Default: the output price.
+    pub reasoning: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +130,8 @@ impl PriceTable {
                     .ok_or_else(|| invalid("`cached` must be a non-negative number"))?,
                 cache_write: usd_per_mtok(p.cache_write.unwrap_or(p.input))
                     .ok_or_else(|| invalid("`cache_write` must be a non-negative number"))?,
+                reasoning: usd_per_mtok(p.reasoning.unwrap_or(p.output))
+                    .ok_or_else(|| invalid("`reasoning` must be a non-negative number"))?,
             };
             t.insert(provider, model, price);
         }
@@ -162,6 +169,7 @@ impl PriceTable {
                 output,
                 cached: per_token("cache_read_input_token_cost").unwrap_or(input),
                 cache_write: per_token("cache_creation_input_token_cost").unwrap_or(input),
+                reasoning: per_token("output_cost_per_reasoning_token").unwrap_or(output),
             };
             self.insert(provider, model, price);
             added += 1;
@@ -198,15 +206,16 @@ fn usd_per_token(usd: f64) -> Option<i64> {
     (0.0..1e3).contains(&usd).then(|| (usd * 1e12).round() as i64)
 }
 
-/// Cost of `usage` in micro-dollars: uncached input, cache reads, cache writes and output each at
-/// their price, summed exactly, then rounded half up.
+/// Cost of `usage` in micro-dollars: uncached input, cache reads, cache writes, reasoning and the
+/// rest of the output each at their price, summed exactly, then rounded half up.
 pub fn cost_microusd(price: &Price, usage: &TokenUsage) -> i64 {
     let uncached = usage.input.saturating_sub(usage.cached).saturating_sub(usage.cache_write);
     let part = |tokens: u64, per_m: i64| i128::from(tokens) * i128::from(per_m);
     let total = part(uncached, price.input)
         + part(usage.cached, price.cached)
         + part(usage.cache_write, price.cache_write)
-        + part(usage.output, price.output);
+        + part(usage.output.saturating_sub(usage.reasoning), price.output)
+        + part(usage.reasoning.min(usage.output), price.reasoning);
     i64::try_from((total + 500_000) / 1_000_000).unwrap_or(i64::MAX)
 }
 
@@ -270,7 +279,7 @@ mod tests {
         let mut models = BTreeMap::new();
         models.insert(
             "mine/big".to_string(),
-            PriceConfig { input: 1.5, output: 2.25, cached: Some(0.5), cache_write: None },
+            PriceConfig { input: 1.5, output: 2.25, cached: Some(0.5), cache_write: None, reasoning: None },
         );
         let config = PricingConfig { price_file: Some(PathBuf::from("prices.json")), models };
         let t = PriceTable::load(&config, dir.path()).unwrap();

@@ -13,6 +13,41 @@ use std::time::{Duration, SystemTime};
 /// Longest provider message kept in an error (the rest is cut).
 const MAX_MESSAGE: usize = 500;
 
+/// The kind of a [`ProviderError`], as attempts and usage records name it (snake_case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    BadRequest,
+    ConnectError,
+    Timeout,
+    ConnectionLost,
+    KeyInvalid,
+    RateLimited,
+    ServerError,
+    Rejected,
+    StreamError,
+    Malformed,
+    Unsupported,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::BadRequest => "bad_request",
+            FailureKind::ConnectError => "connect_error",
+            FailureKind::Timeout => "timeout",
+            FailureKind::ConnectionLost => "connection_lost",
+            FailureKind::KeyInvalid => "key_invalid",
+            FailureKind::RateLimited => "rate_limited",
+            FailureKind::ServerError => "server_error",
+            FailureKind::Rejected => "rejected",
+            FailureKind::StreamError => "stream_error",
+            FailureKind::Malformed => "malformed",
+            FailureKind::Unsupported => "unsupported",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ProviderError {
     /// The request could not be built (bad config, bad URL); never retried.
@@ -77,20 +112,20 @@ impl ProviderError {
         }
     }
 
-    /// A short snake_case tag for attempts and logs.
-    pub fn outcome(&self) -> &'static str {
+    /// What kind of failure this is, for attempts, records and logs.
+    pub fn kind(&self) -> FailureKind {
         match self {
-            ProviderError::Request(_) => "bad_request",
-            ProviderError::Connect(_) => "connect_error",
-            ProviderError::Timeout(_) => "timeout",
-            ProviderError::Transport(_) => "connection_lost",
-            ProviderError::Http { status: 401 | 403, .. } => "key_invalid",
-            ProviderError::Http { status: 429, .. } => "rate_limited",
-            ProviderError::Http { status, .. } if *status >= 500 => "server_error",
-            ProviderError::Http { .. } => "rejected",
-            ProviderError::Stream { .. } => "stream_error",
-            ProviderError::Malformed(_) => "malformed",
-            ProviderError::Unsupported { .. } => "unsupported",
+            ProviderError::Request(_) => FailureKind::BadRequest,
+            ProviderError::Connect(_) => FailureKind::ConnectError,
+            ProviderError::Timeout(_) => FailureKind::Timeout,
+            ProviderError::Transport(_) => FailureKind::ConnectionLost,
+            ProviderError::Http { status: 401 | 403, .. } => FailureKind::KeyInvalid,
+            ProviderError::Http { status: 429, .. } => FailureKind::RateLimited,
+            ProviderError::Http { status, .. } if *status >= 500 => FailureKind::ServerError,
+            ProviderError::Http { .. } => FailureKind::Rejected,
+            ProviderError::Stream { .. } => FailureKind::StreamError,
+            ProviderError::Malformed(_) => FailureKind::Malformed,
+            ProviderError::Unsupported { .. } => FailureKind::Unsupported,
         }
     }
 
@@ -233,7 +268,7 @@ mod tests {
         assert!(e.is_retryable());
         assert_eq!(e.retry_after(), Some(Duration::from_millis(34_400)));
         assert_eq!(e.status(), Some(429));
-        assert_eq!(e.outcome(), "rate_limited");
+        assert_eq!(e.kind(), FailureKind::RateLimited);
         match &e {
             ProviderError::Http { message, code, .. } => {
                 assert!(message.starts_with("You exceeded your current quota"), "{message}");

@@ -26,7 +26,7 @@ pub mod presets;
 pub mod sse;
 pub mod transport;
 
-pub use error::ProviderError;
+pub use error::{FailureKind, ProviderError};
 pub use presets::{AdapterKind, ProviderConfig, ProviderSpec, ProvidersConfig};
 pub use sse::{Frame, Framer};
 

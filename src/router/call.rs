@@ -17,7 +17,8 @@ use super::{KeyChoice, Router, RouterConfig, Target};
 use crate::chat::{Assembler, Delta, FinishReason, Part};
 use crate::keystore::{KeyOutcome, KeyStore};
 use crate::providers::{
-    self, estimate_usage, transport, ChatRequest, Completion, Framer, ProviderError, ProviderSpec, StreamSummary,
+    self, estimate_usage, transport, ChatRequest, Completion, FailureKind, Framer, ProviderError, ProviderSpec,
+    StreamSummary,
 };
 use crate::usage_record::{KeySource, TokenUsage};
 use secrecy::ExposeSecret;
@@ -46,11 +47,53 @@ pub struct ChatCall {
 pub struct Attempt {
     pub provider: String,
     pub model: String,
-    /// `ok`, `cancelled`, `key_missing`, `cooldown`, or the failure (`rate_limited`,
-    /// `server_error`, `timeout`, `connect_error`, `connection_lost`, `key_invalid`, ...).
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     pub status: Option<u16>,
     pub ms: u64,
+}
+
+/// How one attempt ended (snake_case on the wire): a request that was made (`ok`, `cancelled`,
+/// or the [`FailureKind`]), or a target skipped without one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Ok,
+    Cancelled,
+    KeyMissing,
+    VaultLocked,
+    Cooldown,
+    Deadline,
+    /// The tier does not allow the target (set by admission).
+    SkippedTier,
+    #[serde(untagged)]
+    Failed(FailureKind),
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Ok => "ok",
+            AttemptOutcome::Cancelled => "cancelled",
+            AttemptOutcome::KeyMissing => "key_missing",
+            AttemptOutcome::VaultLocked => "vault_locked",
+            AttemptOutcome::Cooldown => "cooldown",
+            AttemptOutcome::Deadline => "deadline",
+            AttemptOutcome::SkippedTier => "skipped_tier",
+            AttemptOutcome::Failed(k) => k.as_str(),
+        }
+    }
+
+    /// Whether the target was skipped without a request.
+    pub fn skipped(self) -> bool {
+        matches!(
+            self,
+            AttemptOutcome::KeyMissing
+                | AttemptOutcome::VaultLocked
+                | AttemptOutcome::Cooldown
+                | AttemptOutcome::Deadline
+                | AttemptOutcome::SkippedTier
+        )
+    }
 }
 
 /// Why a call did not complete.
@@ -70,11 +113,16 @@ pub enum ChatFailure {
         provider: String,
         feature: &'static str,
     },
+    /// The provider failed the call: the last attempt's error (redacted), kept whole so each
+    /// front door can map it (status, retry hint, kind).
     Provider {
         provider: String,
-        status: Option<u16>,
-        message: String,
+        error: ProviderError,
         after_first_chunk: bool,
+    },
+    /// The call's deadline passed before any provider answered.
+    Deadline {
+        provider: String,
     },
 }
 
@@ -118,8 +166,8 @@ pub struct BilledAttempt {
     /// Exactly what the provider reported: `estimated` is set when only the input side was
     /// reported (Anthropic's `message_start`); `output` is then 0, never guessed.
     pub usage: TokenUsage,
-    /// The failure, as in the attempt's `outcome` (`stream_error`, `connection_lost`, ...).
-    pub outcome: &'static str,
+    /// The failure, as in the attempt's `outcome`.
+    pub outcome: FailureKind,
     /// How long the attempt took.
     pub ms: u64,
 }
@@ -178,7 +226,7 @@ impl Router {
         'targets: for target in &targets {
             let Some(spec) = self.providers.get(&target.provider) else { continue };
             if !all_cooling && self.cooling(target, Instant::now()) {
-                out.attempts.push(skipped(target, "cooldown"));
+                out.attempts.push(skipped(target, AttemptOutcome::Cooldown));
                 continue;
             }
             let (keys, was_locked) = self.keys_for(spec, store);
@@ -188,7 +236,10 @@ impl Router {
                 } else {
                     missing.get_or_insert_with(|| target.provider.clone());
                 }
-                out.attempts.push(skipped(target, if was_locked { "vault_locked" } else { "key_missing" }));
+                out.attempts.push(skipped(
+                    target,
+                    if was_locked { AttemptOutcome::VaultLocked } else { AttemptOutcome::KeyMissing },
+                ));
                 continue;
             }
             for key in &keys {
@@ -199,7 +250,7 @@ impl Router {
                         return out;
                     }
                     if Instant::now() >= deadline {
-                        out.attempts.push(skipped(target, "deadline"));
+                        out.attempts.push(skipped(target, AttemptOutcome::Deadline));
                         break 'targets;
                     }
                     let t0 = Instant::now();
@@ -213,7 +264,7 @@ impl Router {
                     out.ttft = out.ttft.or(a.ttft);
                     match a.end {
                         End::Ok => {
-                            out.attempts.push(attempt(target, "ok", None, ms));
+                            out.attempts.push(attempt(target, AttemptOutcome::Ok, None, ms));
                             if key.source != KeySource::Local {
                                 store.report(&key.id, KeyOutcome::Ok);
                             }
@@ -225,7 +276,7 @@ impl Router {
                             return out;
                         }
                         End::Cancelled => {
-                            out.attempts.push(attempt(target, "cancelled", None, ms));
+                            out.attempts.push(attempt(target, AttemptOutcome::Cancelled, None, ms));
                             if a.sent {
                                 out.usage = Some(settle_usage(&call.request, &a.summary, &a.content));
                             }
@@ -238,7 +289,7 @@ impl Router {
                                 Some(s) => err.redact(s.expose_secret()),
                                 None => err,
                             };
-                            out.attempts.push(attempt(target, err.outcome(), err.status(), ms));
+                            out.attempts.push(attempt(target, AttemptOutcome::Failed(err.kind()), err.status(), ms));
                             if let ProviderError::Unsupported { feature } = err {
                                 out.result =
                                     Some(ChatFailure::Unsupported { provider: target.provider.clone(), feature });
@@ -247,8 +298,7 @@ impl Router {
                             tracing::debug!(target = %target, key = %key.id, error = %err, delivered = a.delivered, "attempt failed");
                             let failure = ChatFailure::Provider {
                                 provider: target.provider.clone(),
-                                status: err.status(),
-                                message: err.to_string(),
+                                error: err.clone(),
                                 after_first_chunk: a.delivered,
                             };
                             if a.delivered {
@@ -274,7 +324,7 @@ impl Router {
                                     model: out.model.clone(),
                                     key_source: key.source,
                                     usage,
-                                    outcome: err.outcome(),
+                                    outcome: err.kind(),
                                     ms,
                                 });
                             }
@@ -314,12 +364,9 @@ impl Router {
             (Some(f), _, _) => f,
             (None, Some(provider), _) => ChatFailure::VaultLocked { provider },
             (None, None, Some(provider)) => ChatFailure::KeyMissing { provider },
-            (None, None, None) => ChatFailure::Provider {
-                provider: targets.first().map(|t| t.provider.clone()).unwrap_or_default(),
-                status: None,
-                message: "the call's deadline passed before any provider answered".into(),
-                after_first_chunk: false,
-            },
+            (None, None, None) => {
+                ChatFailure::Deadline { provider: targets.first().map(|t| t.provider.clone()).unwrap_or_default() }
+            }
         });
         out
     }
@@ -507,10 +554,10 @@ fn reported_usage(summary: &StreamSummary) -> Option<TokenUsage> {
     summary.usage.filter(|u| u.input > 0 || u.output > 0 || u.cached > 0 || u.cache_write > 0 || u.reasoning > 0)
 }
 
-fn attempt(target: &Target, outcome: &str, status: Option<u16>, ms: u64) -> Attempt {
-    Attempt { provider: target.provider.clone(), model: target.model.clone(), outcome: outcome.to_string(), status, ms }
+fn attempt(target: &Target, outcome: AttemptOutcome, status: Option<u16>, ms: u64) -> Attempt {
+    Attempt { provider: target.provider.clone(), model: target.model.clone(), outcome, status, ms }
 }
 
-fn skipped(target: &Target, why: &str) -> Attempt {
+fn skipped(target: &Target, why: AttemptOutcome) -> Attempt {
     attempt(target, why, None, 0)
 }

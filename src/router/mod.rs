@@ -22,7 +22,7 @@
 pub mod call;
 pub mod config;
 
-pub use call::{Attempt, BilledAttempt, ChatCall, ChatFailure, ChatOutcome};
+pub use call::{Attempt, AttemptOutcome, BilledAttempt, ChatCall, ChatFailure, ChatOutcome};
 pub use config::{RouteConfig, RouterConfig, RoutesConfig};
 
 use crate::keystore::{KeyError, KeyStore};
@@ -33,26 +33,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// One (provider, model) a call may go to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Target {
-    pub provider: String,
-    pub model: String,
-}
-
-impl Target {
-    /// Parses `provider/model` (the model may itself contain `/`).
-    pub fn parse(s: &str) -> Option<Target> {
-        let (p, m) = s.split_once('/')?;
-        (!p.is_empty() && !m.is_empty()).then(|| Target { provider: p.to_string(), model: m.to_string() })
-    }
-}
-
-impl std::fmt::Display for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.provider, self.model)
-    }
-}
+pub use crate::chat::Target;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
