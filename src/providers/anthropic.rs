@@ -708,7 +708,438 @@ impl StreamDecoder for Decoder {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use crate::providers::test_support::{decode, fixture};
+    use crate::providers::test_support::{decode, decode_parts, fixture};
+    use serde_json::json;
+
+    const THINKING_SIGNATURE: &str = "EvoCCkYICxgCKkCY593DZILKPT3+cK6Py3Hcu8WYGSW2vk6yge13JAuAYlQFzUC2c6UlsIWiBMvJjtDc6zfh73EOpWqxYB+pOh5zEgxoquY58aQkL5YJ9YUaDJpBRqMUVxU6SPYLRCIwcxSHXlhIWQw0QhiPV+lrMXgTdk4SuJnWVpHc+uTSxYmxetnHugsdCo6xWShRJaQLKuEBsfQzKHid0WmA8hdgz0mVpI+nAPvnhpHFIZbnGl2HQi7cc87o/HZzCod2tF8mEuqdyNtPHgx+H+Zyr/Pi0kmJF6hOoylmR5nGrXeqR1ttWFzzPF7XpmIr+vw3y/rNCDQVRWxmG/IDyHVLKXtALaFnDpNfvSGv6L3udrgkeWuV2VEzfGPclEIaailiMsxesYC/LJGUcPlqZ9kL18GQ16lr15u6kOUMlyYKA7AoeL6K7U3qCvpSdfGpMfgkasK5ugj0FL3UgFpUrrFbPlpLAdLsNeG2G+XBiOY0TtfokCiI1P7LGAE=";
+    const THINKING_TEXT: &str = "The user wants two names for a pet pelican, and wants me to be brief. I'll give two simple, fitting names.\n\nSome options:\n- Pete\n- Percy\n- Captain\n- Scoop\n- Bill\n- Gully\n\nI'll pick two good ones and keep it very short.";
+
+    /// A request from the RPC's JSON shape of its parts.
+    fn request(v: Value) -> ChatRequest {
+        let get = |k: &str| v.get(k).cloned().filter(|x| !x.is_null());
+        let r = ChatRequest {
+            messages: serde_json::from_value(v["messages"].clone()).unwrap(),
+            system: get("system").map(|s| s.as_str().unwrap().to_string()),
+            max_tokens: get("max_tokens").map(|m| u32::try_from(m.as_u64().unwrap()).unwrap()),
+            temperature: get("temperature").map(|t| t.as_f64().unwrap()),
+            stop: Vec::new(),
+            tools: get("tools").map(|t| serde_json::from_value(t).unwrap()).unwrap_or_default(),
+            tool_choice: get("tool_choice").map(|t| serde_json::from_value(t).unwrap()),
+            parallel_tool_calls: get("parallel_tool_calls").map(|b| b.as_bool().unwrap()),
+            response_format: get("response_format").map(|t| serde_json::from_value(t).unwrap()),
+            reasoning: get("reasoning").map(|t| serde_json::from_value(t).unwrap()),
+        };
+        r.validate().unwrap();
+        r
+    }
+
+    fn body(model: &str, r: &ChatRequest, stream: bool) -> Value {
+        serde_json::to_value(wire_body(model, r, stream).unwrap()).unwrap()
+    }
+
+    fn refused(r: &ChatRequest) -> &'static str {
+        match wire_body("m", r, false) {
+            Err(ProviderError::Unsupported { feature }) => feature,
+            Err(e) => panic!("not Unsupported: {e}"),
+            Ok(b) => panic!("accepted: {}", serde_json::to_string(&b).unwrap()),
+        }
+    }
+
+    /// `content` as a block array (a plain string is one text block), to compare with recordings.
+    fn blocks(messages: &Value) -> Value {
+        let mut m = messages.clone();
+        for msg in m.as_array_mut().unwrap() {
+            if let Some(t) = msg["content"].as_str() {
+                msg["content"] = json!([{"type": "text", "text": t}]);
+            }
+        }
+        m
+    }
+
+    fn strip_cache_control(v: &mut Value) {
+        if let Some(a) = v.as_array_mut() {
+            a.iter_mut().for_each(strip_cache_control);
+        } else if let Some(o) = v.as_object_mut() {
+            o.remove("cache_control");
+        }
+    }
+
+    fn recorded(name: &str) -> Value {
+        serde_json::from_slice(&fixture(name)).unwrap()
+    }
+
+    #[test]
+    fn stream_of_text_and_two_tool_use_blocks() {
+        for chunk in [1, 7, 61, 4096] {
+            let d = decode_parts(&Anthropic, &fixture("anthropic_messages_stream_tool_use.sse"), chunk);
+            assert!(d.err.is_none() && d.done, "chunk {chunk}");
+            assert_eq!(
+                d.parts,
+                vec![
+                    Part::Text { text: "I'll retrieve the secrets for both passwords you provided.".into() },
+                    Part::ToolCall {
+                        id: "toolu_015cUijgET79LXjgeYQerN2h".into(),
+                        name: "secret_retrieval_tool".into(),
+                        arguments: r#"{"password": "mellon"}"#.into(),
+                    },
+                    Part::ToolCall {
+                        id: "toolu_01XZTimPexA7h3EVKesnKt5T".into(),
+                        name: "secret_retrieval_tool".into(),
+                        arguments: r#"{"password": "radiance"}"#.into(),
+                    },
+                ],
+                "chunk {chunk}"
+            );
+            // Tool calls are numbered among the calls (0, 1), not by block index (1, 2).
+            let indexes: Vec<usize> = d
+                .deltas
+                .iter()
+                .filter_map(|x| match x {
+                    Delta::ToolCall { index, .. } => Some(*index),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(indexes, [0, 0, 0, 0, 1, 1, 1, 1, 1]);
+            assert_eq!(d.summary.finish_reason, Some(FinishReason::ToolCalls));
+            assert_eq!(d.summary.model.as_deref(), Some("claude-sonnet-4-20250514"));
+            let u = d.summary.usage.unwrap();
+            assert_eq!((u.input, u.output, u.cached, u.cache_write, u.estimated), (416, 109, 0, 0, false));
+        }
+    }
+
+    #[test]
+    fn stream_of_thinking_with_signature_then_text() {
+        assert_eq!(THINKING_SIGNATURE.len(), 512);
+        for chunk in [1, 13, 200, 8192] {
+            let d = decode_parts(&Anthropic, &fixture("anthropic_messages_stream_thinking.sse"), chunk);
+            assert!(d.err.is_none() && d.done, "chunk {chunk}");
+            assert_eq!(
+                d.parts,
+                vec![
+                    Part::Thinking { text: THINKING_TEXT.into(), signature: Some(THINKING_SIGNATURE.into()) },
+                    Part::Text { text: "- Captain\n- Scoop".into() },
+                ],
+                "chunk {chunk}"
+            );
+            assert_eq!(d.deltas.iter().filter(|x| matches!(x, Delta::Reasoning(_))).count(), 29);
+            assert_eq!(d.summary.finish_reason, Some(FinishReason::Stop));
+            let u = d.summary.usage.unwrap();
+            assert_eq!((u.input, u.output, u.cached, u.estimated), (46, 84, 0, false));
+        }
+    }
+
+    #[test]
+    fn consecutive_thinking_blocks_keep_their_signatures_and_a_call_without_arguments_gets_an_object() {
+        let events = [
+            json!({"type":"message_start","message":{"model":"m","usage":{"input_tokens":3,"output_tokens":1}}}),
+            json!({"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":"","signature":""}}),
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"a"}}),
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"S1"}}),
+            json!({"type":"content_block_stop","index":0}),
+            json!({"type":"content_block_start","index":1,"content_block":{"type":"redacted_thinking","data":"R"}}),
+            json!({"type":"content_block_stop","index":1}),
+            json!({"type":"content_block_start","index":2,"content_block":{"type":"thinking","thinking":"","signature":""}}),
+            json!({"type":"content_block_delta","index":2,"delta":{"type":"signature_delta","signature":"S2"}}),
+            json!({"type":"content_block_stop","index":2}),
+            json!({"type":"content_block_start","index":3,"content_block":{"type":"server_tool_use","id":"srv","name":"web_search","input":{}}}),
+            json!({"type":"content_block_delta","index":3,"delta":{"type":"input_json_delta","partial_json":"{\"q\":1}"}}),
+            json!({"type":"content_block_stop","index":3}),
+            json!({"type":"content_block_start","index":4,"content_block":{"type":"tool_use","id":"t1","name":"now","input":{}}}),
+            json!({"type":"content_block_delta","index":4,"delta":{"type":"input_json_delta","partial_json":""}}),
+            json!({"type":"content_block_stop","index":4}),
+            json!({"type":"message_delta","delta":{"stop_reason":"tool_use"},"usage":{"output_tokens":9}}),
+            json!({"type":"message_stop"}),
+        ];
+        let sse: String =
+            events.iter().map(|e| format!("event: {}\ndata: {e}\n\n", e["type"].as_str().unwrap())).collect();
+        let d = decode_parts(&Anthropic, sse.as_bytes(), 5);
+        assert!(d.err.is_none() && d.done);
+        assert_eq!(
+            d.parts,
+            vec![
+                Part::Thinking { text: "a".into(), signature: Some("S1".into()) },
+                Part::Thinking { text: String::new(), signature: Some("redacted:R".into()) },
+                Part::Thinking { text: String::new(), signature: Some("S2".into()) },
+                Part::ToolCall { id: "t1".into(), name: "now".into(), arguments: "{}".into() },
+            ]
+        );
+        let u = d.summary.usage.unwrap();
+        assert_eq!((u.input, u.output), (3, 9));
+    }
+
+    #[test]
+    fn request_like_the_recorded_tool_use_request() {
+        let rec = recorded("anthropic_messages_stream_tool_use.request.json");
+        let tool = &rec["tools"][0];
+        let r = request(json!({
+            "system": "Use parallel tool calling.",
+            "max_tokens": 16000,
+            "messages": [{"role":"user","content": rec["messages"][0]["content"]}],
+            "tools": [{"name": tool["name"], "description": tool["description"], "parameters": tool["input_schema"]}],
+        }));
+        let b = body("claude-sonnet-4-0", &r, true);
+        assert_eq!(b["messages"], rec["messages"]);
+        let mut tools = rec["tools"].clone();
+        strip_cache_control(&mut tools);
+        assert_eq!(b["tools"], tools);
+        assert_eq!(b["system"], rec["system"][0]["text"]);
+        for k in ["model", "max_tokens", "stream"] {
+            assert_eq!(b[k], rec[k], "{k}");
+        }
+        for k in ["tool_choice", "thinking", "temperature"] {
+            assert!(b.get(k).is_none(), "{k}: {b}");
+        }
+    }
+
+    #[test]
+    fn request_like_the_recorded_thinking_request() {
+        let rec = recorded("anthropic_messages_stream_thinking.request.json");
+        let r = request(json!({
+            "max_tokens": 8192,
+            "temperature": 1.0,
+            "messages": rec["messages"],
+            "reasoning": {"budget_tokens": 1024},
+        }));
+        let b = body("claude-sonnet-4-5", &r, true);
+        // One text part goes as a plain string; the recording sent it as one text block.
+        assert_eq!(b["messages"][0]["content"], json!("Two names for a pet pelican, be brief"));
+        assert_eq!(blocks(&b["messages"]), rec["messages"]);
+        for k in ["model", "max_tokens", "temperature", "thinking", "stream"] {
+            assert_eq!(b[k], rec[k], "{k}");
+        }
+        // The same with an effort: low is a 1,024-token budget.
+        let r = request(json!({"max_tokens": 8192, "messages": rec["messages"], "reasoning": {"effort": "low"}}));
+        assert_eq!(body("m", &r, true)["thinking"], rec["thinking"]);
+    }
+
+    #[test]
+    fn reasoning_budget_and_max_tokens() {
+        let msgs = json!([{"role":"user","content":"hi"}]);
+        let cases = [
+            // (max_tokens, reasoning, sent max_tokens, sent budget)
+            (json!(null), json!({"effort":"high"}), 16384 + DEFAULT_MAX_TOKENS, 16384),
+            (json!(null), json!({"effort":"low"}), DEFAULT_MAX_TOKENS, 1024),
+            (json!(500), json!({"effort":"medium"}), 4096 + 500, 4096),
+            (json!(4096), json!({"budget_tokens":4096}), 8192, 4096),
+            (json!(9000), json!({"budget_tokens":4096}), 9000, 4096),
+            (json!(2000), json!({"budget_tokens":10}), 2000, MIN_THINKING_BUDGET),
+        ];
+        for (max, reasoning, want_max, want_budget) in cases {
+            let r = request(json!({"messages": msgs, "max_tokens": max, "reasoning": reasoning}));
+            let b = body("m", &r, false);
+            assert_eq!(b["max_tokens"], json!(want_max), "{max} {reasoning}");
+            assert_eq!(b["thinking"], json!({"type":"enabled","budget_tokens":want_budget}), "{max} {reasoning}");
+        }
+        let r = request(json!({"messages": msgs, "max_tokens": 100}));
+        let b = body("m", &r, false);
+        assert_eq!((b["max_tokens"].clone(), b.get("thinking")), (json!(100), None));
+        assert!(b.get("stream").is_none());
+        let r = request(json!({"messages": msgs, "temperature": 0.2, "reasoning": {"effort":"low"}}));
+        assert_eq!(refused(&r), "temperature with reasoning");
+        let tools = json!([{"name":"f"}]);
+        let r = request(
+            json!({"messages": msgs, "tools": tools, "tool_choice": "required", "reasoning": {"effort":"low"}}),
+        );
+        assert_eq!(refused(&r), "a tool_choice that forces a tool with reasoning");
+        let r = request(json!({"messages": msgs, "temperature": 0.2}));
+        assert_eq!(body("m", &r, false)["temperature"], json!(0.2));
+    }
+
+    #[test]
+    fn tools_and_tool_choice() {
+        let msgs = json!([{"role":"user","content":"hi"}]);
+        let tools = json!([{"name":"f","description":"does f","parameters":{"type":"object","properties":{"x":{"type":"integer"}}}},{"name":"g"}]);
+        let r = request(json!({"messages": msgs, "tools": tools}));
+        let b = body("m", &r, false);
+        assert_eq!(
+            b["tools"],
+            json!([
+                {"name":"f","description":"does f","input_schema":{"type":"object","properties":{"x":{"type":"integer"}}}},
+                {"name":"g","input_schema":{"type":"object","properties":{}}}
+            ])
+        );
+        assert!(b.get("tool_choice").is_none());
+        let cases = [
+            (json!("auto"), json!(null), json!({"type":"auto"})),
+            (json!("required"), json!(null), json!({"type":"any"})),
+            (json!({"name":"g"}), json!(null), json!({"type":"tool","name":"g"})),
+            (json!("none"), json!(null), json!({"type":"none"})),
+            (json!(null), json!(false), json!({"type":"auto","disable_parallel_tool_use":true})),
+            (json!("required"), json!(false), json!({"type":"any","disable_parallel_tool_use":true})),
+            (json!({"name":"f"}), json!(false), json!({"type":"tool","name":"f","disable_parallel_tool_use":true})),
+            (json!("none"), json!(false), json!({"type":"none"})),
+            (json!("auto"), json!(true), json!({"type":"auto"})),
+        ];
+        for (choice, parallel, want) in cases {
+            let r = request(
+                json!({"messages": msgs, "tools": tools, "tool_choice": choice, "parallel_tool_calls": parallel}),
+            );
+            assert_eq!(body("m", &r, false)["tool_choice"], want, "{choice} {parallel}");
+        }
+        // No tools declared: no tool_choice either.
+        let r = request(json!({"messages": msgs, "tool_choice": "none", "parallel_tool_calls": false}));
+        assert!(body("m", &r, false).get("tool_choice").is_none());
+    }
+
+    #[test]
+    fn conversation_with_tool_calls_results_media_and_thinking() {
+        let r = request(json!({
+            "system": "Be terse.",
+            "messages": [
+                {"role":"system","content":"Use metric units."},
+                {"role":"user","content":[
+                    {"type":"text","text":"Weather where this is, and summarise the PDF."},
+                    {"type":"image","data":"iVBORw0KGgo=","media_type":"image/png"},
+                    {"type":"image","url":"https://example.com/a.jpg","detail":"high"},
+                    {"type":"document","data":"JVBERi0=","media_type":"application/pdf","name":"report.pdf"}]},
+                {"role":"assistant","content":[
+                    {"type":"thinking","text":"Need the weather.","signature":"sig-1"},
+                    {"type":"thinking","text":"","signature":"redacted:opaque"},
+                    {"type":"thinking","text":"unsigned, from elsewhere"},
+                    {"type":"text","text":""},
+                    {"type":"tool_call","id":"toolu_1","name":"weather","arguments":"{\"city\": \"Paris\"}"},
+                    {"type":"tool_call","id":"toolu_2","name":"clock","arguments":""}]},
+                {"role":"tool","tool_call_id":"toolu_1","content":"22 C"},
+                {"role":"tool","tool_call_id":"toolu_2","is_error":true,"content":[
+                    {"type":"text","text":"no clock;"},{"type":"image","url":"https://example.com/clock.png"}]},
+                {"role":"user","content":"And tomorrow?"},
+                {"role":"assistant","content":"Sunny."},
+            ],
+            "tools": [{"name":"weather"},{"name":"clock"}],
+        }));
+        let b = body("claude-sonnet-4-5", &r, false);
+        assert_eq!(b["system"], json!("Be terse.\n\nUse metric units."));
+        assert_eq!(
+            b["messages"],
+            json!([
+                {"role":"user","content":[
+                    {"type":"text","text":"Weather where this is, and summarise the PDF."},
+                    {"type":"image","source":{"type":"base64","media_type":"image/png","data":"iVBORw0KGgo="}},
+                    {"type":"image","source":{"type":"url","url":"https://example.com/a.jpg"}},
+                    {"type":"document","source":{"type":"base64","media_type":"application/pdf","data":"JVBERi0="},"title":"report.pdf"}]},
+                {"role":"assistant","content":[
+                    {"type":"thinking","thinking":"Need the weather.","signature":"sig-1"},
+                    {"type":"redacted_thinking","data":"opaque"},
+                    {"type":"tool_use","id":"toolu_1","name":"weather","input":{"city":"Paris"}},
+                    {"type":"tool_use","id":"toolu_2","name":"clock","input":{}}]},
+                {"role":"user","content":[
+                    {"type":"tool_result","tool_use_id":"toolu_1","content":"22 C"},
+                    {"type":"tool_result","tool_use_id":"toolu_2","is_error":true,"content":[
+                        {"type":"text","text":"no clock;"},
+                        {"type":"image","source":{"type":"url","url":"https://example.com/clock.png"}}]},
+                    {"type":"text","text":"And tomorrow?"}]},
+                {"role":"assistant","content":"Sunny."}
+            ])
+        );
+    }
+
+    #[test]
+    fn refused_features_are_named() {
+        let msgs = json!([{"role":"user","content":"hi"}]);
+        let r = request(json!({"messages": msgs, "response_format": {"type":"json_object"}}));
+        assert_eq!(refused(&r), "response_format");
+        let r = request(
+            json!({"messages": msgs, "response_format": {"type":"json_schema","name":"x","schema":{"type":"object"}}}),
+        );
+        assert_eq!(refused(&r), "response_format");
+        let r = request(json!({"messages": msgs, "response_format": {"type":"text"}}));
+        assert!(wire_body("m", &r, false).is_ok());
+        for args in ["{\"a\": 1", "[1,2]", "\"text\""] {
+            let r = request(json!({"messages": [
+                {"role":"user","content":"hi"},
+                {"role":"assistant","content":[{"type":"tool_call","id":"t","name":"f","arguments":args}]},
+                {"role":"tool","tool_call_id":"t","content":"ok"}]}));
+            assert_eq!(refused(&r), "tool call arguments that are not a JSON object", "{args}");
+            assert!(!ProviderError::Unsupported { feature: "x" }.is_retryable());
+        }
+    }
+
+    #[test]
+    fn whole_message_with_thinking_and_tool_use_goes_back_as_it_came() {
+        let body = json!({"id":"msg_2","type":"message","role":"assistant","model":"claude-sonnet-4-5-20250929",
+            "content":[
+                {"type":"thinking","thinking":"I should look it up.","signature":"EqQBCgIYAhIM"},
+                {"type":"redacted_thinking","data":"EmwKAhgBEgy3va3pzix"},
+                {"type":"text","text":"Let me check."},
+                {"type":"server_tool_use","id":"srvtoolu_1","name":"web_search","input":{"query":"x"}},
+                {"type":"tool_use","id":"toolu_9","name":"lookup","input":{"q":"pelican","n":2}}],
+            "stop_reason":"tool_use","usage":{"input_tokens":50,"output_tokens":40}});
+        let c = Anthropic.parse_body(body.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            c.parts,
+            vec![
+                Part::Thinking { text: "I should look it up.".into(), signature: Some("EqQBCgIYAhIM".into()) },
+                Part::Thinking { text: String::new(), signature: Some("redacted:EmwKAhgBEgy3va3pzix".into()) },
+                Part::Text { text: "Let me check.".into() },
+                Part::ToolCall {
+                    id: "toolu_9".into(),
+                    name: "lookup".into(),
+                    arguments: r#"{"n":2,"q":"pelican"}"#.into()
+                },
+            ]
+        );
+        assert_eq!(c.finish_reason, Some(FinishReason::ToolCalls));
+        assert_eq!(c.model.as_deref(), Some("claude-sonnet-4-5-20250929"));
+        let u = c.usage.unwrap();
+        assert_eq!((u.input, u.output), (50, 40));
+        // The next turn sends the assistant message back, blocks in the same order.
+        let r = ChatRequest {
+            messages: vec![
+                Message::text(Role::User, "Find pelicans."),
+                Message { role: Role::Assistant, content: c.parts },
+                serde_json::from_value(json!({"role":"tool","tool_call_id":"toolu_9","content":"2 found"})).unwrap(),
+            ],
+            tools: serde_json::from_value(json!([{"name":"lookup"}])).unwrap(),
+            reasoning: Some(crate::chat::Reasoning::Budget { budget_tokens: 2048 }),
+            ..ChatRequest::default()
+        };
+        r.validate().unwrap();
+        let b = super::tests::body("m", &r, false);
+        assert_eq!(
+            b["messages"][1],
+            json!({"role":"assistant","content":[
+                {"type":"thinking","thinking":"I should look it up.","signature":"EqQBCgIYAhIM"},
+                {"type":"redacted_thinking","data":"EmwKAhgBEgy3va3pzix"},
+                {"type":"text","text":"Let me check."},
+                {"type":"tool_use","id":"toolu_9","name":"lookup","input":{"q":"pelican","n":2}}]})
+        );
+        assert_eq!(
+            b["messages"][2],
+            json!({"role":"user","content":[{"type":"tool_result","tool_use_id":"toolu_9","content":"2 found"}]})
+        );
+    }
+
+    #[test]
+    fn build_sets_url_headers_and_body() {
+        let spec = ProviderSpec {
+            name: "anthropic".into(),
+            adapter: crate::providers::AdapterKind::Anthropic,
+            base_url: "https://api.anthropic.com/v1/".into(),
+            key_env: None,
+            keyless: false,
+            models: Vec::new(),
+            headers: Default::default(),
+            max_tokens_field: "max_tokens".into(),
+            stream_usage: true,
+            api_version: "2023-06-01".into(),
+        };
+        let r = request(json!({"messages":[{"role":"user","content":"hi"}]}));
+        let key = SecretString::from("sk-ant-test".to_string());
+        let http = Anthropic.build(&spec, "claude-haiku-4-5", &r, true, Some(&key)).unwrap();
+        assert_eq!(http.url().as_str(), "https://api.anthropic.com/v1/messages");
+        assert_eq!(http.headers()["anthropic-version"], "2023-06-01");
+        assert!(http.headers()["x-api-key"].is_sensitive());
+        let sent: Value = serde_json::from_slice(http.body().unwrap().as_bytes().unwrap()).unwrap();
+        assert_eq!(
+            sent,
+            json!({"model":"claude-haiku-4-5","max_tokens":DEFAULT_MAX_TOKENS,"messages":[{"role":"user","content":"hi"}],"stream":true})
+        );
+    }
+
+    #[test]
+    fn media_bound_is_published_per_image_and_page() {
+        assert_eq!(Anthropic.media_bound("claude-sonnet-4-5"), MediaBound { image: 1_600, pdf_page: 4_600 });
+    }
 
     #[test]
     fn placeholder_output_in_message_start_is_not_counted() {
