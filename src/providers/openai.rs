@@ -29,7 +29,8 @@
 //! (OpenRouter, Groq) becomes a thinking part, first; then `message.content` a text part; a
 //! non-null `message.refusal` a text part with the refusal, and the finish reason is then
 //! `refusal`; then each of `message.tool_calls` a tool-call part (arguments kept as the JSON text
-//! the model produced). `content: null` is a valid answer (tool calls, a refusal), not a malformed
+//! the model produced); a `content` list of parts (Mistral) is read for its `text` parts; an
+//! empty `refusal` is no refusal. `content: null` is a valid answer (tool calls, a refusal), not a malformed
 //! one. Other finish reasons map through [`FinishReason::from_openai`]. Streams carry the same in
 //! `choices[0].delta`: `reasoning_content` / `reasoning` → [`Delta::Reasoning`], `content` →
 //! [`Delta::Text`], `refusal` → [`Delta::Text`] (and the finish reason becomes `refusal`),
@@ -336,7 +337,7 @@ struct ResponseChoice {
 
 #[derive(Deserialize)]
 struct ResponseMessage {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "content_text")]
     content: Option<String>,
     #[serde(default)]
     refusal: Option<String>,
@@ -381,7 +382,7 @@ struct ChunkChoice {
 
 #[derive(Deserialize)]
 struct ChunkDelta {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "content_text")]
     content: Option<String>,
     #[serde(default)]
     refusal: Option<String>,
@@ -414,6 +415,33 @@ struct ChunkFunction {
 /// A list that may be `null`.
 fn null_as_empty<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
     Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
+/// `content`: a string, `null`, or (Mistral) a list of parts whose `text` parts are read.
+fn content_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    struct ContentPart {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        text: Option<String>,
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Content {
+        Text(String),
+        Parts(Vec<ContentPart>),
+    }
+    Ok(
+        match Option::<Content>::deserialize(d)
+            .map_err(|_| serde::de::Error::custom("`content` is not a string, null or a list of parts"))?
+        {
+            None => None,
+            Some(Content::Text(s)) => Some(s),
+            Some(Content::Parts(parts)) => {
+                Some(parts.into_iter().filter(|p| p.kind.as_deref() == Some("text")).filter_map(|p| p.text).collect())
+            }
+        },
+    )
 }
 
 /// Tool-call arguments: JSON text (some compatible servers send the object itself, or `null`).
@@ -503,8 +531,9 @@ impl Provider for OpenAi {
         if let Some(text) = message.content.filter(|s| !s.is_empty()) {
             parts.push(Part::Text { text });
         }
-        let refused = message.refusal.is_some();
-        if let Some(text) = message.refusal {
+        let refusal = message.refusal.filter(|s| !s.is_empty());
+        let refused = refusal.is_some();
+        if let Some(text) = refusal {
             parts.push(Part::Text { text });
         }
         for call in message.tool_calls {
@@ -657,11 +686,9 @@ impl StreamDecoder for Decoder {
             if let Some(t) = delta.content.filter(|s| !s.is_empty()) {
                 out.push(Delta::Text(t));
             }
-            if let Some(t) = delta.refusal {
+            if let Some(t) = delta.refusal.filter(|s| !s.is_empty()) {
                 self.refused = true;
-                if !t.is_empty() {
-                    out.push(Delta::Text(t));
-                }
+                out.push(Delta::Text(t));
             }
             for call in delta.tool_calls {
                 let (name, arguments) = call.function.map_or((None, String::new()), |f| (f.name, f.arguments));
@@ -921,6 +948,12 @@ mod tests {
         assert_eq!(c.parts[0], Part::Thinking { text: "Hmm.".into(), signature: None });
         assert_eq!(c.text(), "Ok.");
         assert_eq!(c.provider_cost_microusd, Some(1235));
+        let mistral = br#"{"choices":[{"message":{"role":"assistant","content":[
+            {"type":"thinking","thinking":[{"type":"text","text":"hm"}]},{"type":"text","text":"Yes."}]},
+            "finish_reason":"stop"}]}"#;
+        assert_eq!(OpenAi.parse_body(mistral).unwrap().parts, vec![Part::Text { text: "Yes.".into() }]);
+        let empty_refusal = br#"{"choices":[{"message":{"content":"Hi","refusal":""},"finish_reason":"stop"}]}"#;
+        assert_eq!(OpenAi.parse_body(empty_refusal).unwrap().finish_reason, Some(FinishReason::Stop));
     }
 
     #[test]
