@@ -69,7 +69,8 @@ fn usage_of(v: &Value) -> (u64, u64, u64, u64, bool) {
     (n("input"), n("output"), n("cached"), n("reasoning"), field(usage, "estimated").as_bool().unwrap())
 }
 
-/// Runs one streaming call, collecting its `chat.chunk` deltas (in `seq` order checked).
+/// Runs one streaming call, collecting the text of its `chat.chunk` deltas (`seq` order checked
+/// over every chunk; reasoning and tool-call chunks are counted, not collected).
 async fn stream_call(
     c: &Client,
     notes: &mut UnboundedReceiver<Notification>,
@@ -77,13 +78,20 @@ async fn stream_call(
 ) -> (Result<Value, ClientError>, Vec<String>) {
     let (id, rx) = c.start("chat", p).await.unwrap();
     let mut deltas = Vec::new();
+    let mut seq = 0u64;
     let resp = Client::finish(id, rx);
     tokio::pin!(resp);
-    let take = |(method, p): Notification, deltas: &mut Vec<String>| {
+    let mut take = |(method, p): Notification, deltas: &mut Vec<String>| {
         assert_eq!(method, "chat.chunk");
         assert_eq!(p[0].as_u64(), Some(u64::from(id)));
-        assert_eq!(field(&p[1], "seq").as_u64(), Some(deltas.len() as u64));
-        deltas.push(field(&p[1], "delta").as_str().unwrap().to_string());
+        assert_eq!(field(&p[1], "seq").as_u64(), Some(seq));
+        seq += 1;
+        if let Some(text) = llm_sidecar::rpc::client::field(&p[1], "delta") {
+            deltas.push(text.as_str().unwrap().to_string());
+        } else {
+            let other = ["reasoning_delta", "tool_call"];
+            assert!(other.iter().any(|k| llm_sidecar::rpc::client::field(&p[1], k).is_some()), "{}", p[1]);
+        }
     };
     let result = loop {
         tokio::select! {

@@ -123,6 +123,7 @@ impl Sink for Chunks {
                 v.into()
             }
             let piece = match delta {
+                Delta::Text(t) | Delta::Reasoning(t) if t.is_empty() => return,
                 Delta::Text(t) => (s("delta"), s(t)),
                 Delta::Reasoning(t) => (s("reasoning_delta"), s(t)),
                 // Not streamed: the final `message` carries it.

@@ -3,7 +3,8 @@
 //! Adapters turn each provider event into [`Delta`]s; the [`Assembler`] builds from them the
 //! same [`Part`] list a non-streamed answer has. Invariants: text deltas that follow each other
 //! form one text part; reasoning deltas one thinking part, and a [`Delta::Signature`] completes
-//! the thinking part it follows (or stands alone as an empty one: Gemini signs a function call);
+//! the unsigned thinking part it follows (else it stands alone as an empty one: Gemini signs a
+//! function call, and two signed blocks in a row stay two parts);
 //! a tool call is identified by its `index` (0-based among the answer's tool calls): its first
 //! delta opens the part at that point, later ones append arguments.
 
@@ -55,7 +56,7 @@ impl Assembler {
                 }
             }
             Delta::Signature(s) => match self.open.and_then(|i| self.parts.get_mut(i)) {
-                Some(Part::Thinking { signature, .. }) => signature.get_or_insert_with(String::new).push_str(s),
+                Some(Part::Thinking { signature: signature @ None, .. }) => *signature = Some(s.clone()),
                 _ => self.open_part(Part::Thinking { text: String::new(), signature: Some(s.clone()) }),
             },
             Delta::ToolCall { index, id, name, arguments } => {
@@ -149,6 +150,7 @@ mod tests {
             Delta::ToolCall { index: 0, id: None, name: None, arguments: "1}".into() },
             Delta::ToolCall { index: 1, id: None, name: None, arguments: "{}".into() },
             Delta::Signature("gem".into()),
+            Delta::Signature("second".into()),
         ] {
             a.push(&d);
         }
@@ -160,6 +162,7 @@ mod tests {
                 Part::ToolCall { id: "a".into(), name: "f".into(), arguments: "{\"x\":1}".into() },
                 Part::ToolCall { id: "b".into(), name: "g".into(), arguments: "{}".into() },
                 Part::Thinking { text: String::new(), signature: Some("gem".into()) },
+                Part::Thinking { text: String::new(), signature: Some("second".into()) },
             ]
         );
         assert_eq!(a.chars(), output_chars(a.parts()));

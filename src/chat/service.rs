@@ -225,7 +225,10 @@ fn admit(
     if call.request.max_tokens.is_none() && !rules.tiers.is_empty() {
         call.request.max_tokens = Some(rules.settings.default_max_tokens);
     }
-    let output = u64::from(call.request.max_tokens.unwrap_or(rules.settings.default_max_tokens));
+    // Reasoning is output, and an adapter may raise the output limit to fit the thinking budget
+    // (Anthropic requires max_tokens above it): reserve both.
+    let output = u64::from(call.request.max_tokens.unwrap_or(rules.settings.default_max_tokens))
+        .saturating_add(call.request.reasoning.map_or(0, |r| u64::from(r.budget().max(1024))));
     let mut bounds = HashMap::new();
     let amounts = targets
         .iter()

@@ -187,28 +187,6 @@ pub(crate) fn set_secret_header(
     Ok(())
 }
 
-/// Refuses what a text-only translation cannot carry: tools, images, documents, thinking,
-/// response formats and reasoning options, each named.
-pub(crate) fn text_only(req: &ChatRequest) -> Result<(), ProviderError> {
-    let unsupported = |feature| Err(ProviderError::Unsupported { feature });
-    if req.uses_tools() {
-        return unsupported("tools");
-    }
-    if req.has_images() {
-        return unsupported("images");
-    }
-    if req.has_documents() {
-        return unsupported("documents");
-    }
-    if req.response_format.is_some() {
-        return unsupported("response_format");
-    }
-    if req.reasoning.is_some() {
-        return unsupported("reasoning");
-    }
-    Ok(())
-}
-
 /// Reads an unsigned count at `path` inside a JSON value.
 pub(crate) fn u64_at(v: &serde_json::Value, path: &[&str]) -> Option<u64> {
     let mut cur = v;
