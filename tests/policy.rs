@@ -407,3 +407,122 @@ async fn threshold_and_exceeded_events_once_per_period() {
     assert_eq!(seen, ["threshold 0.8 at 4", "threshold 0.9 at 5", "quota.exceeded requests 5"]);
     assert!(tokio::time::timeout(Duration::from_millis(300), notes.recv()).await.is_err(), "no repeats");
 }
+
+/// A chat call with `extra` JSON params (tools, image parts, ...) and its result or error.
+async fn chat_json(c: &Client, params: serde_json::Value) -> Result<Value, RpcError> {
+    match c.call("chat", vec![rmpv::ext::to_value(&params).unwrap()]).await {
+        Ok(v) => Ok(v),
+        Err(ClientError::Rpc(e)) => Err(e),
+        Err(e) => panic!("transport: {e}"),
+    }
+}
+
+fn tool(name: &str) -> serde_json::Value {
+    serde_json::json!({"name": name, "description": "a tool", "parameters": {"type": "object", "properties": {}}})
+}
+
+/// Tiers gate features: `tools = false`, tool-name globs and `images = false` refuse the call with
+/// `tier_required` naming the feature and the cheapest tier that allows it; nothing reaches the
+/// provider and nothing is billed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiers_gate_tools_and_images_by_feature() {
+    let mock = Mock::start().await;
+    let policy = |default: &str| {
+        format!(
+            "[providers.openai]\nbase_url = \"{}/v1\"\nkey_env = \"MOCK_KEY\"\n[policy]\ndefault_tier = \"{default}\"\n\
+             [tiers.free]\nrank = 0\ntools = false\nimages = false\n\
+             [tiers.basic]\nrank = 1\ntools = [\"search_*\"]\n[tiers.pro]\nrank = 2\n",
+            mock.url()
+        )
+    };
+    let d = start(&policy("free"), &[]);
+    let c = d.client().await;
+    let user = serde_json::json!([{"role": "user", "content": "Say hello"}]);
+    let e = chat_json(&c, serde_json::json!({"model": "openai/gpt-4o", "messages": user, "tools": [tool("search_web")]}))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code.as_str(), "tier_required");
+    assert_eq!((s(&e.data, "feature"), s(&e.data, "required_tier")), ("tools", "basic"));
+    assert!(e.message.contains("does not allow tools"), "{}", e.message);
+    let image = serde_json::json!([{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"}, {"type": "image", "url": "https://example.com/a.png"}]}]);
+    let e = chat_json(&c, serde_json::json!({"model": "openai/gpt-4o", "messages": image})).await.unwrap_err();
+    assert_eq!((e.code.as_str(), s(&e.data, "feature"), s(&e.data, "required_tier")), ("tier_required", "images", "basic"));
+    // A conversation that already holds a tool call uses tools too.
+    let history = serde_json::json!([
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": [{"type": "tool_call", "id": "c1", "name": "search_web", "arguments": {}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"}]);
+    let e = chat_json(&c, serde_json::json!({"model": "openai/gpt-4o", "messages": history})).await.unwrap_err();
+    assert_eq!(s(&e.data, "feature"), "tools");
+    // Plain text still works on the free tier.
+    chat_json(&c, serde_json::json!({"model": "openai/gpt-4o", "messages": user})).await.unwrap();
+    assert_eq!(mock.requests(), 1);
+    drop(d);
+
+    // basic: tools whose names match `search_*` only.
+    let d = start(&policy("basic"), &[]);
+    let c = d.client().await;
+    let ok = chat_json(&c, serde_json::json!({"model": "openai/gpt-4o", "messages": user, "tools": [tool("search_web")]}));
+    ok.await.unwrap();
+    let e = chat_json(
+        &c,
+        serde_json::json!({"model": "openai/gpt-4o", "messages": user, "tools": [tool("search_web"), tool("run_code")]}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!((s(&e.data, "feature"), s(&e.data, "required_tier")), ("tool:run_code", "pro"));
+    assert!(e.message.contains("the tool `run_code`"), "{}", e.message);
+    let recs = c.call("usage.records", params(&[("limit", 100.into())])).await.unwrap();
+    assert_eq!(field(&recs, "records").as_array().unwrap().len(), 1, "refused calls are not billed");
+}
+
+/// 200 concurrent calls each carrying an image, against a 20,000-token quota: the reservation
+/// counts each image at its provider's published maximum (1,445 tokens for gpt-4o at high
+/// detail), so the ledger never passes the limit although the provider bills each image (765
+/// tokens for a 1024×1024 image) on top of the text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_image_calls_never_exceed_a_token_quota() {
+    let mock = Mock::start().await;
+    let (input, output) = (12 + 765, 7);
+    mock.set_default(Some(mock_provider::Fault::Json(serde_json::json!({
+        "id": "chatcmpl-img", "object": "chat.completion", "created": 1, "model": "gpt-4o-2024-08-06",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "A logo."}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": input, "completion_tokens": output, "total_tokens": input + output}}))));
+    let d = start(
+        &config(
+            &mock,
+            "developer-api",
+            &[("monthly_requests = 5\n", "monthly_tokens = 20000\n"), ("requests_per_minute = 100\n", "")],
+            "",
+        ),
+        &[],
+    );
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(d.client().await);
+    }
+    let image = serde_json::json!([{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image", "url": "https://upload.wikimedia.org/wikipedia/commons/a/a7/Wikipedia-logo.png"}]}]);
+    let calls = (0..200).map(|n| {
+        chat_json(&clients[n % 4], serde_json::json!({"model": "openai/gpt-4o", "messages": image, "max_tokens": 10}))
+    });
+    let results = futures::future::join_all(calls).await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let refused = results.iter().filter(|r| r.as_ref().is_err_and(|e| e.code.as_str() == "quota_exceeded")).count();
+    assert_eq!(ok + refused, 200, "{:?}", results.iter().find(|r| r.is_err()));
+    assert!(ok > 0 && refused > 0, "{ok} ok, {refused} refused");
+    let recs = clients[0].call("usage.records", params(&[("limit", 1000.into())])).await.unwrap();
+    let records = field(&recs, "records").as_array().unwrap().clone();
+    let total: u64 = records
+        .iter()
+        .map(|r| field(r, "input_tokens").as_u64().unwrap() + field(r, "output_tokens").as_u64().unwrap())
+        .sum();
+    assert_eq!(records.len(), ok);
+    assert_eq!(total, ok as u64 * (input + output));
+    assert!(total <= 20_000, "the ledger holds {total} tokens against a limit of 20000");
+    let st = clients[0].call("quota.status", vec![]).await.unwrap();
+    let tokens = limit_of(&st, "tokens");
+    assert_eq!((i(tokens, "used"), i(tokens, "reserved")), (total as i64, 0));
+}
