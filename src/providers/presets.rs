@@ -359,7 +359,8 @@ pub fn effective(config: &ProvidersConfig) -> Result<ProvidersConfig, SpecError>
         .map(|s| {
             let entry = ProviderConfig {
                 adapter: Some(s.adapter),
-                api: Some(s.api),
+                // Meaningful only for the openai adapter; not shown on the others.
+                api: (s.adapter == AdapterKind::Openai).then_some(s.api),
                 base_url: Some(s.base_url),
                 key_env: s.key_env,
                 keyless: Some(s.keyless),
@@ -444,6 +445,8 @@ mod tests {
         // Written back with every field set, and read again unchanged.
         let back = effective(&cfg).unwrap();
         assert_eq!(back["openai"].api, Some(Api::Responses));
+        assert_eq!(back["groq"].api, Some(Api::ChatCompletions));
+        assert_eq!(back["anthropic"].api, None);
         assert_eq!(resolve(&back).unwrap(), all);
         for text in ["[anthropic]\napi = \"responses\"\n", "[openai]\nadapter = \"gemini\"\napi = \"responses\"\n"] {
             let bad: ProvidersConfig = toml::from_str(text).unwrap();
