@@ -23,6 +23,7 @@ pub mod gemini;
 pub mod ollama;
 pub mod openai;
 pub mod presets;
+pub mod responses;
 pub mod sse;
 pub mod transport;
 
@@ -117,7 +118,10 @@ pub trait Provider: Send + Sync {
 
 /// The adapter a provider speaks (its `adapter`, and for OpenAI-compatible ones its `api`).
 pub fn for_spec(spec: &ProviderSpec) -> &'static dyn Provider {
-    adapter(spec.adapter)
+    match (spec.adapter, spec.api) {
+        (AdapterKind::Openai, presets::Api::Responses) => &responses::Responses,
+        (kind, _) => adapter(kind),
+    }
 }
 
 /// The adapter for a wire format.

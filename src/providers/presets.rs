@@ -4,7 +4,9 @@
 //! A preset names the adapter, base URL, key variable and common models of a provider. A config
 //! entry with a preset's name changes only the fields it sets; an entry with a new name is a
 //! custom provider and must set `adapter` and `base_url`. `{account_id}` in a base URL is filled
-//! from the entry's `account_id` (Cloudflare).
+//! from the entry's `account_id` (Cloudflare). `api = "responses"` makes an `openai`-adapter
+//! provider speak the Responses API instead of Chat Completions; on another adapter it is an
+//! error naming `providers.<name>.api`.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -32,11 +34,33 @@ impl AdapterKind {
     }
 }
 
+/// Which OpenAI API an `openai`-adapter provider speaks (`api = "..."`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Api {
+    /// `POST {base}/chat/completions` (every OpenAI-compatible service).
+    #[default]
+    ChatCompletions,
+    /// `POST {base}/responses`, OpenAI's Responses API (see [`super::responses`]).
+    Responses,
+}
+
+impl Api {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::ChatCompletions => "chat_completions",
+            Api::Responses => "responses",
+        }
+    }
+}
+
 /// `[providers.<name>]`: every field optional; unset fields keep the preset's value.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProviderConfig {
     pub adapter: Option<AdapterKind>,
+    /// OpenAI adapter: `chat_completions` (default) or `responses`.
+    pub api: Option<Api>,
     pub base_url: Option<String>,
     /// Environment variable holding a platform key, used when the vault has none.
     pub key_env: Option<String>,
@@ -66,6 +90,8 @@ pub type ProvidersConfig = BTreeMap<String, ProviderConfig>;
 pub struct ProviderSpec {
     pub name: String,
     pub adapter: AdapterKind,
+    /// The OpenAI API spoken; always [`Api::ChatCompletions`] for other adapters.
+    pub api: Api,
     pub base_url: String,
     pub key_env: Option<String>,
     pub keyless: bool,
@@ -226,6 +252,7 @@ pub fn resolve(config: &ProvidersConfig) -> Result<BTreeMap<String, ProviderSpec
         let spec = ProviderSpec {
             name: p.name.to_string(),
             adapter: p.adapter,
+            api: Api::ChatCompletions,
             base_url: p.base_url.to_string(),
             key_env: p.key_env.map(str::to_string),
             keyless: p.key_env.is_none(),
@@ -260,6 +287,7 @@ pub fn resolve(config: &ProvidersConfig) -> Result<BTreeMap<String, ProviderSpec
                 ProviderSpec {
                     name: name.clone(),
                     adapter,
+                    api: Api::ChatCompletions,
                     base_url,
                     key_env: None,
                     keyless: c.key_env.is_none(),
@@ -273,6 +301,12 @@ pub fn resolve(config: &ProvidersConfig) -> Result<BTreeMap<String, ProviderSpec
         };
         if let Some(a) = c.adapter {
             spec.adapter = a;
+        }
+        if let Some(api) = c.api {
+            spec.api = api;
+        }
+        if spec.api == Api::Responses && spec.adapter != AdapterKind::Openai {
+            return Err(err("api", "`responses` is an OpenAI API: it needs `adapter = \"openai\"`"));
         }
         if let Some(u) = &c.base_url {
             spec.base_url.clone_from(u);
@@ -325,6 +359,8 @@ pub fn effective(config: &ProvidersConfig) -> Result<ProvidersConfig, SpecError>
         .map(|s| {
             let entry = ProviderConfig {
                 adapter: Some(s.adapter),
+                // Meaningful only for the openai adapter; not shown on the others.
+                api: (s.adapter == AdapterKind::Openai).then_some(s.api),
                 base_url: Some(s.base_url),
                 key_env: s.key_env,
                 keyless: Some(s.keyless),
@@ -393,5 +429,31 @@ mod tests {
         assert_eq!(resolve(&bad).unwrap_err().key, "providers.x.adapter");
         let bad: ProvidersConfig = toml::from_str("[openai]\nbase_url = \"ftp://a\"\n").unwrap();
         assert_eq!(resolve(&bad).unwrap_err().key, "providers.openai.base_url");
+    }
+
+    #[test]
+    fn api_responses_only_on_the_openai_adapter() {
+        let cfg: ProvidersConfig = toml::from_str(
+            "[openai]\napi = \"responses\"\n[oai]\nadapter = \"openai\"\napi = \"responses\"\nbase_url = \"http://127.0.0.1:9/v1\"\n[groq]\napi = \"chat_completions\"\n",
+        )
+        .unwrap();
+        let all = resolve(&cfg).unwrap();
+        assert_eq!(all["openai"].api, Api::Responses);
+        assert_eq!(all["oai"].api, Api::Responses);
+        assert_eq!(all["groq"].api, Api::ChatCompletions);
+        assert_eq!(all["anthropic"].api, Api::ChatCompletions);
+        // Written back with every field set, and read again unchanged.
+        let back = effective(&cfg).unwrap();
+        assert_eq!(back["openai"].api, Some(Api::Responses));
+        assert_eq!(back["groq"].api, Some(Api::ChatCompletions));
+        assert_eq!(back["anthropic"].api, None);
+        assert_eq!(resolve(&back).unwrap(), all);
+        for text in ["[anthropic]\napi = \"responses\"\n", "[openai]\nadapter = \"gemini\"\napi = \"responses\"\n"] {
+            let bad: ProvidersConfig = toml::from_str(text).unwrap();
+            let e = resolve(&bad).unwrap_err();
+            assert!(e.key.ends_with(".api"), "{e}");
+            assert!(e.message.contains("openai"), "{e}");
+        }
+        assert!(toml::from_str::<ProvidersConfig>("[openai]\napi = \"assistants\"\n").is_err());
     }
 }
