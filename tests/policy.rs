@@ -438,16 +438,20 @@ async fn tiers_gate_tools_and_images_by_feature() {
     let d = start(&policy("free"), &[]);
     let c = d.client().await;
     let user = serde_json::json!([{"role": "user", "content": "Say hello"}]);
-    let e = chat_json(&c, serde_json::json!({"model": "openai/gpt-4o", "messages": user, "tools": [tool("search_web")]}))
-        .await
-        .unwrap_err();
+    let e =
+        chat_json(&c, serde_json::json!({"model": "openai/gpt-4o", "messages": user, "tools": [tool("search_web")]}))
+            .await
+            .unwrap_err();
     assert_eq!(e.code.as_str(), "tier_required");
     assert_eq!((s(&e.data, "feature"), s(&e.data, "required_tier")), ("tools", "basic"));
     assert!(e.message.contains("does not allow tools"), "{}", e.message);
     let image = serde_json::json!([{"role": "user", "content": [
         {"type": "text", "text": "What is this?"}, {"type": "image", "url": "https://example.com/a.png"}]}]);
     let e = chat_json(&c, serde_json::json!({"model": "openai/gpt-4o", "messages": image})).await.unwrap_err();
-    assert_eq!((e.code.as_str(), s(&e.data, "feature"), s(&e.data, "required_tier")), ("tier_required", "images", "basic"));
+    assert_eq!(
+        (e.code.as_str(), s(&e.data, "feature"), s(&e.data, "required_tier")),
+        ("tier_required", "images", "basic")
+    );
     // A conversation that already holds a tool call uses tools too.
     let history = serde_json::json!([
         {"role": "user", "content": "weather?"},
@@ -463,7 +467,8 @@ async fn tiers_gate_tools_and_images_by_feature() {
     // basic: tools whose names match `search_*` only.
     let d = start(&policy("basic"), &[]);
     let c = d.client().await;
-    let ok = chat_json(&c, serde_json::json!({"model": "openai/gpt-4o", "messages": user, "tools": [tool("search_web")]}));
+    let ok =
+        chat_json(&c, serde_json::json!({"model": "openai/gpt-4o", "messages": user, "tools": [tool("search_web")]}));
     ok.await.unwrap();
     let e = chat_json(
         &c,

@@ -1122,6 +1122,7 @@ mod tests {
             max_tokens_field: "max_tokens".into(),
             stream_usage: true,
             api_version: "2023-06-01".into(),
+            api: crate::providers::presets::Api::default(),
         };
         let r = request(json!({"messages":[{"role":"user","content":"hi"}]}));
         let key = SecretString::from("sk-ant-test".to_string());

@@ -172,7 +172,10 @@ pub fn retryable_status(status: u16) -> bool {
 
 /// Error-event types (Anthropic/OpenAI style) that mean "try again".
 pub fn retryable_error_type(kind: &str) -> bool {
-    matches!(kind, "overloaded_error" | "rate_limit_error" | "api_error" | "server_error" | "timeout_error")
+    matches!(
+        kind,
+        "overloaded_error" | "rate_limit_error" | "rate_limit_exceeded" | "api_error" | "server_error" | "timeout_error"
+    )
 }
 
 fn without_url(e: &reqwest::Error) -> String {

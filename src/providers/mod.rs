@@ -28,7 +28,7 @@ pub mod sse;
 pub mod transport;
 
 pub use error::{FailureKind, ProviderError};
-pub use presets::{AdapterKind, ProviderConfig, ProviderSpec, ProvidersConfig};
+pub use presets::{AdapterKind, Api, ProviderConfig, ProviderSpec, ProvidersConfig};
 pub use sse::{Frame, Framer};
 
 pub use crate::chat::ChatRequest;

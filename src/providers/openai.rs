@@ -57,8 +57,8 @@
 //! - patch models: at most 1536 patches of 32 px, times the model's multiplier, rounded up:
 //!   gpt-4.1-mini and gpt-5-mini `1536 × 1.62 = 2489`, gpt-4.1-nano and gpt-5-nano `1536 × 2.46 =
 //!   3779`, o4-mini `1536 × 1.72 = 2642`;
-//! - a PDF page is sent as its text plus an image of the page: the image bound + 1000 tokens of
-//!   text per page;
+//! - a PDF page is sent as its text plus an image of the page: the image bound + 3,000 tokens of
+//!   text per page (a dense page is about 1,100); the Responses adapter uses the same table;
 //! - any other model (compatible services' models): [`MediaBound::default`].
 
 use super::{
@@ -561,8 +561,9 @@ impl Provider for OpenAi {
     }
 }
 
-/// See the module docs for the formulas.
-fn media_bound(model: &str) -> MediaBound {
+/// The most tokens one image and one PDF page can cost at an OpenAI model (Chat Completions and
+/// Responses alike); see the module docs for the formulas.
+pub(crate) fn media_bound(model: &str) -> MediaBound {
     /// `ceil(1536 × multiplier)`, the multiplier in hundredths.
     fn patches(hundredths: u64) -> u64 {
         (1536 * hundredths).div_ceil(100)
@@ -584,8 +585,11 @@ fn media_bound(model: &str) -> MediaBound {
     } else {
         return MediaBound::default();
     };
-    MediaBound { image, pdf_page: image + 1000 }
+    MediaBound { image, pdf_page: image + PDF_PAGE_TEXT_TOKENS }
 }
+
+/// Tokens of extracted text a PDF page may add to its image (a dense page is about 1,100).
+const PDF_PAGE_TEXT_TOKENS: u64 = 3000;
 
 /// The usage object of a response or chunk: top-level `usage`, else Groq's `x_groq.usage`.
 fn usage_object(v: &Value) -> Option<&Value> {
@@ -1214,7 +1218,7 @@ mod tests {
         assert_eq!(image("gpt-4.1-nano"), 3779);
         assert_eq!(image("gpt-5-nano"), 3779);
         assert_eq!(image("o4-mini"), 2642);
-        assert_eq!(OpenAi.media_bound("gpt-4o"), MediaBound { image: 1445, pdf_page: 2445 });
+        assert_eq!(OpenAi.media_bound("gpt-4o"), MediaBound { image: 1445, pdf_page: 4445 });
         assert_eq!(OpenAi.media_bound("llama-3.3-70b"), MediaBound::default());
         assert_eq!(OpenAi.media_bound("anthropic/claude-sonnet-4.6"), MediaBound::default());
     }

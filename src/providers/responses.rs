@@ -140,7 +140,7 @@ impl Provider for Responses {
     }
 
     fn media_bound(&self, model: &str) -> MediaBound {
-        openai_media_bound(model)
+        super::openai::media_bound(model)
     }
 }
 
@@ -149,37 +149,6 @@ fn push_text(parts: &mut Vec<Part>, t: &str) {
     match parts.last_mut() {
         Some(Part::Text { text }) => text.push_str(t),
         _ => parts.push(Part::Text { text: t.to_string() }),
-    }
-}
-
-/// The most tokens one image (and one PDF page: its text plus its image) can cost at an OpenAI
-/// model, from OpenAI's vision pricing: tile models cost `base + tiles × per_tile` with at most 8
-/// 512-px tiles (an image is fitted in 2048², then its short side in 768); patch models at most
-/// 1536 32-px patches times the model's multiplier. Unknown models get [`MediaBound::default`].
-pub fn openai_media_bound(model: &str) -> MediaBound {
-    let name = model.rsplit('/').next().unwrap_or(model);
-    let tiles = |base: u64, tile: u64| base + 8 * tile;
-    let patches = |times_100: u64| (1536 * times_100).div_ceil(100);
-    // Longest prefixes first: `gpt-4o-mini` before `gpt-4o`.
-    let table: &[(&str, u64)] = &[
-        ("gpt-4o-mini", tiles(2833, 5667)),
-        ("gpt-4.1-mini", patches(162)),
-        ("gpt-4.1-nano", patches(246)),
-        ("gpt-5-mini", patches(162)),
-        ("gpt-5-nano", patches(246)),
-        ("o4-mini", patches(172)),
-        ("gpt-5", tiles(70, 140)),
-        ("gpt-4o", tiles(85, 170)),
-        ("chatgpt-4o", tiles(85, 170)),
-        ("gpt-4.1", tiles(85, 170)),
-        ("gpt-4.5", tiles(85, 170)),
-        ("o1", tiles(75, 150)),
-        ("o3", tiles(75, 150)),
-        ("computer-use-preview", tiles(65, 129)),
-    ];
-    match table.iter().find(|(prefix, _)| name.starts_with(prefix)) {
-        Some(&(_, image)) => MediaBound { image, pdf_page: image + MediaBound::default().pdf_page },
-        None => MediaBound::default(),
     }
 }
 
@@ -1293,10 +1262,10 @@ mod tests {
         assert_eq!(Responses.media_bound("gpt-4.1-mini").image, 2489);
         assert_eq!(Responses.media_bound("gpt-5-nano").image, 3779);
         assert_eq!(Responses.media_bound("o4-mini").image, 2642);
-        assert_eq!(Responses.media_bound("gpt-5").image, 1190);
+        assert_eq!(Responses.media_bound("gpt-5").image, 1445);
         assert_eq!(Responses.media_bound("openai/o3").image, 1275);
         let b = Responses.media_bound("gpt-4.1");
-        assert_eq!(b.pdf_page, b.image + MediaBound::default().pdf_page);
+        assert_eq!(b.pdf_page, b.image + 3000);
         assert_eq!(Responses.media_bound("some-future-model"), MediaBound::default());
     }
 
