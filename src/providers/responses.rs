@@ -572,7 +572,7 @@ struct ErrorWire {
 
 /// Error codes and types worth trying again.
 fn retryable_code(code: &str) -> bool {
-    retryable_error_type(code) || matches!(code, "rate_limit_exceeded" | "vector_store_timeout")
+    retryable_error_type(code) || code == "vector_store_timeout"
 }
 
 impl ErrorWire {
