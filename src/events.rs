@@ -17,19 +17,61 @@ use serde::Serialize;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
-/// Every event kind the daemon emits.
-pub const KINDS: &[&str] = &[
-    "quota.threshold",
-    "quota.exceeded",
-    "tier.changed",
-    "rate_limited",
-    "sync.paused",
-    "sync.resumed",
-    "vault.locked",
-    "vault.unlocked",
-    "key.invalid",
-    "usage.overshoot",
-];
+/// Every event kind the daemon emits (`as_str` is its name on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    QuotaThreshold,
+    QuotaExceeded,
+    TierChanged,
+    RateLimited,
+    SyncPaused,
+    SyncResumed,
+    VaultLocked,
+    VaultUnlocked,
+    KeyInvalid,
+    UsageOvershoot,
+}
+
+impl EventKind {
+    pub const ALL: &'static [EventKind] = &[
+        EventKind::QuotaThreshold,
+        EventKind::QuotaExceeded,
+        EventKind::TierChanged,
+        EventKind::RateLimited,
+        EventKind::SyncPaused,
+        EventKind::SyncResumed,
+        EventKind::VaultLocked,
+        EventKind::VaultUnlocked,
+        EventKind::KeyInvalid,
+        EventKind::UsageOvershoot,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::QuotaThreshold => "quota.threshold",
+            EventKind::QuotaExceeded => "quota.exceeded",
+            EventKind::TierChanged => "tier.changed",
+            EventKind::RateLimited => "rate_limited",
+            EventKind::SyncPaused => "sync.paused",
+            EventKind::SyncResumed => "sync.resumed",
+            EventKind::VaultLocked => "vault.locked",
+            EventKind::VaultUnlocked => "vault.unlocked",
+            EventKind::KeyInvalid => "key.invalid",
+            EventKind::UsageOvershoot => "usage.overshoot",
+        }
+    }
+
+    /// The kind called `name`, if there is one.
+    pub fn parse(name: &str) -> Option<EventKind> {
+        EventKind::ALL.iter().copied().find(|k| k.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Sent to a subscriber that missed events because it read too slowly.
 pub const LAGGED: &str = "events.lagged";
@@ -49,8 +91,7 @@ pub enum Field {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
-    /// One of [`KINDS`].
-    pub kind: &'static str,
+    pub kind: EventKind,
     /// The fields after `kind`, in the order the emitter's struct declares them.
     pub fields: Vec<(&'static str, Field)>,
 }
@@ -75,14 +116,13 @@ impl Default for Bus {
 
 impl Bus {
     /// Emits an event; `fields` is a struct of flat fields (see the module invariants), or `()`.
-    pub fn emit<T: Serialize + ?Sized>(&self, kind: &'static str, fields: &T) {
-        debug_assert!(KINDS.contains(&kind), "unknown event kind {kind}");
+    pub fn emit<T: Serialize + ?Sized>(&self, kind: EventKind, fields: &T) {
         let fields = capture(fields).unwrap_or_else(|e| {
             debug_assert!(false, "event {kind}: {e}");
-            tracing::warn!(kind, "event sent without its fields: {e}");
+            tracing::warn!(kind = kind.as_str(), "event sent without its fields: {e}");
             Vec::new()
         });
-        tracing::debug!(kind, "event");
+        tracing::debug!(kind = kind.as_str(), "event");
         let _ = self.tx.send(Arc::new(Event { kind, fields }));
     }
 
@@ -305,9 +345,9 @@ mod tests {
             reason: Reason::IdleTimeout,
             skipped: None,
         };
-        bus.emit("vault.locked", &f);
+        bus.emit(EventKind::VaultLocked, &f);
         let e = rx.try_recv().unwrap();
-        assert_eq!(e.kind, "vault.locked");
+        assert_eq!(e.kind, EventKind::VaultLocked);
         assert_eq!(
             e.fields,
             vec![

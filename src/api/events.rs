@@ -6,7 +6,7 @@
 //! slow reader how many it lost.
 
 use super::{ok, Call, ConnCtx, Method};
-use crate::events::{Event, Field, KINDS, LAGGED};
+use crate::events::{Event, EventKind, Field, LAGGED};
 use crate::rpc::{Encoded, RpcError};
 use rmpv::Value;
 use serde::{Deserialize, Serialize};
@@ -56,13 +56,14 @@ fn expand(kinds: &[String]) -> Result<BTreeSet<String>, RpcError> {
     let mut out = BTreeSet::new();
     for k in kinds {
         if k == "*" {
-            out.extend(KINDS.iter().map(|s| s.to_string()));
-        } else if KINDS.contains(&k.as_str()) {
+            out.extend(EventKind::ALL.iter().map(|k| k.as_str().to_string()));
+        } else if EventKind::parse(k).is_some() {
             out.insert(k.clone());
         } else {
+            let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
             return Err(RpcError::invalid_params(format!(
                 "unknown event kind `{k}`; known kinds: {}",
-                KINDS.join(", ")
+                known.join(", ")
             )));
         }
     }
@@ -110,7 +111,7 @@ fn encode(e: &Event) -> Value {
         Field::Str(s) => Value::from(s.as_str()),
     };
     let mut entries = Vec::with_capacity(e.fields.len() + 1);
-    entries.push((Value::from("kind"), Value::from(e.kind)));
+    entries.push((Value::from("kind"), Value::from(e.kind.as_str())));
     entries.extend(e.fields.iter().map(|(name, f)| (Value::from(*name), field(f))));
     Value::Map(entries)
 }
@@ -124,7 +125,7 @@ async fn forward(mut rx: tokio::sync::broadcast::Receiver<Arc<Event>>, conn: Arc
         };
         let body = match event {
             Ok(e) => {
-                if !conn.events.lock().map(|s| s.contains(e.kind)).unwrap_or(false) {
+                if !conn.events.lock().map(|s| s.contains(e.kind.as_str())).unwrap_or(false) {
                     continue;
                 }
                 encode(&e)
@@ -194,13 +195,13 @@ mod tests {
         };
         let bus = Bus::default();
         let mut rx = bus.subscribe();
-        bus.emit("tier.changed", &fields);
+        bus.emit(EventKind::TierChanged, &fields);
         let sent = encode_value(&encode(&rx.try_recv().unwrap()));
         let before = encode_value(&crate::rpc::to_value(&Before { kind: "tier.changed", fields: &fields }).unwrap());
         assert_eq!(sent, before);
         #[derive(Serialize)]
         struct NoFields {}
-        bus.emit("vault.unlocked", &NoFields {});
+        bus.emit(EventKind::VaultUnlocked, &NoFields {});
         let sent = encode_value(&encode(&rx.try_recv().unwrap()));
         assert_eq!(sent, encode_value(&Value::Map(vec![(Value::from("kind"), Value::from("vault.unlocked"))])));
     }

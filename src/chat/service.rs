@@ -19,6 +19,7 @@
 //! - nothing here sees a key: the router picks keys and redacts provider messages.
 
 use super::{ChatRequest, Delta, FinishReason, Part, Target};
+use crate::events::EventKind;
 use crate::keystore::{KeyStore, NoKeys};
 use crate::policy::{AdmitRequest, Admitted, Amount, Features, Refusal};
 use crate::pricing::cost_microusd;
@@ -366,7 +367,7 @@ async fn finish(
         if let Some(&reserved) = bounds.get(&t).filter(|&&b| actual > b && !u.estimated) {
             tracing::warn!(provider = %t.provider, model = %t.model, reserved, actual, id = %r.id, "usage above the reserved bound");
             state.events.emit(
-                "usage.overshoot",
+                EventKind::UsageOvershoot,
                 &Overshoot {
                     app: &caller.app,
                     provider: &t.provider,

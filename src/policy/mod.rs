@@ -34,7 +34,7 @@ pub use period::{Bounds, Clock};
 pub use quota::{Amount, Limits, Metric, Reservation};
 
 use crate::chat::Target;
-use crate::events::Bus;
+use crate::events::{Bus, EventKind};
 use crate::ledger::Ledger;
 use config::{microusd, Overage, PeriodKind};
 use serde::Serialize;
@@ -267,7 +267,8 @@ impl Policy {
                     source: &'static str,
                 }
                 let source = if ent.is_some() { "entitlement" } else { "config" };
-                self.events.emit("tier.changed", &Changed { from: last.as_deref(), to: tier.as_deref(), source });
+                self.events
+                    .emit(EventKind::TierChanged, &Changed { from: last.as_deref(), to: tier.as_deref(), source });
                 tracing::info!(from = ?*last, to = ?tier, "tier changed");
                 last.clone_from(&tier);
             }
@@ -349,7 +350,7 @@ impl Policy {
                     retry_after_ms: u64,
                     limit: u32,
                 }
-                self.events.emit("rate_limited", &Limited { app: req.app, retry_after_ms, limit: rpm });
+                self.events.emit(EventKind::RateLimited, &Limited { app: req.app, retry_after_ms, limit: rpm });
                 return Err(Refusal::RateLimited { retry_after_ms, limit: rpm });
             }
         }
@@ -398,7 +399,7 @@ impl Policy {
                     }
                     let end = Bounds::rfc3339(bounds.end_ms);
                     self.events.emit(
-                        "quota.exceeded",
+                        EventKind::QuotaExceeded,
                         &Exceeded { metric: metric.as_str(), limit, used: used_m, period_end: &end },
                     );
                 }
@@ -473,7 +474,7 @@ impl Policy {
                     }
                     let end = Bounds::rfc3339(bounds.end_ms);
                     self.events.emit(
-                        "quota.threshold",
+                        EventKind::QuotaThreshold,
                         &Threshold { metric: metric.as_str(), fraction: *f, limit, used: u, period_end: &end },
                     );
                 }

@@ -174,7 +174,12 @@ pub fn retryable_status(status: u16) -> bool {
 pub fn retryable_error_type(kind: &str) -> bool {
     matches!(
         kind,
-        "overloaded_error" | "rate_limit_error" | "rate_limit_exceeded" | "api_error" | "server_error" | "timeout_error"
+        "overloaded_error"
+            | "rate_limit_error"
+            | "rate_limit_exceeded"
+            | "api_error"
+            | "server_error"
+            | "timeout_error"
     )
 }
 

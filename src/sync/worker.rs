@@ -10,7 +10,7 @@ use super::cloudevents::{self, Batch};
 use super::credentials::{fingerprint, SyncCredentials};
 use super::{Command, LastError, NowReport, Phase, Progress, SyncConfig};
 use crate::clock::now_ms;
-use crate::events::Bus;
+use crate::events::{Bus, EventKind};
 use crate::ledger::{Ledger, Queued};
 use secrecy::ExposeSecret;
 use serde::Serialize;
@@ -409,7 +409,7 @@ impl SyncWorker {
         self.paused = Some(token);
         if !was_paused {
             tracing::warn!(status = ?error.status, "sync paused: the backend refused the credentials");
-            self.events.emit("sync.paused", &PausedEvent { status: error.status, message: &error.message });
+            self.events.emit(EventKind::SyncPaused, &PausedEvent { status: error.status, message: &error.message });
         }
         self.update(|p| {
             p.phase = Phase::Paused;
@@ -423,7 +423,7 @@ impl SyncWorker {
             return;
         }
         tracing::info!("sync resumed: {reason}");
-        self.events.emit("sync.resumed", &ResumedEvent { reason });
+        self.events.emit(EventKind::SyncResumed, &ResumedEvent { reason });
         if let Some(r) = self.retry.as_mut() {
             r.at = Instant::now();
         }

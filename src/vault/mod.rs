@@ -28,7 +28,7 @@ mod store;
 pub use config::{VaultConfig, VaultMode};
 
 use crate::clock::now_ms;
-use crate::events::Bus;
+use crate::events::{Bus, EventKind};
 use crate::keystore::{KeyError, KeyOutcome, KeyStore, ResolvedKey};
 use crate::usage_record::KeySource;
 use age::secrecy::{ExposeSecret, SecretString};
@@ -497,7 +497,7 @@ impl Vault {
             inner.last_activity = Instant::now();
         }
         self.wake.notify_one();
-        self.events.emit("vault.unlocked", &NoFields {});
+        self.events.emit(EventKind::VaultUnlocked, &NoFields {});
         tracing::info!("vault unlocked");
         Ok(self.status())
     }
@@ -545,7 +545,7 @@ impl Vault {
             struct Locked {
                 reason: LockReason,
             }
-            self.events.emit("vault.locked", &Locked { reason });
+            self.events.emit(EventKind::VaultLocked, &Locked { reason });
             tracing::info!(reason = reason.as_str(), "vault locked");
         }
         self.status()
@@ -702,8 +702,10 @@ impl Vault {
             source: &'static str,
         }
         tracing::warn!(key = %meta.id, provider = %meta.provider, "the provider rejected a key");
-        self.events
-            .emit("key.invalid", &Invalid { id: &meta.id, provider: &meta.provider, label: &meta.label, source });
+        self.events.emit(
+            EventKind::KeyInvalid,
+            &Invalid { id: &meta.id, provider: &meta.provider, label: &meta.label, source },
+        );
     }
 
     /// When the maintenance task should next run [`Vault::tick`].

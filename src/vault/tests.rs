@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
+use crate::events::EventKind;
 use std::os::unix::fs::PermissionsExt;
 
 fn open_in(dir: &Path) -> Arc<Vault> {
@@ -88,7 +89,7 @@ fn keys_for_keeps_order_skips_invalid_and_report_persists() {
 
     v.report(&k1.id, KeyOutcome::Invalid);
     let ev = events.try_recv().unwrap();
-    assert_eq!(ev.kind, "key.invalid");
+    assert_eq!(ev.kind, EventKind::KeyInvalid);
     assert_eq!(ev.field("id"), Some(&crate::events::Field::Str(k1.id.clone())));
     assert_eq!(ev.field("source"), Some(&crate::events::Field::Str("call".into())));
     let ids: Vec<String> = v.keys_for("openai").unwrap().into_iter().map(|k| k.id).collect();
@@ -113,7 +114,7 @@ fn locked_vault_refuses_and_forgets_keys() {
     let status = v.lock(LockReason::Manual);
     assert!(status.locked);
     assert_eq!(status.keys, None);
-    assert_eq!(events.try_recv().unwrap().kind, "vault.locked");
+    assert_eq!(events.try_recv().unwrap().kind, EventKind::VaultLocked);
     assert_eq!(v.keys_for("openai").unwrap_err(), KeyError::Locked);
     assert!(matches!(v.list(None), Err(VaultError::Locked)));
     assert!(matches!(v.set("openai", Some("x"), secret("sk-y")), Err(VaultError::Locked)));
