@@ -531,3 +531,57 @@ async fn concurrent_image_calls_never_exceed_a_token_quota() {
     let tokens = limit_of(&st, "tokens");
     assert_eq!((i(tokens, "used"), i(tokens, "reserved")), (total as i64, 0));
 }
+
+/// A provider that bills more than the call's reserved bound (here a mock claiming 5,000 prompt
+/// tokens for "Say hello"): the record keeps the actual numbers and `usage.overshoot` says by how
+/// much.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_above_the_reservation_is_recorded_and_reported() {
+    let mock = Mock::start().await;
+    mock.set_default(Some(mock_provider::Fault::Json(serde_json::json!({
+        "id": "chatcmpl-big", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5000, "completion_tokens": 7, "total_tokens": 5007}}))));
+    let d = start(&config(&mock, "developer-api", &[("monthly_requests = 5\n", "monthly_tokens = 100000\n")], ""), &[]);
+    let c = d.client().await;
+    let events = d.client().await;
+    let kinds = Value::Array(vec!["usage.overshoot".into()]);
+    events.call("events.subscribe", params(&[("kinds", kinds)])).await.unwrap();
+    let mut notes = events.take_notifications().unwrap();
+    let r = chat(&c, "openai/gpt-4o-mini", 10).await.unwrap();
+    assert_eq!(i(field(&r, "usage"), "input"), 5000);
+    let (_, args) = tokio::time::timeout(Duration::from_secs(5), notes.recv()).await.unwrap().unwrap();
+    let e = &args[0];
+    // "Say hello": 9 bytes + 8 (message) + 8 (request) = 25 prompt tokens, + 10 output.
+    assert_eq!(
+        (s(e, "kind"), s(e, "provider"), s(e, "model"), i(e, "reserved_tokens"), i(e, "actual_tokens")),
+        ("usage.overshoot", "openai", "gpt-4o-mini", 35, 5007)
+    );
+    let st = c.call("quota.status", vec![]).await.unwrap();
+    assert_eq!(i(limit_of(&st, "tokens"), "used"), 5007);
+    assert!(d.logs().contains("usage above the reserved bound"));
+}
+
+/// `cost_source`: the provider's own cost when it reports one (OpenRouter's `usage.cost`), the
+/// price table's otherwise, and `unknown` (cost 0) for a model without a price.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cost_source_says_where_the_cost_comes_from() {
+    let mock = Mock::start().await;
+    let d = start(&config(&mock, "developer-api", &[("monthly_requests = 5\n", "monthly_requests = 50\n")], ""), &[]);
+    let c = d.client().await;
+    mock.push([mock_provider::Fault::Fixture("openrouter_chat_stream_usage_cost.sse")]);
+    let mut p = chat_params("openrouter/anthropic/claude-sonnet-4.6", 50);
+    if let Value::Map(m) = &mut p[0] {
+        m.push((Value::from("stream"), Value::from(true)));
+    }
+    let r = c.call("chat", p).await.unwrap();
+    assert_eq!((s(&r, "cost_source"), i(&r, "cost_microusd")), ("provider", 837));
+    let r = chat(&c, "openai/gpt-4o-mini", 50).await.unwrap();
+    // 12 in, 7 out at $0.15 / $0.60 per million: 1.8 + 4.2 = 6 µ$.
+    assert_eq!((s(&r, "cost_source"), i(&r, "cost_microusd")), ("table", 6));
+    let r = chat(&c, "openai/not-a-priced-model", 50).await.unwrap();
+    assert_eq!((s(&r, "cost_source"), i(&r, "cost_microusd")), ("unknown", 0));
+    let recs = c.call("usage.records", params(&[("limit", 10.into())])).await.unwrap();
+    let costs: Vec<i64> = field(&recs, "records").as_array().unwrap().iter().map(|r| i(r, "cost_microusd")).collect();
+    assert_eq!(costs.iter().sum::<i64>(), 837 + 6);
+}
