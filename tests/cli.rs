@@ -390,3 +390,53 @@ async fn a_running_call_finishes_on_the_config_it_started_with() {
     let first = running.await.unwrap().unwrap();
     assert_eq!(field(&first, "provider").as_str(), Some("openai"), "the running call kept its route");
 }
+
+/// `chat --image --file --reasoning --json-schema`: the parts and options reach the provider in
+/// its wire format; a file that is not an image is refused before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_attaches_images_documents_reasoning_and_a_schema() {
+    let mock = Mock::start().await;
+    let d = Daemon::start_with(&mock_config(&mock, ""), &[("MOCK_KEY", KEY)]);
+    let png = d.dir.path().join("shot.png");
+    std::fs::write(&png, b"\x89PNG\r\n\x1a\nfake").unwrap();
+    let pdf = d.dir.path().join("report.pdf");
+    std::fs::write(&pdf, b"%PDF-1.4 fake").unwrap();
+    let schema = d.dir.path().join("book.json");
+    std::fs::write(&schema, r#"{"type":"object","properties":{"title":{"type":"string"}}}"#).unwrap();
+    let args = [
+        "chat",
+        "--model",
+        "openai/gpt-4o",
+        "--image",
+        png.to_str().unwrap(),
+        "--image",
+        "https://example.com/a.jpg",
+        "--file",
+        pdf.to_str().unwrap(),
+        "--reasoning",
+        "low",
+        "--json-schema",
+        schema.to_str().unwrap(),
+        "what is this?",
+    ];
+    let (status, out, err) = d.cli(&args, None);
+    assert!(status.success(), "{out}{err}");
+    let body = &mock.seen()[0].body;
+    let content = &body["messages"][0]["content"];
+    assert_eq!(content[0], serde_json::json!({"type": "text", "text": "what is this?"}));
+    assert_eq!(content[1]["image_url"]["url"], "data:image/png;base64,iVBORw0KGgpmYWtl");
+    assert_eq!(content[2]["image_url"]["url"], "https://example.com/a.jpg");
+    assert_eq!(content[3]["file"]["filename"], "report.pdf");
+    assert_eq!(content[3]["file"]["file_data"], "data:application/pdf;base64,JVBERi0xLjQgZmFrZQ==");
+    assert_eq!(body["reasoning_effort"], "low");
+    assert_eq!(body["response_format"]["type"], "json_schema");
+    assert_eq!(body["response_format"]["json_schema"]["name"], "book");
+    assert_eq!(body["response_format"]["json_schema"]["schema"]["properties"]["title"]["type"], "string");
+
+    let txt = d.dir.path().join("notes.txt");
+    std::fs::write(&txt, "x").unwrap();
+    let (status, _, err) = d.cli(&["chat", "--model", "openai/gpt-4o", "--image", txt.to_str().unwrap(), "hi"], None);
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("not a .png, .jpg, .gif or .webp file"), "{err}");
+    assert_eq!(mock.requests(), 1);
+}

@@ -1,6 +1,7 @@
-//! `llm-sidecar chat [--model M] "prompt"`: stream one answer to the terminal, then print usage
-//! and cost on stderr. Ctrl-C sends `$/cancel` and prints what was billed; a second Ctrl-C quits
-//! at once.
+//! `llm-sidecar chat [--model M] [--image F|URL]... [--file F.pdf]... [--reasoning E] [--json |
+//! --json-schema F] "prompt"`: stream one answer to the terminal (reasoning, when streamed, goes to
+//! stderr), then print usage and cost on stderr. Ctrl-C sends `$/cancel` and prints what was
+//! billed; a second Ctrl-C quits at once.
 
 use super::Cli;
 use anyhow::{bail, Context, Result};
@@ -28,6 +29,21 @@ pub struct ChatArgs {
     /// Wait for the whole answer instead of streaming it
     #[arg(long)]
     no_stream: bool,
+    /// Attach an image: a file (png, jpg, gif, webp) or an http(s) URL (repeatable)
+    #[arg(long, value_name = "FILE|URL")]
+    image: Vec<String>,
+    /// Attach a PDF document (repeatable)
+    #[arg(long, value_name = "FILE")]
+    file: Vec<std::path::PathBuf>,
+    /// Ask the model to reason first (its thinking is shown on stderr)
+    #[arg(long, value_parser = ["low", "medium", "high"])]
+    reasoning: Option<String>,
+    /// Ask for a JSON object as the answer
+    #[arg(long, conflicts_with = "json_schema")]
+    json: bool,
+    /// Ask for JSON matching this JSON Schema file (its name is the file's stem)
+    #[arg(long, value_name = "FILE")]
+    json_schema: Option<std::path::PathBuf>,
     /// The prompt (words are joined with spaces); `-` or nothing reads standard input
     prompt: Vec<String>,
 }
@@ -41,7 +57,19 @@ pub async fn run(cli: &Cli, args: &ChatArgs) -> Result<ExitCode> {
         None => default_model(&client).await?,
     };
     let stream = !args.no_stream;
-    let message = map(vec![("role", Value::from("user")), ("content", Value::from(prompt))]);
+    let content = if args.image.is_empty() && args.file.is_empty() {
+        Value::from(prompt)
+    } else {
+        let mut parts = vec![map(vec![("type", Value::from("text")), ("text", Value::from(prompt))])];
+        for i in &args.image {
+            parts.push(image_part(i)?);
+        }
+        for f in &args.file {
+            parts.push(document_part(f)?);
+        }
+        Value::Array(parts)
+    };
+    let message = map(vec![("role", Value::from("user")), ("content", content)]);
     let mut entries = vec![
         ("model", Value::from(model.as_str())),
         ("messages", Value::Array(vec![message])),
@@ -55,6 +83,15 @@ pub async fn run(cli: &Cli, args: &ChatArgs) -> Result<ExitCode> {
     }
     if let Some(t) = args.temperature {
         entries.push(("temperature", Value::from(t)));
+    }
+    if let Some(e) = &args.reasoning {
+        entries.push(("reasoning", map(vec![("effort", Value::from(e.as_str()))])));
+    }
+    if args.json {
+        entries.push(("response_format", map(vec![("type", Value::from("json_object"))])));
+    }
+    if let Some(path) = &args.json_schema {
+        entries.push(("response_format", schema_format(path)?));
     }
     let mut notes = client.take_notifications().context("notifications already taken")?;
     let (id, rx) = client.start("chat", vec![map(entries)]).await?;
@@ -70,11 +107,7 @@ pub async fn run(cli: &Cli, args: &ChatArgs) -> Result<ExitCode> {
             biased;
             Some((method, params)) = notes.recv() => {
                 if method == "chat.chunk" && params.first().and_then(Value::as_u64) == Some(u64::from(id)) {
-                    if let Some(delta) = params.get(1).and_then(|p| field(p, "delta")).and_then(Value::as_str) {
-                        out.write_all(delta.as_bytes())?;
-                        out.flush()?;
-                        printed_any = true;
-                    }
+                    printed_any |= show_chunk(&mut out, params.get(1))?;
                 }
             }
             r = &mut response => break r,
@@ -90,10 +123,7 @@ pub async fn run(cli: &Cli, args: &ChatArgs) -> Result<ExitCode> {
     };
     while let Ok((method, params)) = notes.try_recv() {
         if method == "chat.chunk" && params.first().and_then(Value::as_u64) == Some(u64::from(id)) {
-            if let Some(delta) = params.get(1).and_then(|p| field(p, "delta")).and_then(Value::as_str) {
-                out.write_all(delta.as_bytes())?;
-                printed_any = true;
-            }
+            printed_any |= show_chunk(&mut out, params.get(1))?;
         }
     }
     match result {
@@ -133,6 +163,87 @@ pub async fn run(cli: &Cli, args: &ChatArgs) -> Result<ExitCode> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Prints a chunk: text to `out` (true when it printed some), reasoning to stderr.
+fn show_chunk(out: &mut impl Write, body: Option<&Value>) -> Result<bool> {
+    let text = |k: &str| body.and_then(|p| field(p, k)).and_then(Value::as_str);
+    if let Some(delta) = text("delta") {
+        out.write_all(delta.as_bytes())?;
+        out.flush()?;
+        return Ok(!delta.is_empty());
+    }
+    if let Some(thinking) = text("reasoning_delta") {
+        eprint!("{thinking}");
+    }
+    Ok(false)
+}
+
+/// The media type of an image file, from its extension.
+fn image_type(path: &std::path::Path) -> Option<&'static str> {
+    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+    Some(match ext.as_str() {
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        _ => return None,
+    })
+}
+
+fn base64_file(path: &std::path::Path) -> Result<String> {
+    use base64::Engine as _;
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+/// `--image`: a URL part, or the file's bytes.
+fn image_part(arg: &str) -> Result<Value> {
+    if arg.starts_with("https://") || arg.starts_with("http://") {
+        return Ok(map(vec![("type", Value::from("image")), ("url", Value::from(arg))]));
+    }
+    let path = std::path::Path::new(arg);
+    let Some(media_type) = image_type(path) else {
+        bail!("--image {arg}: not a .png, .jpg, .gif or .webp file, nor an http(s) URL");
+    };
+    Ok(map(vec![
+        ("type", Value::from("image")),
+        ("data", Value::from(base64_file(path)?)),
+        ("media_type", Value::from(media_type)),
+    ]))
+}
+
+/// `--file`: a PDF document part.
+fn document_part(path: &std::path::Path) -> Result<Value> {
+    if !path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("pdf")) {
+        bail!("--file {}: only PDF documents can be attached", path.display());
+    }
+    let mut entries = vec![
+        ("type", Value::from("document")),
+        ("data", Value::from(base64_file(path)?)),
+        ("media_type", Value::from("application/pdf")),
+    ];
+    if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+        entries.push(("name", Value::from(name)));
+    }
+    Ok(map(entries))
+}
+
+/// `--json-schema FILE`: `{type: json_schema, name: <file stem>, schema}`.
+fn schema_format(path: &std::path::Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let schema: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let name: String = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("answer")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .take(64)
+        .collect();
+    let schema = rmpv::ext::to_value(&schema).context("cannot encode the schema")?;
+    Ok(map(vec![("type", Value::from("json_schema")), ("name", Value::from(name)), ("schema", schema)]))
 }
 
 /// Whether a failed call's error data reports usage the provider billed.
@@ -204,6 +315,11 @@ fn summary(r: &Value) -> String {
     }
     let cost = field(r, "cost_microusd").and_then(Value::as_i64).unwrap_or(0);
     line.push_str(&format!(" · ${}.{:06}", cost / 1_000_000, (cost % 1_000_000).abs()));
+    match field(r, "cost_source").and_then(Value::as_str) {
+        Some("unknown") => line.push_str(" (no price for this model)"),
+        Some("provider") => line.push_str(" (as the provider reported)"),
+        _ => {}
+    }
     if let Some(ms) = n(r, "latency_ms") {
         line.push_str(&format!(" · {ms} ms"));
         if let Some(t) = n(r, "ttft_ms") {
