@@ -26,12 +26,15 @@ pub use call::{Attempt, AttemptOutcome, BilledAttempt, ChatCall, ChatFailure, Ch
 pub use config::{RouteConfig, RouterConfig, RoutesConfig};
 
 use crate::keystore::{KeyError, KeyStore};
+use crate::providers::transport::{self, Transport};
 use crate::providers::{presets, ProviderError, ProviderSpec, ProvidersConfig};
 use crate::usage_record::KeySource;
 use secrecy::SecretString;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+// The tokio clock (the std clock in production; virtual when a test pauses it).
+use tokio::time::Instant;
 
 pub use crate::chat::Target;
 
@@ -70,7 +73,7 @@ pub struct Router {
     settings: RouterConfig,
     providers: BTreeMap<String, ProviderSpec>,
     routes: BTreeMap<String, Vec<Target>>,
-    client: reqwest::Client,
+    transport: Arc<dyn Transport>,
     health: Mutex<HashMap<Target, Health>>,
 }
 
@@ -81,13 +84,23 @@ impl Router {
         routes: &RoutesConfig,
         settings: &RouterConfig,
     ) -> Result<Router, RouterError> {
-        let (providers, routes) =
-            plan(providers, routes, settings).map_err(|(key, message)| RouterError::Config { key, message })?;
-        let client = crate::providers::transport::client(
+        let client = transport::client(
             RouterConfig::ms(settings.connect_timeout_ms),
             Duration::from_secs(settings.pool_idle_secs),
         )?;
-        Ok(Router { settings: settings.clone(), providers, routes, client, health: Mutex::default() })
+        Router::with_transport(providers, routes, settings, Arc::new(transport::Http(client)))
+    }
+
+    /// Like [`Router::new`], sending every request through `transport` (tests script it).
+    pub fn with_transport(
+        providers: &ProvidersConfig,
+        routes: &RoutesConfig,
+        settings: &RouterConfig,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Router, RouterError> {
+        let (providers, routes) =
+            plan(providers, routes, settings).map_err(|(key, message)| RouterError::Config { key, message })?;
+        Ok(Router { settings: settings.clone(), providers, routes, transport, health: Mutex::default() })
     }
 
     /// Checks providers, routes and settings (config validation); errors carry the dotted key.
