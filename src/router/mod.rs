@@ -20,6 +20,8 @@
 //! - key material never appears in an outcome: provider messages are redacted.
 
 pub mod call;
+#[cfg(test)]
+mod call_tests;
 pub mod config;
 
 pub use call::{Attempt, AttemptOutcome, BilledAttempt, ChatCall, ChatFailure, ChatOutcome};
@@ -204,10 +206,11 @@ impl Router {
                     .map(|(t, h)| TargetHealth {
                         target: t.to_string(),
                         consecutive_failures: h.failures,
+                        // As `cooling`: a cooldown ending now is over.
                         cooldown_remaining_ms: h
                             .cooled_until
-                            .and_then(|u| u.checked_duration_since(now))
-                            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                            .filter(|u| *u > now)
+                            .map(|u| u64::try_from((u - now).as_millis()).unwrap_or(u64::MAX)),
                     })
                     .filter(|t| t.consecutive_failures > 0 || t.cooldown_remaining_ms.is_some())
                     .collect()
