@@ -12,9 +12,15 @@
 //!
 //! Dropping a [`Body`] or the future returned by [`send`] closes the connection (the request is
 //! aborted at once; nothing is drained).
+//!
+//! The router sends through the [`Transport`] trait: [`Http`] (this client) in production, a
+//! scripted transport (`script`, test builds only) in its unit tests, which answers with
+//! scripted heads, body pieces, pauses and errors under the same timeouts and classification.
 
 use super::{Provider, ProviderError};
 use bytes::Bytes;
+use futures::future::BoxFuture;
+use reqwest::header::HeaderMap;
 use std::time::Duration;
 
 /// Largest non-streaming response or error body read into memory.
@@ -46,6 +52,34 @@ pub fn client(connect_timeout: Duration, pool_idle: Duration) -> Result<reqwest:
         .map_err(|e| ProviderError::Request(format!("cannot build the HTTP client: {e}")))
 }
 
+/// How the router exchanges one request with a provider: [`send`]'s contract (the head within
+/// `first_byte`, a non-2xx answer classified by the adapter, reads of the body within `idle`).
+pub trait Transport: Send + Sync + std::fmt::Debug {
+    fn send<'a>(
+        &'a self,
+        adapter: &'a dyn Provider,
+        request: reqwest::Request,
+        first_byte: Duration,
+        idle: Duration,
+    ) -> BoxFuture<'a, Result<Body, ProviderError>>;
+}
+
+/// The production [`Transport`]: the pooled client from [`client`].
+#[derive(Debug, Clone)]
+pub struct Http(pub reqwest::Client);
+
+impl Transport for Http {
+    fn send<'a>(
+        &'a self,
+        adapter: &'a dyn Provider,
+        request: reqwest::Request,
+        first_byte: Duration,
+        idle: Duration,
+    ) -> BoxFuture<'a, Result<Body, ProviderError>> {
+        Box::pin(send(&self.0, adapter, request, first_byte, idle))
+    }
+}
+
 /// Sends `request` and waits (at most `first_byte`) for the response head. A non-2xx answer is
 /// read (bounded) and classified by the adapter.
 pub async fn send(
@@ -61,29 +95,49 @@ pub async fn send(
         Ok(Ok(r)) => r,
     };
     let status = response.status();
-    let mut body = Body { response, idle };
-    if status.is_success() {
-        return Ok(body);
+    let headers = (!status.is_success()).then(|| response.headers().clone());
+    let body = Body { source: Source::Http(response), idle };
+    match headers {
+        None => Ok(body),
+        Some(headers) => Err(refused(adapter, status.as_u16(), &headers, body).await),
     }
-    let headers = body.response.headers().clone();
+}
+
+/// A non-2xx answer: its body read (bounded) and classified by the adapter.
+async fn refused(adapter: &dyn Provider, status: u16, headers: &HeaderMap, mut body: Body) -> ProviderError {
     let bytes = body.read_all(MAX_ERROR_BODY).await.unwrap_or_default();
-    Err(adapter.classify(status.as_u16(), &headers, &bytes))
+    adapter.classify(status, headers, &bytes)
 }
 
 /// A response body being read.
 #[derive(Debug)]
 pub struct Body {
-    response: reqwest::Response,
+    source: Source,
     idle: Duration,
+}
+
+#[derive(Debug)]
+enum Source {
+    Http(reqwest::Response),
+    #[cfg(test)]
+    Script(std::collections::VecDeque<script::Piece>),
 }
 
 impl Body {
     /// The next piece of the body; `None` at its end.
     pub async fn next(&mut self) -> Result<Option<Bytes>, ProviderError> {
-        match tokio::time::timeout(self.idle, self.response.chunk()).await {
+        let chunk = async {
+            match &mut self.source {
+                Source::Http(response) => {
+                    response.chunk().await.map_err(|e| ProviderError::Transport(super::error::truncate(e.to_string())))
+                }
+                #[cfg(test)]
+                Source::Script(pieces) => script::next(pieces).await,
+            }
+        };
+        match tokio::time::timeout(self.idle, chunk).await {
             Err(_) => Err(ProviderError::Timeout("between chunks")),
-            Ok(Err(e)) => Err(ProviderError::Transport(super::error::truncate(e.to_string()))),
-            Ok(Ok(chunk)) => Ok(chunk),
+            Ok(r) => r,
         }
     }
 
@@ -112,6 +166,154 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+/// A scripted [`Transport`] for unit tests: per host, a queue of replies (a head after a delay,
+/// or a failure to send; body pieces, pauses and read errors), answered under the same timeouts
+/// and classification as [`Http`]. Every request is recorded.
+#[cfg(test)]
+pub(crate) mod script {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use std::collections::{HashMap, VecDeque};
+    use std::sync::Mutex;
+
+    /// One piece of a scripted body.
+    #[derive(Debug)]
+    pub enum Piece {
+        Bytes(Bytes),
+        /// The next read waits this long (under the idle timeout).
+        Pause(Duration),
+        /// The read fails (e.g. `ProviderError::Transport` for a broken connection).
+        Fail(ProviderError),
+    }
+
+    /// The answer to one request.
+    #[derive(Debug)]
+    pub struct Reply {
+        head_after: Duration,
+        head: Result<(u16, HeaderMap), ProviderError>,
+        body: Vec<Piece>,
+    }
+
+    impl Reply {
+        /// A response head with `status` and no body yet.
+        pub fn status(status: u16) -> Reply {
+            Reply { head_after: Duration::ZERO, head: Ok((status, HeaderMap::new())), body: Vec::new() }
+        }
+
+        /// The request fails before any response (connect error, reset...).
+        pub fn error(e: ProviderError) -> Reply {
+            Reply { head_after: Duration::ZERO, head: Err(e), body: Vec::new() }
+        }
+
+        /// The head (or the send error) arrives after `d`.
+        pub fn after(mut self, d: Duration) -> Reply {
+            self.head_after = d;
+            self
+        }
+
+        pub fn header(mut self, name: &'static str, value: &str) -> Reply {
+            if let Ok((_, h)) = &mut self.head {
+                h.insert(name, value.parse().unwrap());
+            }
+            self
+        }
+
+        pub fn chunk(mut self, bytes: impl AsRef<[u8]>) -> Reply {
+            self.body.push(Piece::Bytes(Bytes::copy_from_slice(bytes.as_ref())));
+            self
+        }
+
+        pub fn pause(mut self, d: Duration) -> Reply {
+            self.body.push(Piece::Pause(d));
+            self
+        }
+
+        pub fn fail(mut self, e: ProviderError) -> Reply {
+            self.body.push(Piece::Fail(e));
+            self
+        }
+    }
+
+    /// A request as the script received it.
+    #[derive(Debug, Clone)]
+    pub struct Sent {
+        pub host: String,
+        pub at: tokio::time::Instant,
+        pub headers: HeaderMap,
+    }
+
+    #[derive(Debug, Default)]
+    pub struct Scripted {
+        replies: Mutex<HashMap<String, VecDeque<Reply>>>,
+        sent: Mutex<Vec<Sent>>,
+    }
+
+    impl Scripted {
+        /// Queues `replies` for requests to `host` (answered in order; one more request panics).
+        pub fn on(&self, host: &str, replies: impl IntoIterator<Item = Reply>) -> &Self {
+            self.replies.lock().unwrap().entry(host.to_string()).or_default().extend(replies);
+            self
+        }
+
+        /// Every request received so far, in order.
+        pub fn sent(&self) -> Vec<Sent> {
+            self.sent.lock().unwrap().clone()
+        }
+
+        /// Replies not used yet, over all hosts.
+        pub fn unused(&self) -> usize {
+            self.replies.lock().unwrap().values().map(VecDeque::len).sum()
+        }
+    }
+
+    impl Transport for Scripted {
+        fn send<'a>(
+            &'a self,
+            adapter: &'a dyn Provider,
+            request: reqwest::Request,
+            first_byte: Duration,
+            idle: Duration,
+        ) -> BoxFuture<'a, Result<Body, ProviderError>> {
+            let host = request.url().host_str().unwrap_or_default().to_string();
+            let reply = self.replies.lock().unwrap().get_mut(&host).and_then(VecDeque::pop_front);
+            let reply = reply.unwrap_or_else(|| panic!("no scripted reply left for {host}"));
+            self.sent.lock().unwrap().push(Sent {
+                host,
+                at: tokio::time::Instant::now(),
+                headers: request.headers().clone(),
+            });
+            Box::pin(async move {
+                let Reply { head_after, head, body } = reply;
+                let head = async move {
+                    tokio::time::sleep(head_after).await;
+                    head
+                };
+                let (status, headers) = match tokio::time::timeout(first_byte, head).await {
+                    Err(_) => return Err(ProviderError::Timeout("waiting for the first byte")),
+                    Ok(head) => head?,
+                };
+                let body = Body { source: Source::Script(body.into()), idle };
+                if (200..300).contains(&status) {
+                    Ok(body)
+                } else {
+                    Err(refused(adapter, status, &headers, body).await)
+                }
+            })
+        }
+    }
+
+    pub(super) async fn next(pieces: &mut VecDeque<Piece>) -> Result<Option<Bytes>, ProviderError> {
+        loop {
+            match pieces.pop_front() {
+                None => return Ok(None),
+                Some(Piece::Bytes(b)) => return Ok(Some(b)),
+                Some(Piece::Pause(d)) => tokio::time::sleep(d).await,
+                Some(Piece::Fail(e)) => return Err(e),
+            }
+        }
+    }
 }
 
 #[cfg(test)]

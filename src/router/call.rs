@@ -23,8 +23,10 @@ use crate::providers::{
 use crate::usage_record::{KeySource, TokenUsage};
 use secrecy::ExposeSecret;
 use serde::Serialize;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::mpsc;
+// The tokio clock, so that waits and deadlines follow a paused clock in tests.
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// How long to wait for the end of a body after the stream's terminal marker before giving up on
@@ -410,7 +412,7 @@ impl Router {
                 a.end = End::Cancelled;
                 return a;
             }
-            r = transport::send(&self.client, adapter, request, first_byte, idle) => r,
+            r = self.transport.send(adapter, request, first_byte, idle) => r,
         };
         let mut body = match sent {
             Ok(b) => b,

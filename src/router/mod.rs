@@ -20,18 +20,23 @@
 //! - key material never appears in an outcome: provider messages are redacted.
 
 pub mod call;
+#[cfg(test)]
+mod call_tests;
 pub mod config;
 
 pub use call::{Attempt, AttemptOutcome, BilledAttempt, ChatCall, ChatFailure, ChatOutcome};
 pub use config::{RouteConfig, RouterConfig, RoutesConfig};
 
 use crate::keystore::{KeyError, KeyStore};
+use crate::providers::transport::{self, Transport};
 use crate::providers::{presets, ProviderError, ProviderSpec, ProvidersConfig};
 use crate::usage_record::KeySource;
 use secrecy::SecretString;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+// The tokio clock (the std clock in production; virtual when a test pauses it).
+use tokio::time::Instant;
 
 pub use crate::chat::Target;
 
@@ -70,7 +75,7 @@ pub struct Router {
     settings: RouterConfig,
     providers: BTreeMap<String, ProviderSpec>,
     routes: BTreeMap<String, Vec<Target>>,
-    client: reqwest::Client,
+    transport: Arc<dyn Transport>,
     health: Mutex<HashMap<Target, Health>>,
 }
 
@@ -81,13 +86,23 @@ impl Router {
         routes: &RoutesConfig,
         settings: &RouterConfig,
     ) -> Result<Router, RouterError> {
-        let (providers, routes) =
-            plan(providers, routes, settings).map_err(|(key, message)| RouterError::Config { key, message })?;
-        let client = crate::providers::transport::client(
+        let client = transport::client(
             RouterConfig::ms(settings.connect_timeout_ms),
             Duration::from_secs(settings.pool_idle_secs),
         )?;
-        Ok(Router { settings: settings.clone(), providers, routes, client, health: Mutex::default() })
+        Router::with_transport(providers, routes, settings, Arc::new(transport::Http(client)))
+    }
+
+    /// Like [`Router::new`], sending every request through `transport` (tests script it).
+    pub fn with_transport(
+        providers: &ProvidersConfig,
+        routes: &RoutesConfig,
+        settings: &RouterConfig,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Router, RouterError> {
+        let (providers, routes) =
+            plan(providers, routes, settings).map_err(|(key, message)| RouterError::Config { key, message })?;
+        Ok(Router { settings: settings.clone(), providers, routes, transport, health: Mutex::default() })
     }
 
     /// Checks providers, routes and settings (config validation); errors carry the dotted key.
@@ -191,10 +206,11 @@ impl Router {
                     .map(|(t, h)| TargetHealth {
                         target: t.to_string(),
                         consecutive_failures: h.failures,
+                        // As `cooling`: a cooldown ending now is over.
                         cooldown_remaining_ms: h
                             .cooled_until
-                            .and_then(|u| u.checked_duration_since(now))
-                            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                            .filter(|u| *u > now)
+                            .map(|u| u64::try_from((u - now).as_millis()).unwrap_or(u64::MAX)),
                     })
                     .filter(|t| t.consecutive_failures > 0 || t.cooldown_remaining_ms.is_some())
                     .collect()
