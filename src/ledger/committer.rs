@@ -75,6 +75,12 @@ pub enum Op {
     Requeue { reply: oneshot::Sender<Result<u64, LedgerError>> },
     /// Remove records and counters (and with `force`, the outbox and dead letters too).
     Clear { force: bool, reply: oneshot::Sender<Result<Cleared, LedgerError>> },
+    /// Store a new app with its token's hash; `AppExists` if the name is taken.
+    AddApp { name: String, token_hash: [u8; 32], created_ms: i64, reply: oneshot::Sender<Result<(), LedgerError>> },
+    /// Remove an app; replies whether there was one.
+    RemoveApp { name: String, reply: oneshot::Sender<Result<bool, LedgerError>> },
+    /// Set an app's last-used time (never moving it back); nobody needs to wait for the reply.
+    TouchApp { name: String, at_ms: i64, reply: oneshot::Sender<Result<(), LedgerError>> },
 }
 
 /// Runs once a commit's records are visible (see [`Commit`]).
@@ -111,6 +117,8 @@ fn refused(job: Job, e: LedgerError) -> Done {
         Job::Commit(c) => done(c.reply, Err(e)),
         Job::Op(Op::Ack { reply, .. } | Op::DeadLetter { reply, .. } | Op::Requeue { reply }) => done(reply, Err(e)),
         Job::Op(Op::Clear { reply, .. }) => done(reply, Err(e)),
+        Job::Op(Op::AddApp { reply, .. } | Op::TouchApp { reply, .. }) => done(reply, Err(e)),
+        Job::Op(Op::RemoveApp { reply, .. }) => done(reply, Err(e)),
     }
 }
 
@@ -195,6 +203,11 @@ impl Committer {
                 }
                 answer(reply, r)
             }
+            Job::Op(Op::AddApp { name, token_hash, created_ms, reply }) => {
+                answer(reply, self.add_app(name, &token_hash, created_ms))
+            }
+            Job::Op(Op::RemoveApp { name, reply }) => answer(reply, self.remove_app(&name)),
+            Job::Op(Op::TouchApp { name, at_ms, reply }) => answer(reply, self.touch_app(&name, at_ms)),
         };
         let end =
             if ok { self.run_cached("RELEASE job") } else { self.conn.execute_batch("ROLLBACK TO job; RELEASE job") };
@@ -438,6 +451,37 @@ impl Committer {
         self.conn.execute("DELETE FROM counters", []).map_err(storage)?;
         effects.vacuum = true;
         Ok(cleared)
+    }
+
+    fn add_app(&self, name: String, token_hash: &[u8; 32], created_ms: i64) -> Result<(), LedgerError> {
+        let taken = self
+            .conn
+            .prepare_cached("SELECT 1 FROM apps WHERE name = ?1")
+            .and_then(|mut s| s.exists([&name]))
+            .map_err(storage)?;
+        if taken {
+            return Err(LedgerError::AppExists(name));
+        }
+        self.conn
+            .prepare_cached("INSERT INTO apps (name, token_hash, created_ms) VALUES (?1, ?2, ?3)")
+            .and_then(|mut s| s.execute(params![name, &token_hash[..], created_ms]))
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    fn remove_app(&self, name: &str) -> Result<bool, LedgerError> {
+        let n = self.conn.prepare_cached("DELETE FROM apps WHERE name = ?1").and_then(|mut s| s.execute([name]));
+        Ok(n.map_err(storage)? > 0)
+    }
+
+    fn touch_app(&self, name: &str, at_ms: i64) -> Result<(), LedgerError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE apps SET last_used_ms = ?2 WHERE name = ?1 AND (last_used_ms IS NULL OR last_used_ms < ?2)",
+            )
+            .and_then(|mut s| s.execute(params![name, at_ms]))
+            .map_err(storage)?;
+        Ok(())
     }
 
     /// Makes every referring outbox entry carry its record inline. A reference whose record is

@@ -7,7 +7,8 @@
 //!   provider/model, key_source) and value, the totals of the records (see [`counters`]);
 //! - `outbox`: records not yet confirmed by the sync backend, in queue order (see [`outbox`]);
 //! - `dead_letters`: records the backend refused, with why;
-//! - `meta`: the device id.
+//! - `meta`: the device id;
+//! - `apps`: the apps that call over HTTP, with the SHA-256 hash of their token (see [`apps`]).
 //!
 //! Invariants:
 //! - a record, its counters and its outbox entry are written in ONE transaction, and
@@ -22,6 +23,7 @@
 //!   outbox entry carry its record inline in the same transaction that removes the records;
 //! - one writer (the committer thread); readers use their own connections and never block it.
 
+pub mod apps;
 mod committer;
 pub mod counters;
 pub mod outbox;
@@ -67,6 +69,12 @@ pub enum LedgerError {
     Corrupt(String),
     #[error("the usage ledger is closed")]
     Closed,
+    #[error("an app named `{0}` already exists (remove it first with `llm-sidecar apps rm`)")]
+    AppExists(String),
+    #[error("an app name must be 1-64 printable characters")]
+    InvalidAppName,
+    #[error("cannot make an app token: the system's random source failed: {0}")]
+    Random(String),
 }
 
 impl LedgerError {
@@ -165,6 +173,8 @@ pub enum Committed {
 
 pub struct Ledger {
     path: PathBuf,
+    /// When each app's last-used time was last sent to the committer (see [`apps`]).
+    touched: Mutex<std::collections::HashMap<String, i64>>,
     readers: Readers,
     jobs: mpsc::Sender<Job>,
     counts: watch::Receiver<Counts>,
@@ -205,6 +215,7 @@ impl Ledger {
         Ok(Ledger {
             readers: Readers { file: file.clone(), idle: Mutex::new(Vec::new()) },
             path: file,
+            touched: Mutex::new(std::collections::HashMap::new()),
             jobs: tx,
             counts: counts_rx,
             device_id,
@@ -296,6 +307,76 @@ impl Ledger {
     /// yet accepted by the backend) are kept unless `force`.
     pub async fn clear(&self, force: bool) -> Result<Cleared, LedgerError> {
         self.send(|reply| Job::Op(Op::Clear { force, reply })).await
+    }
+
+    /// Makes app `name` with a fresh token, returned once (only its hash is stored). Refused if
+    /// the name is invalid (see [`apps::valid_name`]) or taken.
+    pub async fn create_app(&self, name: &str) -> Result<(apps::App, secrecy::SecretString), LedgerError> {
+        use secrecy::ExposeSecret;
+        if !apps::valid_name(name) {
+            return Err(LedgerError::InvalidAppName);
+        }
+        let token = apps::new_token().map_err(|e| LedgerError::Random(e.to_string()))?;
+        let token_hash = apps::hash(token.expose_secret());
+        let created_ms = now_ms();
+        let name = name.to_string();
+        let job_name = name.clone();
+        self.send(|reply| Job::Op(Op::AddApp { name: job_name, token_hash, created_ms, reply })).await?;
+        Ok((apps::App { name, created_ms, last_used_ms: None }, token))
+    }
+
+    /// Every app, by name (never a token).
+    pub fn apps(&self) -> Result<Vec<apps::App>, LedgerError> {
+        self.readers.with(|c| {
+            let mut stmt = c
+                .prepare_cached("SELECT name, created_ms, last_used_ms FROM apps ORDER BY name")
+                .map_err(LedgerError::storage)?;
+            let rows = stmt
+                .query_map([], |r| Ok(apps::App { name: r.get(0)?, created_ms: r.get(1)?, last_used_ms: r.get(2)? }))
+                .map_err(LedgerError::storage)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(LedgerError::storage)
+        })
+    }
+
+    /// Removes app `name` (its token stops verifying); false if there is none. Its usage stays.
+    pub async fn remove_app(&self, name: &str) -> Result<bool, LedgerError> {
+        let name = name.to_string();
+        self.touched.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&name);
+        self.send(|reply| Job::Op(Op::RemoveApp { name, reply })).await
+    }
+
+    /// The app whose token `token` is, if any: looked up by the token's hash, which is compared
+    /// in constant time. Records the app's last use (at most once a minute, without waiting).
+    pub fn verify_app_token(&self, token: &str) -> Result<Option<String>, LedgerError> {
+        if token.len() > apps::MAX_TOKEN_LEN || !token.starts_with(apps::TOKEN_PREFIX) {
+            return Ok(None);
+        }
+        let presented = apps::hash(token);
+        let found: Option<(String, Vec<u8>)> = self.readers.with(|c| {
+            c.prepare_cached("SELECT name, token_hash FROM apps WHERE token_hash = ?1")
+                .and_then(|mut s| s.query_row([&presented[..]], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+                .map_err(LedgerError::storage)
+        })?;
+        let Some((name, _)) = found.filter(|(_, stored)| apps::same_hash(stored, &presented)) else {
+            return Ok(None);
+        };
+        self.touch_app(&name);
+        Ok(Some(name))
+    }
+
+    /// Queues a last-used update for `name` unless one was queued within
+    /// [`apps::TOUCH_EVERY_MS`]; never waits (a full queue skips it).
+    fn touch_app(&self, name: &str) {
+        let now = now_ms();
+        {
+            let mut touched = self.touched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if touched.get(name).is_some_and(|&at| now - at < apps::TOUCH_EVERY_MS) {
+                return;
+            }
+            touched.insert(name.to_string(), now);
+        }
+        let (reply, _) = oneshot::channel();
+        let _ = self.jobs.try_send(Job::Op(Op::TouchApp { name: name.to_string(), at_ms: now, reply }));
     }
 
     async fn send<T>(

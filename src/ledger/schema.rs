@@ -33,11 +33,11 @@ const READER_CACHE_KIB: i64 = 512;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `MIGRATIONS[n]` upgrades version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// Version 1. Ids are UUIDv7 text (lowercase, hyphenated), which sorts by creation time; money is
 /// integer micro-dollars; booleans are 0/1.
-const V1: &str = "
+pub(crate) const V1: &str = "
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY NOT NULL,
     value TEXT NOT NULL
@@ -97,6 +97,17 @@ CREATE TABLE dead_letters (
     at_ms    INTEGER NOT NULL,
     record   TEXT NOT NULL
 );
+";
+
+/// Version 2: apps (see `super::apps`), each with the SHA-256 hash of its token (never the token);
+/// the hash is unique, so a token is looked up by it. Times are Unix milliseconds.
+const V2: &str = "
+CREATE TABLE apps (
+    name         TEXT PRIMARY KEY NOT NULL,
+    token_hash   BLOB NOT NULL UNIQUE,
+    created_ms   INTEGER NOT NULL,
+    last_used_ms INTEGER
+) WITHOUT ROWID;
 ";
 
 /// Why the ledger file cannot be used.
