@@ -85,6 +85,50 @@ pub struct Config {
     pub policy: crate::policy::PolicySettings,
     pub tiers: crate::policy::TiersConfig,
     pub account: crate::policy::AccountConfig,
+    /// `[apps.<name>]`: per-app limits for apps calling with an app token (`llm-sidecar apps`).
+    /// Parsed and checked only; they will be enforced by the HTTP face.
+    pub apps: AppsConfig,
+}
+
+/// `[apps.<name>]` tables by app name.
+pub type AppsConfig = std::collections::BTreeMap<String, AppConfig>;
+
+/// `[apps.<name>]`: optional limits of one app (every one absent means no app-specific limit).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppConfig {
+    /// Spend cap per UTC calendar month, in US dollars.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monthly_cost_usd: Option<f64>,
+    /// Requests per minute.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u32>,
+    /// The `[tiers.<name>]` whose limits this app gets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+}
+
+/// Checks `[apps.*]`: names as `apps add` accepts them, non-negative costs, rates of at least 1,
+/// tiers that exist. The first problem, with its dotted key.
+fn validate_apps(apps: &AppsConfig, tiers: &crate::policy::TiersConfig) -> Result<(), (String, String)> {
+    for (name, a) in apps {
+        let key = |f: &str| format!("apps.\"{}\"{}{f}", name.escape_debug(), if f.is_empty() { "" } else { "." });
+        if !crate::ledger::apps::valid_name(name) {
+            return Err((key(""), "an app name must be 1-64 printable characters".into()));
+        }
+        if a.monthly_cost_usd.is_some_and(|c| !(c >= 0.0 && c.is_finite())) {
+            return Err((key("monthly_cost_usd"), "must be a non-negative number of US dollars".into()));
+        }
+        if a.requests_per_minute == Some(0) {
+            return Err((key("requests_per_minute"), "must be at least 1 (omit it for no limit)".into()));
+        }
+        if let Some(t) = &a.tier {
+            if !tiers.contains_key(t) {
+                return Err((key("tier"), format!("no tier named `{t}` in [tiers]")));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -218,6 +262,7 @@ impl Config {
         check(crate::router::Router::check(&self.providers, &self.routes, &self.router));
         check(self.sync.validate().map_err(|(k, m)| (k.to_string(), m)));
         check(crate::policy::config::validate(&self.policy, &self.tiers, &self.account));
+        check(validate_apps(&self.apps, &self.tiers));
         if let Some(level) = &self.log.level {
             if tracing_subscriber::EnvFilter::try_new(level).is_err() {
                 check(bad("log.level", "not a valid filter (try `info` or `llm_sidecar=debug`)"));
@@ -452,6 +497,29 @@ mod tests {
         assert_eq!(found.len(), 3, "{found:?}");
         let text = Config::parse("[daemon]\nbogus = 1\nother = 2\n", Path::new("c.toml")).expect_err("two").to_string();
         assert!(text.contains("2 errors") && text.contains("line 2") && text.contains("line 3"), "{text}");
+    }
+
+    #[test]
+    fn app_limits_parse_and_are_checked_with_their_key() {
+        let text = "[tiers.pro]\nmonthly_cost_usd = 20.0\n[policy]\ndefault_tier = \"pro\"\n\
+                    [apps.editor]\nmonthly_cost_usd = 5.5\nrequests_per_minute = 30\ntier = \"pro\"\n[apps.\"my.notes\"]\n";
+        let c = Config::parse(text, Path::new("c.toml")).expect("valid");
+        let e = &c.apps["editor"];
+        assert_eq!((e.monthly_cost_usd, e.requests_per_minute, e.tier.as_deref()), (Some(5.5), Some(30), Some("pro")));
+        assert_eq!(c.apps["my.notes"], AppConfig::default());
+        for (bad, key, line) in [
+            ("[apps.editor]\nrequests_per_minute = 0\n", "apps.\"editor\".requests_per_minute", 2),
+            ("[apps.editor]\n\nmonthly_cost_usd = -1.0\n", "apps.\"editor\".monthly_cost_usd", 3),
+            ("[apps.editor]\ntier = \"gold\"\n", "apps.\"editor\".tier", 2),
+        ] {
+            let found = issues(bad);
+            assert_eq!(found.len(), 1, "{found:?}");
+            assert_eq!((found[0].key.as_deref(), found[0].line), (Some(key), Some(line)), "{found:?}");
+        }
+        let found = issues("[apps.editor]\nrpm = 3\n");
+        assert_eq!(found[0].key.as_deref(), Some("apps.editor.rpm"), "{found:?}");
+        let long = format!("[apps.{}]\n", "x".repeat(65));
+        assert!(issues(&long)[0].message.contains("1-64"));
     }
 
     #[test]

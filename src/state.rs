@@ -248,6 +248,7 @@ impl State {
         note(old.policy != new.policy, true, "policy");
         note(old.tiers != new.tiers, true, "tiers");
         note(old.account != new.account, true, "account");
+        note(old.apps != new.apps, true, "apps");
         note(old.vault.probe_base_urls != new.vault.probe_base_urls, true, "vault.probe_base_urls");
         note(old.daemon != new.daemon, false, "daemon");
         note(old.log != new.log, false, "log");
