@@ -6,6 +6,7 @@
 //! `invalid_params`; results are maps encoded with field names.
 
 mod account;
+mod apps;
 mod chat;
 mod daemon;
 mod events;
@@ -114,6 +115,7 @@ pub static METHODS: LazyLock<Vec<Method>> = LazyLock::new(|| {
     all.extend(models::methods());
     all.extend(usage::methods());
     all.extend(sync::methods());
+    all.extend(apps::methods());
     all.push(Method {
         name: CANCEL_NOTIFICATION,
         params: "[msgid: u32]",
