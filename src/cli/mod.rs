@@ -23,6 +23,7 @@ macro_rules! out {
 }
 
 mod account;
+mod apps;
 mod chat;
 mod config;
 mod keys;
@@ -79,6 +80,11 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: keys::KeysCommand,
+    },
+    /// Apps that call over HTTP with an app token: add (prints the token once), list, rm
+    Apps {
+        #[command(subcommand)]
+        command: apps::AppsCommand,
     },
     /// Unlock, lock and inspect the key vault
     Vault {
@@ -227,6 +233,7 @@ async fn run(cli: Cli, activation: llm_sidecar::daemon::Activation) -> Result<Ex
         Command::Status { json } => status::run(&cli, *json).await,
         Command::Keys { command } => keys::run(&cli, command).await,
         Command::Vault { command } => vault::run(&cli, command).await,
+        Command::Apps { command } => apps::run(&cli, command).await,
         Command::Chat(args) => chat::run(&cli, args).await,
         Command::Config { command } => config::run(&cli, command).await,
         Command::Models(args) => models::run(&cli, args).await,
