@@ -3,7 +3,8 @@ CARGO ?= cargo
 PYTHON ?= python3
 VENV := .venv
 VENV_STAMP := $(VENV)/.installed-$(shell cat tests/python/requirements.txt | cksum | cut -d' ' -f1)
-BIN := $(CURDIR)/target/debug/llm-sidecar
+# The daemon the Python and client suites run: cargo's target dir (CARGO_TARGET_DIR if set).
+BIN := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/debug/llm-sidecar
 
 .PHONY: test deps test-rust test-python test-clients build bench lint fmt clean-venv
 

@@ -31,6 +31,10 @@ PY_TYPES = {
     "int_or_str": "Union[int, str]",
     "messages": "Sequence[ChatMessage]",
     "records": "Sequence[Mapping[str, Any]]",
+    "tools": "Sequence[ChatTool]",
+    "tool_choice": "ToolChoice",
+    "response_format": "ResponseFormat",
+    "reasoning": "Reasoning",
 }
 TS_TYPES = {
     "str": "string",
@@ -43,6 +47,18 @@ TS_TYPES = {
     "int_or_str": "number | string",
     "messages": "ChatMessage[]",
     "records": "Record<string, unknown>[]",
+    "tools": "ChatTool[]",
+    "tool_choice": "ToolChoice",
+    "response_format": "ResponseFormat",
+    "reasoning": "Reasoning",
+}
+# Param type -> the names of `_types` / `types.ts` it uses (imported by the generated files).
+TYPE_IMPORTS = {
+    "messages": ["ChatMessage"],
+    "tools": ["ChatTool"],
+    "tool_choice": ["ToolChoice"],
+    "response_format": ["ResponseFormat"],
+    "reasoning": ["Reasoning"],
 }
 TYPED_RESULTS = ["HelloResult", "InfoResult", "MethodsResult", "PingResult", "KindsResult", "ChatResult"]
 
@@ -95,8 +111,8 @@ def py_imports(methods: List[dict]) -> List[str]:
             continue
         if m["result"] != "map":
             used.add(m["result"])
-        if any(p["type"] == "messages" for p in m["params"]):
-            used.add("ChatMessage")
+        for p in m["params"]:
+            used.update(TYPE_IMPORTS.get(p["type"], []))
     return sorted(used)
 
 
@@ -149,11 +165,16 @@ def ts_params_type(m: dict) -> str:
 
 
 def gen_ts(methods: List[dict]) -> str:
-    results = sorted(set(TYPED_RESULTS) - {"ChatResult"})
+    used = {"AnyMap", "CallOptions"}
+    for m in methods:
+        for p in m["params"]:
+            used.update(TYPE_IMPORTS.get(p["type"], []))
+        if not m.get("custom") and m["result"] != "map":
+            used.add(m["result"])
     out = [
         f"// {HEADER}",
         "",
-        f"import type {{ AnyMap, CallOptions, ChatMessage, {', '.join(results)} }} from \"./types.js\";",
+        f"import type {{ {', '.join(sorted(used))} }} from \"./types.js\";",
         "",
         "/** Wire method name -> the names of its params, for checks against `daemon.methods`. */",
         "export const METHOD_PARAMS: Readonly<Record<string, readonly string[]>> = {",

@@ -4,6 +4,11 @@
 //! arrive, and are assembled into the answer's message; a delta is "delivered"
 //! once the channel accepted it, and from then on the call can no longer fall back.
 //!
+//! A target whose API lacks a feature the request uses (its adapter refuses to build it, so
+//! nothing is sent) is skipped as `unsupported` and the next target is tried; the call fails with
+//! [`ChatFailure::Unsupported`] (the first such target) only if no other target answered or
+//! failed otherwise.
+//!
 //! Billing: the attempt that ends the call is billed in [`ChatOutcome::usage`] (what the provider
 //! reported, completed by an estimate when the call completed, was cancelled or broke after its
 //! first chunk; only exact numbers for a request error). A failed attempt that delivered nothing
@@ -224,6 +229,7 @@ impl Router {
         let mut last_failure: Option<ChatFailure> = None;
         let mut missing: Option<String> = None;
         let mut locked: Option<String> = None;
+        let mut unsupported: Option<(String, &'static str)> = None;
 
         'targets: for target in &targets {
             let Some(spec) = self.providers.get(&target.provider) else { continue };
@@ -293,9 +299,9 @@ impl Router {
                             };
                             out.attempts.push(attempt(target, AttemptOutcome::Failed(err.kind()), err.status(), ms));
                             if let ProviderError::Unsupported { feature } = err {
-                                out.result =
-                                    Some(ChatFailure::Unsupported { provider: target.provider.clone(), feature });
-                                return out;
+                                // Nothing was sent: another target may take the feature.
+                                unsupported.get_or_insert((target.provider.clone(), feature));
+                                continue 'targets;
                             }
                             tracing::debug!(target = %target, key = %key.id, error = %err, delivered = a.delivered, "attempt failed");
                             let failure = ChatFailure::Provider {
@@ -364,6 +370,10 @@ impl Router {
         }
         out.result = Some(match (last_failure, locked, missing) {
             (Some(f), _, _) => f,
+            (None, ..) if unsupported.is_some() => {
+                let (provider, feature) = unsupported.unwrap_or_default();
+                ChatFailure::Unsupported { provider, feature }
+            }
             (None, Some(provider), _) => ChatFailure::VaultLocked { provider },
             (None, None, Some(provider)) => ChatFailure::KeyMissing { provider },
             (None, None, None) => {

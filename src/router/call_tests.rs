@@ -441,3 +441,24 @@ async fn failing_target_cools_down_and_comes_back() {
     assert!(r.health_report().is_empty(), "a success clears the target's health");
     assert_eq!(script.unused(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_target_lacking_a_feature_is_skipped_for_the_next() {
+    let (r, script) = router(RouterConfig::default());
+    script.on("b.test", [ok_json("m2")]);
+    let mut c = call("cb", false);
+    // Anthropic's Messages API has no JSON mode: `c` refuses to build the request.
+    c.request.response_format = Some(crate::chat::ResponseFormat::JsonObject);
+    let (out, _) = run(&r, &c).await;
+    assert_eq!(out.result, None);
+    assert_eq!(outcomes(&out), ["c/claude:unsupported", "b/m2:ok"]);
+    assert_eq!(hosts(&script), ["b.test"]);
+    // With no other target, the call fails naming the provider and the feature; nothing is sent.
+    let (r, script) = router(RouterConfig::default());
+    let mut c = call("cb", false);
+    c.targets = Some(vec![Target::parse("c/claude").unwrap()]);
+    c.request.response_format = Some(crate::chat::ResponseFormat::JsonObject);
+    let (out, _) = run(&r, &c).await;
+    assert_eq!(out.result, Some(ChatFailure::Unsupported { provider: "c".into(), feature: "response_format" }));
+    assert!(out.usage.is_none() && hosts(&script).is_empty());
+}

@@ -146,7 +146,9 @@ class FakeServer:
     - `chat`: with `stream: true` sends `chat.chunk [msgid, {delta, seq}]` for each string of
       `metadata.chunks` (default Hel/lo/!), then the result. With `metadata.hold` it then waits
       for `$/cancel [msgid]` or `chat.cancel {id}` and answers `cancelled` with usage so far.
-      `metadata.fail` answers `provider_error`.
+      `metadata.fail` answers `provider_error`. `metadata.raw_chunks` (a list of chunk bodies
+      such as `{reasoning_delta}` or `{tool_call: {...}}`) are sent as they are, with `seq`,
+      instead of `chunks`; `metadata.result` is merged into the result.
     - `events.subscribe` / `events.unsubscribe`: answer `{kinds}` (followed at once by the event
       `after_subscribe`, if set); `emit()` sends `event`s.
     - `weird`: an error with an unknown code; `break`: sends a request (the daemon never does);
@@ -269,7 +271,11 @@ class FakeServer:
             self.send(conn, [1, msgid, err, None])
             return
         sent = []
-        if arg.get("stream"):
+        if arg.get("stream") and "raw_chunks" in meta:
+            for i, body in enumerate(meta["raw_chunks"]):
+                self.send(conn, [2, "chat.chunk", [msgid, {**body, "seq": i}]])
+            chunks = [b["delta"] for b in meta["raw_chunks"] if "delta" in b]
+        elif arg.get("stream"):
             for i, delta in enumerate(chunks):
                 if cancel.is_set():
                     break
@@ -295,6 +301,7 @@ class FakeServer:
             "provider": "mock",
             "usage": usage,
             "cost_microusd": 42,
+            **meta.get("result", {}),
         }
         self.send(conn, [1, msgid, None, result])
 

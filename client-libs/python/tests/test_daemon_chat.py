@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterator, List
 
 import pytest
 
-from llm_sidecar import AsyncClient, Cancelled, Client
+from llm_sidecar import AsyncClient, Cancelled, ChatMessage, Client, TextDelta, ToolCallDelta
 
 from conftest import wait_until
 
@@ -27,6 +27,47 @@ COMPLETION = {
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there"}, "finish_reason": "stop"}],
     "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
 }
+
+
+TOOLS = [
+    {
+        "name": "get_weather",
+        "description": "Current weather of a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    }
+]
+TOOL_ARGS = '{"city": "Paris"}'
+TOOL_COMPLETION = {
+    "id": "t",
+    "object": "chat.completion",
+    "model": "gpt-4o-mini",
+    "choices": [
+        {
+            "index": 0,
+            "message": {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": TOOL_ARGS}}
+                ],
+            },
+            "finish_reason": "tool_calls",
+        }
+    ],
+    "usage": {"prompt_tokens": 20, "completion_tokens": 8, "total_tokens": 28},
+}
+#: `delta.tool_calls` pieces of a streamed tool call: id and name first, then the arguments in parts.
+TOOL_STREAM = [
+    {"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]},
+    {"tool_calls": [{"index": 0, "function": {"arguments": '{"city":'}}]},
+    {"tool_calls": [{"index": 0, "function": {"arguments": ' "Paris"}'}}]},
+]
+
+
+def wants_tool_call(body: Dict[str, Any]) -> bool:
+    """A request with tools whose last message is not a tool result: the mock calls the tool."""
+    msgs = body.get("messages") or []
+    return bool(body.get("tools")) and bool(msgs) and msgs[-1].get("role") != "tool"
 
 
 def chunk(choices: List[Dict[str, Any]], usage: Any = None) -> bytes:
@@ -66,7 +107,7 @@ class MockProvider:
                     self.end_headers()
                     return
                 if not body.get("stream"):
-                    data = json.dumps(COMPLETION).encode()
+                    data = json.dumps(TOOL_COMPLETION if wants_tool_call(body) else COMPLETION).encode()
                     self.send_response(200)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
@@ -80,7 +121,11 @@ class MockProvider:
                 self.end_headers()
                 self.close_connection = True
                 try:
-                    if mock.slow:
+                    if wants_tool_call(body):
+                        for d in TOOL_STREAM:
+                            self.wfile.write(chunk([{"index": 0, "delta": d, "finish_reason": None}]))
+                        self.wfile.write(chunk([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]))
+                    elif mock.slow:
                         for i in range(50):
                             self.wfile.write(chunk([{"index": 0, "delta": {"content": f"w{i} "}, "finish_reason": None}]))
                             self.wfile.flush()
@@ -187,3 +232,75 @@ def test_async_client_chat(chat_daemon, mock):
             assert stream.result["usage"]["output"] == 2
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def check_second_request(body: Dict[str, Any]) -> None:
+    """The request after the tool ran: the assistant's tool call, then the tool's answer."""
+    msgs = body["messages"]
+    assert msgs[0] == {"role": "user", "content": "weather in Paris?"}
+    assistant, tool = msgs[1], msgs[2]
+    assert assistant["role"] == "assistant"
+    [call] = assistant["tool_calls"]
+    assert call["id"] == "call_1" and call["type"] == "function"
+    assert call["function"]["name"] == "get_weather"
+    assert json.loads(call["function"]["arguments"]) == {"city": "Paris"}
+    assert tool == {"role": "tool", "tool_call_id": "call_1", "content": "22 C, sunny"}
+    assert body["tools"][0]["function"]["name"] == "get_weather"
+
+
+def test_tool_call_round_trip(chat_daemon, mock):
+    messages: List[ChatMessage] = [{"role": "user", "content": "weather in Paris?"}]
+    with Client(chat_daemon.sock, app="tools-test") as c:
+        res = c.chat(MODEL, messages, tools=TOOLS, tool_choice="auto")
+        assert res["finish_reason"] == "tool_calls", chat_daemon.logs()
+        [call] = res["tool_calls"]
+        assert call["id"] == "call_1" and call["name"] == "get_weather"
+        assert call["arguments"] == {"city": "Paris"}
+        assert "arguments_raw" not in call
+        assert res["message"]["role"] == "assistant"
+        messages.append(res["message"])
+        messages.append({"role": "tool", "tool_call_id": call["id"], "content": "22 C, sunny"})
+        final = c.chat(MODEL, messages, tools=TOOLS)
+        assert final["content"] == "Hello there"
+        assert final["tool_calls"] == []
+    assert len(mock.requests) == 2
+    first = mock.requests[0]
+    assert first["tools"] == [{"type": "function", "function": TOOLS[0]}]
+    assert first["tool_choice"] == "auto"
+    check_second_request(mock.requests[1])
+
+
+def test_streamed_tool_call_round_trip(chat_daemon, mock):
+    messages: List[ChatMessage] = [{"role": "user", "content": "weather in Paris?"}]
+    with Client(chat_daemon.sock) as c:
+        stream = c.chat(MODEL, messages, tools=TOOLS, stream=True)
+        deltas = list(stream.deltas())
+        calls = [d for d in deltas if isinstance(d, ToolCallDelta)]
+        assert calls and all(d.index == 0 for d in calls), deltas
+        assert calls[0].id == "call_1" and calls[0].name == "get_weather"
+        assert json.loads("".join(d.arguments_delta for d in calls)) == {"city": "Paris"}
+        assert not [d for d in deltas if isinstance(d, TextDelta)]
+        res = stream.result
+        assert res is not None
+        assert res["finish_reason"] == "tool_calls"
+        assert res["tool_calls"] == [{"id": "call_1", "name": "get_weather", "arguments": {"city": "Paris"}}]
+        messages.append(res["message"])
+        messages.append({"role": "tool", "tool_call_id": "call_1", "content": "22 C, sunny"})
+        # The follow-up streams text; plain iteration still yields just the text chunks.
+        follow = c.chat(MODEL, messages, tools=TOOLS, stream=True)
+        assert "".join(ch["delta"] for ch in follow) == "Hello there"
+        assert follow.result is not None and follow.result["tool_calls"] == []
+    assert mock.requests[0]["stream"] is True
+    check_second_request(mock.requests[1])
+
+
+def test_async_tool_call_round_trip(chat_daemon, mock):
+    async def main() -> None:
+        async with AsyncClient(chat_daemon.sock) as c:
+            messages: List[ChatMessage] = [{"role": "user", "content": "weather in Paris?"}]
+            res = await c.chat(MODEL, messages, tools=TOOLS)
+            messages += [res["message"], {"role": "tool", "tool_call_id": res["tool_calls"][0]["id"], "content": "22 C, sunny"}]
+            assert (await c.chat(MODEL, messages, tools=TOOLS))["content"] == "Hello there"
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    check_second_request(mock.requests[1])

@@ -1,6 +1,9 @@
 """Not run: type-checked by `mypy --strict` in run-tests.sh, so the typings keep serving an app."""
 
-from llm_sidecar import AsyncClient, ChatResult, Client, QuotaExceeded
+import json
+from typing import List
+
+from llm_sidecar import AsyncClient, ChatMessage, ChatResult, ChatTool, Client, QuotaExceeded
 
 
 def sync_example() -> None:
@@ -23,11 +26,38 @@ def sync_example() -> None:
         print(protocol, full, delta, usage, pong, kind, end)
 
 
+def tools_example() -> None:
+    tools: List[ChatTool] = [{"name": "get_weather", "parameters": {"type": "object"}}]
+    messages: List[ChatMessage] = [
+        {"role": "user", "content": [{"type": "text", "text": "Weather here?"}, {"type": "image", "url": "https://x/y.png"}]}
+    ]
+    with Client(app="typed") as c:
+        while True:
+            res = c.chat("fast", messages, tools=tools, tool_choice="auto", reasoning={"effort": "low"})
+            messages.append(res["message"])
+            if not res["tool_calls"]:
+                break
+            for call in res["tool_calls"]:
+                city: str = call["arguments"]["city"]
+                messages.append({"role": "tool", "tool_call_id": call["id"], "content": json.dumps({"city": city})})
+        stream = c.chat("fast", messages, stream=True, response_format={"type": "json_object"})
+        for d in stream.deltas():
+            if d.kind == "text":
+                text: str = d.text
+            elif d.kind == "tool_call":
+                index: int = d.index
+                piece: str = d.arguments_delta
+        print(text, index, piece)
+
+
 async def async_example() -> None:
     async with AsyncClient(app="typed") as c:
         stream = await c.chat("fast", [{"role": "user", "content": "hi"}], stream=True)
         async for chunk in stream:
             delta: str = chunk["delta"]
+        async for d in (await c.chat("fast", [], stream=True)).deltas():
+            if d.kind == "reasoning":
+                thought: str = d.text
         full: ChatResult = await c.chat("fast", [])
         pong: bool = (await c.ping(delay_ms=3))["pong"]
-        print(delta, full, pong)
+        print(delta, thought, full, pong)

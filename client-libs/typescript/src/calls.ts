@@ -100,7 +100,7 @@ export class PendingCall<T> implements PromiseLike<T> {
 export class ResultStream<C, R> implements AsyncIterable<C> {
   /** The final result, once the stream has ended without error. */
   result: R | undefined = undefined;
-  private readonly queue: C[] = [];
+  private readonly queue: unknown[] = [];
   private ended = false;
   private closed = false;
   private error: SidecarError | null = null;
@@ -110,7 +110,7 @@ export class ResultStream<C, R> implements AsyncIterable<C> {
   constructor(private readonly call: PendingCall<R>) {
     call.onChunk = (payload) => {
       if (this.closed) return;
-      this.queue.push(payload as C);
+      this.queue.push(payload);
       this.poke();
     };
     call.onSettle = (error, result) => {
@@ -146,19 +146,34 @@ export class ResultStream<C, R> implements AsyncIterable<C> {
   }
 
   [Symbol.asyncIterator](): AsyncIterator<C> {
+    return this.iterate((payload) => payload as C);
+  }
+
+  /**
+   * An iterator over the chunks as `pick` maps them; chunks it maps to undefined are skipped.
+   * Subclasses use it for typed views; all views share one queue (each chunk is seen once).
+   */
+  protected iterate<X>(pick: (payload: unknown) => X | undefined): AsyncIterator<X> {
     return {
-      next: () => this.next(),
-      return: async (): Promise<IteratorResult<C>> => {
+      next: async (): Promise<IteratorResult<X>> => {
+        for (;;) {
+          const raw = await this.next();
+          if (raw.done) return { value: undefined, done: true };
+          const value = pick(raw.value);
+          if (value !== undefined) return { value, done: false };
+        }
+      },
+      return: async (): Promise<IteratorResult<X>> => {
         if (!this.ended) this.close();
         return { value: undefined, done: true };
       },
     };
   }
 
-  private async next(): Promise<IteratorResult<C>> {
+  private async next(): Promise<IteratorResult<unknown>> {
     for (;;) {
       if (this.closed) return { value: undefined, done: true };
-      if (this.queue.length > 0) return { value: this.queue.shift() as C, done: false };
+      if (this.queue.length > 0) return { value: this.queue.shift(), done: false };
       if (this.ended) {
         if (this.error && !this.errorThrown) {
           this.errorThrown = true;

@@ -11,11 +11,12 @@
 import { createConnection, type Socket } from "node:net";
 import { decodeMultiStream } from "@msgpack/msgpack";
 import { abortedBeforeSend, PendingCall, ResultStream } from "./calls.js";
+import { ChatStream } from "./chat.js";
 import { socketPath } from "./discovery.js";
 import { ConnectionClosed, ProtocolError, SidecarError, errorFromWire } from "./errors.js";
 import { Methods, type ChatParams } from "./methods.js";
 import { Subscription } from "./subscription.js";
-import type { AnyMap, CallOptions, ChatChunk, ChatResult, HelloResult, SidecarEvent } from "./types.js";
+import type { AnyMap, CallOptions, ChatResult, HelloResult, SidecarEvent } from "./types.js";
 import * as wire from "./wire.js";
 
 export interface ClientOptions {
@@ -26,9 +27,6 @@ export interface ClientOptions {
   /** The app's version, sent with `app`. */
   appVersion?: string;
 }
-
-/** A streaming `chat` call: `{delta, seq}` chunks, then the full result. */
-export type ChatStream = ResultStream<ChatChunk, ChatResult>;
 
 export class Client extends Methods {
   /** The answer to `daemon.hello` when the client was created with `app`. */
@@ -117,11 +115,15 @@ export class Client extends Methods {
 
   /** Starts a streaming request; the payloads of its notifications are the chunks. */
   stream<C = AnyMap, R = AnyMap>(method: string, params?: unknown, opts?: CallOptions): ResultStream<C, R> {
-    let stream: ResultStream<C, R> | undefined;
+    return this.streamWith<R, ResultStream<C, R>>(method, params, opts, (call) => new ResultStream<C, R>(call));
+  }
+
+  private streamWith<R, S>(method: string, params: unknown, opts: CallOptions | undefined, make: (call: PendingCall<R>) => S): S {
+    let stream: S | undefined;
     this.begin<R>(method, params, opts, (call) => {
-      stream = new ResultStream<C, R>(call);
+      stream = make(call);
     });
-    return stream as ResultStream<C, R>;
+    return stream as S;
   }
 
   /** Records a call (letting `attach` hook into it before anything can arrive) and sends it. */
@@ -148,14 +150,16 @@ export class Client extends Methods {
   }
 
   /**
-   * `chat`: a completion via a route, alias or `provider/model`. With `stream: true` returns a
-   * `ChatStream` (`for await` the chunks, then `.result`); otherwise the result.
+   * `chat`: a completion via a route, alias or `provider/model`, with optional `tools`,
+   * `tool_choice`, `parallel_tool_calls`, `response_format` and `reasoning`. With `stream: true`
+   * returns a `ChatStream` (`for await` the text chunks, or `.deltas()` for typed text /
+   * reasoning / tool-call deltas, then `.result`); otherwise the result.
    */
   chat(params: ChatParams & { stream: true }, opts?: CallOptions): ChatStream;
   chat(params: ChatParams & { stream?: false }, opts?: CallOptions): Promise<ChatResult>;
   chat(params: ChatParams, opts?: CallOptions): ChatStream | Promise<ChatResult>;
   chat(params: ChatParams, opts?: CallOptions): ChatStream | Promise<ChatResult> {
-    if (params.stream) return this.stream<ChatChunk, ChatResult>("chat", params, opts);
+    if (params.stream) return this.streamWith<ChatResult, ChatStream>("chat", params, opts, (call) => new ChatStream(call));
     return this.call<ChatResult>("chat", params, opts);
   }
 

@@ -9,7 +9,8 @@
  * ```
  */
 
-export { Client, connect, type ChatStream, type ClientOptions } from "./client.js";
+export { Client, connect, type ClientOptions } from "./client.js";
+export { ChatStream, chatDelta } from "./chat.js";
 export { PendingCall, ResultStream } from "./calls.js";
 export { Subscription } from "./subscription.js";
 export { socketPath } from "./discovery.js";

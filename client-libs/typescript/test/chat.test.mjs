@@ -7,7 +7,7 @@ import { writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { join } from "node:path";
 import { after, before, beforeEach, describe, test } from "node:test";
-import { Cancelled, Client } from "llm-sidecar";
+import { Cancelled, ChatStream, Client } from "llm-sidecar";
 import { Daemon, waitUntil } from "./support.mjs";
 
 const MESSAGES = [{ role: "user", content: "hi" }];
@@ -21,6 +21,39 @@ const COMPLETION = {
   choices: [{ index: 0, message: { role: "assistant", content: "Hello there" }, finish_reason: "stop" }],
   usage: USAGE,
 };
+
+const TOOLS = [
+  {
+    name: "get_weather",
+    description: "Current weather of a city",
+    parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] },
+  },
+];
+const TOOL_COMPLETION = {
+  id: "t",
+  object: "chat.completion",
+  model: "gpt-4o-mini",
+  choices: [
+    {
+      index: 0,
+      message: {
+        role: "assistant",
+        content: null,
+        tool_calls: [{ id: "call_1", type: "function", function: { name: "get_weather", arguments: '{"city": "Paris"}' } }],
+      },
+      finish_reason: "tool_calls",
+    },
+  ],
+  usage: { prompt_tokens: 20, completion_tokens: 8, total_tokens: 28 },
+};
+/** `delta.tool_calls` pieces of a streamed tool call: id and name first, then the arguments in parts. */
+const TOOL_STREAM = [
+  { tool_calls: [{ index: 0, id: "call_1", type: "function", function: { name: "get_weather", arguments: "" } }] },
+  { tool_calls: [{ index: 0, function: { arguments: '{"city":' } }] },
+  { tool_calls: [{ index: 0, function: { arguments: ' "Paris"}' } }] },
+];
+/** A request with tools whose last message is not a tool result: the mock calls the tool. */
+const wantsToolCall = (body) => Boolean(body.tools?.length) && body.messages?.at(-1)?.role !== "tool";
 
 const chunk = (choices, usage) =>
   `data: ${JSON.stringify({ id: "x", object: "chat.completion.chunk", model: "gpt-4o-mini", choices, ...(usage ? { usage } : {}) })}\n\n`;
@@ -59,11 +92,14 @@ class MockProvider {
       return;
     }
     if (!body.stream) {
-      res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(COMPLETION));
+      res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(wantsToolCall(body) ? TOOL_COMPLETION : COMPLETION));
       return;
     }
     res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
-    if (this.slow) {
+    if (wantsToolCall(body)) {
+      for (const d of TOOL_STREAM) res.write(chunk([{ index: 0, delta: d, finish_reason: null }]));
+      res.write(chunk([{ index: 0, delta: {}, finish_reason: "tool_calls" }]));
+    } else if (this.slow) {
       let finished = false;
       res.once("close", () => {
         if (!finished) this.closedEarly = true;
@@ -166,4 +202,60 @@ describe("chat against the real daemon and a mock provider", () => {
     const quota = await c.quotaStatus();
     assert.ok(quota && typeof quota === "object");
   });
+
+  // After the metering test, which counts the records of the chats above.
+  test("tool call round trip: parsed arguments, message + tool message sent back", async () => {
+    const n = mock.requests.length;
+    const messages = [{ role: "user", content: "weather in Paris?" }];
+    const res = await c.chat({ model: MODEL, messages, tools: TOOLS, tool_choice: "auto" });
+    assert.equal(res.finish_reason, "tool_calls", daemon.logs());
+    assert.deepEqual(res.tool_calls, [{ id: "call_1", name: "get_weather", arguments: { city: "Paris" } }]);
+    assert.equal(res.message.role, "assistant");
+    messages.push(res.message, { role: "tool", tool_call_id: res.tool_calls[0].id, content: "22 C, sunny" });
+    const final = await c.chat({ model: MODEL, messages, tools: TOOLS });
+    assert.equal(final.content, "Hello there");
+    assert.deepEqual(final.tool_calls, []);
+    assert.deepEqual(mock.requests[n].tools, [{ type: "function", function: TOOLS[0] }]);
+    assert.equal(mock.requests[n].tool_choice, "auto");
+    checkSecondRequest(mock.requests[n + 1]);
+  });
+
+  test("streamed tool call: typed tool_call deltas, then the round trip", async () => {
+    const n = mock.requests.length;
+    const messages = [{ role: "user", content: "weather in Paris?" }];
+    const stream = c.chat({ model: MODEL, messages, tools: TOOLS, stream: true });
+    assert.ok(stream instanceof ChatStream);
+    const deltas = [];
+    for await (const d of stream.deltas()) deltas.push(d);
+    const calls = deltas.filter((d) => d.kind === "tool_call");
+    assert.ok(calls.length > 0 && calls.every((d) => d.index === 0), JSON.stringify(deltas));
+    assert.equal(calls[0].id, "call_1");
+    assert.equal(calls[0].name, "get_weather");
+    assert.deepEqual(JSON.parse(calls.map((d) => d.arguments_delta).join("")), { city: "Paris" });
+    assert.equal(deltas.filter((d) => d.kind === "text").length, 0);
+    assert.equal(stream.result.finish_reason, "tool_calls");
+    assert.deepEqual(stream.result.tool_calls, [{ id: "call_1", name: "get_weather", arguments: { city: "Paris" } }]);
+    messages.push(stream.result.message, { role: "tool", tool_call_id: "call_1", content: "22 C, sunny" });
+    const follow = c.chat({ model: MODEL, messages, tools: TOOLS, stream: true });
+    let text = "";
+    for await (const ch of follow) text += ch.delta;
+    assert.equal(text, "Hello there");
+    assert.equal(mock.requests[n].stream, true);
+    checkSecondRequest(mock.requests[n + 1]);
+  });
 });
+
+/** The request after the tool ran: the assistant's tool call, then the tool's answer. */
+function checkSecondRequest(body) {
+  const [user, assistant, tool] = body.messages;
+  assert.deepEqual(user, { role: "user", content: "weather in Paris?" });
+  assert.equal(assistant.role, "assistant");
+  assert.equal(assistant.tool_calls.length, 1);
+  const [call] = assistant.tool_calls;
+  assert.equal(call.id, "call_1");
+  assert.equal(call.type, "function");
+  assert.equal(call.function.name, "get_weather");
+  assert.deepEqual(JSON.parse(call.function.arguments), { city: "Paris" });
+  assert.deepEqual(tool, { role: "tool", tool_call_id: "call_1", content: "22 C, sunny" });
+  assert.equal(body.tools[0].function.name, "get_weather");
+}

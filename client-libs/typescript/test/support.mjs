@@ -112,7 +112,9 @@ export class Daemon {
  * - `chat`: with `stream: true` sends `chat.chunk [msgid, {delta, seq}]` for each string of
  *   `metadata.chunks` (default Hel/lo/!), then the result. `metadata.hold` then waits for
  *   `$/cancel [msgid]` or `chat.cancel {id}` and answers `cancelled` with the usage so far;
- *   `metadata.fail` answers `provider_error`.
+ *   `metadata.fail` answers `provider_error`. `metadata.raw_chunks` (chunk bodies such as
+ *   `{reasoning_delta}` or `{tool_call: {...}}`) are sent as they are, with `seq`, instead of
+ *   `chunks`; `metadata.result` is merged into the result.
  * - `events.subscribe`/`events.unsubscribe` answer `{kinds}` (followed in the same write by the
  *   event `afterSubscribe`, if set); `emit()` sends `event`s.
  * - `weird`: an unknown error code; `break`: sends a request (the daemon never does); `garbage`:
@@ -210,12 +212,15 @@ export class FakeServer {
 
   async chat(send, msgid, arg) {
     const meta = arg.metadata ?? {};
-    const chunks = meta.chunks ?? ["Hel", "lo", "!"];
+    let chunks = meta.chunks ?? ["Hel", "lo", "!"];
     if (meta.fail) {
       return send([1, msgid, { code: "provider_error", message: "upstream 500", data: { provider: "mock", status: 500, attempts: 3 } }, null]);
     }
     let sent = 0;
-    if (arg.stream) {
+    if (arg.stream && meta.raw_chunks) {
+      for (const [i, body] of meta.raw_chunks.entries()) send([2, "chat.chunk", [msgid, { ...body, seq: i }]]);
+      chunks = meta.raw_chunks.filter((b) => "delta" in b).map((b) => b.delta);
+    } else if (arg.stream) {
       for (const [i, delta] of chunks.entries()) {
         if (this.cancelled.has(msgid)) break;
         send([2, "chat.chunk", [msgid, { delta, seq: i }]]);
@@ -233,6 +238,6 @@ export class FakeServer {
     if (this.cancelled.has(msgid)) {
       return send([1, msgid, { code: "cancelled", message: "the request was cancelled", data: { usage, cost_microusd: 7 } }, null]);
     }
-    send([1, msgid, null, { content: chunks.join(""), finish_reason: "stop", model: arg.model, provider: "mock", usage, cost_microusd: 42 }]);
+    send([1, msgid, null, { content: chunks.join(""), finish_reason: "stop", model: arg.model, provider: "mock", usage, cost_microusd: 42, ...(meta.result ?? {}) }]);
   }
 }

@@ -152,8 +152,12 @@ def chat_params(
     stop: Union[str, Sequence[str], None],
     metadata: Optional[Mapping[str, Any]],
     extra: Dict[str, Any],
+    **options: Any,
 ) -> Dict[str, Any]:
-    """The single map argument of `chat`, without unset fields."""
+    """The single map argument of `chat`, without unset fields. `options`: tools, tool_choice,
+    parallel_tool_calls, response_format, reasoning."""
+    if options.get("tools") is not None:
+        options["tools"] = list(options["tools"])
     fields = {
         "model": model,
         "messages": list(messages),
@@ -162,6 +166,7 @@ def chat_params(
         "temperature": temperature,
         "stop": stop if isinstance(stop, (str, type(None))) else list(stop),
         "stream": True if stream else None,
+        **options,
         "metadata": metadata,
     }
     merged = {**fields, **extra}

@@ -21,7 +21,7 @@ METHOD_PARAMS: Dict[str, Tuple[str, ...]] = {
     "vault.status": (),
     "vault.unlock": ("passphrase",),
     "vault.lock": (),
-    "chat": ("model", "messages", "system", "max_tokens", "temperature", "stop", "stream", "metadata"),
+    "chat": ("model", "messages", "system", "max_tokens", "temperature", "stop", "stream", "tools", "tool_choice", "parallel_tool_calls", "response_format", "reasoning", "metadata"),
     "chat.cancel": ("id",),
     "models.list": ("provider",),
     "usage.record": ("provider", "model", "input_tokens", "output_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens", "cost_microusd", "cost_usd", "app", "user", "route", "key_source", "status", "error_code", "latency_ms", "ttft_ms", "attempts", "usage_estimated", "ts", "id"),

@@ -29,14 +29,31 @@ from typing import (
 from . import _wire
 from ._core import Core, chat_params, read_failure
 from ._methods import AsyncMethods
-from ._types import ChatChunk, ChatMessage, ChatResult, Event, HelloResult, Params
+from ._types import (
+    ChatChunk,
+    ChatDelta,
+    ChatMessage,
+    ChatResult,
+    ChatTool,
+    Event,
+    HelloResult,
+    Params,
+    Reasoning,
+    ResponseFormat,
+    ToolChoice,
+    chat_delta,
+    is_text_chunk,
+)
 from .discovery import PathLike, socket_path
 from .errors import ConnectionClosed, SidecarError, error_from_wire
 
 T = TypeVar("T")
 C = TypeVar("C")
+X = TypeVar("X")
 
 _END = object()
+#: What a stream view's `pick` returns for a chunk it leaves out.
+_SKIP: Any = object()
 EventCallback = Callable[[Event], Union[None, Awaitable[None]]]
 
 
@@ -114,9 +131,11 @@ class AsyncStream(Generic[C, T]):
         return self._call.msgid
 
     def __aiter__(self) -> AsyncIterator[C]:
-        return self._iterate()
+        return self._iterate(lambda chunk: cast(C, chunk))
 
-    async def _iterate(self) -> AsyncIterator[C]:
+    async def _iterate(self, pick: Callable[[Any], X]) -> AsyncIterator[X]:
+        """The chunks as `pick` maps them, leaving out those it maps to `_SKIP`. Every view of
+        a stream reads the same queue, so each chunk is seen once."""
         try:
             while not self._finished:
                 item = await self._chunks.get()
@@ -124,7 +143,9 @@ class AsyncStream(Generic[C, T]):
                     self._finished = True
                     self.result = await self._call
                     return
-                yield cast(C, item)
+                value = pick(item)
+                if value is not _SKIP:
+                    yield value
         finally:
             if not self._finished:
                 self.close()
@@ -154,6 +175,24 @@ class AsyncStream(Generic[C, T]):
 
     async def __aexit__(self, *exc: Any) -> None:
         self.close()
+
+
+class AsyncChatStream(AsyncStream[ChatChunk, ChatResult]):
+    """A streaming `chat` call (asyncio). `async for` yields the text chunks `{delta, seq}` only;
+    `async for d in stream.deltas()` yields every chunk as a typed `ChatDelta` (`TextDelta`,
+    `ReasoningDelta`, `ToolCallDelta`; match on `.kind`). Either way `.result` then holds the
+    assembled answer. Both read the same chunks: use one of them per stream.
+    """
+
+    def __aiter__(self) -> AsyncIterator[ChatChunk]:
+        return self._iterate(lambda chunk: cast(ChatChunk, chunk) if is_text_chunk(chunk) else _SKIP)
+
+    def deltas(self) -> AsyncIterator[ChatDelta]:
+        """Every chunk as a typed delta, in order (chunks of unknown kinds are left out)."""
+        return self._iterate(lambda chunk: chat_delta(chunk) or _SKIP)
+
+    async def __aenter__(self) -> "AsyncChatStream":
+        return self
 
 
 class AsyncSubscription:
@@ -333,9 +372,14 @@ class AsyncClient(AsyncMethods, Core[AsyncPendingCall[Any], AsyncSubscription]):
         max_tokens: Optional[int] = None,
         temperature: Optional[float] = None,
         stop: Union[str, Sequence[str], None] = None,
+        tools: Optional[Sequence[ChatTool]] = None,
+        tool_choice: Optional[ToolChoice] = None,
+        parallel_tool_calls: Optional[bool] = None,
+        response_format: Optional[ResponseFormat] = None,
+        reasoning: Optional[Reasoning] = None,
         metadata: Optional[Mapping[str, Any]] = None,
         **extra: Any,
-    ) -> "AsyncStream[ChatChunk, ChatResult]": ...
+    ) -> AsyncChatStream: ...
 
     @overload
     async def chat(
@@ -348,6 +392,11 @@ class AsyncClient(AsyncMethods, Core[AsyncPendingCall[Any], AsyncSubscription]):
         max_tokens: Optional[int] = None,
         temperature: Optional[float] = None,
         stop: Union[str, Sequence[str], None] = None,
+        tools: Optional[Sequence[ChatTool]] = None,
+        tool_choice: Optional[ToolChoice] = None,
+        parallel_tool_calls: Optional[bool] = None,
+        response_format: Optional[ResponseFormat] = None,
+        reasoning: Optional[Reasoning] = None,
         metadata: Optional[Mapping[str, Any]] = None,
         **extra: Any,
     ) -> ChatResult: ...
@@ -362,17 +411,39 @@ class AsyncClient(AsyncMethods, Core[AsyncPendingCall[Any], AsyncSubscription]):
         max_tokens: Optional[int] = None,
         temperature: Optional[float] = None,
         stop: Union[str, Sequence[str], None] = None,
+        tools: Optional[Sequence[ChatTool]] = None,
+        tool_choice: Optional[ToolChoice] = None,
+        parallel_tool_calls: Optional[bool] = None,
+        response_format: Optional[ResponseFormat] = None,
+        reasoning: Optional[Reasoning] = None,
         metadata: Optional[Mapping[str, Any]] = None,
         **extra: Any,
-    ) -> "Union[ChatResult, AsyncStream[ChatChunk, ChatResult]]":
+    ) -> "Union[ChatResult, AsyncChatStream]":
         """`chat`: a completion via a route, alias or `provider/model`.
 
-        `stream=True` returns an `AsyncStream` (after sending the request): `async for` its
-        `{delta, ...}` chunks, then read `.result`. Otherwise returns the result.
+        `tools`, `tool_choice`, `parallel_tool_calls`, `response_format` and `reasoning` are
+        passed through. `stream=True` returns an `AsyncChatStream` (after sending the request):
+        `async for` its `{delta, seq}` text chunks (or `.deltas()` for typed text, reasoning and
+        tool-call deltas), then read `.result`. Otherwise returns the result.
         """
-        params = chat_params(model, messages, stream, system, max_tokens, temperature, stop, metadata, extra)
+        params = chat_params(
+            model,
+            messages,
+            stream,
+            system,
+            max_tokens,
+            temperature,
+            stop,
+            metadata,
+            extra,
+            tools=tools,
+            tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls,
+            response_format=response_format,
+            reasoning=reasoning,
+        )
         if stream:
-            s: AsyncStream[ChatChunk, ChatResult] = AsyncStream(self.start("chat", params, streaming=True))
+            s = AsyncChatStream(self.start("chat", params, streaming=True))
             await self._drain()
             return s
         return cast(ChatResult, await self.call("chat", params))

@@ -16,14 +16,31 @@ from typing import Any, Callable, Generic, Iterator, Literal, Mapping, Optional,
 from . import _wire
 from ._core import Core, chat_params, read_failure
 from ._methods import SyncMethods
-from ._types import ChatChunk, ChatMessage, ChatResult, Event, HelloResult, Params
+from ._types import (
+    ChatChunk,
+    ChatDelta,
+    ChatMessage,
+    ChatResult,
+    ChatTool,
+    Event,
+    HelloResult,
+    Params,
+    Reasoning,
+    ResponseFormat,
+    ToolChoice,
+    chat_delta,
+    is_text_chunk,
+)
 from .discovery import PathLike, socket_path
 from .errors import ConnectionClosed, SidecarError, error_from_wire
 
 T = TypeVar("T")
 C = TypeVar("C")
+X = TypeVar("X")
 
 _END = object()
+#: What a stream view's `pick` returns for a chunk it leaves out.
+_SKIP: Any = object()
 
 
 class PendingCall(Generic[T]):
@@ -99,6 +116,11 @@ class Stream(Generic[C, T]):
         return self._call.msgid
 
     def __iter__(self) -> Iterator[C]:
+        return self._iterate(lambda chunk: cast(C, chunk))
+
+    def _iterate(self, pick: Callable[[Any], X]) -> Iterator[X]:
+        """The chunks as `pick` maps them, leaving out those it maps to `_SKIP`. Every view of
+        a stream reads the same queue, so each chunk is seen once."""
         try:
             while not self._finished:
                 item = self._chunks.get()
@@ -106,7 +128,9 @@ class Stream(Generic[C, T]):
                     self._finished = True
                     self.result = self._call.result()
                     return
-                yield cast(C, item)
+                value = pick(item)
+                if value is not _SKIP:
+                    yield value
         finally:
             if not self._finished:
                 self.cancel()
@@ -133,6 +157,25 @@ class Stream(Generic[C, T]):
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class ChatStream(Stream[ChatChunk, ChatResult]):
+    """A streaming `chat` call. Iterating yields the text chunks `{delta, seq}` only (as before
+    tools and reasoning existed); `deltas()` yields every chunk as a typed `ChatDelta`
+    (`TextDelta`, `ReasoningDelta`, `ToolCallDelta`; match on `.kind`). Either way `.result`
+    then holds the assembled answer: content, message, tool_calls (arguments parsed), reasoning,
+    usage. Both read the same chunks: use one of them per stream.
+    """
+
+    def __iter__(self) -> Iterator[ChatChunk]:
+        return self._iterate(lambda chunk: cast(ChatChunk, chunk) if is_text_chunk(chunk) else _SKIP)
+
+    def deltas(self) -> Iterator[ChatDelta]:
+        """Every chunk as a typed delta, in order (chunks of unknown kinds are left out)."""
+        return self._iterate(lambda chunk: chat_delta(chunk) or _SKIP)
+
+    def __enter__(self) -> "ChatStream":
+        return self
 
 
 class Subscription:
@@ -298,10 +341,15 @@ class Client(SyncMethods, Core[PendingCall[Any], Subscription]):
         max_tokens: Optional[int] = None,
         temperature: Optional[float] = None,
         stop: Union[str, Sequence[str], None] = None,
+        tools: Optional[Sequence[ChatTool]] = None,
+        tool_choice: Optional[ToolChoice] = None,
+        parallel_tool_calls: Optional[bool] = None,
+        response_format: Optional[ResponseFormat] = None,
+        reasoning: Optional[Reasoning] = None,
         metadata: Optional[Mapping[str, Any]] = None,
         timeout: Optional[float] = None,
         **extra: Any,
-    ) -> "Stream[ChatChunk, ChatResult]": ...
+    ) -> ChatStream: ...
 
     @overload
     def chat(
@@ -314,6 +362,11 @@ class Client(SyncMethods, Core[PendingCall[Any], Subscription]):
         max_tokens: Optional[int] = None,
         temperature: Optional[float] = None,
         stop: Union[str, Sequence[str], None] = None,
+        tools: Optional[Sequence[ChatTool]] = None,
+        tool_choice: Optional[ToolChoice] = None,
+        parallel_tool_calls: Optional[bool] = None,
+        response_format: Optional[ResponseFormat] = None,
+        reasoning: Optional[Reasoning] = None,
         metadata: Optional[Mapping[str, Any]] = None,
         timeout: Optional[float] = None,
         **extra: Any,
@@ -329,18 +382,41 @@ class Client(SyncMethods, Core[PendingCall[Any], Subscription]):
         max_tokens: Optional[int] = None,
         temperature: Optional[float] = None,
         stop: Union[str, Sequence[str], None] = None,
+        tools: Optional[Sequence[ChatTool]] = None,
+        tool_choice: Optional[ToolChoice] = None,
+        parallel_tool_calls: Optional[bool] = None,
+        response_format: Optional[ResponseFormat] = None,
+        reasoning: Optional[Reasoning] = None,
         metadata: Optional[Mapping[str, Any]] = None,
         timeout: Optional[float] = None,
         **extra: Any,
-    ) -> "Union[ChatResult, Stream[ChatChunk, ChatResult]]":
+    ) -> "Union[ChatResult, ChatStream]":
         """`chat`: a completion via a route, alias or `provider/model`.
 
-        `stream=True` returns a `Stream`: iterate over its `{delta, ...}` chunks, then read
-        `.result` (content, usage, cost_microusd, ...). Otherwise returns the result directly.
+        `tools`, `tool_choice`, `parallel_tool_calls`, `response_format` and `reasoning` are
+        passed through (see `ChatTool`, `ToolChoice`, `ResponseFormat`, `Reasoning`).
+        `stream=True` returns a `ChatStream`: iterate over its `{delta, seq}` text chunks (or
+        `.deltas()` for typed text, reasoning and tool-call deltas), then read `.result`
+        (content, message, tool_calls, usage, cost_microusd, ...). Otherwise returns the result.
         """
-        params = chat_params(model, messages, stream, system, max_tokens, temperature, stop, metadata, extra)
+        params = chat_params(
+            model,
+            messages,
+            stream,
+            system,
+            max_tokens,
+            temperature,
+            stop,
+            metadata,
+            extra,
+            tools=tools,
+            tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls,
+            response_format=response_format,
+            reasoning=reasoning,
+        )
         if stream:
-            return Stream(self.start("chat", params, streaming=True))
+            return ChatStream(self.start("chat", params, streaming=True))
         return cast(ChatResult, self.call("chat", params, timeout=timeout))
 
     # ---- events ----------------------------------------------------------------------------
