@@ -451,7 +451,7 @@ async fn sqlite3_reads_the_ledger_while_the_daemon_writes() {
     let n = writer.await.unwrap();
     assert!(reads > 0);
     assert_eq!(query("select model, sum(cost_microusd) from records group by model"), format!("gpt-4o-mini|{}", n * 3));
-    assert_eq!(query("pragma user_version"), "1");
+    assert_eq!(query("pragma user_version"), llm_sidecar::ledger::schema::VERSION.to_string());
     assert_eq!(
         query("select requests from counters where period = 'month' and dim = 'total'"),
         n.to_string(),

@@ -99,14 +99,7 @@ fn print_apps(apps: &[AppOut]) -> Result<()> {
     let header = ["NAME", "CREATED (UTC)", "LAST USED (UTC)", "CALLS THIS MONTH"];
     let rows: Vec<[String; 4]> = apps
         .iter()
-        .map(|a| {
-            [
-                a.name.clone(),
-                when(Some(&a.created)),
-                when(a.last_used.as_deref()),
-                a.calls_this_month.to_string(),
-            ]
-        })
+        .map(|a| [a.name.clone(), when(Some(&a.created)), when(a.last_used.as_deref()), a.calls_this_month.to_string()])
         .collect();
     super::print_table(&header, &rows)?;
     Ok(())

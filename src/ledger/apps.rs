@@ -189,11 +189,8 @@ mod tests {
             let file = schema::prepare(dir.path()).unwrap();
             let conn = rusqlite::Connection::open(&file).unwrap();
             conn.execute_batch(&format!("BEGIN; {}; PRAGMA user_version = 1; COMMIT;", schema::V1)).unwrap();
-            conn.execute(
-                "INSERT INTO counters VALUES ('month', '2025-01', 'app', 'old', 3, 0, 0, 0, 0, 0, 0, 0)",
-                [],
-            )
-            .unwrap();
+            conn.execute("INSERT INTO counters VALUES ('month', '2025-01', 'app', 'old', 3, 0, 0, 0, 0, 0, 0, 0)", [])
+                .unwrap();
         }
         let l = Ledger::open(dir.path()).unwrap();
         assert!(l.apps().unwrap().is_empty());

@@ -15,6 +15,9 @@ export const METHOD_PARAMS: Readonly<Record<string, readonly string[]>> = {
   "keys.list": ["provider"],
   "keys.remove": ["id"],
   "keys.test": ["id"],
+  "apps.add": ["name"],
+  "apps.list": [],
+  "apps.remove": ["name"],
   "vault.status": [],
   "vault.unlock": ["passphrase"],
   "vault.lock": [],
@@ -90,6 +93,19 @@ export interface KeysRemoveParams {
 /** Params of `keys.test`. */
 export interface KeysTestParams {
   id: string;
+}
+
+/** Params of `apps.add`. */
+export interface AppsAddParams {
+  name: string;
+}
+
+/** Params of `apps.list`. */
+export type AppsListParams = Record<string, never>;
+
+/** Params of `apps.remove`. */
+export interface AppsRemoveParams {
+  name: string;
 }
 
 /** Params of `vault.status`. */
@@ -291,6 +307,21 @@ export abstract class Methods {
   /** `keys.test`: Make a cheap authenticated call with the key and mark it valid or invalid. */
   keysTest(params: KeysTestParams, opts?: CallOptions): Promise<AnyMap> {
     return this.call<AnyMap>("keys.test", params, opts);
+  }
+
+  /** `apps.add`: Make an app and its token (lsk_...), shown only in this result; the daemon stores a hash of it. */
+  appsAdd(params: AppsAddParams, opts?: CallOptions): Promise<AnyMap> {
+    return this.call<AnyMap>("apps.add", params, opts);
+  }
+
+  /** `apps.list`: Every app by name with created, last_used and calls_this_month (never a token). */
+  appsList(params: AppsListParams = {}, opts?: CallOptions): Promise<AnyMap> {
+    return this.call<AnyMap>("apps.list", params, opts);
+  }
+
+  /** `apps.remove`: Remove an app; its token stops working at once, its usage history stays. */
+  appsRemove(params: AppsRemoveParams, opts?: CallOptions): Promise<AnyMap> {
+    return this.call<AnyMap>("apps.remove", params, opts);
   }
 
   /** `vault.status`: Vault mode and lock state. */

@@ -18,6 +18,9 @@ METHOD_PARAMS: Dict[str, Tuple[str, ...]] = {
     "keys.list": ("provider",),
     "keys.remove": ("id",),
     "keys.test": ("id",),
+    "apps.add": ("name",),
+    "apps.list": (),
+    "apps.remove": ("name",),
     "vault.status": (),
     "vault.unlock": ("passphrase",),
     "vault.lock": (),
@@ -98,6 +101,18 @@ class SyncMethods:
     def keys_test(self, id: str, **extra: Any) -> Dict[str, Any]:
         """`keys.test`: Make a cheap authenticated call with the key and mark it valid or invalid."""
         return cast(Dict[str, Any], self.call("keys.test", _params(extra, {"id": id})))
+
+    def apps_add(self, name: str, **extra: Any) -> Dict[str, Any]:
+        """`apps.add`: Make an app and its token (lsk_...), shown only in this result; the daemon stores a hash of it."""
+        return cast(Dict[str, Any], self.call("apps.add", _params(extra, {"name": name})))
+
+    def apps_list(self, **extra: Any) -> Dict[str, Any]:
+        """`apps.list`: Every app by name with created, last_used and calls_this_month (never a token)."""
+        return cast(Dict[str, Any], self.call("apps.list", _params(extra, {})))
+
+    def apps_remove(self, name: str, **extra: Any) -> Dict[str, Any]:
+        """`apps.remove`: Remove an app; its token stops working at once, its usage history stays."""
+        return cast(Dict[str, Any], self.call("apps.remove", _params(extra, {"name": name})))
 
     def vault_status(self, **extra: Any) -> Dict[str, Any]:
         """`vault.status`: Vault mode and lock state."""
@@ -232,6 +247,18 @@ class AsyncMethods:
     async def keys_test(self, id: str, **extra: Any) -> Dict[str, Any]:
         """`keys.test`: Make a cheap authenticated call with the key and mark it valid or invalid."""
         return cast(Dict[str, Any], await self.call("keys.test", _params(extra, {"id": id})))
+
+    async def apps_add(self, name: str, **extra: Any) -> Dict[str, Any]:
+        """`apps.add`: Make an app and its token (lsk_...), shown only in this result; the daemon stores a hash of it."""
+        return cast(Dict[str, Any], await self.call("apps.add", _params(extra, {"name": name})))
+
+    async def apps_list(self, **extra: Any) -> Dict[str, Any]:
+        """`apps.list`: Every app by name with created, last_used and calls_this_month (never a token)."""
+        return cast(Dict[str, Any], await self.call("apps.list", _params(extra, {})))
+
+    async def apps_remove(self, name: str, **extra: Any) -> Dict[str, Any]:
+        """`apps.remove`: Remove an app; its token stops working at once, its usage history stays."""
+        return cast(Dict[str, Any], await self.call("apps.remove", _params(extra, {"name": name})))
 
     async def vault_status(self, **extra: Any) -> Dict[str, Any]:
         """`vault.status`: Vault mode and lock state."""
