@@ -15,6 +15,6 @@ pub use assemble::{output_chars, Assembler, Delta};
 pub use bound::MediaBound;
 pub use target::Target;
 pub use types::{
-    joined_text, reasoning_text, tool_calls, ChatRequest, Effort, FinishReason, Image, ImageSource, Message, Part,
-    Reasoning, ResponseFormat, Role, Tool, ToolCallOut, ToolChoice,
+    joined_text, reasoning_text, tool_call_name, tool_calls, ChatRequest, Effort, FinishReason, Image, ImageSource,
+    Message, Part, Reasoning, ResponseFormat, Role, Tool, ToolCallOut, ToolChoice,
 };

@@ -629,6 +629,17 @@ pub fn tool_calls(parts: &[Part]) -> Vec<ToolCallOut> {
         .collect()
 }
 
+/// The name of the tool call `id` in the nearest earlier assistant message that has it (for wire
+/// formats that answer a call by its function's name).
+pub fn tool_call_name<'a>(earlier: &'a [Message], id: &str) -> Option<&'a str> {
+    earlier.iter().rev().filter(|m| m.role == Role::Assistant).find_map(|m| {
+        m.content.iter().find_map(|p| match p {
+            Part::ToolCall { id: call_id, name, .. } if call_id == id => Some(name.as_str()),
+            _ => None,
+        })
+    })
+}
+
 /// The thinking text among `parts`, joined; `None` when there is none.
 pub fn reasoning_text(parts: &[Part]) -> Option<String> {
     let text: Vec<&str> = parts

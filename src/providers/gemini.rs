@@ -379,9 +379,10 @@ fn message_parts(m: &Message) -> Result<Vec<PartOut<'_>>, ProviderError> {
                 ImageSource::Url(url) => PartData::FileData(FileData { mime_type: image_type_of(url), file_uri: url }),
             },
             Part::Document { data, media_type, .. } => PartData::InlineData(InlineData { mime_type: media_type, data }),
-            Part::ToolCall { name, arguments, .. } => {
-                PartData::FunctionCall(FunctionCallOut { name, args: arguments_object(name, arguments)? })
-            }
+            Part::ToolCall { name, arguments, .. } => PartData::FunctionCall(FunctionCallOut {
+                name,
+                args: super::arguments_object(name, arguments, "which Gemini's functionCall.args must be")?,
+            }),
             // `validate` keeps tool results in tool messages.
             Part::ToolResult { .. } => {
                 return Err(ProviderError::Request("a tool result outside a tool message".into()));
@@ -405,7 +406,7 @@ fn tool_results<'a>(earlier: &'a [Message], m: &'a Message) -> Result<Vec<PartOu
         if content.iter().any(|p| matches!(p, Part::Image(_))) {
             return Err(ProviderError::Unsupported { feature: "images in tool results" });
         }
-        let name = call_name(earlier, tool_call_id).ok_or_else(|| {
+        let name = crate::chat::tool_call_name(earlier, tool_call_id).ok_or_else(|| {
             ProviderError::Request(format!(
                 "tool result `{tool_call_id}` answers no tool call of an earlier assistant message (Gemini needs the function name)"
             ))
@@ -418,29 +419,6 @@ fn tool_results<'a>(earlier: &'a [Message], m: &'a Message) -> Result<Vec<PartOu
         });
     }
     Ok(out)
-}
-
-/// The name of the tool call `id` in the nearest earlier assistant message that has it.
-fn call_name<'a>(earlier: &'a [Message], id: &str) -> Option<&'a str> {
-    earlier.iter().rev().filter(|m| m.role == Role::Assistant).find_map(|m| {
-        m.content.iter().find_map(|p| match p {
-            Part::ToolCall { id: call_id, name, .. } if call_id == id => Some(name.as_str()),
-            _ => None,
-        })
-    })
-}
-
-/// A tool call's arguments as the JSON object Gemini's `args` must be (empty text = `{}`).
-fn arguments_object(name: &str, arguments: &str) -> Result<Value, ProviderError> {
-    if arguments.trim().is_empty() {
-        return Ok(Value::Object(serde_json::Map::new()));
-    }
-    match serde_json::from_str::<Value>(arguments) {
-        Ok(v @ Value::Object(_)) => Ok(v),
-        _ => Err(ProviderError::Request(format!(
-            "the arguments of tool call `{name}` are not a JSON object, which Gemini's functionCall.args must be"
-        ))),
-    }
 }
 
 /// The image media type a URL's extension names, if it names one Gemini reads.

@@ -191,6 +191,18 @@ pub(crate) fn set_secret_header(
     Ok(())
 }
 
+/// A tool call's arguments as the JSON object a wire format must carry (empty text = `{}`);
+/// anything else is a request error saying `why` (e.g. "which Gemini's functionCall.args must be").
+pub(crate) fn arguments_object(name: &str, arguments: &str, why: &str) -> Result<serde_json::Value, ProviderError> {
+    if arguments.trim().is_empty() {
+        return Ok(serde_json::Value::Object(serde_json::Map::new()));
+    }
+    match serde_json::from_str::<serde_json::Value>(arguments) {
+        Ok(v @ serde_json::Value::Object(_)) => Ok(v),
+        _ => Err(ProviderError::Request(format!("the arguments of tool call `{name}` are not a JSON object, {why}"))),
+    }
+}
+
 /// Reads an unsigned count at `path` inside a JSON value.
 pub(crate) fn u64_at(v: &serde_json::Value, path: &[&str]) -> Option<u64> {
     let mut cur = v;

@@ -109,7 +109,7 @@ struct RequestWire<'a> {
     messages: Vec<MessageOut<'a>>,
     stream: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    tools: Vec<ToolOut<'a>>,
+    tools: Vec<super::openai::WireTool<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     format: Option<FormatOut<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -147,21 +147,6 @@ struct ToolCallOut<'a> {
 struct FunctionCallOut<'a> {
     name: &'a str,
     arguments: Value,
-}
-
-#[derive(Serialize)]
-struct ToolOut<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    function: FunctionOut<'a>,
-}
-
-#[derive(Serialize)]
-struct FunctionOut<'a> {
-    name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    description: Option<&'a str>,
-    parameters: &'a Value,
 }
 
 #[derive(Serialize)]
@@ -205,18 +190,7 @@ fn request_body<'a>(model: &'a str, req: &'a ChatRequest, stream: bool) -> Resul
         model,
         messages,
         stream,
-        tools: req
-            .tools
-            .iter()
-            .map(|t| ToolOut {
-                kind: "function",
-                function: FunctionOut {
-                    name: &t.name,
-                    description: t.description.as_deref(),
-                    parameters: &t.parameters,
-                },
-            })
-            .collect(),
+        tools: req.tools.iter().map(super::openai::WireTool::new).collect(),
         format: match &req.response_format {
             None | Some(ResponseFormat::Text) => None,
             Some(ResponseFormat::JsonObject) => Some(FormatOut::Json("json")),
@@ -261,7 +235,10 @@ fn message(m: &Message) -> Result<MessageOut<'_>, ProviderError> {
     for p in &m.content {
         if let Part::ToolCall { name, arguments, .. } = p {
             out.tool_calls.push(ToolCallOut {
-                function: FunctionCallOut { name, arguments: arguments_object(name, arguments)? },
+                function: FunctionCallOut {
+                    name,
+                    arguments: super::arguments_object(name, arguments, "which Ollama's tool_calls need")?,
+                },
             });
         }
     }
@@ -275,7 +252,7 @@ fn tool_results<'a>(earlier: &'a [Message], m: &'a Message) -> Result<Vec<Messag
         let Part::ToolResult { tool_call_id, content, is_error } = p else {
             return Err(ProviderError::Request("a tool message holds tool results only".into()));
         };
-        let name = call_name(earlier, tool_call_id).ok_or_else(|| {
+        let name = crate::chat::tool_call_name(earlier, tool_call_id).ok_or_else(|| {
             ProviderError::Request(format!(
                 "tool result `{tool_call_id}` answers no tool call of an earlier assistant message (Ollama needs the tool name)"
             ))
@@ -287,29 +264,6 @@ fn tool_results<'a>(earlier: &'a [Message], m: &'a Message) -> Result<Vec<Messag
         out.push(msg);
     }
     Ok(out)
-}
-
-/// The name of the tool call `id` in the nearest earlier assistant message that has it.
-fn call_name<'a>(earlier: &'a [Message], id: &str) -> Option<&'a str> {
-    earlier.iter().rev().filter(|m| m.role == Role::Assistant).find_map(|m| {
-        m.content.iter().find_map(|p| match p {
-            Part::ToolCall { id: call_id, name, .. } if call_id == id => Some(name.as_str()),
-            _ => None,
-        })
-    })
-}
-
-/// A tool call's arguments as the JSON object Ollama takes (empty text = `{}`).
-fn arguments_object(name: &str, arguments: &str) -> Result<Value, ProviderError> {
-    if arguments.trim().is_empty() {
-        return Ok(Value::Object(serde_json::Map::new()));
-    }
-    match serde_json::from_str::<Value>(arguments) {
-        Ok(v @ Value::Object(_)) => Ok(v),
-        _ => Err(ProviderError::Request(format!(
-            "the arguments of tool call `{name}` are not a JSON object, which Ollama's tool_calls need"
-        ))),
-    }
 }
 
 // ---- response wire ----

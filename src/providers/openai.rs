@@ -174,8 +174,10 @@ struct WireFunctionCall<'a> {
     arguments: &'a str,
 }
 
+/// `{type: "function", function: {name, description?, parameters}}`: the tool shape of Chat
+/// Completions, which Ollama's native API takes too.
 #[derive(Serialize)]
-struct WireTool<'a> {
+pub(super) struct WireTool<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     function: WireFunction<'a>,
@@ -187,6 +189,15 @@ struct WireFunction<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     description: Option<&'a str>,
     parameters: &'a Value,
+}
+
+impl<'a> WireTool<'a> {
+    pub(super) fn new(t: &'a crate::chat::Tool) -> WireTool<'a> {
+        WireTool {
+            kind: "function",
+            function: WireFunction { name: &t.name, description: t.description.as_deref(), parameters: &t.parameters },
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -485,18 +496,7 @@ impl Provider for OpenAi {
             limit: req.max_tokens.map(|n| (spec.max_tokens_field.as_str(), n)).into_iter().collect(),
             temperature: req.temperature,
             stop: &req.stop,
-            tools: req
-                .tools
-                .iter()
-                .map(|t| WireTool {
-                    kind: "function",
-                    function: WireFunction {
-                        name: &t.name,
-                        description: t.description.as_deref(),
-                        parameters: &t.parameters,
-                    },
-                })
-                .collect(),
+            tools: req.tools.iter().map(WireTool::new).collect(),
             tool_choice: req.tool_choice.as_ref().filter(|_| with_tools).map(wire_tool_choice),
             parallel_tool_calls: req.parallel_tool_calls.filter(|_| with_tools),
             response_format: req.response_format.as_ref().map(wire_response_format),
