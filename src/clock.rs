@@ -1,7 +1,8 @@
 //! The system clock as the daemon reads it: Unix time in milliseconds (UTC).
 //!
 //! One function so every timestamp (usage records, key metadata, sync progress, policy periods)
-//! comes from the same reading. Invariant: it never panics; a clock set before 1970 reads as 0
+//! comes from the same reading; [`millis`] is the one conversion of a duration to a millisecond
+//! count. Invariant: it never panics; a clock set before 1970 reads as 0
 //! and one beyond `i64::MAX` ms saturates. `policy::Clock` adds the debug-build fake offset on
 //! top of this.
 
@@ -9,6 +10,11 @@
 pub fn now_ms() -> i64 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A duration in whole milliseconds, saturating (for `latency_ms`, `ms` and similar fields).
+pub fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

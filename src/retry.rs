@@ -18,7 +18,7 @@ pub fn backoff_ceiling(base: Duration, cap: Duration, attempt: u32) -> Duration 
 /// Full-jitter exponential backoff: a uniformly random wait in
 /// `[0, backoff_ceiling(base, cap, attempt)]`, in whole milliseconds.
 pub fn full_jitter(base: Duration, cap: Duration, attempt: u32) -> Duration {
-    let ms = u64::try_from(backoff_ceiling(base, cap, attempt).as_millis()).unwrap_or(u64::MAX);
+    let ms = crate::clock::millis(backoff_ceiling(base, cap, attempt));
     Duration::from_millis(fastrand::u64(0..=ms))
 }
 

@@ -16,6 +16,7 @@ use crate::chat::{
     joined_text, reasoning_text, tool_calls, ChatRequest, Delta, Message, Part, Reasoning, ResponseFormat, Tool,
     ToolCallOut, ToolChoice,
 };
+use crate::clock::millis as ms;
 use crate::router::Attempt;
 use crate::rpc::{Encoded, ErrorCode, RpcError};
 use crate::usage_record::TokenUsage;
@@ -155,7 +156,7 @@ async fn chat(mut c: Call) -> Result<Encoded, RpcError> {
     let sink: Option<&mut dyn Sink> = if req.stream { Some(&mut chunks) } else { None };
     match service::run(&c.state, &caller, req, sink, &c.cancel).await {
         Ok(answer) => ok(&ChatResult::new(&answer)),
-        Err(e) => Err(error(e, c.state.policy.rules().account.url.is_some())),
+        Err(e) => Err(error(e, super::quota::has_backend(&c.state))),
     }
 }
 
@@ -217,10 +218,6 @@ struct MessageOut<'a> {
     content: &'a [Part],
 }
 
-fn ms(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 #[derive(Serialize)]
 struct ChatResult<'a> {
     content: String,
@@ -251,7 +248,7 @@ impl<'a> ChatResult<'a> {
             provider: &a.provider,
             usage: a.usage.into(),
             cost_microusd: a.cost_microusd,
-            cost_source: a.cost_source.unwrap_or(CostSource::Unknown),
+            cost_source: a.cost_source,
             latency_ms: ms(a.latency),
             ttft_ms: a.ttft.map(ms),
             attempts: attempts_out(&a.attempts),

@@ -131,7 +131,7 @@ async fn info(mut c: Call) -> Result<Encoded, RpcError> {
         protocol: PROTOCOL,
         pid: std::process::id(),
         started_at: s.started_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-        uptime_ms: u64::try_from(s.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        uptime_ms: crate::clock::millis(s.started.elapsed()),
         socket: &s.paths.socket.to_string_lossy(),
         config_file: &s.paths.config_file.to_string_lossy(),
         data_dir: &s.paths.data_dir.to_string_lossy(),

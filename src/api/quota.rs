@@ -120,7 +120,8 @@ pub(super) fn refusal_error(r: &Refusal, backend: bool) -> RpcError {
     }
 }
 
-fn has_backend(state: &State) -> bool {
+/// Whether an account backend is configured (it decides the upgrade hint of `tier_required`).
+pub(super) fn has_backend(state: &State) -> bool {
     state.policy.rules().account.url.is_some()
 }
 

@@ -59,7 +59,7 @@ pub struct Request {
 }
 
 /// Where a call's cost comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CostSource {
     /// The daemon's price table.
@@ -67,6 +67,7 @@ pub enum CostSource {
     /// The provider's own report (OpenRouter's `usage.cost`).
     Provider,
     /// The model has no price: the cost is recorded as 0.
+    #[default]
     Unknown,
 }
 
@@ -94,7 +95,7 @@ pub struct Answer {
     pub model: String,
     pub usage: TokenUsage,
     pub cost_microusd: i64,
-    pub cost_source: Option<CostSource>,
+    pub cost_source: CostSource,
     pub latency: Duration,
     pub ttft: Option<Duration>,
     pub attempts: Vec<AttemptReport>,
@@ -305,7 +306,7 @@ async fn finish(
     let usage = o.usage.unwrap_or_default();
     let target = Target { provider: o.provider.clone(), model: o.target_model.clone() };
     let (cost, cost_source) = price(state, &target, &o.model, &usage, o.provider_cost_microusd);
-    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let ms = crate::clock::millis;
     let status = match &o.result {
         None => CallStatus::Ok,
         Some(ChatFailure::Cancelled) => CallStatus::Cancelled,
@@ -410,7 +411,7 @@ async fn finish(
         model: o.model,
         usage,
         cost_microusd: cost,
-        cost_source: bill.then_some(cost_source),
+        cost_source,
         latency: o.latency,
         ttft: o.ttft,
         attempts,

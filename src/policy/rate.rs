@@ -26,7 +26,7 @@ impl RateLimits {
         for key in [format!("user:{user}"), format!("app:{app}")] {
             if let Err(not_until) = limiter.check_key(&key) {
                 let wait = not_until.wait_time_from(clock.now());
-                return Err(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1));
+                return Err(crate::clock::millis(wait).max(1));
             }
         }
         Ok(())

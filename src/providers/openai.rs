@@ -341,13 +341,15 @@ struct ResponseBody {
 #[derive(Deserialize)]
 struct ResponseChoice {
     #[serde(default)]
-    message: Option<ResponseMessage>,
+    message: Option<MessageWire<ResponseToolCall>>,
     #[serde(default)]
     finish_reason: Option<String>,
 }
 
+/// A whole answer's `message`, or a chunk's `delta` (`T` is its tool-call shape): the same fields.
 #[derive(Deserialize)]
-struct ResponseMessage {
+#[serde(bound(deserialize = "T: Deserialize<'de>"))]
+struct MessageWire<T> {
     #[serde(default, deserialize_with = "content_text")]
     content: Option<String>,
     #[serde(default)]
@@ -356,8 +358,16 @@ struct ResponseMessage {
     reasoning_content: Option<String>,
     #[serde(default)]
     reasoning: Option<String>,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    tool_calls: Vec<ResponseToolCall>,
+    #[serde(default = "Vec::new", deserialize_with = "null_as_empty")]
+    tool_calls: Vec<T>,
+}
+
+impl<T> MessageWire<T> {
+    /// DeepSeek's and vLLM's `reasoning_content`, else OpenRouter's `reasoning`; never empty.
+    fn reasoning(&self) -> Option<&str> {
+        let content = self.reasoning_content.as_deref().filter(|s| !s.is_empty());
+        content.or_else(|| self.reasoning.as_deref().filter(|s| !s.is_empty()))
+    }
 }
 
 #[derive(Deserialize)]
@@ -386,23 +396,9 @@ struct Chunk {
 #[derive(Deserialize)]
 struct ChunkChoice {
     #[serde(default)]
-    delta: Option<ChunkDelta>,
+    delta: Option<MessageWire<ChunkToolCall>>,
     #[serde(default)]
     finish_reason: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ChunkDelta {
-    #[serde(default, deserialize_with = "content_text")]
-    content: Option<String>,
-    #[serde(default)]
-    refusal: Option<String>,
-    #[serde(default)]
-    reasoning_content: Option<String>,
-    #[serde(default)]
-    reasoning: Option<String>,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    tool_calls: Vec<ChunkToolCall>,
 }
 
 #[derive(Deserialize)]
@@ -464,12 +460,6 @@ fn arguments_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     })
 }
 
-/// The reasoning text of a message or delta: `reasoning_content`, else `reasoning`; `None` when
-/// empty.
-fn reasoning_of<'a>(reasoning_content: &'a Option<String>, reasoning: &'a Option<String>) -> Option<&'a str> {
-    reasoning_content.as_deref().filter(|s| !s.is_empty()).or_else(|| reasoning.as_deref().filter(|s| !s.is_empty()))
-}
-
 fn malformed(what: &str, e: &serde_json::Error) -> ProviderError {
     ProviderError::Malformed(format!("{what} is not a Chat Completions {what}: {e}"))
 }
@@ -525,7 +515,7 @@ impl Provider for OpenAi {
         // `content: null` is a valid answer (a tool call, or a refusal with its text in
         // `refusal`), not a malformed one that would be retried and fall back.
         let mut parts = Vec::new();
-        if let Some(text) = reasoning_of(&message.reasoning_content, &message.reasoning) {
+        if let Some(text) = message.reasoning() {
             parts.push(Part::Thinking { text: text.to_string(), signature: None });
         }
         if let Some(text) = message.content.filter(|s| !s.is_empty()) {
@@ -684,7 +674,7 @@ impl StreamDecoder for Decoder {
         }
         let Some(choice) = chunk.choices.into_iter().next() else { return Ok(()) };
         if let Some(delta) = choice.delta {
-            if let Some(t) = reasoning_of(&delta.reasoning_content, &delta.reasoning) {
+            if let Some(t) = delta.reasoning() {
                 out.push(Delta::Reasoning(t.to_string()));
             }
             if let Some(t) = delta.content.filter(|s| !s.is_empty()) {

@@ -263,7 +263,7 @@ impl Router {
                     }
                     let t0 = Instant::now();
                     let a = self.attempt(spec, target, key, call, chunks, cancel, deadline, start).await;
-                    let ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    let ms = crate::clock::millis(t0.elapsed());
                     out.provider.clone_from(&target.provider);
                     out.target_model.clone_from(&target.model);
                     out.model = a.summary.model.clone().unwrap_or_else(|| target.model.clone());
@@ -368,15 +368,12 @@ impl Router {
                 }
             }
         }
-        out.result = Some(match (last_failure, locked, missing) {
-            (Some(f), _, _) => f,
-            (None, ..) if unsupported.is_some() => {
-                let (provider, feature) = unsupported.unwrap_or_default();
-                ChatFailure::Unsupported { provider, feature }
-            }
-            (None, Some(provider), _) => ChatFailure::VaultLocked { provider },
-            (None, None, Some(provider)) => ChatFailure::KeyMissing { provider },
-            (None, None, None) => {
+        out.result = Some(match (last_failure, unsupported, locked, missing) {
+            (Some(f), ..) => f,
+            (None, Some((provider, feature)), ..) => ChatFailure::Unsupported { provider, feature },
+            (None, None, Some(provider), _) => ChatFailure::VaultLocked { provider },
+            (None, None, None, Some(provider)) => ChatFailure::KeyMissing { provider },
+            (None, None, None, None) => {
                 ChatFailure::Deadline { provider: targets.first().map(|t| t.provider.clone()).unwrap_or_default() }
             }
         });

@@ -210,7 +210,7 @@ impl Router {
                         cooldown_remaining_ms: h
                             .cooled_until
                             .filter(|u| *u > now)
-                            .map(|u| u64::try_from((u - now).as_millis()).unwrap_or(u64::MAX)),
+                            .map(|u| crate::clock::millis(u - now)),
                     })
                     .filter(|t| t.consecutive_failures > 0 || t.cooldown_remaining_ms.is_some())
                     .collect()

@@ -148,7 +148,7 @@ pub async fn check(
         .send()
         .await
         .map_err(|e| net(crate::providers::transport::error_chain(&e.without_url())))?;
-    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let latency_ms = crate::clock::millis(started.elapsed());
     let status = response.status().as_u16();
     let valid = match status {
         200..=299 => true,
