@@ -86,8 +86,9 @@ pub struct Config {
     pub tiers: crate::policy::TiersConfig,
     pub account: crate::policy::AccountConfig,
     /// `[apps.<name>]`: per-app limits for apps calling with an app token (`llm-sidecar apps`).
-    /// Parsed and checked only; they will be enforced by the HTTP face.
     pub apps: AppsConfig,
+    /// `[http]`: the OpenAI-/Anthropic-compatible HTTP face (off unless `listen` is set).
+    pub http: crate::http::HttpConfig,
 }
 
 /// `[apps.<name>]` tables by app name.
@@ -263,6 +264,7 @@ impl Config {
         check(self.sync.validate().map_err(|(k, m)| (k.to_string(), m)));
         check(crate::policy::config::validate(&self.policy, &self.tiers, &self.account));
         check(validate_apps(&self.apps, &self.tiers));
+        check(self.http.validate());
         if let Some(level) = &self.log.level {
             if tracing_subscriber::EnvFilter::try_new(level).is_err() {
                 check(bad("log.level", "not a valid filter (try `info` or `llm_sidecar=debug`)"));

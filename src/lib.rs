@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod events;
+pub mod http;
 pub mod keystore;
 pub mod ledger;
 pub mod logging;

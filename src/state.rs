@@ -143,6 +143,11 @@ pub struct State {
     background: std::sync::Mutex<Background>,
     /// One reload at a time.
     reloading: std::sync::Mutex<()>,
+    /// Tasks of the HTTP face (connections and their calls): the daemon waits for them, within
+    /// its grace period, before the final ledger flush.
+    pub front_doors: tokio_util::task::TaskTracker,
+    /// Where the HTTP face listens, once it does.
+    pub http_addr: std::sync::OnceLock<std::net::SocketAddr>,
     /// Held for the daemon's lifetime: the data directory's lock.
     _data_lock: File,
 }
@@ -204,6 +209,8 @@ impl State {
             sync,
             background: std::sync::Mutex::new(Background::Ready(Box::new(worker))),
             reloading: std::sync::Mutex::new(()),
+            front_doors: tokio_util::task::TaskTracker::new(),
+            http_addr: std::sync::OnceLock::new(),
             _data_lock: data_lock,
         })
     }
@@ -260,6 +267,7 @@ impl State {
             "vault",
         );
         note(old.sync != new.sync, false, "sync");
+        note(old.http != new.http, false, "http");
         self.router.store(Arc::new(built.router));
         self.prices.store(Arc::new(built.prices));
         self.policy.reconfigure(built.rules);

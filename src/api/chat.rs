@@ -79,22 +79,11 @@ fn request(p: ChatParams) -> Result<Request, RpcError> {
     if p.model.trim().is_empty() {
         return Err(RpcError::invalid_params("`model` must name a route, an alias or provider/model"));
     }
-    if let Some(t) = p.temperature {
-        if !(0.0..=2.0).contains(&t) {
-            return Err(RpcError::invalid_params("`temperature` must be between 0 and 2"));
-        }
-    }
-    if p.max_tokens == Some(0) {
-        return Err(RpcError::invalid_params("`max_tokens` must be at least 1"));
-    }
     let stop = match p.stop {
         None => Vec::new(),
         Some(Stop::One(s)) => vec![s],
         Some(Stop::Many(v)) => v,
     };
-    if stop.len() > 16 {
-        return Err(RpcError::invalid_params("at most 16 `stop` sequences"));
-    }
     let chat = ChatRequest {
         messages: p.messages,
         system: p.system,
@@ -292,7 +281,7 @@ impl<'a> FailureData<'a> {
 }
 
 /// The RPC error for a service error. `backend`: whether an account backend is configured.
-fn error(e: ChatError, backend: bool) -> RpcError {
+pub(super) fn error(e: ChatError, backend: bool) -> RpcError {
     match e {
         ChatError::Invalid(m) => RpcError::invalid_params(m),
         ChatError::Refused(r) => refusal_error(&r, backend),

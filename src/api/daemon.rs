@@ -21,7 +21,7 @@ pub(super) fn methods() -> Vec<Method> {
         Method {
             name: "daemon.info",
             params: "{}",
-            result: "{server, version, protocol, pid, started_at, uptime_ms, socket, config_file, data_dir, connections, app, vault: {mode, state, locked, keys, ...}, providers: [{target, consecutive_failures, cooldown_remaining_ms}], sync: {enabled, state, pending, ...}}",
+            result: "{server, version, protocol, pid, started_at, uptime_ms, socket, http: \"127.0.0.1:8931\" | nil, config_file, data_dir, connections, app, vault: {mode, state, locked, keys, ...}, providers: [{target, consecutive_failures, cooldown_remaining_ms}], sync: {enabled, state, pending, ...}}",
             summary: "Daemon version, protocol, uptime and state",
             kind: "request",
             handler: Some(|c| Box::pin(info(c))),
@@ -112,6 +112,8 @@ struct InfoResult<'a> {
     started_at: u64,
     uptime_ms: u64,
     socket: &'a str,
+    /// Where the HTTP face listens (nil when it is off).
+    http: Option<String>,
     config_file: &'a str,
     data_dir: &'a str,
     connections: usize,
@@ -133,6 +135,7 @@ async fn info(mut c: Call) -> Result<Encoded, RpcError> {
         started_at: s.started_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         uptime_ms: crate::clock::millis(s.started.elapsed()),
         socket: &s.paths.socket.to_string_lossy(),
+        http: s.http_addr.get().map(ToString::to_string),
         config_file: &s.paths.config_file.to_string_lossy(),
         data_dir: &s.paths.data_dir.to_string_lossy(),
         connections: s.connections(),

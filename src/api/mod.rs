@@ -18,6 +18,11 @@ mod usage;
 mod vault;
 
 use crate::rpc::{message::Message, parse_params, Encoded, ErrorCode, RpcError};
+
+/// The structured error of a chat service error: the one mapping every face (RPC, HTTP) uses.
+pub fn chat_error(e: crate::chat::service::ChatError, state: &State) -> RpcError {
+    chat::error(e, quota::has_backend(state))
+}
 use crate::state::State;
 use bytes::Bytes;
 use futures::future::BoxFuture;

@@ -181,6 +181,28 @@ pub async fn run(
     finish(state, caller, &call, outcome, admitted, &bounds).await
 }
 
+/// The most prompt tokens `chat` can be billed for at any target of `route`: the bound a quota
+/// reserves (see [`ChatRequest::prompt_token_bound`]), for token counting without a call.
+pub fn prompt_bound(state: &State, route: &str, chat: &ChatRequest) -> Result<u64, ChatError> {
+    chat.validate().map_err(ChatError::Invalid)?;
+    let router = state.router();
+    let targets = router.resolve(route).ok_or_else(|| ChatError::UnknownRoute(route.to_string()))?;
+    Ok(targets
+        .iter()
+        .map(|t| chat.prompt_token_bound(media_bound(&router, t)))
+        .max()
+        .unwrap_or_else(|| chat.prompt_token_bound(Default::default())))
+}
+
+/// What an image and a PDF page can cost at `t` (the adapter's published maxima).
+fn media_bound(router: &Router, t: &Target) -> crate::chat::bound::MediaBound {
+    router
+        .providers()
+        .get(&t.provider)
+        .map(|spec| crate::providers::for_spec(spec).media_bound(&t.model))
+        .unwrap_or_default()
+}
+
 /// The worst case of a call at `target`: `tokens_in` prompt tokens + `tokens_out` output, one
 /// request, and its cost at the table's price.
 pub fn worst(state: &State, target: &Target, tokens_in: u64, tokens_out: u64) -> Amount {
@@ -235,12 +257,7 @@ fn admit(
     let amounts = targets
         .iter()
         .map(|t| {
-            let media = router
-                .providers()
-                .get(&t.provider)
-                .map(|spec| crate::providers::for_spec(spec).media_bound(&t.model))
-                .unwrap_or_default();
-            let input = call.request.prompt_token_bound(media);
+            let input = call.request.prompt_token_bound(media_bound(router, t));
             bounds.insert(t.clone(), input.saturating_add(output));
             (t.clone(), worst(state, t, input, output))
         })

@@ -445,6 +445,15 @@ impl ChatRequest {
         if self.messages.is_empty() {
             return Err("`messages` must not be empty".into());
         }
+        if self.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
+            return Err("`temperature` must be between 0 and 2".into());
+        }
+        if self.max_tokens == Some(0) {
+            return Err("`max_tokens` must be at least 1".into());
+        }
+        if self.stop.len() > 16 {
+            return Err("at most 16 `stop` sequences".into());
+        }
         for (i, m) in self.messages.iter().enumerate() {
             let at = |what: &str| format!("messages[{i}] ({}): {what}", m.role.as_str());
             for p in &m.content {

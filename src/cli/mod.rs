@@ -69,6 +69,10 @@ enum Command {
         /// Data directory (vault, ledger); default $XDG_DATA_HOME/llm-sidecar
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+        /// Also serve the OpenAI-/Anthropic-compatible HTTP face on this loopback address
+        /// (default 127.0.0.1:8931; overrides `[http] listen`)
+        #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = llm_sidecar::http::DEFAULT_LISTEN)]
+        http: Option<String>,
     },
     /// Show whether the daemon runs, its version and state
     Status {
@@ -229,7 +233,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 async fn run(cli: Cli, activation: llm_sidecar::daemon::Activation) -> Result<ExitCode> {
     match &cli.command {
-        Command::Serve { data_dir } => serve::run(&cli, data_dir.clone(), activation).await,
+        Command::Serve { data_dir, http } => serve::run(&cli, data_dir.clone(), http.clone(), activation).await,
         Command::Status { json } => status::run(&cli, *json).await,
         Command::Keys { command } => keys::run(&cli, command).await,
         Command::Vault { command } => vault::run(&cli, command).await,

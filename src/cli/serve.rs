@@ -10,8 +10,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-pub async fn run(cli: &Cli, data_dir: Option<PathBuf>, activation: Activation) -> Result<ExitCode> {
-    let (config, config_file) = cli.load_config()?;
+pub async fn run(
+    cli: &Cli,
+    data_dir: Option<PathBuf>,
+    http: Option<String>,
+    activation: Activation,
+) -> Result<ExitCode> {
+    let (mut config, config_file) = cli.load_config()?;
+    if http.is_some() {
+        config.http.listen = http;
+    }
     let config_explicit = cli.config_path().1;
     let format = cli.log_format.or(config.log.format).unwrap_or_default();
     llm_sidecar::logging::init(cli.log_level.as_deref(), config.log.level.as_deref(), format)?;
@@ -24,6 +32,10 @@ pub async fn run(cli: &Cli, data_dir: Option<PathBuf>, activation: Activation) -
             llm_sidecar::daemon::bind(&cli.socket_path(Some(&config)))?
         }
     };
+    let http = match &config.http.listen {
+        Some(listen) => Some(llm_sidecar::http::bind(listen).await?),
+        None => None,
+    };
     let socket = bound.path.clone();
     let data_dir = data_dir.or_else(|| config.daemon.data_dir.clone()).unwrap_or_else(config::default_data_dir);
     let shutdown = CancellationToken::new();
@@ -31,6 +43,12 @@ pub async fn run(cli: &Cli, data_dir: Option<PathBuf>, activation: Activation) -
     let paths = Paths { config_file, config_explicit, data_dir, socket };
     let state = Arc::new(State::open(config, paths, shutdown)?);
     spawn_reload_on_hangup(state.clone())?;
+    if let Some(listener) = http {
+        if let Ok(addr) = listener.local_addr() {
+            let _ = state.http_addr.set(addr);
+        }
+        tokio::spawn(llm_sidecar::http::serve(state.clone(), listener));
+    }
     llm_sidecar::daemon::run(state, bound).await;
     Ok(ExitCode::SUCCESS)
 }

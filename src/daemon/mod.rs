@@ -77,6 +77,11 @@ pub async fn run(state: Arc<State>, mut socket: BoundSocket) {
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!("calls still running after the grace period; exiting anyway");
     }
+    // The HTTP face's calls (it stops accepting on the same token) get the same grace.
+    state.front_doors.close();
+    if tokio::time::timeout(grace, state.front_doors.wait()).await.is_err() {
+        tracing::warn!("HTTP calls still running after the grace period; exiting anyway");
+    }
     // Bounded sync drain and final ledger flush, while the single-instance lock is still held.
     state.stop_background().await;
     drop(socket);
