@@ -16,8 +16,9 @@ deps:
 build:
 	$(CARGO) build
 
-test-rust:
-	$(CARGO) test
+# The HTTP face's SDK tests (tests/http.rs) run the official openai/anthropic SDKs from the venv.
+test-rust: $(VENV_STAMP)
+	LLM_SIDECAR_SDK_PYTHON=$(CURDIR)/$(VENV)/bin/python $(CARGO) test
 
 $(VENV_STAMP): tests/python/requirements.txt
 	rm -rf $(VENV)

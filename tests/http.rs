@@ -163,8 +163,8 @@ async fn openai_dialect_answers_and_streams_with_the_ledgers_usage() {
         assert_eq!(r["app"], "editor", "the token names the app");
         assert_eq!(r["route"], "openai/gpt-4o-mini");
     }
-    assert_eq!(usage["prompt_tokens"], records[1]["input_tokens"]);
-    assert_eq!(usage["completion_tokens"], records[1]["output_tokens"]);
+    assert_eq!(usage["prompt_tokens"], records[0]["input_tokens"], "newest first: the streamed call");
+    assert_eq!(usage["completion_tokens"], records[0]["output_tokens"]);
     let (_, out, _) = f.d.cli(&["apps", "list", "--json"], None);
     let apps: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(apps["apps"][0]["calls_this_month"], 2);
@@ -444,4 +444,207 @@ async fn a_configured_origin_gets_cors() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["access-control-allow-origin"], "http://localhost:3000");
+}
+
+/// The test venv's Python with the official SDKs (`make test` builds it and sets
+/// `LLM_SIDECAR_SDK_PYTHON`); `None` (skip, with the reason) outside CI when there is none.
+fn sdk_python() -> Option<std::path::PathBuf> {
+    let p = std::env::var_os("LLM_SIDECAR_SDK_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python").into());
+    let ok = std::process::Command::new(&p)
+        .args(["-c", "import openai, anthropic"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    match ok {
+        true => Some(p),
+        false if std::env::var_os("CI").is_some() => panic!("no Python with the openai and anthropic SDKs at {p:?}"),
+        false => {
+            eprintln!("skipped: no Python with the openai and anthropic SDKs at {p:?} (run `make test`)");
+            None
+        }
+    }
+}
+
+/// Runs `tests/http/sdk.py` with `cases` (against `key`); one JSON object per case.
+async fn sdk(py: &std::path::Path, f: &Face, cases: &[&str]) -> Vec<Value> {
+    let out = tokio::process::Command::new(py)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/http/sdk.py"))
+        .args(cases)
+        .env("BASE", &f.base)
+        .env("TOKEN", &f.token)
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("ANTHROPIC_BASE_URL")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "sdk.py {cases:?} failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), cases.len(), "{stdout}");
+    lines
+}
+
+fn oa_answer(message: Value, finish: &str, usage: (u64, u64)) -> Fault {
+    Fault::Json(json!({"id": "chatcmpl-m", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
+        "usage": {"prompt_tokens": usage.0, "completion_tokens": usage.1, "total_tokens": usage.0 + usage.1}}))
+}
+
+fn an_answer(content: Value, stop: &str, usage: (u64, u64)) -> Fault {
+    Fault::Json(json!({"id": "msg_m", "type": "message", "role": "assistant", "model": "claude-haiku-4-5",
+        "content": content, "stop_reason": stop, "stop_sequence": null,
+        "usage": {"input_tokens": usage.0, "output_tokens": usage.1}}))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_sdks_talk_to_both_dialects() {
+    let Some(py) = sdk_python() else { return };
+    let f = Face::start("").await;
+    let normal = || Fault::SlowFirstByte(Duration::ZERO);
+    let calls = json!([
+        {"id": "call_paris", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}},
+        {"id": "call_rome", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Rome\"}"}}]);
+    f.mock.push([
+        normal(),
+        normal(),
+        oa_answer(json!({"role": "assistant", "content": null, "tool_calls": calls}), "tool_calls", (60, 30)),
+        oa_answer(json!({"role": "assistant", "content": "Paris and Rome: 22 C."}), "stop", (80, 9)),
+        normal(),
+        oa_answer(json!({"role": "assistant", "content": "{\"city\":\"Paris\",\"temp\":22}"}), "stop", (40, 8)),
+        normal(),
+        normal(),
+        normal(),
+        an_answer(
+            json!([{"type": "thinking", "thinking": "Two cities.", "signature": "sig-abc"},
+                {"type": "tool_use", "id": "toolu_paris", "name": "get_weather", "input": {"city": "Paris"}},
+                {"type": "tool_use", "id": "toolu_rome", "name": "get_weather", "input": {"city": "Rome"}}]),
+            "tool_use",
+            (400, 90),
+        ),
+        an_answer(json!([{"type": "text", "text": "Both 22 C."}]), "end_turn", (520, 12)),
+        normal(),
+    ]);
+    let cases = [
+        "openai_chat",
+        "openai_stream",
+        "openai_tools",
+        "openai_image",
+        "openai_json_schema",
+        "openai_to_anthropic",
+        "anthropic_message",
+        "anthropic_stream",
+        "anthropic_tools",
+        "anthropic_to_openai",
+        "anthropic_count",
+    ];
+    let out = sdk(&py, &f, &cases).await;
+    let by: std::collections::HashMap<&str, &Value> = out.iter().map(|o| (o["case"].as_str().unwrap(), o)).collect();
+    let reply = mock_provider::REPLY;
+    for c in [
+        "openai_chat",
+        "openai_stream",
+        "openai_image",
+        "openai_to_anthropic",
+        "anthropic_message",
+        "anthropic_stream",
+        "anthropic_to_openai",
+    ] {
+        assert_eq!(by[c]["content"], reply, "{c}");
+    }
+    assert!(by["openai_stream"]["chunks"].as_u64().unwrap() >= 3);
+    assert_eq!(
+        by["openai_tools"]["calls"],
+        json!([["call_paris", "get_weather", {"city": "Paris"}], ["call_rome", "get_weather", {"city": "Rome"}]])
+    );
+    assert_eq!(by["openai_tools"]["content"], "Paris and Rome: 22 C.");
+    assert_eq!(by["openai_json_schema"]["parsed"], json!({"city": "Paris", "temp": 22}));
+    assert_eq!(by["anthropic_tools"]["calls"][1], json!(["toolu_rome", "get_weather", {"city": "Rome"}]));
+    assert_eq!(by["anthropic_tools"]["thinking"], json!(["Two cities."]));
+    assert_eq!(by["anthropic_tools"]["content"], "Both 22 C.");
+    assert!(by["anthropic_count"]["input_tokens"].as_u64().unwrap() > 0);
+
+    // What the providers were sent.
+    let seen = f.mock.seen();
+    assert_eq!(seen.len(), 12);
+    assert_eq!(seen[2].body["tools"][0]["function"]["name"], "get_weather");
+    let turn2 = seen[3].body["messages"].as_array().unwrap();
+    assert_eq!(turn2[1]["tool_calls"][1]["id"], "call_rome");
+    assert_eq!(turn2[2], json!({"role": "tool", "tool_call_id": "call_paris", "content": "Paris: 22 C"}));
+    let image = &seen[4].body["messages"][0]["content"][1];
+    assert_eq!(image["type"], "image_url");
+    assert!(image["image_url"]["url"].as_str().unwrap().starts_with("data:image/png;base64,"));
+    assert_eq!(seen[5].body["response_format"]["type"], "json_schema");
+    assert_eq!(seen[5].body["response_format"]["json_schema"]["strict"], true);
+    assert_eq!(seen[6].path, "/v1/messages", "OpenAI dialect to an Anthropic provider");
+    assert_eq!(seen[6].body["system"], "be brief");
+    assert_eq!(seen[9].body["thinking"]["budget_tokens"], 1024);
+    let an_turn2 = seen[10].body["messages"].as_array().unwrap();
+    assert_eq!(
+        an_turn2[1]["content"][0],
+        json!({"type": "thinking", "thinking": "Two cities.", "signature": "sig-abc"})
+    );
+    assert_eq!(an_turn2[2]["content"][0]["type"], "tool_result");
+    assert_eq!(an_turn2[2]["content"][1]["tool_use_id"], "toolu_rome");
+    assert_eq!(seen[11].path, "/v1/chat/completions", "Anthropic dialect to an OpenAI provider");
+
+    // The usage each SDK saw is the ledger's, call for call.
+    let mut sdk_usage = Vec::new();
+    for o in &out {
+        match &o["usage"] {
+            Value::Array(many) => sdk_usage.extend(many.iter().cloned()),
+            Value::Null => {}
+            one => sdk_usage.push(one.clone()),
+        }
+    }
+    let records = f.records().await;
+    // `usage.records` lists the newest first.
+    let ledger: Vec<Value> =
+        records.iter().rev().map(|r| json!({"input": r["input_tokens"], "output": r["output_tokens"]})).collect();
+    assert_eq!(sdk_usage, ledger);
+    assert!(records.iter().all(|r| r["app"] == "editor"));
+    let (_, list, _) = f.d.cli(&["apps", "list", "--json"], None);
+    let apps: Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(apps["apps"][0]["calls_this_month"], 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_sdks_raise_their_own_errors() {
+    let Some(py) = sdk_python() else { return };
+    let tiers = "[policy]\ndefault_tier = \"free\"\n[tiers.free]\nrank = 0\nmodels = [\"openai/gpt-4o-mini\"]\n\
+                 requests_per_minute = 3\n[tiers.pro]\nrank = 1\n";
+    let f = Face::start(tiers).await;
+    f.mock.push([Fault::Status {
+        status: 500,
+        headers: vec![],
+        body: r#"{"error":{"message":"upstream boom"}}"#.into(),
+    }]);
+    let cases = [
+        "openai_auth",
+        "anthropic_auth",
+        "openai_tier",
+        "anthropic_tier",
+        "openai_bad",
+        "anthropic_bad",
+        "openai_502",
+        "openai_rate",
+        "anthropic_rate",
+    ];
+    let out = sdk(&py, &f, &cases).await;
+    let status: Vec<u64> = out.iter().map(|o| o["status"].as_u64().unwrap()).collect();
+    assert_eq!(status, [401, 401, 403, 403, 400, 400, 502, 429, 429]);
+    assert_eq!(out[2]["ours"]["code"], "tier_required");
+    assert!(out[3]["message"].as_str().unwrap().contains("`pro`"), "{}", out[3]);
+    assert_eq!(out[6]["ours"]["data"]["attempts"][0]["status"], 500);
+    assert_eq!(out[7]["code"], "rate_limit_exceeded");
+    assert!(out[7]["retry_after"].as_str().is_some_and(|s| s.parse::<u64>().is_ok()));
+    assert_eq!(out[8]["type"], "rate_limit_error");
+
+    let f = Face::start("[policy]\ndefault_tier = \"free\"\n[tiers.free]\nrank = 0\nmonthly_requests = 1\n").await;
+    let out = sdk(&py, &f, &["openai_quota", "anthropic_quota"]).await;
+    assert_eq!(out[0]["status"], 429);
+    assert_eq!(out[0]["code"], "insufficient_quota");
+    assert_eq!(out[1]["type"], "rate_limit_error");
+    assert_eq!(out[1]["ours"]["code"], "quota_exceeded");
 }

@@ -17,8 +17,8 @@ use super::error::{Dialect, HttpError};
 use super::{parse_json, Face};
 use crate::chat::service::{Answer, Request};
 use crate::chat::{
-    joined_text, reasoning_text, tool_calls, ChatRequest, Delta, Effort, FinishReason, Image, ImageSource, Message,
-    Part, Reasoning, ResponseFormat, Role, Tool, ToolChoice,
+    joined_text, reasoning_text, ChatRequest, Delta, Effort, FinishReason, Image, ImageSource, Message, Part,
+    Reasoning, ResponseFormat, Role, Tool, ToolChoice,
 };
 use crate::usage_record::TokenUsage;
 use axum::body::Body;
@@ -338,7 +338,6 @@ fn completion(id: &str, created: u64, a: &Answer) -> Value {
     if let Some(r) = reasoning_text(&a.parts) {
         message["reasoning_content"] = Value::String(r);
     }
-    debug_assert!(tool_calls(&a.parts).len() == message["tool_calls"].as_array().map_or(0, Vec::len));
     json!({
         "id": id,
         "object": "chat.completion",
@@ -511,8 +510,6 @@ mod tests {
         assert_eq!(e.param.as_deref(), Some("messages[0].content[0]"));
         let e = req(json!({"model": "m", "messages": [{"role": "wizard", "content": "x"}]})).err().unwrap();
         assert!(e.message.contains("unknown role"));
-        let e = req(json!({"model": "m", "messages": []})).err().unwrap();
-        assert!(e.message.contains("messages"), "{}", e.message);
     }
 
     #[test]
