@@ -113,6 +113,7 @@ impl Built {
             tiers: config.tiers.clone(),
             account: config.account.clone(),
             verifier,
+            apps: config.apps.clone(),
         };
         Ok(Built { router, prices, rules })
     }

@@ -648,3 +648,62 @@ async fn official_sdks_raise_their_own_errors() {
     assert_eq!(out[1]["type"], "rate_limit_error");
     assert_eq!(out[1]["ours"]["code"], "quota_exceeded");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apps_own_limits_are_enforced_for_its_calls_only() {
+    let limits = r#"
+[tiers.free]
+rank = 0
+models = ["openai/gpt-4o-mini"]
+[tiers.pro]
+rank = 1
+[policy]
+default_tier = "pro"
+[apps.editor]
+requests_per_minute = 2
+tier = "free"
+[apps.agent]
+monthly_cost_usd = 0.0
+"#;
+    let f = Face::start(limits).await;
+    let ok = json!({"model": "openai/gpt-4o-mini", "max_tokens": 10, "messages": hello()});
+    // The app's tier gates its calls (the user's own tier, pro, would allow the model).
+    let r = f.post("/v1/chat/completions", &json!({"model": "anthropic/claude-haiku-4-5", "messages": hello()})).await;
+    assert_eq!(r.status(), 403);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["llm_sidecar"]["data"]["app"], "editor");
+    assert!(v["error"]["message"].as_str().unwrap().contains("the app `editor`"), "{v}");
+    // Its rate.
+    assert_eq!(f.post("/v1/chat/completions", &ok).await.status(), 200);
+    assert_eq!(f.post("/v1/chat/completions", &ok).await.status(), 200);
+    let r = f.post("/v1/chat/completions", &ok).await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["llm_sidecar"]["code"], "rate_limited");
+    assert_eq!(v["error"]["llm_sidecar"]["data"]["app"], "editor");
+    // Its spend cap: another app's token, refused before any provider call.
+    let (status, agent, err) = f.d.cli(&["apps", "add", "agent"], None);
+    assert!(status.success(), "{err}");
+    let before = f.mock.requests();
+    let r = f
+        .http
+        .post(format!("{}/v1/messages", f.base))
+        .header("x-api-key", agent.trim())
+        .json(&ok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["llm_sidecar"]["code"], "quota_exceeded");
+    assert_eq!(v["error"]["llm_sidecar"]["data"]["metric"], "cost_microusd");
+    assert_eq!(v["error"]["llm_sidecar"]["data"]["app"], "agent");
+    assert_eq!(f.mock.requests(), before);
+    // Neither limit touches calls of other apps over the RPC.
+    let c = f.d.client().await;
+    for _ in 0..3 {
+        let p = rmpv::ext::to_value(&ok).unwrap();
+        c.call("chat", vec![p]).await.unwrap();
+    }
+}

@@ -49,7 +49,7 @@ fn upgrade_hint(tier: &str, backend: bool) -> String {
 /// (it decides the upgrade hint of `tier_required`).
 pub(super) fn refusal_error(r: &Refusal, backend: bool) -> RpcError {
     match r {
-        Refusal::TierRequired { required_tier, provider, model, feature } => {
+        Refusal::TierRequired { required_tier, provider, model, feature, app } => {
             #[derive(Serialize)]
             struct D<'a> {
                 required_tier: &'a Option<String>,
@@ -58,6 +58,8 @@ pub(super) fn refusal_error(r: &Refusal, backend: bool) -> RpcError {
                 #[serde(skip_serializing_if = "Option::is_none")]
                 feature: &'a Option<String>,
                 upgrade: Option<String>,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                app: &'a Option<String>,
             }
             let hint = match required_tier {
                 Some(t) => format!("; the `{t}` tier allows it"),
@@ -71,27 +73,35 @@ pub(super) fn refusal_error(r: &Refusal, backend: bool) -> RpcError {
                 None => format!("{provider}/{model}"),
             };
             let upgrade = required_tier.as_deref().map(|t| upgrade_hint(t, backend));
-            RpcError::new(ErrorCode::TierRequired, format!("your tier does not allow {what}{hint}")).with_data(&D {
+            let whose = match app {
+                Some(a) => format!("the tier set for the app `{a}` in [apps]"),
+                None => "your tier".into(),
+            };
+            RpcError::new(ErrorCode::TierRequired, format!("{whose} does not allow {what}{hint}")).with_data(&D {
                 required_tier,
                 provider,
                 model,
                 feature,
                 upgrade,
+                app,
             })
         }
-        Refusal::RateLimited { retry_after_ms, limit } => {
+        Refusal::RateLimited { retry_after_ms, limit, app } => {
             #[derive(Serialize)]
-            struct D {
+            struct D<'a> {
                 retry_after_ms: u64,
                 limit: u32,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                app: &'a Option<String>,
             }
+            let whose = app.as_ref().map(|a| format!(" (the app `{a}`'s limit)")).unwrap_or_default();
             RpcError::new(
                 ErrorCode::RateLimited,
-                format!("more than {limit} requests per minute; retry in {retry_after_ms} ms"),
+                format!("more than {limit} requests per minute{whose}; retry in {retry_after_ms} ms"),
             )
-            .with_data(&D { retry_after_ms: *retry_after_ms, limit: *limit })
+            .with_data(&D { retry_after_ms: *retry_after_ms, limit: *limit, app })
         }
-        Refusal::QuotaExceeded { metric, limit, used, remaining, period_start, period_end } => {
+        Refusal::QuotaExceeded { metric, limit, used, remaining, period_start, period_end, app } => {
             #[derive(Serialize)]
             struct D<'a> {
                 metric: &'static str,
@@ -100,11 +110,14 @@ pub(super) fn refusal_error(r: &Refusal, backend: bool) -> RpcError {
                 remaining: i64,
                 period_start: &'a str,
                 period_end: &'a str,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                app: &'a Option<String>,
             }
+            let whose = app.as_ref().map(|a| format!("the app `{a}`'s")).unwrap_or_else(|| "the".into());
             RpcError::new(
                 ErrorCode::QuotaExceeded,
                 format!(
-                    "this call would pass the {} quota ({used} of {limit} used, {remaining} left) until {period_end}",
+                    "this call would pass {whose} {} quota ({used} of {limit} used, {remaining} left) until {period_end}",
                     metric.as_str()
                 ),
             )
@@ -115,6 +128,7 @@ pub(super) fn refusal_error(r: &Refusal, backend: bool) -> RpcError {
                 remaining: *remaining,
                 period_start,
                 period_end,
+                app,
             })
         }
     }

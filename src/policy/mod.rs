@@ -2,7 +2,10 @@
 //! tokens are spent (design §8).
 //!
 //! Admission (for every `chat`, and `quota.check` as a dry run): tier gate per route target →
-//! rate limit (per user and per app) → quota with a reservation of the call's worst case.
+//! rate limit (per user and per app) → quota with a reservation of the call's worst case. An
+//! app with `[apps.NAME]` limits goes through the same three steps for its own limits first
+//! (its `tier`'s gates, its rate, its monthly quota over its own calls in the UTC calendar
+//! month, with a reservation of its own).
 //! Settlement: the reservation is released at the moment the call's usage records (its answer's,
 //! and one per failed attempt the provider billed) become visible in the ledger, which then holds
 //! the actual usage; a call without a record releases it when it ends.
@@ -55,10 +58,14 @@ pub enum Refusal {
         provider: String,
         model: String,
         feature: Option<String>,
+        /// Set when it is the app's own `[apps.NAME] tier` that refuses.
+        app: Option<String>,
     },
     RateLimited {
         retry_after_ms: u64,
         limit: u32,
+        /// Set when it is the app's own `[apps.NAME]` limit.
+        app: Option<String>,
     },
     QuotaExceeded {
         metric: Metric,
@@ -67,6 +74,8 @@ pub enum Refusal {
         remaining: i64,
         period_start: String,
         period_end: String,
+        /// Set when it is the app's own `[apps.NAME]` limit (a UTC calendar month).
+        app: Option<String>,
     },
 }
 
@@ -88,7 +97,8 @@ pub struct Admitted {
     pub skipped: Vec<Target>,
     /// Whether the user's own (vault) keys may be used.
     pub byok_allowed: bool,
-    reservation: Option<Reservation>,
+    /// The user tier's reservation and the app's own, when they apply.
+    reservations: Vec<Reservation>,
     overage_per_1k_microusd: Option<i64>,
     tokens_limit: Option<u64>,
     count_byok: bool,
@@ -99,7 +109,8 @@ impl Admitted {
     /// Hands over the reservation, to be released by the ledger when the call's records become
     /// visible (pass it to `Ledger::commit_many_then`).
     pub fn release_when_applied(&mut self) -> Option<crate::ledger::Applied> {
-        self.reservation.take().map(|r| Box::new(move || drop(r)) as crate::ledger::Applied)
+        let held = std::mem::take(&mut self.reservations);
+        (!held.is_empty()).then(|| Box::new(move || drop(held)) as crate::ledger::Applied)
     }
 }
 
@@ -166,6 +177,8 @@ pub struct Rules {
     pub tiers: TiersConfig,
     pub account: AccountConfig,
     pub verifier: Verifier,
+    /// `[apps.NAME]`: apps' own limits.
+    pub apps: crate::config::AppsConfig,
 }
 
 impl Rules {
@@ -183,6 +196,9 @@ pub struct Policy {
     admission: Mutex<()>,
     reserved: quota::Reservations,
     rates: rate::RateLimits,
+    /// Apps' own reservations and rate windows (`[apps.NAME]`).
+    app_reserved: quota::AppReservations,
+    app_rates: rate::RateLimits,
     entitlement: RwLock<Option<Entitlement>>,
     backend: RwLock<Option<BackendUsage>>,
     last_tier: Mutex<Option<String>>,
@@ -200,6 +216,8 @@ impl Policy {
             admission: Mutex::new(()),
             reserved: quota::Reservations::default(),
             rates: rate::RateLimits::default(),
+            app_reserved: quota::AppReservations::default(),
+            app_rates: rate::RateLimits::default(),
             entitlement: RwLock::new(None),
             backend: RwLock::new(None),
             last_tier: Mutex::new(last),
@@ -317,42 +335,57 @@ impl Policy {
     /// Admission of one call (see module docs).
     pub fn admit(&self, req: &AdmitRequest<'_>) -> Result<Admitted, Refusal> {
         let rules = self.rules();
+        let mut targets = req.targets.clone();
+        let mut skipped = Vec::new();
+        let mut reservations = Vec::new();
+        // The app's own limits (`[apps.NAME]`) first; they hold with or without a user tier.
+        if let Some(app) = rules.apps.get(req.app) {
+            let scope = Some(req.app);
+            let app_tier = app.tier.as_ref().and_then(|t| rules.tiers.get(t));
+            if let Some(t) = app_tier {
+                (targets, skipped) = self.gate(&rules, t, req.features, targets, scope)?;
+            }
+            if let Some(rpm) = app.requests_per_minute.or(app_tier.and_then(|t| t.requests_per_minute)) {
+                self.rate(&self.app_rates, rpm, req, scope)?;
+            }
+            let limits = Limits {
+                tokens: app_tier.and_then(|t| t.monthly_tokens),
+                requests: app_tier.and_then(|t| t.monthly_requests),
+                cost_microusd: app.monthly_cost_usd.or(app_tier.and_then(|t| t.monthly_cost_usd)).map(microusd),
+            };
+            if limits != Limits::default() {
+                let bounds = Bounds::calendar_month(self.clock.now_ms());
+                let worst = targets.iter().fold(Amount::default(), |acc, (_, a)| acc.max(a));
+                let pool = self.app_reserved.pool(req.app);
+                let _lock = self.admission.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let (reserved, used) = self.ledger.consistent(|| {
+                    let used = quota::app_used(&self.ledger, &bounds, req.app).unwrap_or_else(|e| {
+                        tracing::error!("cannot read the app's period usage from the ledger: {e}");
+                        Amount::default()
+                    });
+                    (pool.total(), used)
+                });
+                self.check_quota(&limits, used, reserved, &worst, &bounds, req.dry_run, scope)?;
+                if !req.dry_run {
+                    reservations.push(pool.hold(worst));
+                }
+            }
+        }
         let tier_name = self.tier();
         let Some(tier) = rules.tier(&tier_name) else {
             return Ok(Admitted {
                 tier: tier_name,
-                targets: req.targets.iter().map(|(t, _)| t.clone()).collect(),
+                targets: targets.into_iter().map(|(t, _)| t).collect(),
+                skipped,
                 byok_allowed: true,
+                reservations,
                 ..Admitted::default()
             });
         };
-        if let Err(feature) = tiers::allows_features(tier, req.features) {
-            let (provider, model) =
-                req.targets.first().map(|(t, _)| (t.provider.clone(), t.model.clone())).unwrap_or_default();
-            let required_tier =
-                tiers::cheapest_allowing(&rules.tiers, &provider, &model, req.features).map(str::to_string);
-            return Err(Refusal::TierRequired { required_tier, provider, model, feature: Some(feature) });
-        }
-        let (allowed, skipped): (Vec<_>, Vec<_>) =
-            req.targets.iter().cloned().partition(|(t, _)| tiers::allows(tier, &t.provider, &t.model));
-        if allowed.is_empty() {
-            let (provider, model) =
-                req.targets.first().map(|(t, _)| (t.provider.clone(), t.model.clone())).unwrap_or_default();
-            let required_tier =
-                tiers::cheapest_allowing(&rules.tiers, &provider, &model, req.features).map(str::to_string);
-            return Err(Refusal::TierRequired { required_tier, provider, model, feature: None });
-        }
-        if let (Some(rpm), false) = (tier.requests_per_minute, req.dry_run) {
-            if let Err(retry_after_ms) = self.rates.check(rpm, USER, req.app) {
-                #[derive(Serialize)]
-                struct Limited<'a> {
-                    app: &'a str,
-                    retry_after_ms: u64,
-                    limit: u32,
-                }
-                self.events.emit(EventKind::RateLimited, &Limited { app: req.app, retry_after_ms, limit: rpm });
-                return Err(Refusal::RateLimited { retry_after_ms, limit: rpm });
-            }
+        let (allowed, more_skipped) = self.gate(&rules, tier, req.features, targets, None)?;
+        skipped.extend(more_skipped);
+        if let Some(rpm) = tier.requests_per_minute {
+            self.rate(&self.rates, rpm, req, None)?;
         }
         let byok_call = tier.byok.allowed && allowed.first().is_some_and(|(t, _)| (req.has_byok)(&t.provider));
         let count_byok = tier.byok.counts_toward_quota;
@@ -361,9 +394,9 @@ impl Policy {
         let mut admitted = Admitted {
             tier: tier_name,
             targets: allowed.iter().map(|(t, _)| t.clone()).collect(),
-            skipped: skipped.into_iter().map(|(t, _)| t).collect(),
+            skipped,
             byok_allowed: tier.byok.allowed,
-            reservation: None,
+            reservations,
             overage_per_1k_microusd: tier.overage_price_per_1k_tokens_usd.map(microusd),
             tokens_limit: limits.tokens,
             count_byok,
@@ -375,41 +408,111 @@ impl Policy {
         let worst = allowed.iter().fold(Amount::default(), |acc, (_, a)| acc.max(a));
         let _lock = self.admission.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (reserved, used) = self.reserved_and_used(&bounds, count_byok);
-        let mut taken = used;
-        taken.add(&reserved);
-        if let Some(metric) = limits.first_exceeded(&taken, &worst) {
-            if tier.overage != Overage::Allow {
-                let limit = limits.get(metric).unwrap_or(0);
-                let used_m = used.get(metric);
-                let refusal = Refusal::QuotaExceeded {
-                    metric,
-                    limit,
-                    used: used_m,
-                    remaining: (limit - taken.get(metric)).max(0),
-                    period_start: Bounds::rfc3339(bounds.start_ms),
-                    period_end: Bounds::rfc3339(bounds.end_ms),
-                };
-                if !req.dry_run {
-                    #[derive(Serialize)]
-                    struct Exceeded<'a> {
-                        metric: &'static str,
-                        limit: i64,
-                        used: i64,
-                        period_end: &'a str,
-                    }
-                    let end = Bounds::rfc3339(bounds.end_ms);
-                    self.events.emit(
-                        EventKind::QuotaExceeded,
-                        &Exceeded { metric: metric.as_str(), limit, used: used_m, period_end: &end },
-                    );
-                }
-                return Err(refusal);
-            }
+        if tier.overage != Overage::Allow {
+            self.check_quota(&limits, used, reserved, &worst, &bounds, req.dry_run, None)?;
         }
         if !req.dry_run {
-            admitted.reservation = Some(self.reserved.hold(worst));
+            admitted.reservations.push(self.reserved.hold(worst));
         }
         Ok(admitted)
+    }
+
+    /// The tier gate: the targets `tier` allows and those it skips, or the refusal naming the
+    /// cheapest tier that would allow the call. `app`: the gate is that app's `[apps.NAME] tier`.
+    fn gate(
+        &self,
+        rules: &Rules,
+        tier: &TierConfig,
+        features: &Features,
+        targets: Vec<(Target, Amount)>,
+        app: Option<&str>,
+    ) -> Result<(Vec<(Target, Amount)>, Vec<Target>), Refusal> {
+        let (provider, model) = targets.first().map(|(t, _)| (t.provider.clone(), t.model.clone())).unwrap_or_default();
+        let refuse = |feature: Option<String>| {
+            let required_tier = tiers::cheapest_allowing(&rules.tiers, &provider, &model, features).map(str::to_string);
+            let (provider, model) = (provider.clone(), model.clone());
+            Refusal::TierRequired { required_tier, provider, model, feature, app: app.map(str::to_string) }
+        };
+        if let Err(feature) = tiers::allows_features(tier, features) {
+            return Err(refuse(Some(feature)));
+        }
+        let (allowed, skipped): (Vec<_>, Vec<_>) =
+            targets.into_iter().partition(|(t, _)| tiers::allows(tier, &t.provider, &t.model));
+        if allowed.is_empty() {
+            return Err(refuse(None));
+        }
+        Ok((allowed, skipped.into_iter().map(|(t, _)| t).collect()))
+    }
+
+    /// Takes one request from a rate limit (not in a dry run): the user's tier's (`app` None,
+    /// per user and per app), or an app's own (`app` set, per that app).
+    fn rate(
+        &self,
+        limiter: &rate::RateLimits,
+        rpm: u32,
+        req: &AdmitRequest<'_>,
+        app: Option<&str>,
+    ) -> Result<(), Refusal> {
+        if req.dry_run {
+            return Ok(());
+        }
+        let Err(retry_after_ms) = limiter.check(rpm, app.unwrap_or(USER), req.app) else { return Ok(()) };
+        #[derive(Serialize)]
+        struct Limited<'a> {
+            app: &'a str,
+            retry_after_ms: u64,
+            limit: u32,
+            /// `app`: the app's own limit; `tier`: the user's tier's.
+            scope: &'static str,
+        }
+        let scope = if app.is_some() { "app" } else { "tier" };
+        self.events.emit(EventKind::RateLimited, &Limited { app: req.app, retry_after_ms, limit: rpm, scope });
+        Err(Refusal::RateLimited { retry_after_ms, limit: rpm, app: app.map(str::to_string) })
+    }
+
+    /// Refuses a call whose worst case would take `used` + `reserved` past `limits` (emitting
+    /// `quota.exceeded` unless in a dry run). Call with the admission lock held.
+    #[allow(clippy::too_many_arguments)]
+    fn check_quota(
+        &self,
+        limits: &Limits,
+        used: Amount,
+        reserved: Amount,
+        worst: &Amount,
+        bounds: &Bounds,
+        dry_run: bool,
+        app: Option<&str>,
+    ) -> Result<(), Refusal> {
+        let mut taken = used;
+        taken.add(&reserved);
+        let Some(metric) = limits.first_exceeded(&taken, worst) else { return Ok(()) };
+        let limit = limits.get(metric).unwrap_or(0);
+        let used_m = used.get(metric);
+        let period_end = Bounds::rfc3339(bounds.end_ms);
+        if !dry_run {
+            #[derive(Serialize)]
+            struct Exceeded<'a> {
+                metric: &'static str,
+                limit: i64,
+                used: i64,
+                period_end: &'a str,
+                #[serde(skip_serializing_if = "Option::is_none")]
+                app: Option<&'a str>,
+            }
+            self.events.emit(
+                EventKind::QuotaExceeded,
+                &Exceeded { metric: metric.as_str(), limit, used: used_m, period_end: &period_end, app },
+            );
+        }
+        Err(Refusal::QuotaExceeded {
+            metric,
+            limit,
+            used: used_m,
+            remaining: (limit - taken.get(metric)).max(0),
+            period_start: Bounds::rfc3339(bounds.start_ms),
+            period_end,
+            app: app.map(str::to_string),
+        })
     }
 
     /// Sets the overage charge of each record of a finished call (0 within the quota): the
@@ -441,7 +544,7 @@ impl Policy {
     /// Settles a call after its records were committed (or it ended without one): releases the
     /// reservation and emits `quota.threshold` for fractions crossed.
     pub fn settle(&self, mut a: Admitted) {
-        drop(a.reservation.take());
+        a.reservations.clear();
         let rules = self.rules();
         let Some(tier) = rules.tier(&a.tier) else { return };
         let Some(bounds) = a.bounds else { return };

@@ -180,6 +180,31 @@ impl Reservations {
     }
 }
 
+/// Reservations per app (for `[apps.NAME]` limits), one pool each.
+#[derive(Debug, Default)]
+pub struct AppReservations(Mutex<std::collections::HashMap<String, Reservations>>);
+
+impl AppReservations {
+    /// The pool of `app` (created empty).
+    pub fn pool(&self, app: &str) -> Reservations {
+        let mut m = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        m.entry(app.to_string()).or_default().clone()
+    }
+}
+
+/// Usage of `app`'s calls in the period of `bounds` (a calendar month), from the ledger's
+/// per-app counters; every call counts, BYOK included.
+pub fn app_used(ledger: &Ledger, bounds: &Bounds, app: &str) -> Result<Amount, LedgerError> {
+    let label = bounds.month_label();
+    let mut total = Amount::default();
+    for row in ledger.counters(Period::Month, Dim::App, &label, &label)? {
+        if row.key == app {
+            total.add(&of_counter(&row.counter));
+        }
+    }
+    Ok(total)
+}
+
 /// One admitted call's reservation; released on drop.
 #[derive(Debug)]
 pub struct Reservation {
