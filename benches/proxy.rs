@@ -9,10 +9,11 @@
 //! Run: `cargo bench --bench proxy` (about 30-60 s). `PROXY_BENCH_N` sets requests per cell.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+mod common;
 #[path = "../tests/mock_provider/mod.rs"]
 mod mock_provider;
 
-use llm_sidecar::providers::{self, AdapterKind, Framer};
+use common::{diff, direct, pct, start_forwarder, us, Sample};
 use llm_sidecar::rpc::client::field;
 use llm_sidecar::rpc::Client;
 use mock_provider::{Mock, REPLY};
@@ -22,7 +23,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_llm-sidecar");
-const MODEL: &str = "gpt-4o-mini";
 
 #[derive(Clone, Copy, PartialEq)]
 enum Path {
@@ -30,49 +30,6 @@ enum Path {
     /// Through the pass-through proxy (same HTTP client code as `Direct`, other URL).
     Forward,
     Daemon,
-}
-
-/// The baseline proxy: forwards `POST /v1/chat/completions` to `upstream` and streams the answer
-/// back as it arrives. Returns its base URL.
-async fn start_forwarder(upstream: String) -> String {
-    use axum::body::{Body, Bytes};
-    use axum::http::{header, HeaderMap, StatusCode};
-    let http = reqwest::Client::builder().pool_max_idle_per_host(256).tcp_nodelay(true).build().unwrap();
-    let forward = move |headers: HeaderMap, body: Bytes| {
-        let http = http.clone();
-        let url = format!("{upstream}/v1/chat/completions");
-        async move {
-            let mut req = http.post(url).header(header::CONTENT_TYPE, "application/json").body(body);
-            if let Some(auth) = headers.get(header::AUTHORIZATION) {
-                req = req.header(header::AUTHORIZATION, auth);
-            }
-            let resp = req.send().await.unwrap();
-            let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
-            let ctype = resp.headers().get(header::CONTENT_TYPE).cloned();
-            let mut out = axum::response::Response::new(Body::from_stream(resp.bytes_stream()));
-            *out.status_mut() = status;
-            if let Some(c) = ctype {
-                out.headers_mut().insert(header::CONTENT_TYPE, c);
-            }
-            out
-        }
-    };
-    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(forward));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    // Streamed chunks are small writes: without TCP_NODELAY each waits for a delayed ACK.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
-}
-
-/// One measured call: total latency and time to the first content chunk.
-#[derive(Clone, Copy)]
-struct Sample {
-    total: Duration,
-    first: Duration,
 }
 
 fn main() {
@@ -208,21 +165,6 @@ async fn ping_floor(socket: &std::path::Path, conc: usize, n: usize) -> Vec<Samp
     all
 }
 
-fn pct(samples: &[Sample], key: impl Fn(&Sample) -> Duration) -> (Duration, Duration) {
-    let mut v: Vec<Duration> = samples.iter().map(key).collect();
-    v.sort();
-    let at = |p: usize| v[(v.len() * p / 100).min(v.len() - 1)];
-    (at(50), at(99))
-}
-
-fn us(d: Duration) -> String {
-    format!("{:.0}", d.as_secs_f64() * 1e6)
-}
-
-fn diff(a: Duration, b: Duration) -> String {
-    format!("{:+.0}", (a.as_secs_f64() - b.as_secs_f64()) * 1e6)
-}
-
 async fn measure(
     path: Path,
     stream: bool,
@@ -248,7 +190,7 @@ async fn measure(
             for _ in 0..per_task {
                 let s = match (&client, notes.as_mut()) {
                     (Some(c), Some(notes)) => via_daemon(c, notes, stream).await,
-                    _ => direct(&http, &url, stream).await,
+                    _ => direct(&http, &url, "sk-bench", stream).await,
                 };
                 out.push(s);
             }
@@ -260,46 +202,6 @@ async fn measure(
         all.extend(t.await.unwrap());
     }
     all
-}
-
-/// What an app would do without the daemon: build the provider request, send it, read the answer
-/// (first content delta, then the end of the stream).
-async fn direct(http: &reqwest::Client, url: &str, stream: bool) -> Sample {
-    let mut body =
-        serde_json::json!({"model": MODEL, "messages": [{"role": "user", "content": "Say hello"}], "stream": stream});
-    if stream {
-        body["stream_options"] = serde_json::json!({"include_usage": true});
-    }
-    let t0 = Instant::now();
-    let mut resp = http.post(url).bearer_auth("sk-bench").json(&body).send().await.unwrap();
-    if !stream {
-        let bytes = resp.bytes().await.unwrap();
-        let c = providers::adapter(AdapterKind::Openai).parse_body(&bytes).unwrap();
-        assert_eq!(c.text(), REPLY);
-        let total = t0.elapsed();
-        return Sample { total, first: total };
-    }
-    let adapter = providers::adapter(AdapterKind::Openai);
-    let mut framer = Framer::new(adapter.framing());
-    let mut decoder = adapter.decoder();
-    let mut frames = Vec::new();
-    let mut first = None;
-    let mut text = String::new();
-    let mut deltas = Vec::new();
-    while let Some(chunk) = resp.chunk().await.unwrap() {
-        framer.feed(&chunk, &mut frames).unwrap();
-        for f in frames.drain(..) {
-            decoder.on_frame(&f, &mut deltas).unwrap();
-            for d in deltas.drain(..) {
-                if let llm_sidecar::chat::Delta::Text(t) = d {
-                    first.get_or_insert_with(|| t0.elapsed());
-                    text.push_str(&t);
-                }
-            }
-        }
-    }
-    assert_eq!(text, REPLY);
-    Sample { total: t0.elapsed(), first: first.unwrap() }
 }
 
 async fn via_daemon(

@@ -22,9 +22,13 @@ pub enum Dialect {
     Anthropic,
 }
 
-/// One error answer, before it takes a dialect's shape.
+/// One error answer, before it takes a dialect's shape (boxed: results stay small).
 #[derive(Debug, Clone)]
-pub struct HttpError {
+pub struct HttpError(Box<Detail>);
+
+/// What an [`HttpError`] holds.
+#[derive(Debug, Clone)]
+pub struct Detail {
     pub status: StatusCode,
     pub code: ErrorCode,
     pub message: String,
@@ -34,9 +38,29 @@ pub struct HttpError {
     pub retry_after_ms: Option<u64>,
 }
 
+impl std::ops::Deref for HttpError {
+    type Target = Detail;
+    fn deref(&self) -> &Detail {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for HttpError {
+    fn deref_mut(&mut self) -> &mut Detail {
+        &mut self.0
+    }
+}
+
 impl HttpError {
     pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> HttpError {
-        HttpError { status, code, message: message.into(), param: None, data: json!({}), retry_after_ms: None }
+        HttpError(Box::new(Detail {
+            status,
+            code,
+            message: message.into(),
+            param: None,
+            data: json!({}),
+            retry_after_ms: None,
+        }))
     }
 
     pub fn bad_request(message: impl Into<String>) -> HttpError {
@@ -141,14 +165,14 @@ impl From<RpcError> for HttpError {
         let data = serde_json::to_value(&e.data).unwrap_or_else(|_| json!({}));
         let retry_after_ms =
             data.get("retry_after_ms").and_then(Value::as_u64).filter(|_| e.code == ErrorCode::RateLimited);
-        HttpError {
+        HttpError(Box::new(Detail {
             status: HttpError::status_of(&e.code),
             code: e.code,
             message: e.message,
             param: None,
             data,
             retry_after_ms,
-        }
+        }))
     }
 }
 

@@ -125,6 +125,9 @@ pub struct Features {
     pub documents: bool,
 }
 
+/// A target with the call's worst case there.
+type Priced = (Target, Amount);
+
 /// One call to admit. `worst` is the call's worst case at each target (tokens, 1 request, cost).
 pub struct AdmitRequest<'a> {
     pub app: &'a str,
@@ -424,9 +427,9 @@ impl Policy {
         rules: &Rules,
         tier: &TierConfig,
         features: &Features,
-        targets: Vec<(Target, Amount)>,
+        targets: Vec<Priced>,
         app: Option<&str>,
-    ) -> Result<(Vec<(Target, Amount)>, Vec<Target>), Refusal> {
+    ) -> Result<(Vec<Priced>, Vec<Target>), Refusal> {
         let (provider, model) = targets.first().map(|(t, _)| (t.provider.clone(), t.model.clone())).unwrap_or_default();
         let refuse = |feature: Option<String>| {
             let required_tier = tiers::cheapest_allowing(&rules.tiers, &provider, &model, features).map(str::to_string);

@@ -1,0 +1,233 @@
+//! HTTP face overhead: the same OpenAI Chat Completions calls sent straight to a mock provider,
+//! through a pass-through proxy, and through the daemon's HTTP face, in one run, at concurrency 1
+//! and 32, streamed and not. Prints p50/p99 of total latency and of time to the first content
+//! chunk, the latency each path adds (path percentile minus direct percentile), and the CPU
+//! time per call of the pass-through proxy's process and of the daemon's (from
+//! `/proc/<pid>/stat`), next to the daemon's CPU per durable ledger commit (`usage.record`).
+//!
+//! The pass-through proxy (axum in, reqwest out, bytes streamed unchanged: no parsing, no keys,
+//! no ledger) runs in a process of its own (this binary, re-run with `HTTP_BENCH_FORWARD_TO`) so
+//! that its CPU time is its own; the mock provider and the load generator share this process.
+//!
+//! Run: `cargo bench --bench http` (about a minute). `HTTP_BENCH_N` sets requests per cell.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+mod common;
+#[path = "../tests/mock_provider/mod.rs"]
+mod mock_provider;
+
+use common::{diff, direct, pct, start_forwarder, us, Sample};
+use llm_sidecar::rpc::client::field;
+use llm_sidecar::rpc::Client;
+use mock_provider::{Mock, REPLY};
+use rmpv::Value;
+use std::io::{BufRead, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_llm-sidecar");
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    match std::env::var("HTTP_BENCH_FORWARD_TO") {
+        Ok(upstream) => rt.block_on(forwarder(upstream)),
+        Err(_) => rt.block_on(run()),
+    }
+}
+
+/// Child mode: the pass-through proxy; prints its URL, serves until stdin closes.
+async fn forwarder(upstream: String) {
+    let url = start_forwarder(upstream).await;
+    println!("{url}");
+    std::io::stdout().flush().unwrap();
+    let mut sink = Vec::new();
+    let _ = tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut sink).await;
+}
+
+/// CPU time (user + system) a process has used so far.
+fn cpu(pid: u32, tick: Duration) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<u64> = rest.split_whitespace().skip(11).take(2).map(|v| v.parse().unwrap()).collect();
+    tick * u32::try_from(f[0] + f[1]).unwrap()
+}
+
+fn per_call(d: Duration, n: usize) -> String {
+    format!("{:.0}", d.as_secs_f64() * 1e6 / n as f64)
+}
+
+async fn run() {
+    let n: usize = std::env::var("HTTP_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let hz: u32 = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100);
+    let tick = Duration::from_secs(1) / hz;
+    let mock = Mock::start().await;
+
+    let mut fwd: Child = Command::new(std::env::current_exe().unwrap())
+        .env("HTTP_BENCH_FORWARD_TO", mock.url())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(fwd.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let forward_url = format!("{}/v1/chat/completions", line.trim());
+
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("run").join("sock");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nlisten = \"127.0.0.1:0\"\n[providers.openai]\nbase_url = \"{}/v1\"\nkey_env = \"BENCH_KEY\"\n",
+            mock.url()
+        ),
+    )
+    .unwrap();
+    let mut daemon = Command::new(BIN)
+        .env("BENCH_KEY", "sk-bench")
+        .env("HOME", dir.path())
+        .env("XDG_RUNTIME_DIR", dir.path())
+        .env_remove("RUST_LOG")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--config")
+        .arg(&config)
+        .args(["--log-level", "warn", "serve", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "daemon did not start");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let rpc = Client::connect(&socket).await.unwrap();
+    let info = rpc.call("daemon.info", vec![]).await.unwrap();
+    let face_url = format!("http://{}/v1/chat/completions", field(&info, "http").and_then(Value::as_str).unwrap());
+    let added =
+        rpc.call("apps.add", vec![Value::Map(vec![(Value::from("name"), Value::from("bench"))])]).await.unwrap();
+    let token = field(&added, "token").and_then(Value::as_str).unwrap().to_string();
+
+    let http = reqwest::Client::builder().pool_max_idle_per_host(256).tcp_nodelay(true).build().unwrap();
+    let url = format!("{}/v1/chat/completions", mock.url());
+    println!("HTTP face overhead: {n} calls per cell, mock at {}, reply {:?}", mock.url(), REPLY);
+    println!();
+    println!(
+        "{:<10} {:>4} | {:>7} {:>7} | {:>7} {:>7} {:>7} {:>7} {:>6} | {:>7} {:>7} {:>7} {:>7} {:>6}",
+        "mode",
+        "conc",
+        "dir p50",
+        "dir p99",
+        "pass+50",
+        "pass+99",
+        "pass f50",
+        "pass f99",
+        "cpu",
+        "face+50",
+        "face+99",
+        "face f50",
+        "face f99",
+        "cpu"
+    );
+    let (fwd_pid, daemon_pid) = (fwd.id(), daemon.id());
+    for stream in [false, true] {
+        for conc in [1usize, 32] {
+            let warm = 200.max(conc * 4);
+            for u in [&url, &forward_url] {
+                measure(&http, u, "sk-bench", stream, conc, warm).await;
+            }
+            measure(&http, &face_url, &token, stream, conc, warm).await;
+            let d = measure(&http, &url, "sk-bench", stream, conc, n).await;
+            let c0 = cpu(fwd_pid, tick);
+            let p = measure(&http, &forward_url, "sk-bench", stream, conc, n).await;
+            let pass_cpu = cpu(fwd_pid, tick) - c0;
+            let c0 = cpu(daemon_pid, tick);
+            let f = measure(&http, &face_url, &token, stream, conc, n).await;
+            let face_cpu = cpu(daemon_pid, tick) - c0;
+            let (d50, d99) = pct(&d, |s| s.total);
+            let (f50, f99) = pct(&d, |s| s.first);
+            let added = |samples: &[Sample]| {
+                let (t50, t99) = pct(samples, |s| s.total);
+                let (g50, g99) = pct(samples, |s| s.first);
+                [diff(t50, d50), diff(t99, d99), diff(g50, f50), diff(g99, f99)]
+            };
+            let [p50, p99, pf50, pf99] = added(&p);
+            let [m50, m99, mf50, mf99] = added(&f);
+            println!(
+                "{:<10} {:>4} | {:>7} {:>7} | {:>7} {:>7} {:>7} {:>7} {:>6} | {:>7} {:>7} {:>7} {:>7} {:>6}",
+                if stream { "stream" } else { "non-stream" },
+                conc,
+                us(d50),
+                us(d99),
+                p50,
+                p99,
+                pf50,
+                pf99,
+                per_call(pass_cpu, n),
+                m50,
+                m99,
+                mf50,
+                mf99,
+                per_call(face_cpu, n),
+            );
+        }
+    }
+    // What one durable ledger commit costs the daemon, measured the same way.
+    let c0 = cpu(daemon_pid, tick);
+    for start in (0..n).step_by(32) {
+        let calls = (start..n.min(start + 32)).map(|i| {
+            let p = Value::Map(vec![
+                (Value::from("app"), Value::from("bench")),
+                (Value::from("provider"), Value::from("openai")),
+                (Value::from("model"), Value::from("gpt-4o-mini")),
+                (Value::from("input_tokens"), Value::from(i as u64)),
+                (Value::from("output_tokens"), Value::from(7u64)),
+            ]);
+            rpc.call("usage.record", vec![p])
+        });
+        for r in futures::future::join_all(calls).await {
+            r.unwrap();
+        }
+    }
+    let ledger_cpu = cpu(daemon_pid, tick) - c0;
+    println!();
+    println!("times in microseconds. dir: straight to the mock. pass: the pass-through proxy; face: the");
+    println!("daemon's HTTP face; +50/+99: latency added to the whole call (path percentile - direct");
+    println!("percentile); f50/f99: added to the first content chunk; cpu: that process's CPU per call.");
+    println!(
+        "daemon CPU per durable ledger commit (usage.record over RPC, 32 at a time): {} us",
+        per_call(ledger_cpu, n)
+    );
+    drop(fwd.stdin.take());
+    let _ = fwd.wait();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}
+
+async fn measure(http: &reqwest::Client, url: &str, key: &str, stream: bool, conc: usize, n: usize) -> Vec<Sample> {
+    let per_task = n.div_ceil(conc);
+    let tasks: Vec<_> = (0..conc)
+        .map(|_| {
+            let (http, url, key) = (http.clone(), url.to_string(), key.to_string());
+            tokio::spawn(async move {
+                let mut out = Vec::with_capacity(per_task);
+                for _ in 0..per_task {
+                    out.push(direct(&http, &url, &key, stream).await);
+                }
+                out
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(n);
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
+}
