@@ -673,6 +673,10 @@ monthly_cost_usd = 0.0
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["llm_sidecar"]["data"]["app"], "editor");
     assert!(v["error"]["message"].as_str().unwrap().contains("the app `editor`"), "{v}");
+    let r = f.http.get(format!("{}/v1/models", f.base)).bearer_auth(&f.token).send().await.unwrap();
+    let v: Value = r.json().await.unwrap();
+    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["openai/gpt-4o-mini"], "the app's tier filters the list");
     // Its rate.
     assert_eq!(f.post("/v1/chat/completions", &ok).await.status(), 200);
     assert_eq!(f.post("/v1/chat/completions", &ok).await.status(), 200);

@@ -2,7 +2,7 @@
 //!
 //! The names are the configured routes and aliases, then `provider/model` for every listed
 //! model of a provider that has a key (or needs none), all filtered by what the active tier
-//! allows. A request with an `anthropic-version` header gets Anthropic's list shape
+//! allows, and the app's own `[apps.NAME] tier`. A request with an `anthropic-version` header gets Anthropic's list shape
 //! (`{data: [{type: "model", id, display_name, created_at}], has_more, first_id, last_id}`),
 //! any other OpenAI's (`{object: "list", data: [{id, object: "model", created, owned_by}]}`).
 
@@ -15,12 +15,12 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// `(id, owner)` of every model name the app may use.
-fn names(face: &Face) -> Vec<(String, String)> {
+fn names(face: &Face, app: &str) -> Vec<(String, String)> {
     let state = &face.state;
     let router = state.router();
     let mut out = Vec::new();
     for (name, targets) in router.routes() {
-        if targets.iter().any(|t| state.policy.model_allowed(&t.provider, &t.model)) {
+        if targets.iter().any(|t| state.policy.model_allowed_for(app, &t.provider, &t.model)) {
             out.push((name.clone(), "llm-sidecar".to_string()));
         }
     }
@@ -29,7 +29,7 @@ fn names(face: &Face) -> Vec<(String, String)> {
             continue;
         }
         for m in &spec.models {
-            if state.policy.model_allowed(&spec.name, m) {
+            if state.policy.model_allowed_for(app, &spec.name, m) {
                 out.push((format!("{}/{m}", spec.name), spec.name.clone()));
             }
         }
@@ -39,11 +39,12 @@ fn names(face: &Face) -> Vec<(String, String)> {
 
 pub async fn list(AxState(face): AxState<Arc<Face>>, headers: HeaderMap) -> Response {
     let dialect = if headers.contains_key("anthropic-version") { Dialect::Anthropic } else { Dialect::OpenAi };
-    if let Err(e) = face.authenticate(&headers) {
-        return e.response(dialect);
-    }
+    let app = match face.authenticate(&headers) {
+        Ok(app) => app,
+        Err(e) => return e.response(dialect),
+    };
     let created = face.state.started_at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let names = names(&face);
+    let names = names(&face, &app);
     let body = match dialect {
         Dialect::OpenAi => json!({
             "object": "list",

@@ -643,6 +643,13 @@ impl Policy {
         self.rules().tier(&self.tier()).is_none_or(|t| tiers::allows(t, provider, model))
     }
 
+    /// [`Policy::model_allowed`] for calls of `app`: its own `[apps.NAME] tier` must allow it too.
+    pub fn model_allowed_for(&self, app: &str, provider: &str, model: &str) -> bool {
+        let rules = self.rules();
+        let app_tier = rules.apps.get(app).and_then(|a| a.tier.as_ref()).and_then(|t| rules.tiers.get(t));
+        app_tier.is_none_or(|t| tiers::allows(t, provider, model)) && self.model_allowed(provider, model)
+    }
+
     /// Stamps a record with the policy clock's time (only differs from the system clock when a
     /// fake clock is set in a debug build).
     pub fn stamp(&self, r: &mut crate::usage_record::UsageRecord) {
