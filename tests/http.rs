@@ -168,6 +168,8 @@ async fn openai_dialect_answers_and_streams_with_the_ledgers_usage() {
     let (_, out, _) = f.d.cli(&["apps", "list", "--json"], None);
     let apps: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(apps["apps"][0]["calls_this_month"], 2);
+    let (_, status, _) = f.d.cli(&["status"], None);
+    assert!(status.contains(&format!("http         {}", f.base)), "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,13 +224,29 @@ async fn each_dialect_reaches_the_other_providers_wire_format() {
     assert_eq!(v["usage"]["input_tokens"], USAGE_IN);
     assert_eq!(v["usage"]["output_tokens"], USAGE_OUT);
 
-    // count_tokens and models.
+    // count_tokens: Anthropic's own count where the route reaches Anthropic, not billed...
+    let before = f.records().await.len();
+    f.mock.push([Fault::Json(json!({"input_tokens": 14}))]);
     let r =
         f.post("/v1/messages/count_tokens", &json!({"model": "anthropic/claude-haiku-4-5", "messages": hello()})).await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v, json!({"input_tokens": 14}));
+    let seen = f.mock.seen();
+    let count = seen.last().unwrap();
+    assert_eq!(count.path, "/v1/messages/count_tokens");
+    assert_eq!(
+        count.body,
+        json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "Say hello"}]})
+    );
+    assert_eq!(count.x_api_key.as_deref(), Some(KEY));
+    // ...else the daemon's bound, flagged as an estimate.
+    let r = f.post("/v1/messages/count_tokens", &json!({"model": "openai/gpt-4o-mini", "messages": hello()})).await;
     let v: Value = r.json().await.unwrap();
     let n = v["input_tokens"].as_u64().unwrap();
     assert!((9..200).contains(&n), "{v}");
     assert_eq!(v["estimated"], true);
+    assert_eq!(f.records().await.len(), before, "counting is not a call");
+    // models.
     let r = f.http.get(format!("{}/v1/models", f.base)).bearer_auth(&f.token).send().await.unwrap();
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["object"], "list");
@@ -525,6 +543,7 @@ async fn official_sdks_talk_to_both_dialects() {
         ),
         an_answer(json!([{"type": "text", "text": "Both 22 C."}]), "end_turn", (520, 12)),
         normal(),
+        Fault::Json(json!({"input_tokens": 23})),
     ]);
     let cases = [
         "openai_chat",
@@ -563,11 +582,12 @@ async fn official_sdks_talk_to_both_dialects() {
     assert_eq!(by["anthropic_tools"]["calls"][1], json!(["toolu_rome", "get_weather", {"city": "Rome"}]));
     assert_eq!(by["anthropic_tools"]["thinking"], json!(["Two cities."]));
     assert_eq!(by["anthropic_tools"]["content"], "Both 22 C.");
-    assert!(by["anthropic_count"]["input_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(by["anthropic_count"]["input_tokens"], 23, "Anthropic's own count");
 
     // What the providers were sent.
     let seen = f.mock.seen();
-    assert_eq!(seen.len(), 12);
+    assert_eq!(seen.len(), 13);
+    assert_eq!(seen[12].path, "/v1/messages/count_tokens");
     assert_eq!(seen[2].body["tools"][0]["function"]["name"], "get_weather");
     let turn2 = seen[3].body["messages"].as_array().unwrap();
     assert_eq!(turn2[1]["tool_calls"][1]["id"], "call_rome");

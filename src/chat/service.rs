@@ -181,17 +181,35 @@ pub async fn run(
     finish(state, caller, &call, outcome, admitted, &bounds).await
 }
 
-/// The most prompt tokens `chat` can be billed for at any target of `route`: the bound a quota
-/// reserves (see [`ChatRequest::prompt_token_bound`]), for token counting without a call.
-pub fn prompt_bound(state: &State, route: &str, chat: &ChatRequest) -> Result<u64, ChatError> {
+/// A prompt's token count without a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenCount {
+    pub input_tokens: u64,
+    /// The daemon's upper bound (see [`ChatRequest::prompt_token_bound`]), not a provider's count.
+    pub estimated: bool,
+    /// The target whose provider counted (`None` when estimated).
+    pub counted_by: Option<Target>,
+}
+
+/// The input tokens of `chat` at `route`: the provider's own count where its wire format has one
+/// (the first such target, with the keys the active tier may use), else the most prompt tokens
+/// any of the route's targets can bill for it (the bound a quota reserves). Not billed.
+pub async fn count_tokens(state: &State, route: &str, chat: &ChatRequest) -> Result<TokenCount, ChatError> {
     chat.validate().map_err(ChatError::Invalid)?;
     let router = state.router();
     let targets = router.resolve(route).ok_or_else(|| ChatError::UnknownRoute(route.to_string()))?;
-    Ok(targets
+    let keys: &dyn KeyStore = if state.policy.byok_allowed() { state.keys.as_ref() } else { &NoKeys };
+    let allowed: Vec<Target> =
+        targets.iter().filter(|t| state.policy.model_allowed(&t.provider, &t.model)).cloned().collect();
+    if let Some((t, n)) = router.count_tokens(&allowed, chat, keys).await {
+        return Ok(TokenCount { input_tokens: n, estimated: false, counted_by: Some(t) });
+    }
+    let bound = targets
         .iter()
         .map(|t| chat.prompt_token_bound(media_bound(&router, t)))
         .max()
-        .unwrap_or_else(|| chat.prompt_token_bound(Default::default())))
+        .unwrap_or_else(|| chat.prompt_token_bound(Default::default()));
+    Ok(TokenCount { input_tokens: bound, estimated: true, counted_by: None })
 }
 
 /// What an image and a PDF page can cost at `t` (the adapter's published maxima).

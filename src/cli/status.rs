@@ -18,6 +18,8 @@ pub async fn run(cli: &Cli, json: bool) -> Result<ExitCode> {
     outln!("  pid          {}", get("pid"));
     outln!("  uptime       {}", human_duration(uptime / 1000));
     outln!("  socket       {}", get("socket"));
+    let http = llm_sidecar::rpc::client::field(&info, "http").and_then(Value::as_str).map(|a| format!("http://{a}"));
+    outln!("  http         {}", http.as_deref().unwrap_or("off (serve --http or [http] listen)"));
     outln!("  config       {}", get("config_file"));
     outln!("  data         {}", get("data_dir"));
     outln!("  connections  {}", get("connections"));

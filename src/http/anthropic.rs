@@ -17,8 +17,9 @@
 //!
 //! Usage: `input_tokens` excludes cache reads and writes (Anthropic's convention), given apart
 //! as `cache_read_input_tokens` / `cache_creation_input_tokens`; the numbers are the ledger
-//! record's. `count_tokens` answers the daemon's upper bound of the prompt (the number a quota
-//! reserves) and says so with `"estimated": true`.
+//! record's. `count_tokens` answers the provider's own count where the route reaches one that
+//! has a count endpoint (Anthropic), else the daemon's upper bound of the prompt (the number a
+//! quota reserves), flagged `"estimated": true`.
 
 use super::call::{self, Encoder, Event};
 use super::error::{Dialect, HttpError};
@@ -473,9 +474,14 @@ pub async fn count_tokens(AxState(face): AxState<Arc<Face>>, headers: HeaderMap,
         face.authenticate(&headers)?;
         let body = super::read_body(&face, body).await?;
         let (route, _, chat) = chat_request(parse_json(&body)?)?;
-        let tokens = crate::chat::service::prompt_bound(&face.state, &route, &chat)
+        let c = crate::chat::service::count_tokens(&face.state, &route, &chat)
+            .await
             .map_err(|e| HttpError::from(crate::api::chat_error(e, &face.state)))?;
-        Ok::<_, HttpError>(json!({"input_tokens": tokens, "estimated": true}))
+        let mut out = json!({"input_tokens": c.input_tokens});
+        if c.estimated {
+            out["estimated"] = Value::Bool(true);
+        }
+        Ok::<_, HttpError>(out)
     };
     match counted.await {
         Ok(v) => axum::Json(v).into_response(),

@@ -643,6 +643,11 @@ impl Policy {
         self.rules().tier(&self.tier()).is_none_or(|t| tiers::allows(t, provider, model))
     }
 
+    /// Whether the active tier lets calls use the user's own (vault) keys (always, with no tiers).
+    pub fn byok_allowed(&self) -> bool {
+        self.rules().tier(&self.tier()).is_none_or(|t| t.byok.allowed)
+    }
+
     /// [`Policy::model_allowed`] for calls of `app`: its own `[apps.NAME] tier` must allow it too.
     pub fn model_allowed_for(&self, app: &str, provider: &str, model: &str) -> bool {
         let rules = self.rules();

@@ -90,6 +90,9 @@ pub const REDACTED_PREFIX: &str = "redacted:";
 
 pub struct Anthropic;
 
+/// The fields of a Messages body that `messages/count_tokens` takes.
+const COUNTED_FIELDS: &[&str] = &["model", "messages", "system", "tools", "tool_choice", "thinking"];
+
 impl Provider for Anthropic {
     fn build(
         &self,
@@ -110,6 +113,34 @@ impl Provider for Anthropic {
             set_secret_header(&mut request, "x-api-key", "", key)?;
         }
         Ok(request)
+    }
+
+    fn count_request(
+        &self,
+        spec: &ProviderSpec,
+        model: &str,
+        req: &ChatRequest,
+        key: Option<&SecretString>,
+    ) -> Option<Result<reqwest::Request, ProviderError>> {
+        Some(self.build(spec, model, req, false, key).and_then(|mut r| {
+            // The same body, minus what only generation takes (count_tokens refuses it).
+            let mut body: serde_json::Map<String, Value> = r
+                .body()
+                .and_then(|b| b.as_bytes())
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .ok_or_else(|| ProviderError::Request("cannot re-read the request body".into()))?;
+            body.retain(|k, _| COUNTED_FIELDS.contains(&k.as_str()));
+            let bytes =
+                serde_json::to_vec(&body).map_err(|e| ProviderError::Request(format!("cannot encode body: {e}")))?;
+            *r.body_mut() = Some(bytes.into());
+            let path = format!("{}/count_tokens", r.url().path());
+            r.url_mut().set_path(&path);
+            Ok(r)
+        }))
+    }
+
+    fn parse_count(&self, body: &[u8]) -> Option<u64> {
+        serde_json::from_slice::<Value>(body).ok()?.get("input_tokens")?.as_u64()
     }
 
     fn parse_body(&self, body: &[u8]) -> Result<Completion, ProviderError> {
@@ -1135,6 +1166,15 @@ mod tests {
             sent,
             json!({"model":"claude-haiku-4-5","max_tokens":DEFAULT_MAX_TOKENS,"messages":[{"role":"user","content":"hi"}],"stream":true})
         );
+        // The count request: same headers, its own path, no generation fields.
+        let r = request(json!({"messages":[{"role":"user","content":"hi"}], "temperature": 0.5, "stop": ["x"]}));
+        let count = Anthropic.count_request(&spec, "claude-haiku-4-5", &r, Some(&key)).unwrap().unwrap();
+        assert_eq!(count.url().as_str(), "https://api.anthropic.com/v1/messages/count_tokens");
+        assert!(count.headers()["x-api-key"].is_sensitive());
+        let sent: Value = serde_json::from_slice(count.body().unwrap().as_bytes().unwrap()).unwrap();
+        assert_eq!(sent, json!({"model":"claude-haiku-4-5","messages":[{"role":"user","content":"hi"}]}));
+        assert_eq!(Anthropic.parse_count(br#"{"input_tokens": 14}"#), Some(14));
+        assert_eq!(Anthropic.parse_count(b"{}"), None);
     }
 
     #[test]

@@ -110,6 +110,21 @@ pub trait Provider: Send + Sync {
     fn media_bound(&self, _model: &str) -> MediaBound {
         MediaBound::default()
     }
+    /// A request that counts the input tokens of `req` at `model` without running it, for wire
+    /// formats that have one (Anthropic's `messages/count_tokens`); `None` otherwise.
+    fn count_request(
+        &self,
+        _spec: &ProviderSpec,
+        _model: &str,
+        _req: &ChatRequest,
+        _key: Option<&SecretString>,
+    ) -> Option<Result<reqwest::Request, ProviderError>> {
+        None
+    }
+    /// The input-token count in a 2xx answer to [`Provider::count_request`].
+    fn parse_count(&self, _body: &[u8]) -> Option<u64> {
+        None
+    }
     /// Turns a non-2xx response into an error (status, provider's message, retry hints).
     fn classify(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> ProviderError {
         error::classify_http(status, headers, body)

@@ -143,6 +143,37 @@ impl Router {
         self.providers.get(provider).is_some_and(|spec| !self.keys_for(spec, store).0.is_empty())
     }
 
+    /// The input tokens of `req` as the first of `targets` whose wire format can count them
+    /// says (with the first key available for it), and that target; `None` when none can, or
+    /// every count failed (logged). Nothing is generated or billed.
+    pub async fn count_tokens(
+        &self,
+        targets: &[Target],
+        req: &crate::chat::ChatRequest,
+        store: &dyn KeyStore,
+    ) -> Option<(Target, u64)> {
+        let first_byte = RouterConfig::ms(self.settings.first_byte_timeout_ms).min(Duration::from_secs(30));
+        let idle = RouterConfig::ms(self.settings.idle_timeout_ms);
+        for t in targets {
+            let Some(spec) = self.providers.get(&t.provider) else { continue };
+            let adapter = crate::providers::for_spec(spec);
+            let Some(key) = self.keys_for(spec, store).0.into_iter().next() else { continue };
+            let Some(request) = adapter.count_request(spec, &t.model, req, key.secret.as_ref()) else { continue };
+            let counted = async {
+                let mut body = self.transport.send(adapter, request?, first_byte, idle).await?;
+                let bytes = body.read_all(transport::MAX_BODY).await?;
+                adapter
+                    .parse_count(&bytes)
+                    .ok_or_else(|| ProviderError::Malformed("no `input_tokens` in the count".into()))
+            };
+            match counted.await {
+                Ok(n) => return Some((t.clone(), n)),
+                Err(e) => tracing::info!(target = %t, "token count failed, trying the next target: {e}"),
+            }
+        }
+        None
+    }
+
     /// Keys to try for `spec`, in order, and whether the vault was locked.
     pub(crate) fn keys_for(&self, spec: &ProviderSpec, store: &dyn KeyStore) -> (Vec<KeyChoice>, bool) {
         let mut out = Vec::new();

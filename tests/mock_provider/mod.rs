@@ -100,6 +100,7 @@ impl Mock {
             .route("/v1/chat/completions", post(openai))
             .route("/v1/responses", post(openai))
             .route("/v1/messages", post(anthropic))
+            .route("/v1/messages/count_tokens", post(anthropic))
             .route("/v1beta/models/{action}", post(gemini))
             .route("/api/chat", post(ollama))
             .route("/v1/models", axum::routing::get(models))

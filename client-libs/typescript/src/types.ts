@@ -120,6 +120,8 @@ export interface InfoResult {
   started_at: number;
   uptime_ms: number;
   socket: string;
+  /** The HTTP face's address ("127.0.0.1:8931"), or null when it is off. */
+  http: string | null;
   config_file: string;
   data_dir: string;
   connections: number;

@@ -176,6 +176,8 @@ class InfoResult(TypedDict):
     started_at: int
     uptime_ms: int
     socket: str
+    # The HTTP face's address ("127.0.0.1:8931"), or None when it is off.
+    http: Optional[str]
     config_file: str
     data_dir: str
     connections: int
