@@ -731,3 +731,32 @@ monthly_cost_usd = 0.0
         c.call("chat", vec![p]).await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_oversized_request_heads_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let f = Face::start_config(|c| {
+        c.replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:0\"\nheader_timeout_secs = 1")
+    })
+    .await;
+    let addr = f.base.trim_start_matches("http://").to_string();
+    // A head that never ends: closed after the timeout.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n").await.unwrap();
+    let t0 = Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the connection was not closed");
+    assert!((Duration::from_millis(900)..Duration::from_secs(3)).contains(&t0.elapsed()), "{:?}", t0.elapsed());
+    // A head larger than max_header_bytes: refused without reaching a handler.
+    let mut big = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!("GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: {}\r\n\r\n", "a".repeat(100 * 1024));
+    let _ = big.write_all(head.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), big.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    // The listener still serves.
+    let r = f.http.get(format!("{}/v1/models", f.base)).bearer_auth(&f.token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -251,7 +251,7 @@ pub async fn serve(state: Arc<State>, listener: TcpListener) {
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(cfg.header_timeout_secs))
-            .max_buf_size(cfg.max_header_bytes)
+            .max_header_size(cfg.max_header_bytes)
             .max_headers(100);
         let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
         let conn = graceful.watch(conn);
