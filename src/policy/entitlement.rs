@@ -357,6 +357,76 @@ mod tests {
     }
 
     #[test]
+    fn times_have_leeway_for_nbf_and_iat_but_not_exp() {
+        let e = Entitlement {
+            sub: "u".into(),
+            tier: "t".into(),
+            period_start: 0,
+            period_end: 1,
+            exp: 1000,
+            nbf: Some(1059),
+            iat: Some(1059),
+            limits: LimitOverrides::default(),
+        };
+        assert_eq!(e.check_times(1000), Err(EntitlementError::Expired), "exp is strict");
+        assert_eq!(e.check_times(999), Ok(()), "nbf and iat 60 s ahead are within the leeway");
+        let later = Entitlement { nbf: Some(1060), ..e.clone() };
+        assert_eq!(later.check_times(999), Err(EntitlementError::NotYetValid));
+        let issued = Entitlement { iat: Some(1060), ..e };
+        assert_eq!(issued.check_times(999), Err(EntitlementError::IssuedInFuture));
+    }
+
+    #[test]
+    fn signed_limits_are_range_checked_with_the_field_named() {
+        let raw = |t: Option<f64>, r: Option<f64>, c: Option<f64>| {
+            limits(Some(RawLimits { monthly_tokens: t, monthly_requests: r, monthly_cost_usd: c }))
+        };
+        assert_eq!(
+            raw(Some(5.0), Some(0.0), Some(2.5)),
+            Ok(LimitOverrides { monthly_tokens: Some(5), monthly_requests: Some(0), monthly_cost_usd: Some(2.5) })
+        );
+        for (bad, name) in [
+            (raw(Some(-1.0), None, None), "monthly_tokens"),
+            (raw(Some(1e13), None, None), "monthly_tokens"),
+            (raw(None, Some(0.5), None), "monthly_requests"),
+            (raw(None, None, Some(-5.0)), "monthly_cost_usd"),
+            (raw(None, None, Some(f64::INFINITY)), "monthly_cost_usd"),
+        ] {
+            let e = bad.unwrap_err();
+            assert!(matches!(e, EntitlementError::BadLimit(n, _) if n == name), "{e}");
+            assert!(e.to_string().contains(name), "{e}");
+        }
+        assert_eq!(limits(None), Ok(LimitOverrides::default()));
+    }
+
+    #[test]
+    fn oversized_and_malformed_tokens_are_refused_without_echo() {
+        let a = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(a.verifying_key().as_bytes());
+        let jwks = serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x}]});
+        let config = AccountConfig {
+            jwks: Some(jwks.to_string()),
+            issuer: Some("iss-1".into()),
+            audience: Some("aud-1".into()),
+            ..AccountConfig::default()
+        };
+        let v = Verifier::from_config(&config, Path::new(".")).unwrap();
+        let big = "a".repeat(MAX_TOKEN_BYTES + 1);
+        assert_eq!(v.verify(&big), Err(EntitlementError::TooLarge(MAX_TOKEN_BYTES + 1)));
+        let e = v.verify("eyJTRUNSRVQiOjF9.e30.c2ln").unwrap_err();
+        assert!(!e.to_string().contains("SECRET"), "{e}");
+        let claims = serde_json::json!({"sub": "u", "tier": "pro", "period_start": 1, "period_end": 2, "exp": 3,
+            "iss": "iss-1", "aud": ["x", "aud-1"]});
+        assert!(v.verify(&token(&a, None, &claims)).is_ok());
+        let wrong = serde_json::json!({"sub": "u", "tier": "pro", "period_start": 1, "period_end": 2, "exp": 3,
+            "iss": "iss-2", "aud": "aud-1"});
+        assert_eq!(v.verify(&token(&a, None, &wrong)), Err(EntitlementError::WrongIssuer));
+        let wrong = serde_json::json!({"sub": "u", "tier": "pro", "period_start": 1, "period_end": 2, "exp": 3,
+            "iss": "iss-1", "aud": "aud-2"});
+        assert_eq!(v.verify(&token(&a, None, &wrong)), Err(EntitlementError::WrongAudience));
+    }
+
+    #[test]
     fn rs256_with_a_pem_public_key() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
         let private = std::fs::read(format!("{dir}/test-only-rsa-private.pem")).unwrap();
