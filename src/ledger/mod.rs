@@ -349,11 +349,15 @@ impl Ledger {
         self.send(|reply| Job::Op(Op::Batches { replaces, batches, reply })).await
     }
 
-    /// The persisted batches still waiting for an answer, oldest first.
+    /// The persisted batches still waiting for an answer, in queue order (of their first record).
     pub fn stored_batches(&self) -> Result<Vec<StoredBatch>, LedgerError> {
         self.readers.with(|c| {
-            let mut stmt =
-                c.prepare_cached("SELECT id, body FROM batches ORDER BY rowid").map_err(LedgerError::storage)?;
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT b.id, b.body FROM batches b \
+                     ORDER BY (SELECT min(o.seq) FROM outbox o WHERE o.batch = b.id), b.rowid",
+                )
+                .map_err(LedgerError::storage)?;
             let found = stmt
                 .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?)))
                 .map_err(LedgerError::storage)?
