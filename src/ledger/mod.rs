@@ -6,7 +6,9 @@
 //! - `counters`: per period (UTC day and month), dimension (total, user, app, provider,
 //!   provider/model, key_source) and value, the totals of the records (see [`counters`]);
 //! - `outbox`: records not yet confirmed by the sync backend, in queue order (see [`outbox`]);
-//! - `dead_letters`: records the backend refused, with why;
+//! - `batches`: sync batches stored before their first send (id, exact body; their members are
+//!   the outbox entries whose `batch` names them), so a re-send is the same request;
+//! - `dead_letters`: records the backend refused (or sync held back), with why;
 //! - `meta`: the device id;
 //! - `apps`: the apps that call over HTTP, with the SHA-256 hash of their token (see [`apps`]).
 //!
@@ -19,7 +21,8 @@
 //! - the counters always equal the sum of the records they count (both change in the same
 //!   transactions, a clear included);
 //! - an outbox entry is removed only when the backend confirmed it (`ack`) or refused it
-//!   (moved to `dead_letters`), never by `clear` unless forced; a non-forced `clear` makes every
+//!   (moved to `dead_letters`), never by `clear` unless forced; a stored batch leaves with its
+//!   answer, or is replaced by its halves in one transaction; a non-forced `clear` makes every
 //!   outbox entry carry its record inline in the same transaction that removes the records;
 //! - one writer (the committer thread); readers use their own connections and never block it.
 
