@@ -203,8 +203,9 @@ async fn a_poisoned_record_is_isolated_and_alone_dead_lettered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_url_pauses_as_misconfigured_and_dead_letters_nothing() {
     let col = Collector::start().await;
-    col.push_fault(Fault::Status(404));
-    col.push_fault(Fault::Status(308));
+    for code in [404, 308, 405, 410] {
+        col.push_fault(Fault::Status(code));
+    }
     let d = start(&col.url, "batch_max_events = 10\n");
     let c = d.client().await;
     let events = d.client().await;
@@ -227,16 +228,37 @@ async fn a_wrong_url_pauses_as_misconfigured_and_dead_letters_nothing() {
     // It does not retry on its own.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(col.requests().len(), 1);
-    // A redirect is the same.
-    let report = c.call("sync.now", vec![]).await.unwrap();
-    assert_eq!((s(&report, "state"), u(&report, "dead_lettered")), ("misconfigured", 0), "{report}");
+    // A redirect, 405 and 410 are the same.
+    for code in [308, 405, 410] {
+        let report = c.call("sync.now", vec![]).await.unwrap();
+        assert_eq!((s(&report, "state"), u(&report, "dead_lettered")), ("misconfigured", 0), "{report}");
+        assert_eq!(field(field(&report, "error"), "status").as_u64(), Some(code));
+    }
     // Fixed: everything goes, with the same batch ids it was first sent under.
     let report = c.call("sync.now", vec![]).await.unwrap();
     assert_eq!((s(&report, "state"), u(&report, "sent"), u(&report, "pending")), ("idle", 15, 0), "{report}");
     assert_eq!(col.ids(), ids.into_iter().collect::<HashSet<_>>());
     let reqs = col.requests();
-    assert_eq!(reqs[0].idempotency_key, reqs[2].idempotency_key);
-    assert_eq!(reqs[0].body, reqs[2].body);
+    assert_eq!(reqs[0].idempotency_key, reqs[4].idempotency_key);
+    assert_eq!(reqs[0].body, reqs[4].body);
+}
+
+/// A 422 for a batch whose records are all fine on their own (a transient refusal, or a batch
+/// too big for the backend): the halves go through and nothing is dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_batch_whose_halves_pass_loses_nothing() {
+    let col = Collector::start().await;
+    col.push_fault(Fault::Status(422));
+    let d = start(&col.url, "batch_max_events = 10\n");
+    let c = d.client().await;
+    let ids = record_many(&c, 15, "app").await;
+    let report = c.call("sync.now", vec![]).await.unwrap();
+    assert_eq!((u(&report, "dead_lettered"), u(&report, "sent"), u(&report, "pending")), (0, 15, 0), "{report}");
+    assert_eq!(col.ids(), ids.into_iter().collect::<HashSet<_>>());
+    let reqs = col.requests();
+    // The refused 10 as 5 + 5, then the last 5.
+    assert_eq!(reqs.iter().map(|r| r.events).collect::<Vec<_>>(), vec![10, 5, 5, 5]);
+    assert_eq!(u(&c.call("sync.status", vec![]).await.unwrap(), "dead_letters"), 0);
 }
 
 /// Records older than `max_event_age_days` or more than 5 minutes ahead are held back as dead
