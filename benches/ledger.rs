@@ -167,7 +167,7 @@ async fn disk_size(n: usize) {
             break;
         }
         let at: Vec<_> = batch.iter().map(|e| e.at).collect();
-        ledger.ack(&at).await.unwrap();
+        ledger.ack(&at, None).await.unwrap();
     }
     let synced = ledger.size_on_disk();
     ledger.clear(false).await.unwrap();

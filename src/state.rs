@@ -177,6 +177,13 @@ impl State {
             Vault::open(&config.vault, &paths.data_dir, events.clone(), shutdown.clone()).map_err(StateError::Vault)?;
         let built = Built::new(&config, &paths.config_file)?;
         let ledger = Arc::new(Ledger::open(&paths.data_dir)?);
+        let policy = Arc::new(crate::policy::Policy::new(
+            built.rules,
+            crate::policy::Clock::from_env(),
+            ledger.clone(),
+            events.clone(),
+        ));
+        let entitled = Arc::downgrade(&policy);
         let (sync, worker) = crate::sync::new(
             &config.sync,
             ledger.clone(),
@@ -186,13 +193,8 @@ impl State {
                 providers: crate::sync::VAULT_TOKEN_PROVIDERS,
                 fallback: config.sync.credentials(),
             }),
+            Arc::new(move || entitled.upgrade().and_then(|p| p.entitlement()).map(|e| e.sub)),
         );
-        let policy = Arc::new(crate::policy::Policy::new(
-            built.rules,
-            crate::policy::Clock::from_env(),
-            ledger.clone(),
-            events.clone(),
-        ));
         Ok(State {
             policy,
             router: ArcSwap::from_pointee(built.router),

@@ -82,6 +82,11 @@ pub struct UsageRecord {
     pub status: CallStatus,
     pub error_code: Option<String>,
     pub attempts: u32,
+    /// The CloudEvents `source` of the device the record was made on, when that is not this
+    /// device (an imported record keeps its original device's source, so a backend that
+    /// deduplicates on source + id never counts it twice). `None`: made here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 impl UsageRecord {
@@ -109,6 +114,7 @@ impl UsageRecord {
             status: CallStatus::Ok,
             error_code: None,
             attempts: 1,
+            source: None,
         }
     }
 

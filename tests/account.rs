@@ -282,3 +282,133 @@ async fn cli_account_login_and_quota() {
     let out = run(&["account", "status"]);
     assert!(out.contains("not logged in"), "{out}");
 }
+
+fn reason_of(e: &RpcError) -> (String, String) {
+    (e.code.as_str().to_string(), s(&e.data, "reason").to_string())
+}
+
+fn with(mut c: serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
+    for (k, v) in extra.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    c
+}
+
+/// Each claim rule: `nbf` and `iat` (60 s of leeway), issuer and audience when configured,
+/// signed limits range-checked, the 16 KiB size limit; no refusal quotes the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_are_checked_rule_by_rule() {
+    let mock = Mock::start().await;
+    let keys = keypair();
+    let cfg =
+        format!("{}issuer = \"https://billing.example\"\naudience = \"llm-sidecar\"\n", config(&mock, &keys, None));
+    let d = Daemon::start_with(&cfg, &[("MOCK_KEY", KEY)]);
+    let c = d.client().await;
+    let base = with(claims("paid", now_s() + 3600), json!({"iss": "https://billing.example", "aud": "llm-sidecar"}));
+    let refused = |e: RpcError| reason_of(&e).1;
+
+    // nbf and iat: in the future beyond the leeway refused, within it accepted.
+    let e = login(&c, &sign(&keys, &with(base.clone(), json!({"nbf": now_s() + 600})))).await.unwrap_err();
+    assert_eq!(refused(e), "not_yet_valid");
+    let e = login(&c, &sign(&keys, &with(base.clone(), json!({"iat": now_s() + 600})))).await.unwrap_err();
+    assert_eq!(refused(e), "issued_in_future");
+    login(&c, &sign(&keys, &with(base.clone(), json!({"nbf": now_s() + 20, "iat": now_s() + 20})))).await.unwrap();
+
+    // Issuer and audience must match when configured (aud may be a list).
+    let e = login(&c, &sign(&keys, &with(base.clone(), json!({"iss": "https://evil.example"})))).await.unwrap_err();
+    assert_eq!(refused(e.clone()), "wrong_issuer");
+    assert!(!e.message.contains("evil"), "{}", e.message);
+    let mut no_iss = base.clone();
+    no_iss.as_object_mut().unwrap().remove("iss");
+    assert_eq!(refused(login(&c, &sign(&keys, &no_iss)).await.unwrap_err()), "wrong_issuer");
+    let e = login(&c, &sign(&keys, &with(base.clone(), json!({"aud": "someone-else"})))).await.unwrap_err();
+    assert_eq!(refused(e), "wrong_audience");
+    login(&c, &sign(&keys, &with(base.clone(), json!({"aud": ["x", "llm-sidecar"]})))).await.unwrap();
+
+    // Signed limits: non-negative, whole where counts, with sane maxima.
+    for (limits, field_name) in [
+        (json!({"monthly_cost_usd": -5.0}), "monthly_cost_usd"),
+        (json!({"monthly_cost_usd": 1e12}), "monthly_cost_usd"),
+        (json!({"monthly_tokens": -1}), "monthly_tokens"),
+        (json!({"monthly_tokens": 1e18}), "monthly_tokens"),
+        (json!({"monthly_requests": 2.5}), "monthly_requests"),
+    ] {
+        let e = login(&c, &sign(&keys, &with(base.clone(), json!({"limits": limits})))).await.unwrap_err();
+        assert!(e.message.contains(field_name), "{}", e.message);
+        assert_eq!(refused(e), "bad_limit", "{limits}");
+    }
+    let st = login(&c, &sign(&keys, &with(base.clone(), json!({"limits": {"monthly_requests": 7}})))).await.unwrap();
+    assert_eq!(s(&st, "tier"), "paid");
+
+    // Up to 16 KiB is stored (it did not fit the vault's 4 KiB before); more is refused.
+    let big = |n: usize| sign(&keys, &with(base.clone(), json!({"pad": "p".repeat(n)})));
+    let fits = big(11_500);
+    assert!(fits.len() > 12_000 && fits.len() <= 16 * 1024, "{}", fits.len());
+    login(&c, &fits).await.unwrap();
+    assert_eq!(field(&call(&c, "account.status", vec![]).await.unwrap(), "logged_in").as_bool(), Some(true));
+    let too_big = big(13_000);
+    assert!(too_big.len() > 16 * 1024);
+    let e = login(&c, &too_big).await.unwrap_err();
+    assert!(e.message.contains("16384"), "{}", e.message);
+    assert_eq!(reason_of(&e), ("unauthorized".into(), "too_large".into()));
+
+    // A malformed header is not echoed back.
+    use base64::Engine;
+    let b64 = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+    let forged = format!("{}.{}.c2ln", b64(r#"{"alg":"CANARY-7731","typ":"JWT"}"#), b64(r#"{"sub":"CANARY-7731"}"#));
+    let e = login(&c, &forged).await.unwrap_err();
+    assert_eq!(refused(e.clone()), "malformed");
+    assert!(!e.message.contains("CANARY"), "{}", e.message);
+    assert!(!d.logs().contains("CANARY") && !d.logs().contains(&fits));
+}
+
+/// When the backend's fresh token is refused, the usage in the same reply still applies and the
+/// current token is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_fresh_token_keeps_the_old_one_and_applies_the_usage() {
+    let mock = Mock::start().await;
+    let keys = keypair();
+    let bad_fresh = sign(&keys, &with(claims("paid", now_s() + 7200), json!({"limits": {"monthly_cost_usd": -5.0}})));
+    let backend = Backend { token: Arc::new(Mutex::new(bad_fresh)), requests: 321, ..Backend::default() };
+    let app = axum::Router::new().route("/entitlement", get(entitlement)).with_state(backend.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let d = Daemon::start_with(&config(&mock, &keys, Some(&url)), &[("MOCK_KEY", KEY)]);
+    let c = d.client().await;
+    let exp = now_s() + 3600;
+    login(&c, &sign(&keys, &claims("paid", exp))).await.unwrap();
+    let e = call(&c, "account.refresh", vec![]).await.unwrap_err();
+    assert_eq!(reason_of(&e), ("unauthorized".into(), "bad_limit".into()));
+    assert_eq!(field(&e.data, "kept_current").as_bool(), Some(true));
+    let st = call(&c, "account.status", vec![]).await.unwrap();
+    assert_eq!(field(&st, "logged_in").as_bool(), Some(true));
+    assert_eq!(s(&st, "expires_at"), llm_sidecar::policy::Bounds::rfc3339(exp * 1000), "the old token is kept");
+    assert_eq!(field(field(&st, "backend_usage"), "requests").as_u64(), Some(321), "the usage was applied");
+}
+
+/// After `account.login`, every event's subject is the entitlement's `sub` (the customer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sync_subject_is_the_entitlement_sub_after_login() {
+    let mock = Mock::start().await;
+    let keys = keypair();
+    let col = common::collector::Collector::start().await;
+    let cfg = format!(
+        "{}\n[sync]\nurl = \"{}\"\ninterval_secs = 3600\nflush_threshold = 1000000\nsubject = \"team-fallback\"\n",
+        config(&mock, &keys, None),
+        col.url
+    );
+    let d = Daemon::start_with(&cfg, &[("MOCK_KEY", KEY)]);
+    let c = d.client().await;
+    let before = common::record_many(&c, 1, "app").await;
+    assert_eq!(s(&call(&c, "sync.status", vec![]).await.unwrap(), "subject"), "team-fallback");
+    call(&c, "sync.now", vec![]).await.unwrap();
+    assert_eq!(col.event(&before[0]).unwrap()["subject"], "team-fallback");
+    login(&c, &sign(&keys, &claims("paid", now_s() + 3600))).await.unwrap();
+    let after = common::record_many(&c, 2, "app").await;
+    call(&c, "sync.now", vec![]).await.unwrap();
+    for id in &after {
+        assert_eq!(col.event(id).unwrap()["subject"], "user-42");
+    }
+    assert_eq!(s(&call(&c, "sync.status", vec![]).await.unwrap(), "subject"), "user-42");
+}

@@ -1,5 +1,7 @@
-//! Usage sync against a local collector: batches, headers, CloudEvent fields, retries with
-//! backoff and Retry-After, lost responses, dead letters, pause on 401 and resume.
+//! Usage sync against a local collector: batches, headers, CloudEvent fields (subject,
+//! deviceid, provenance), retries with backoff and Retry-After, lost responses, poisoned batches
+//! split until the refused record is found, pause on 401 and on a wrong URL, the age window,
+//! and stable batch identity across a SIGKILL.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -40,7 +42,7 @@ fn s<'a>(v: &'a Value, name: &str) -> &'a str {
 async fn batches_carry_design_headers_and_cloudevent_fields() {
     let col = Collector::start().await;
     col.require_token(Some(TOKEN));
-    let d = start(&col.url, "");
+    let d = start(&col.url, "subject = \"cus_test_42\"\n");
     let c = d.client().await;
     c.call("daemon.hello", params(&[("app", "writer".into())])).await.unwrap();
     let ids = record_many(&c, 1203, "writer").await;
@@ -77,7 +79,9 @@ async fn batches_carry_design_headers_and_cloudevent_fields() {
     assert_eq!(e["id"], s(rec, "id"));
     assert_eq!(e["source"], source.as_str());
     assert_eq!(e["type"], "dev.llm-sidecar.usage.v1");
-    assert_eq!(e["subject"], s(rec, "user"));
+    assert_eq!(e["subject"], "cus_test_42", "the subject is the configured customer, not the record's user");
+    assert_eq!(s(&status, "subject"), "cus_test_42");
+    assert_eq!(e["deviceid"].as_str(), source.strip_prefix("llm-sidecar://"));
     assert_eq!(e["datacontenttype"], "application/json");
     let time = e["time"].as_str().unwrap();
     let parsed = time::OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339).unwrap();
@@ -134,32 +138,229 @@ async fn retries_through_faults_with_one_idempotency_key() {
     assert!(d.logs().contains("retrying in"));
 }
 
+/// Records `(model, ts)` one by one (in order, so their queue order is known); returns the ids.
+async fn record_models(c: &llm_sidecar::rpc::Client, rows: &[(&str, Option<i64>)]) -> Vec<String> {
+    let mut ids = Vec::new();
+    for (model, ts) in rows {
+        let mut p = vec![("provider", "openai".into()), ("model", (*model).into()), ("input_tokens", 5u64.into())];
+        if let Some(ts) = ts {
+            p.push(("ts", (*ts).into()));
+        }
+        let r = c.call("usage.record", params(&p)).await.unwrap();
+        ids.push(s(&r, "id").to_string());
+    }
+    ids
+}
+
+/// OpenMeter refuses a whole batch for one bad event: the worker splits it until the event that
+/// fails alone is found; only that one becomes a dead letter (with the backend's status and
+/// body), every other record is delivered exactly once, and after a fix it can be requeued.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn other_4xx_moves_the_batch_to_dead_letters() {
+async fn a_poisoned_record_is_isolated_and_alone_dead_lettered() {
+    let col = Collector::start().await;
+    col.poison_model(Some("poison"));
+    let d = start(&col.url, "");
+    let c = d.client().await;
+    let mut rows = vec![("gpt-4o-mini", None); 40];
+    rows[27] = ("poison", None);
+    let ids = record_models(&c, &rows).await;
+    let report = c.call("sync.now", vec![]).await.unwrap();
+    assert_eq!((u(&report, "dead_lettered"), u(&report, "sent"), u(&report, "pending")), (1, 39, 0), "{report}");
+    let good: HashSet<String> = ids.iter().enumerate().filter(|(i, _)| *i != 27).map(|(_, id)| id.clone()).collect();
+    assert_eq!(col.ids(), good, "every good record delivered");
+    assert_eq!(col.duplicate_events(), 0, "and each once");
+    let reqs = col.requests();
+    // 40 → 20 → 10 → 5 → 3 → 2 → 1: a refused half is split again, its sibling accepted.
+    assert!(reqs.len() <= 2 * 7, "{} requests", reqs.len());
+    let keys: HashSet<_> = reqs.iter().map(|r| r.idempotency_key.clone()).collect();
+    assert_eq!(keys.len(), reqs.len(), "every half has its own Idempotency-Key");
+
+    let st = c.call("sync.status", vec![]).await.unwrap();
+    assert_eq!(u(&st, "dead_letters"), 1);
+    let dead = field(&st, "recent_dead_letters").as_array().unwrap();
+    assert_eq!(s(&dead[0], "id"), ids[27]);
+    assert_eq!((s(&dead[0], "reason"), field(&dead[0], "status").as_u64()), ("rejected", Some(400)));
+    assert!(s(&dead[0], "body").contains("unknown meter"), "{}", dead[0]);
+    let listed = c.call("sync.dead_letters", vec![]).await.unwrap();
+    let listed = field(&listed, "dead_letters").as_array().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(s(field(&listed[0], "record"), "model"), "poison");
+    let (_, out, _) = d.cli(&["sync", "status"], None);
+    assert!(out.contains("rejected HTTP 400") && out.contains("unknown meter"), "{out}");
+
+    // Fixed on the backend side: requeue that record and it goes through.
+    col.poison_model(None);
+    let rq = c.call("sync.requeue", params(&[("ids", Value::Array(vec![ids[27].as_str().into()]))])).await.unwrap();
+    assert_eq!(u(&rq, "requeued"), 1);
+    let again = c.call("sync.now", vec![]).await.unwrap();
+    assert_eq!((u(&again, "sent"), u(&again, "dead_lettered")), (1, 0), "{again}");
+    assert_eq!(col.ids(), ids.iter().cloned().collect::<HashSet<_>>());
+    assert_eq!(u(&c.call("sync.status", vec![]).await.unwrap(), "dead_letters"), 0);
+}
+
+/// A wrong URL (404/405/410, a redirect) pauses sync as misconfigured: nothing is
+/// dead-lettered, an event says so, and `sync.now` tries again once it is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_url_pauses_as_misconfigured_and_dead_letters_nothing() {
+    let col = Collector::start().await;
+    for code in [404, 308, 405, 410] {
+        col.push_fault(Fault::Status(code));
+    }
+    let d = start(&col.url, "batch_max_events = 10\n");
+    let c = d.client().await;
+    let events = d.client().await;
+    events.call("events.subscribe", params(&[("kinds", Value::Array(vec!["sync.paused".into()]))])).await.unwrap();
+    let mut notes = events.take_notifications().unwrap();
+    let ids = record_many(&c, 15, "app").await;
+    let report = c.call("sync.now", vec![]).await.unwrap();
+    assert_eq!(s(&report, "state"), "misconfigured", "{report}");
+    assert_eq!((u(&report, "dead_lettered"), u(&report, "pending")), (0, 15), "{report}");
+    let (_, args) = tokio::time::timeout(Duration::from_secs(5), notes.recv()).await.unwrap().unwrap();
+    assert_eq!(field(&args[0], "kind").as_str(), Some("sync.paused"));
+    assert_eq!(
+        (field(&args[0], "reason").as_str(), field(&args[0], "status").as_u64()),
+        (Some("misconfigured"), Some(404))
+    );
+    let st = c.call("sync.status", vec![]).await.unwrap();
+    assert_eq!((s(&st, "state"), u(&st, "dead_letters")), ("misconfigured", 0));
+    let (_, out, _) = d.cli(&["sync", "status"], None);
+    assert!(out.contains("misconfigured") && out.contains("[sync] url"), "{out}");
+    // It does not retry on its own.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(col.requests().len(), 1);
+    // A redirect, 405 and 410 are the same.
+    for code in [308, 405, 410] {
+        let report = c.call("sync.now", vec![]).await.unwrap();
+        assert_eq!((s(&report, "state"), u(&report, "dead_lettered")), ("misconfigured", 0), "{report}");
+        assert_eq!(field(field(&report, "error"), "status").as_u64(), Some(code));
+    }
+    // Fixed: everything goes, with the same batch ids it was first sent under.
+    let report = c.call("sync.now", vec![]).await.unwrap();
+    assert_eq!((s(&report, "state"), u(&report, "sent"), u(&report, "pending")), ("idle", 15, 0), "{report}");
+    assert_eq!(col.ids(), ids.into_iter().collect::<HashSet<_>>());
+    let reqs = col.requests();
+    assert_eq!(reqs[0].idempotency_key, reqs[4].idempotency_key);
+    assert_eq!(reqs[0].body, reqs[4].body);
+}
+
+/// A 422 for a batch whose records are all fine on their own (a transient refusal, or a batch
+/// too big for the backend): the halves go through and nothing is dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_batch_whose_halves_pass_loses_nothing() {
     let col = Collector::start().await;
     col.push_fault(Fault::Status(422));
     let d = start(&col.url, "batch_max_events = 10\n");
     let c = d.client().await;
-    record_many(&c, 15, "app").await;
+    let ids = record_many(&c, 15, "app").await;
     let report = c.call("sync.now", vec![]).await.unwrap();
-    // The first batch (10) is refused, the second (5) accepted.
-    assert_eq!((u(&report, "dead_lettered"), u(&report, "sent"), u(&report, "pending")), (10, 5, 0), "{report}");
-    let st = c.call("sync.status", vec![]).await.unwrap();
-    assert_eq!(u(&st, "dead_letters"), 10);
-    let dead = field(&st, "recent_dead_letters").as_array().unwrap();
-    assert_eq!(dead.len(), 10);
-    assert_eq!(field(&dead[0], "status").as_u64(), Some(422));
-    assert!(s(&dead[0], "reason").contains("422"));
-    assert_eq!(field(field(&st, "last_error"), "status").as_u64(), Some(422));
-    assert_eq!(col.count(), 5);
-    // Records stay in the local history.
-    let recs = c.call("usage.records", params(&[("limit", 100.into())])).await.unwrap();
-    assert_eq!(field(&recs, "records").as_array().unwrap().len(), 15);
-    // Once the backend is fixed, dead letters can be sent again.
-    let again = c.call("sync.now", params(&[("retry_dead_letters", true.into())])).await.unwrap();
-    assert_eq!((u(&again, "requeued"), u(&again, "sent")), (10, 10), "{again}");
-    assert_eq!(col.count(), 15);
+    assert_eq!((u(&report, "dead_lettered"), u(&report, "sent"), u(&report, "pending")), (0, 15, 0), "{report}");
+    assert_eq!(col.ids(), ids.into_iter().collect::<HashSet<_>>());
+    let reqs = col.requests();
+    // The refused 10 as 5 + 5, then the last 5.
+    assert_eq!(reqs.iter().map(|r| r.events).collect::<Vec<_>>(), vec![10, 5, 5, 5]);
     assert_eq!(u(&c.call("sync.status", vec![]).await.unwrap(), "dead_letters"), 0);
+}
+
+/// Records older than `max_event_age_days` or more than 5 minutes ahead are held back as dead
+/// letters with their reason, never silently dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_outside_the_age_window_are_dead_lettered_with_a_reason() {
+    let col = Collector::start().await;
+    let d = start(&col.url, "max_event_age_days = 30\n");
+    let c = d.client().await;
+    let now = llm_sidecar::clock::now_ms();
+    let day = 86_400_000;
+    let ids = record_models(
+        &c,
+        &[
+            ("gpt-4o-mini", Some(now - 31 * day)),
+            ("gpt-4o-mini", Some(now - 29 * day)),
+            ("gpt-4o-mini", Some(now + 3_600_000)),
+            ("gpt-4o-mini", None),
+        ],
+    )
+    .await;
+    let report = c.call("sync.now", vec![]).await.unwrap();
+    assert_eq!((u(&report, "sent"), u(&report, "pending")), (2, 0), "{report}");
+    assert_eq!(col.ids(), [ids[1].clone(), ids[3].clone()].into_iter().collect::<HashSet<_>>());
+    let dead = c.call("sync.dead_letters", vec![]).await.unwrap();
+    let mut reasons: Vec<(String, String)> = field(&dead, "dead_letters")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (s(d, "id").to_string(), s(d, "reason").to_string()))
+        .collect();
+    reasons.sort();
+    let mut want = vec![(ids[0].clone(), "too_old".to_string()), (ids[2].clone(), "future".to_string())];
+    want.sort();
+    assert_eq!(reasons, want);
+}
+
+/// A SIGKILL while a batch is in flight (the backend stored it, the answer never came): after
+/// the restart the batch goes out again under the same Idempotency-Key with the same body, so
+/// the backend replays its answer instead of counting anything twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_resent_after_kill_9_keeps_its_key_and_body() {
+    let col = Collector::start().await;
+    col.push_fault(Fault::CommitThenHang(Duration::from_secs(60)));
+    let mut d = start(&col.url, "timeout_secs = 60\n");
+    let c = d.client().await;
+    let ids = record_many(&c, 30, "app").await;
+    let now = tokio::spawn(async move { c.call("sync.now", vec![]).await });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while col.requests().is_empty() {
+        assert!(Instant::now() < deadline, "no batch was sent");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    d.kill9();
+    let _ = now.await;
+    assert_eq!(col.count(), 30, "the backend stored the batch before the crash");
+    d.spawn();
+    // The worker resends what was left at start.
+    let c = d.client().await;
+    wait_until(&c, "sync.status", Duration::from_secs(10), |v| u(v, "pending") == 0).await;
+    let reqs = col.requests();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(reqs[1].idempotency_key, reqs[0].idempotency_key, "the same Idempotency-Key after the crash");
+    assert_eq!(reqs[1].body, reqs[0].body, "the same bytes");
+    assert_eq!((col.replayed_batches(), col.duplicate_events()), (1, 0));
+    assert_eq!(col.ids(), ids.into_iter().collect::<HashSet<_>>());
+}
+
+/// Provenance: an export carries each record's source and whether it was synced; importing it
+/// on another device keeps the source and re-sends only what the first device had not sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_keeps_its_source_and_is_not_sent_twice() {
+    let col = Collector::start().await;
+    let a = start(&col.url, "");
+    let ca = a.client().await;
+    let sent = record_many(&ca, 3, "a").await;
+    assert_eq!(u(&ca.call("sync.now", vec![]).await.unwrap(), "sent"), 3);
+    let unsent = record_many(&ca, 2, "a").await;
+    let source_a = s(&ca.call("sync.status", vec![]).await.unwrap(), "source").to_string();
+    let page = ca.call("usage.export", vec![]).await.unwrap();
+    let records = field(&page, "records").as_array().unwrap();
+    assert_eq!(records.len(), 5);
+    for r in records {
+        assert_eq!(s(r, "source"), source_a);
+        assert_eq!(field(r, "synced").as_bool(), Some(sent.contains(&s(r, "id").to_string())), "{r}");
+    }
+
+    let b = start(&col.url, "");
+    let cb = b.client().await;
+    let imported = cb.call("usage.import", vec![page.clone()]).await.unwrap();
+    assert_eq!(u(&imported, "imported"), 5);
+    assert_eq!(u(&cb.call("sync.status", vec![]).await.unwrap(), "pending"), 2, "only the unsynced are queued");
+    let report = cb.call("sync.now", vec![]).await.unwrap();
+    assert_eq!(u(&report, "sent"), 2, "{report}");
+    assert_eq!(col.duplicate_events(), 0, "no record counted twice");
+    for id in &unsent {
+        let e = col.event(id).unwrap();
+        assert_eq!(e["source"], source_a.as_str(), "sent under the original device's source");
+    }
+    // And B's own export still names A as the source.
+    let again = cb.call("usage.export", vec![]).await.unwrap();
+    assert!(field(&again, "records").as_array().unwrap().iter().all(|r| s(r, "source") == source_a));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

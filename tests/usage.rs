@@ -319,7 +319,15 @@ async fn export_import_round_trip_is_idempotent() {
         let r = cb.call("usage.import", vec![page.clone()]).await.unwrap();
         assert_eq!(u(&r, "imported"), 0, "import is idempotent by id");
     }
-    assert_eq!(all_records(&ca).await, all_records(&cb).await);
+    // The same records; on B each names A, where it was made, as its source (provenance).
+    let source_a = s(&ca.call("sync.status", vec![]).await.unwrap(), "source").to_string();
+    let mut on_b = all_records(&cb).await;
+    for r in &mut on_b {
+        let Value::Map(m) = r else { panic!("{r}") };
+        let at = m.iter().position(|(k, _)| k.as_str() == Some("source")).expect("imported records keep a source");
+        assert_eq!(m.remove(at).1.as_str(), Some(source_a.as_str()));
+    }
+    assert_eq!(all_records(&ca).await, on_b);
     let (sa, sb) = (summary(&ca, "month", "model").await, summary(&cb, "month", "model").await);
     assert_eq!(field(&sa, "groups"), field(&sb, "groups"));
     assert_eq!(u(&cb.call("sync.status", vec![]).await.unwrap(), "pending"), 30, "new records are queued for sync");

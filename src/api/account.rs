@@ -39,25 +39,41 @@ pub(super) fn methods() -> Vec<Method> {
     ]
 }
 
+/// The stable `reason` of a refused token.
+fn reason(t: &EntitlementError) -> &'static str {
+    match t {
+        EntitlementError::BadSignature => "bad_signature",
+        EntitlementError::Expired => "expired",
+        EntitlementError::WrongAlgorithm(_) => "wrong_algorithm",
+        EntitlementError::MissingClaim(_) => "missing_claim",
+        EntitlementError::UnknownTier(_) => "unknown_tier",
+        EntitlementError::TooLarge(_) => "too_large",
+        EntitlementError::NotYetValid => "not_yet_valid",
+        EntitlementError::IssuedInFuture => "issued_in_future",
+        EntitlementError::WrongIssuer => "wrong_issuer",
+        EntitlementError::WrongAudience => "wrong_audience",
+        EntitlementError::BadLimit(..) => "bad_limit",
+        EntitlementError::Malformed(_) | EntitlementError::NoKey => "malformed",
+    }
+}
+
 fn error(e: AccountError) -> RpcError {
+    #[derive(Serialize)]
+    struct D {
+        reason: &'static str,
+        /// The current token was kept (a refused fresh token from the backend).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        kept_current: bool,
+    }
     match e {
         AccountError::Token(EntitlementError::NoKey) | AccountError::NoBackend => {
             RpcError::new(ErrorCode::InvalidRequest, e.to_string())
         }
-        AccountError::Token(t) => {
-            #[derive(Serialize)]
-            struct D {
-                reason: &'static str,
-            }
-            let reason = match t {
-                EntitlementError::BadSignature => "bad_signature",
-                EntitlementError::Expired => "expired",
-                EntitlementError::WrongAlgorithm(_) => "wrong_algorithm",
-                EntitlementError::MissingClaim(_) => "missing_claim",
-                EntitlementError::UnknownTier(_) => "unknown_tier",
-                EntitlementError::Malformed(_) | EntitlementError::NoKey => "malformed",
-            };
-            RpcError::new(ErrorCode::Unauthorized, t.to_string()).with_data(&D { reason })
+        AccountError::Token(t) => RpcError::new(ErrorCode::Unauthorized, t.to_string())
+            .with_data(&D { reason: reason(&t), kept_current: false }),
+        AccountError::FreshTokenRefused(ref t) => {
+            let data = D { reason: reason(t), kept_current: true };
+            RpcError::new(ErrorCode::Unauthorized, e.to_string()).with_data(&data)
         }
         AccountError::Locked => RpcError::new(ErrorCode::VaultLocked, e.to_string()),
         AccountError::NotLoggedIn => RpcError::new(ErrorCode::Unauthorized, e.to_string()),

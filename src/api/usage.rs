@@ -493,7 +493,31 @@ async fn export(mut c: Call) -> Result<Encoded, RpcError> {
         (Value::from("device_id"), Value::from(c.state.ledger.device_id().to_string())),
         (Value::from("exported_at_ms"), Value::from(now_ms())),
     ];
-    Ok(page_result(&page.records, page.next, header))
+    // Provenance: each record names the device it was made on and whether the backend has it.
+    let ids: Vec<Uuid> = page.records.iter().map(|r| r.id).collect();
+    let ledger = c.state.ledger.clone();
+    let unsynced = tokio::task::spawn_blocking(move || ledger.unsynced(&ids))
+        .await
+        .map_err(|e| RpcError::internal(e.to_string()))?
+        .map_err(ledger_error)?;
+    let own = crate::sync::cloudevents::source(c.state.ledger.device_id());
+    let records = page
+        .records
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r.source.get_or_insert_with(|| own.clone());
+            let mut v = record_value(&r);
+            if let Value::Map(m) = &mut v {
+                m.push((Value::from("synced"), Value::from(!unsynced.contains(&r.id))));
+            }
+            v
+        })
+        .collect();
+    let mut map = header;
+    map.push((Value::from("records"), Value::Array(records)));
+    map.push((Value::from("next_cursor"), page.next.map_or(Value::Nil, |n| Value::from(n.to_string()))));
+    Ok(Encoded::value(&Value::Map(map)))
 }
 
 /// Other fields (an export page's `device_id`, `exported_at_ms`, `next_cursor`) are ignored, so a
@@ -525,13 +549,27 @@ async fn import(mut c: Call) -> Result<Encoded, RpcError> {
     if p.records.len() > MAX_IMPORT {
         return Err(RpcError::invalid_params(format!("at most {MAX_IMPORT} records per call")));
     }
+    let own = crate::sync::cloudevents::source(c.state.ledger.device_id());
     let mut records = Vec::with_capacity(p.records.len());
+    let mut queue = Vec::with_capacity(p.records.len());
     for (i, v) in p.records.into_iter().enumerate() {
-        let r: UsageRecord = serde_json::from_value(crate::rpc::value_to_json(&v))
-            .map_err(|e| RpcError::invalid_params(format!("record {i}: {e}")))?;
+        let json = crate::rpc::value_to_json(&v);
+        let synced = match json.get("synced") {
+            None | Some(serde_json::Value::Null) => false,
+            Some(serde_json::Value::Bool(b)) => *b,
+            Some(_) => return Err(RpcError::invalid_params(format!("record {i}: `synced` must be a boolean"))),
+        };
+        let mut r: UsageRecord =
+            serde_json::from_value(json).map_err(|e| RpcError::invalid_params(format!("record {i}: {e}")))?;
+        if let Some(src) = &r.source {
+            if *src == own {
+                r.source = None;
+            }
+        }
         records.push(r);
+        queue.push(!synced);
     }
-    let flags = c.state.ledger.commit_many(&records).await.map_err(ledger_error)?;
+    let flags = c.state.ledger.import(&records, &queue).await.map_err(ledger_error)?;
     let imported = flags.iter().filter(|n| **n).count() as u64;
     ok(&ImportResult { imported, duplicates: flags.len() as u64 - imported })
 }

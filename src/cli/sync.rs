@@ -1,4 +1,6 @@
-//! `llm-sidecar sync status|now`: what the usage sync is doing, and "send everything now".
+//! `llm-sidecar sync status|now|requeue`: what the usage sync is doing (a pause for a wrong URL
+//! or refused token, dead letters with their reasons), "send everything now", and "send these
+//! refused records again".
 
 use super::status::to_json;
 use super::usage::thousands;
@@ -25,6 +27,11 @@ pub enum SyncCommand {
         /// Print the raw result as JSON
         #[arg(long)]
         json: bool,
+    },
+    /// Move dead letters back to the queue (all, or the given record ids) to be sent again
+    Requeue {
+        /// Record ids (default: every dead letter)
+        ids: Vec<String>,
     },
 }
 
@@ -76,10 +83,19 @@ pub async fn run(cli: &Cli, command: &SyncCommand) -> Result<ExitCode> {
                 outln!("sync: off (set `url` in the [sync] section of config.toml)");
             } else {
                 outln!("sync: {} → {}", text(&s, "state"), text(&s, "endpoint"));
+                match text(&s, "state") {
+                    "misconfigured" => outln!(
+                        "  paused: the backend says this URL is wrong (404/405/410 or a redirect); fix [sync] url, \
+                         then `llm-sidecar sync now` (nothing was dead-lettered)"
+                    ),
+                    "paused" => outln!("  paused: the backend refused the token; waiting for a new one"),
+                    _ => {}
+                }
             }
             let pending = int(&s, "pending").unwrap_or(0);
             let oldest = int(&s, "oldest_pending_age_ms").map(|ms| format!(" (oldest {} old)", human(ms / 1000)));
             outln!("  source        {}", text(&s, "source"));
+            outln!("  subject       {}", text(&s, "subject"));
             outln!("  pending       {}{}", thousands(pending), oldest.unwrap_or_default());
             outln!("  dead letters  {}", thousands(int(&s, "dead_letters").unwrap_or(0)));
             if !enabled && pending > 0 {
@@ -102,7 +118,14 @@ pub async fn run(cli: &Cli, command: &SyncCommand) -> Result<ExitCode> {
                 );
             }
             for d in field(&s, "recent_dead_letters").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default() {
-                outln!("  dead letter   {} {} ({})", text(d, "id"), text(d, "reason"), ago(int(d, "at_ms")));
+                let status = int(d, "status").map(|c| format!(" HTTP {c}")).unwrap_or_default();
+                let body = field(d, "body").and_then(Value::as_str).map(|b| format!(": {b}")).unwrap_or_default();
+                outln!(
+                    "  dead letter   {} {}{status}{body} ({})",
+                    text(d, "id"),
+                    text(d, "reason"),
+                    ago(int(d, "at_ms"))
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -129,6 +152,17 @@ pub async fn run(cli: &Cli, command: &SyncCommand) -> Result<ExitCode> {
                 eprintln!("error: {}", text(&error, "message"));
                 return Ok(ExitCode::FAILURE);
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        SyncCommand::Requeue { ids } => {
+            let arg = if ids.is_empty() {
+                Value::Map(Vec::new())
+            } else {
+                let list = ids.iter().map(|i| Value::from(i.as_str())).collect();
+                Value::Map(vec![(Value::from("ids"), Value::Array(list))])
+            };
+            let r = client.call("sync.requeue", vec![arg]).await?;
+            outln!("requeued {} dead letters", thousands(int(&r, "requeued").unwrap_or(0)));
             Ok(ExitCode::SUCCESS)
         }
     }

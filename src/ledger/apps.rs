@@ -202,6 +202,6 @@ mod tests {
         let conn = rusqlite::Connection::open(schema::path_in(dir.path())).unwrap();
         let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(v, schema::VERSION);
-        assert_eq!(v, 2);
+        assert!(v >= 2, "{v}");
     }
 }

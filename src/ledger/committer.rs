@@ -33,6 +33,9 @@ pub struct Prepared {
     pub periods: [(Period, String); 2],
     pub groups: Vec<(Dim, String)>,
     pub delta: Counter,
+    /// Whether the record gets an outbox entry (false for an imported record its export marks
+    /// as already synced).
+    pub queue: bool,
 }
 
 /// Outcome of a `clear`.
@@ -62,17 +65,35 @@ pub struct Refusal {
     pub batch_id: String,
     pub status: Option<u16>,
     pub reason: String,
+    /// The backend's error body (truncated), if it answered.
+    pub body: Option<String>,
     pub at_ms: i64,
+}
+
+/// A sync batch to persist before its first send: its id (the `Idempotency-Key`), its exact
+/// body and the outbox entries it holds.
+pub struct NewBatch {
+    pub id: uuid::Uuid,
+    pub body: Vec<u8>,
+    pub entries: Vec<Queued>,
 }
 
 /// Every other write.
 pub enum Op {
-    /// Remove delivered entries from the outbox; replies with how many were there.
-    Ack { entries: Vec<Queued>, reply: oneshot::Sender<Result<u64, LedgerError>> },
-    /// Move outbox entries to the dead letters.
-    DeadLetter { entries: Vec<Queued>, why: Refusal, reply: oneshot::Sender<Result<u64, LedgerError>> },
-    /// Move every dead letter back into the outbox.
-    Requeue { reply: oneshot::Sender<Result<u64, LedgerError>> },
+    /// Remove delivered entries (and their persisted batch) from the outbox; replies with how
+    /// many were there.
+    Ack { entries: Vec<Queued>, batch: Option<uuid::Uuid>, reply: oneshot::Sender<Result<u64, LedgerError>> },
+    /// Move outbox entries (and drop their persisted batch) to the dead letters.
+    DeadLetter {
+        entries: Vec<Queued>,
+        batch: Option<uuid::Uuid>,
+        why: Refusal,
+        reply: oneshot::Sender<Result<u64, LedgerError>>,
+    },
+    /// Move the dead letters (all, or those with these ids) back into the outbox.
+    Requeue { ids: Option<Vec<uuid::Uuid>>, reply: oneshot::Sender<Result<u64, LedgerError>> },
+    /// Persist sync batches (replacing batch `replaces`, when a refused batch is split).
+    Batches { replaces: Option<uuid::Uuid>, batches: Vec<NewBatch>, reply: oneshot::Sender<Result<(), LedgerError>> },
     /// Remove records and counters (and with `force`, the outbox and dead letters too).
     Clear { force: bool, reply: oneshot::Sender<Result<Cleared, LedgerError>> },
     /// Store a new app with its token's hash; `AppExists` if the name is taken.
@@ -115,7 +136,10 @@ fn answer<T: Send + 'static>(
 fn refused(job: Job, e: LedgerError) -> Done {
     match job {
         Job::Commit(c) => done(c.reply, Err(e)),
-        Job::Op(Op::Ack { reply, .. } | Op::DeadLetter { reply, .. } | Op::Requeue { reply }) => done(reply, Err(e)),
+        Job::Op(Op::Ack { reply, .. } | Op::DeadLetter { reply, .. } | Op::Requeue { reply, .. }) => {
+            done(reply, Err(e))
+        }
+        Job::Op(Op::Batches { reply, .. }) => done(reply, Err(e)),
         Job::Op(Op::Clear { reply, .. }) => done(reply, Err(e)),
         Job::Op(Op::AddApp { reply, .. } | Op::TouchApp { reply, .. }) => done(reply, Err(e)),
         Job::Op(Op::RemoveApp { reply, .. }) => done(reply, Err(e)),
@@ -133,6 +157,7 @@ struct RoundEffects {
     outbox_added: u64,
     outbox_removed: u64,
     dead_added: u64,
+    dead_removed: u64,
     /// `Some(dead count)` when a job set the dead-letter count outright (requeue, forced clear).
     dead_set: Option<u64>,
     /// `Some(outbox count)` when a job set it outright (forced clear).
@@ -190,11 +215,17 @@ impl Committer {
                 }
                 answer(c.reply, r)
             }
-            Job::Op(Op::Ack { entries, reply }) => answer(reply, self.ack(&entries, &mut mine)),
-            Job::Op(Op::DeadLetter { entries, why, reply }) => {
-                answer(reply, self.dead_letter(&entries, &why, &mut mine))
+            Job::Op(Op::Ack { entries, batch, reply }) => {
+                answer(reply, self.ack(&entries, &mut mine).and_then(|n| self.drop_batch(batch).map(|()| n)))
             }
-            Job::Op(Op::Requeue { reply }) => answer(reply, self.requeue(&mut mine)),
+            Job::Op(Op::DeadLetter { entries, batch, why, reply }) => answer(
+                reply,
+                self.dead_letter(&entries, &why, &mut mine).and_then(|n| self.drop_batch(batch).map(|()| n)),
+            ),
+            Job::Op(Op::Requeue { ids, reply }) => answer(reply, self.requeue(ids.as_deref(), &mut mine)),
+            Job::Op(Op::Batches { replaces, batches, reply }) => {
+                answer(reply, self.drop_batch(replaces).and_then(|()| self.persist_batches(&batches)))
+            }
             Job::Op(Op::Clear { force, reply }) => {
                 let r = self.clear(force, &mut mine);
                 if r.is_ok() {
@@ -344,8 +375,10 @@ impl Committer {
                 continue;
             }
             new[i] = true;
-            queue.execute([rows::id_text(&p.record.id)]).map_err(storage)?;
-            effects.outbox_added += 1;
+            if p.queue {
+                queue.execute([rows::id_text(&p.record.id)]).map_err(storage)?;
+                effects.outbox_added += 1;
+            }
             for (period, label) in &p.periods {
                 for (dim, value) in &p.groups {
                     effects.counters.entry((*period, label.clone(), *dim, value.clone())).or_default().add(&p.delta);
@@ -397,8 +430,8 @@ impl Committer {
         let mut insert = self
             .conn
             .prepare_cached(
-                "INSERT OR REPLACE INTO dead_letters (id, batch_id, status, reason, at_ms, record) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR REPLACE INTO dead_letters (id, batch_id, status, reason, at_ms, record, body) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )
             .map_err(storage)?;
         let mut delete = self.conn.prepare_cached("DELETE FROM outbox WHERE seq = ?1 AND id = ?2").map_err(storage)?;
@@ -414,7 +447,9 @@ impl Committer {
             };
             let id = rows::id_text(&e.id);
             if let Some(json) = json {
-                insert.execute(params![id, why.batch_id, why.status, why.reason, why.at_ms, json]).map_err(storage)?;
+                insert
+                    .execute(params![id, why.batch_id, why.status, why.reason, why.at_ms, json, why.body])
+                    .map_err(storage)?;
                 effects.dead_added += 1;
             }
             n += delete.execute(params![seq_param(e.seq), id]).map_err(storage)? as u64;
@@ -423,16 +458,70 @@ impl Committer {
         Ok(n)
     }
 
-    /// Moves every dead letter back to the end of the outbox, inline.
-    fn requeue(&self, effects: &mut RoundEffects) -> Result<u64, LedgerError> {
-        let moved = self
+    /// Moves the dead letters (all, or those of `ids`) back to the end of the outbox, inline.
+    fn requeue(&self, ids: Option<&[uuid::Uuid]>, effects: &mut RoundEffects) -> Result<u64, LedgerError> {
+        let Some(ids) = ids else {
+            let moved = self
+                .conn
+                .execute(
+                    "INSERT OR IGNORE INTO outbox (id, record) SELECT id, record FROM dead_letters ORDER BY rowid",
+                    [],
+                )
+                .map_err(storage)? as u64;
+            self.conn.execute("DELETE FROM dead_letters", []).map_err(storage)?;
+            effects.outbox_added += moved;
+            effects.dead_set = Some(0);
+            return Ok(moved);
+        };
+        let mut insert = self
             .conn
-            .execute("INSERT OR IGNORE INTO outbox (id, record) SELECT id, record FROM dead_letters ORDER BY rowid", [])
-            .map_err(storage)? as u64;
-        self.conn.execute("DELETE FROM dead_letters", []).map_err(storage)?;
+            .prepare_cached(
+                "INSERT OR IGNORE INTO outbox (id, record) SELECT id, record FROM dead_letters WHERE id = ?1",
+            )
+            .map_err(storage)?;
+        let mut delete = self.conn.prepare_cached("DELETE FROM dead_letters WHERE id = ?1").map_err(storage)?;
+        let mut moved = 0u64;
+        for id in ids {
+            let id = rows::id_text(id);
+            moved += insert.execute([&id]).map_err(storage)? as u64;
+            effects.dead_removed += delete.execute([&id]).map_err(storage)? as u64;
+        }
         effects.outbox_added += moved;
-        effects.dead_set = Some(0);
         Ok(moved)
+    }
+
+    /// Removes persisted batch `id` (its entries, if any are left, go back to unbatched).
+    fn drop_batch(&self, id: Option<uuid::Uuid>) -> Result<(), LedgerError> {
+        let Some(id) = id else { return Ok(()) };
+        let id = rows::id_text(&id);
+        self.conn
+            .prepare_cached("UPDATE outbox SET batch = NULL WHERE batch = ?1")
+            .and_then(|mut s| s.execute([&id]))
+            .map_err(storage)?;
+        self.conn
+            .prepare_cached("DELETE FROM batches WHERE id = ?1")
+            .and_then(|mut s| s.execute([&id]))
+            .map_err(storage)?;
+        Ok(())
+    }
+
+    /// Stores each batch's body and marks its outbox entries as its members.
+    fn persist_batches(&self, batches: &[NewBatch]) -> Result<(), LedgerError> {
+        let mut insert = self
+            .conn
+            .prepare_cached("INSERT INTO batches (id, created_ms, body) VALUES (?1, ?2, ?3)")
+            .map_err(storage)?;
+        let mut member =
+            self.conn.prepare_cached("UPDATE outbox SET batch = ?1 WHERE seq = ?2 AND id = ?3").map_err(storage)?;
+        let now = crate::clock::now_ms();
+        for b in batches {
+            let id = rows::id_text(&b.id);
+            insert.execute(params![id, now, b.body]).map_err(storage)?;
+            for e in &b.entries {
+                member.execute(params![id, seq_param(e.seq), rows::id_text(&e.id)]).map_err(storage)?;
+            }
+        }
+        Ok(())
     }
 
     /// Clears in this round's transaction (all or nothing). Without `force`, outbox entries take
@@ -442,6 +531,7 @@ impl Committer {
         if force {
             cleared.outbox = self.conn.execute("DELETE FROM outbox", []).map_err(storage)? as u64;
             cleared.dead_letters = self.conn.execute("DELETE FROM dead_letters", []).map_err(storage)? as u64;
+            self.conn.execute("DELETE FROM batches", []).map_err(storage)?;
             effects.outbox_set = Some(0);
             effects.dead_set = Some(0);
         } else {
@@ -533,11 +623,13 @@ impl RoundEffects {
         }
         if o.dead_set.is_some() {
             self.dead_added = 0;
+            self.dead_removed = 0;
             self.dead_set = o.dead_set;
         }
         self.outbox_added += o.outbox_added;
         self.outbox_removed += o.outbox_removed;
         self.dead_added += o.dead_added;
+        self.dead_removed += o.dead_removed;
         self.hooks.extend(o.hooks);
         self.vacuum |= o.vacuum;
     }
@@ -550,7 +642,7 @@ impl RoundEffects {
             c.dead = n;
         }
         c.outbox = (c.outbox + self.outbox_added).saturating_sub(self.outbox_removed);
-        c.dead += self.dead_added;
+        c.dead = (c.dead + self.dead_added).saturating_sub(self.dead_removed);
         c
     }
 }

@@ -6,7 +6,9 @@
 //! - `counters`: per period (UTC day and month), dimension (total, user, app, provider,
 //!   provider/model, key_source) and value, the totals of the records (see [`counters`]);
 //! - `outbox`: records not yet confirmed by the sync backend, in queue order (see [`outbox`]);
-//! - `dead_letters`: records the backend refused, with why;
+//! - `batches`: sync batches stored before their first send (id, exact body; their members are
+//!   the outbox entries whose `batch` names them), so a re-send is the same request;
+//! - `dead_letters`: records the backend refused (or sync held back), with why;
 //! - `meta`: the device id;
 //! - `apps`: the apps that call over HTTP, with the SHA-256 hash of their token (see [`apps`]).
 //!
@@ -19,7 +21,8 @@
 //! - the counters always equal the sum of the records they count (both change in the same
 //!   transactions, a clear included);
 //! - an outbox entry is removed only when the backend confirmed it (`ack`) or refused it
-//!   (moved to `dead_letters`), never by `clear` unless forced; a non-forced `clear` makes every
+//!   (moved to `dead_letters`), never by `clear` unless forced; a stored batch leaves with its
+//!   answer, or is replaced by its halves in one transaction; a non-forced `clear` makes every
 //!   outbox entry carry its record inline in the same transaction that removes the records;
 //! - one writer (the committer thread); readers use their own connections and never block it.
 
@@ -43,6 +46,7 @@ pub use validate::{validate, InvalidRecord};
 use crate::clock::now_ms;
 use crate::usage_record::UsageRecord;
 pub use committer::Applied;
+pub use committer::NewBatch;
 use committer::{prefixed, seq_param, Commit, Committer, Job, Op, Prepared, Refusal, Visibility};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -114,15 +118,37 @@ impl Readers {
     }
 }
 
-/// A record the backend refused, with why.
+/// A record the backend refused (or the worker held back), with why.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DeadLetter {
     pub batch_id: String,
     /// HTTP status of the refusal, if there was one.
     pub status: Option<u16>,
+    /// `rejected` (the backend refused it alone), `too_old`, `future`, `unreadable`.
     pub reason: String,
+    /// The backend's error body (truncated), if it answered.
+    pub body: Option<String>,
     pub at_ms: i64,
     pub record: UsageRecord,
+}
+
+/// Why records go to the dead letters (see [`Ledger::dead_letter`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The batch they were refused in (`-` when never sent).
+    pub batch_id: String,
+    pub status: Option<u16>,
+    pub reason: String,
+    pub body: Option<String>,
+}
+
+/// A sync batch persisted before its first send (see `schema::V3`).
+#[derive(Debug, Clone)]
+pub struct StoredBatch {
+    pub id: Uuid,
+    pub body: Vec<u8>,
+    /// Its outbox entries, in queue order.
+    pub entries: Vec<Queued>,
 }
 
 /// Filters for [`Ledger::records`]. Times are Unix milliseconds, `from` inclusive, `to` exclusive.
@@ -245,6 +271,12 @@ impl Ledger {
         self.commit_many_then(records, None).await
     }
 
+    /// [`Ledger::commit_many`] for imported records: a record whose `queue` flag is false (its
+    /// export says the backend already has it) gets no outbox entry.
+    pub async fn import(&self, records: &[UsageRecord], queue: &[bool]) -> Result<Vec<bool>, LedgerError> {
+        self.commit_prepared(records, None, Some(queue)).await
+    }
+
     /// [`Ledger::commit_many`], running `applied` at the moment the records become visible to
     /// readers (before they are durable), atomically with it for a reader inside
     /// [`Ledger::consistent`]. If they never become visible (invalid, storage failure), `applied`
@@ -253,6 +285,15 @@ impl Ledger {
         &self,
         records: &[UsageRecord],
         applied: Option<Applied>,
+    ) -> Result<Vec<bool>, LedgerError> {
+        self.commit_prepared(records, applied, None).await
+    }
+
+    async fn commit_prepared(
+        &self,
+        records: &[UsageRecord],
+        applied: Option<Applied>,
+        queue: Option<&[bool]>,
     ) -> Result<Vec<bool>, LedgerError> {
         let now = now_ms();
         let mut prepared = Vec::with_capacity(records.len());
@@ -266,6 +307,7 @@ impl Ledger {
                 periods: counters::periods_of(r),
                 groups: counters::groups_of(r),
                 delta: Counter::of(r),
+                queue: queue.and_then(|q| q.get(i).copied()).unwrap_or(true),
             });
         }
         self.send(|reply| Job::Commit(Commit { records: prepared, applied, reply })).await
@@ -279,28 +321,90 @@ impl Ledger {
         f()
     }
 
-    /// Removes records the backend accepted from the outbox.
-    pub async fn ack(&self, entries: &[Queued]) -> Result<u64, LedgerError> {
+    /// Removes records the backend accepted from the outbox, and their persisted `batch`.
+    pub async fn ack(&self, entries: &[Queued], batch: Option<Uuid>) -> Result<u64, LedgerError> {
         let entries = entries.to_vec();
-        self.send(|reply| Job::Op(Op::Ack { entries, reply })).await
+        self.send(|reply| Job::Op(Op::Ack { entries, batch, reply })).await
     }
 
-    /// Moves records the backend refused from the outbox to the dead letters.
-    pub async fn dead_letter(
-        &self,
-        entries: &[Queued],
-        batch_id: &str,
-        status: Option<u16>,
-        reason: &str,
-    ) -> Result<u64, LedgerError> {
-        let why = Refusal { batch_id: batch_id.to_string(), status, reason: reason.to_string(), at_ms: now_ms() };
+    /// Moves records from the outbox to the dead letters (dropping their persisted `batch`).
+    pub async fn dead_letter(&self, entries: &[Queued], batch: Option<Uuid>, why: Refused) -> Result<u64, LedgerError> {
+        let why =
+            Refusal { batch_id: why.batch_id, status: why.status, reason: why.reason, body: why.body, at_ms: now_ms() };
         let entries = entries.to_vec();
-        self.send(|reply| Job::Op(Op::DeadLetter { entries, why, reply })).await
+        self.send(|reply| Job::Op(Op::DeadLetter { entries, batch, why, reply })).await
     }
 
     /// Moves every dead letter back to the outbox (to be sent again).
     pub async fn requeue_dead_letters(&self) -> Result<u64, LedgerError> {
-        self.send(|reply| Job::Op(Op::Requeue { reply })).await
+        self.send(|reply| Job::Op(Op::Requeue { ids: None, reply })).await
+    }
+
+    /// Moves the dead letters with these ids back to the outbox; returns how many there were.
+    pub async fn requeue(&self, ids: &[Uuid]) -> Result<u64, LedgerError> {
+        let ids = Some(ids.to_vec());
+        self.send(|reply| Job::Op(Op::Requeue { ids, reply })).await
+    }
+
+    /// Durably stores sync batches before their first send (replacing batch `replaces` when a
+    /// refused batch is split in halves).
+    pub async fn persist_batches(&self, replaces: Option<Uuid>, batches: Vec<NewBatch>) -> Result<(), LedgerError> {
+        self.send(|reply| Job::Op(Op::Batches { replaces, batches, reply })).await
+    }
+
+    /// The persisted batches still waiting for an answer, in queue order (of their first record).
+    pub fn stored_batches(&self) -> Result<Vec<StoredBatch>, LedgerError> {
+        self.readers.with(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT b.id, b.body FROM batches b \
+                     ORDER BY (SELECT min(o.seq) FROM outbox o WHERE o.batch = b.id), b.rowid",
+                )
+                .map_err(LedgerError::storage)?;
+            let found = stmt
+                .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?)))
+                .map_err(LedgerError::storage)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(LedgerError::storage)?;
+            let mut members = c
+                .prepare_cached("SELECT seq, id FROM outbox WHERE batch = ?1 ORDER BY seq")
+                .map_err(LedgerError::storage)?;
+            let mut out = Vec::with_capacity(found.len());
+            for (id_text, body) in found {
+                let Ok(id) = Uuid::parse_str(&id_text) else {
+                    tracing::error!("skipping a persisted sync batch with an unreadable id");
+                    continue;
+                };
+                let entries = members
+                    .query_map([&id_text], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)))
+                    .map_err(LedgerError::storage)?
+                    .filter_map(|r| r.ok())
+                    .filter_map(|(seq, id)| {
+                        Some(Queued { seq: u64::try_from(seq).ok()?, id: Uuid::parse_str(&id).ok()? })
+                    })
+                    .collect();
+                out.push(StoredBatch { id, body, entries });
+            }
+            Ok(out)
+        })
+    }
+
+    /// Which of `ids` still wait for the backend (in the outbox or the dead letters).
+    pub fn unsynced(&self, ids: &[Uuid]) -> Result<std::collections::HashSet<Uuid>, LedgerError> {
+        self.readers.with(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM outbox WHERE id = ?1) OR EXISTS (SELECT 1 FROM dead_letters WHERE id = ?1)",
+                )
+                .map_err(LedgerError::storage)?;
+            let mut out = std::collections::HashSet::new();
+            for id in ids {
+                if stmt.query_row([rows::id_text(id)], |r| r.get::<_, bool>(0)).map_err(LedgerError::storage)? {
+                    out.insert(*id);
+                }
+            }
+            Ok(out)
+        })
     }
 
     /// Removes the local history (records and counters). The outbox and dead letters (records not
@@ -472,7 +576,7 @@ impl Ledger {
         let start = after.map_or(-1, |a| seq_param(a.seq));
         let sql = format!(
             "SELECT o.seq, o.id, o.record, {} FROM outbox o LEFT JOIN records r ON r.id = o.id \
-             WHERE o.seq > ?1 ORDER BY o.seq LIMIT ?2",
+             WHERE o.seq > ?1 AND o.batch IS NULL ORDER BY o.seq LIMIT ?2",
             prefixed("r")
         );
         self.readers.with(|c| {
@@ -515,18 +619,18 @@ impl Ledger {
         self.readers.with(|c| {
             let mut stmt = c
                 .prepare_cached(
-                    "SELECT batch_id, status, reason, at_ms, record FROM dead_letters ORDER BY rowid DESC LIMIT ?1",
+                    "SELECT batch_id, status, reason, at_ms, record, body FROM dead_letters ORDER BY rowid DESC LIMIT ?1",
                 )
                 .map_err(LedgerError::storage)?;
             let found = stmt
                 .query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get::<_, String>(4)?))
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get::<_, String>(4)?, row.get(5)?))
                 })
                 .map_err(LedgerError::storage)?;
             let mut out = Vec::new();
             for item in found {
-                let (batch_id, status, reason, at_ms, json) = item.map_err(LedgerError::storage)?;
-                out.push(DeadLetter { batch_id, status, reason, at_ms, record: rows::from_json(&json)? });
+                let (batch_id, status, reason, at_ms, json, body) = item.map_err(LedgerError::storage)?;
+                out.push(DeadLetter { batch_id, status, reason, body, at_ms, record: rows::from_json(&json)? });
             }
             Ok(out)
         })

@@ -5,8 +5,9 @@
 //! "after this position" stays valid whatever was acknowledged. `record` is NULL for a
 //! *reference* (the record is the row of `records` with the same id, so a commit stores its
 //! bytes once); entries that must outlive the history (a `clear` of the records, a requeue from
-//! the dead letters) carry the record inline as JSON. Rows leave when the backend accepted or
-//! refused them.
+//! the dead letters) carry the record inline as JSON. `batch` names the stored sync batch an
+//! entry was sent in (NULL until it is batched; see `schema::V3`). Rows leave when the backend
+//! accepted or refused them.
 
 use uuid::Uuid;
 

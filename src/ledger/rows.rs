@@ -15,12 +15,12 @@ use uuid::Uuid;
 /// The columns of `records`, in the order [`params`] binds and [`from_row`] reads them.
 pub const COLUMNS: &str = "id, ts, app, user, provider, model, route, key_source, input_tokens, output_tokens, \
      cached_tokens, cache_write_tokens, reasoning_tokens, usage_estimated, cost_microusd, overage_microusd, \
-     latency_ms, ttft_ms, status, error_code, attempts";
-/// `?1, ..., ?21` for [`COLUMNS`].
+     latency_ms, ttft_ms, status, error_code, attempts, source";
+/// `?1, ..., ?22` for [`COLUMNS`].
 pub const PLACEHOLDERS: &str =
-    "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21";
+    "?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22";
 /// Number of columns in [`COLUMNS`].
-pub const WIDTH: usize = 21;
+pub const WIDTH: usize = 22;
 
 /// An id as stored.
 pub fn id_text(id: &Uuid) -> String {
@@ -63,6 +63,7 @@ pub fn params(r: &UsageRecord) -> [Box<dyn ToSql + '_>; WIDTH] {
         Box::new(status_name(r.status)),
         Box::new(r.error_code.as_deref()),
         Box::new(r.attempts),
+        Box::new(r.source.as_deref()),
     ]
 }
 
@@ -119,6 +120,7 @@ pub fn from_row(row: &Row<'_>, at: usize) -> rusqlite::Result<UsageRecord> {
         },
         error_code: row.get(at + 19)?,
         attempts: row.get(at + 20)?,
+        source: row.get(at + 21)?,
     })
 }
 

@@ -33,7 +33,7 @@ const READER_CACHE_KIB: i64 = 512;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `MIGRATIONS[n]` upgrades version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// Version 1. Ids are UUIDv7 text (lowercase, hyphenated), which sorts by creation time; money is
 /// integer micro-dollars; booleans are 0/1.
@@ -101,13 +101,33 @@ CREATE TABLE dead_letters (
 
 /// Version 2: apps (see `super::apps`), each with the SHA-256 hash of its token (never the token);
 /// the hash is unique, so a token is looked up by it. Times are Unix milliseconds.
-const V2: &str = "
+pub(crate) const V2: &str = "
 CREATE TABLE apps (
     name         TEXT PRIMARY KEY NOT NULL,
     token_hash   BLOB NOT NULL UNIQUE,
     created_ms   INTEGER NOT NULL,
     last_used_ms INTEGER
 ) WITHOUT ROWID;
+";
+
+/// Version 3 (issue 18, and stable batches of issue 16):
+/// - `records.source`: the CloudEvents source of the device a record was made on, NULL when made
+///   on this one (an imported record keeps its original device's source);
+/// - `batches`: a sync batch persisted before its first send (its id is the `Idempotency-Key`,
+///   `body` the exact bytes), so a re-send after a crash is the same request; `outbox.batch`
+///   names the batch an entry belongs to (NULL: not yet batched);
+/// - `dead_letters.body`: the backend's error body (truncated), beside its `status` and `reason`
+///   (`rejected`, `too_old`, `future`, `unreadable`).
+const V3: &str = "
+ALTER TABLE records ADD COLUMN source TEXT;
+ALTER TABLE outbox ADD COLUMN batch TEXT;
+CREATE INDEX outbox_batch ON outbox (batch) WHERE batch IS NOT NULL;
+CREATE TABLE batches (
+    id         TEXT PRIMARY KEY NOT NULL,
+    created_ms INTEGER NOT NULL,
+    body       BLOB NOT NULL
+);
+ALTER TABLE dead_letters ADD COLUMN body TEXT;
 ";
 
 /// Why the ledger file cannot be used.

@@ -4,6 +4,10 @@ use super::*;
 use crate::usage_record::{CallStatus, KeySource};
 use std::sync::Arc;
 
+fn refused(batch: &str, status: u16, reason: &str) -> crate::ledger::Refused {
+    crate::ledger::Refused { batch_id: batch.into(), status: Some(status), reason: reason.into(), body: None }
+}
+
 fn record(app: &str, provider: &str, model: &str, input: u64, output: u64, cost: i64) -> UsageRecord {
     let mut r = UsageRecord::new(app, provider, model);
     r.input_tokens = input;
@@ -107,10 +111,10 @@ async fn ack_dead_letter_and_requeue() {
     assert_eq!(after_two.len(), 2);
     assert_eq!(after_two[0].record.as_ref().unwrap().id, rs[2].id);
     let stranger = Queued { seq: at[0].seq, id: Uuid::now_v7() };
-    assert_eq!(l.ack(&[at[0], at[1], stranger]).await.unwrap(), 2);
+    assert_eq!(l.ack(&[at[0], at[1], stranger], None).await.unwrap(), 2);
     // Reading after an entry that is gone still continues at the right place.
     assert_eq!(l.outbox_after(Some(at[1]), 10).unwrap().len(), 3);
-    assert_eq!(l.dead_letter(&[at[2]], "batch-1", Some(400), "bad event").await.unwrap(), 1);
+    assert_eq!(l.dead_letter(&[at[2]], None, refused("batch-1", 400, "bad event")).await.unwrap(), 1);
     assert_eq!(l.counts(), Counts { outbox: 2, dead: 1 });
     let dead = l.dead_letters(10).unwrap();
     assert_eq!(dead.len(), 1);
@@ -122,7 +126,7 @@ async fn ack_dead_letter_and_requeue() {
     assert_eq!(ids, vec![rs[3].id, rs[4].id, rs[2].id], "requeued records join the end of the queue");
     // Acking everything removes the segments.
     let all: Vec<Queued> = queued(&l).iter().map(|(q, _)| *q).collect();
-    assert_eq!(l.ack(&all).await.unwrap(), 3);
+    assert_eq!(l.ack(&all, None).await.unwrap(), 3);
     assert!(l.outbox_after(None, 10).unwrap().is_empty());
     assert_eq!(l.counts(), Counts::default());
     // Records stay in the history whatever happens to their outbox entries.
@@ -150,7 +154,7 @@ async fn outbox_counts_and_order_survive_reopen() {
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "queue positions only grow");
     // New entries continue the queue after a reopen, past every earlier position (even acked ones).
     let all: Vec<Queued> = q.iter().map(|(at, _)| *at).collect();
-    l.ack(&all).await.unwrap();
+    l.ack(&all, None).await.unwrap();
     let more = record("a", "p", "m", 1, 0, 0);
     l.commit(&more).await.unwrap();
     let after = queued(&l);
@@ -166,7 +170,7 @@ async fn clear_keeps_unsynced_outbox_unless_forced() {
     let rs: Vec<UsageRecord> = (0..4).map(|i| record("a", "p", "m", i, 0, 0)).collect();
     l.commit_many(&rs).await.unwrap();
     let first = queued(&l)[0].0;
-    l.ack(&[first]).await.unwrap();
+    l.ack(&[first], None).await.unwrap();
     // A commit stores each record once: its outbox entry only refers to it.
     let sql =
         |q: &str| -> i64 { rusqlite::Connection::open(l.file()).unwrap().query_row(q, [], |r| r.get(0)).unwrap() };
@@ -186,7 +190,7 @@ async fn clear_keeps_unsynced_outbox_unless_forced() {
     let q = queued(&l);
     assert_eq!(q.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(), rs[1..].to_vec());
     assert_eq!(l.oldest_pending().unwrap(), Some(rs[1].clone()));
-    l.dead_letter(&[q[0].0], "b1", Some(422), "refused").await.unwrap();
+    l.dead_letter(&[q[0].0], None, refused("b1", 422, "refused")).await.unwrap();
     assert_eq!(l.dead_letters(10).unwrap()[0].record, rs[1]);
     assert_eq!(l.counts(), Counts { outbox: 2, dead: 1 });
     let c = l.clear(true).await.unwrap();
@@ -379,4 +383,85 @@ async fn commit_hooks_run_atomically_with_visibility() {
     let hook: Applied = Box::new(move || r.store(true, Ordering::SeqCst));
     assert!(l.commit_many_then(&[bad], Some(hook)).await.is_err());
     assert!(!ran.load(Ordering::SeqCst));
+}
+
+#[tokio::test]
+async fn persisted_batches_survive_reopen_and_leave_with_their_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path()).unwrap();
+    let rs: Vec<UsageRecord> = (0..4).map(|i| record("a", "p", "m", i, 0, 0)).collect();
+    l.commit_many(&rs).await.unwrap();
+    let at: Vec<Queued> = l.outbox_after(None, 10).unwrap().into_iter().map(|e| e.at).collect();
+    let id = Uuid::now_v7();
+    l.persist_batches(None, vec![NewBatch { id, body: b"[1,2]".to_vec(), entries: at[..2].to_vec() }]).await.unwrap();
+    // Batched entries are not read again as new ones.
+    assert_eq!(l.outbox_after(None, 10).unwrap().len(), 2);
+    drop(l);
+    let l = Ledger::open(dir.path()).unwrap();
+    let stored = l.stored_batches().unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!((stored[0].id, stored[0].body.as_slice(), &stored[0].entries[..]), (id, &b"[1,2]"[..], &at[..2]));
+    // A split replaces the parent in one step.
+    let (left, right) = (Uuid::now_v7(), Uuid::now_v7());
+    let halves = vec![
+        NewBatch { id: left, body: b"[1]".to_vec(), entries: vec![at[0]] },
+        NewBatch { id: right, body: b"[2]".to_vec(), entries: vec![at[1]] },
+    ];
+    l.persist_batches(Some(id), halves).await.unwrap();
+    let ids: Vec<Uuid> = l.stored_batches().unwrap().iter().map(|b| b.id).collect();
+    assert_eq!(ids, vec![left, right]);
+    l.ack(&[at[0]], Some(left)).await.unwrap();
+    let why =
+        Refused { batch_id: right.to_string(), status: Some(400), reason: "rejected".into(), body: Some("bad".into()) };
+    l.dead_letter(&[at[1]], Some(right), why).await.unwrap();
+    assert!(l.stored_batches().unwrap().is_empty());
+    let dead = l.dead_letters(10).unwrap();
+    assert_eq!(
+        (dead[0].reason.as_str(), dead[0].body.as_deref(), dead[0].status),
+        ("rejected", Some("bad"), Some(400))
+    );
+    assert_eq!(l.counts(), Counts { outbox: 2, dead: 1 });
+    assert_eq!(l.unsynced(&[rs[0].id, rs[1].id, rs[2].id]).unwrap(), [rs[1].id, rs[2].id].into_iter().collect());
+    // Requeue by id.
+    assert_eq!(l.requeue(&[Uuid::now_v7()]).await.unwrap(), 0);
+    assert_eq!(l.requeue(&[rs[1].id]).await.unwrap(), 1);
+    assert_eq!(l.counts(), Counts { outbox: 3, dead: 0 });
+}
+
+#[tokio::test]
+async fn imported_records_marked_synced_are_not_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = Ledger::open(dir.path()).unwrap();
+    let mut a = record("a", "p", "m", 1, 0, 0);
+    a.source = Some("llm-sidecar://other".into());
+    let b = record("a", "p", "m", 2, 0, 0);
+    assert_eq!(l.import(&[a.clone(), b.clone()], &[true, false]).await.unwrap(), vec![true, true]);
+    let queued: Vec<Uuid> = l.outbox_after(None, 10).unwrap().into_iter().map(|e| e.at.id).collect();
+    assert_eq!(queued, vec![a.id]);
+    let page = l.records(&RecordQuery { limit: 10, ascending: true, ..Default::default() }).unwrap();
+    assert_eq!(page.records[0].source.as_deref(), Some("llm-sidecar://other"), "provenance is kept");
+    assert_eq!(total(&l, Period::Month).requests, 2, "both count locally");
+}
+
+#[tokio::test]
+async fn a_version_2_ledger_migrates_forward_keeping_its_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = crate::usage_record::id_from_ms(now_ms());
+    {
+        let file = schema::prepare(dir.path()).unwrap();
+        let conn = rusqlite::Connection::open(&file).unwrap();
+        conn.execute_batch(&format!("BEGIN; {}; {}; PRAGMA user_version = 2; COMMIT;", schema::V1, schema::V2))
+            .unwrap();
+        conn.execute(
+            "INSERT INTO records VALUES (?1, ?2, 'a', 'local', 'p', 'm', '', 'byok', 1, 1, 0, 0, 0, 0, 5, 0, 1, NULL, 'ok', NULL, 1)",
+            params![id.to_string(), now_ms()],
+        )
+        .unwrap();
+        conn.execute("INSERT INTO outbox (id) VALUES (?1)", [id.to_string()]).unwrap();
+    }
+    let l = Ledger::open(dir.path()).unwrap();
+    let queued = l.outbox_after(None, 10).unwrap();
+    let r = queued[0].record.as_ref().unwrap();
+    assert_eq!((r.id, r.source.as_ref()), (id, None));
+    assert!(l.stored_batches().unwrap().is_empty());
 }

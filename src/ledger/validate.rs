@@ -47,6 +47,9 @@ pub fn validate(r: &UsageRecord, now_ms: i64) -> Result<(), InvalidRecord> {
     text("provider", &r.provider, 1, 64)?;
     text("model", &r.model, 1, 256)?;
     text("route", &r.route, 0, 256)?;
+    if let Some(source) = &r.source {
+        text("source", source, 1, 256)?;
+    }
     if let Some(code) = &r.error_code {
         text("error_code", code, 1, 64)?;
     }

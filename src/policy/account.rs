@@ -45,6 +45,10 @@ pub enum AccountError {
     NotLoggedIn,
     #[error("the account backend: {0}")]
     Backend(String),
+    /// The backend's fresh token failed verification; its usage was applied, the current token
+    /// is kept.
+    #[error("the account backend sent a token that was refused ({0}); the current token is kept")]
+    FreshTokenRefused(EntitlementError),
 }
 
 #[derive(Deserialize)]
@@ -72,9 +76,7 @@ struct UrlReply {
 /// Verifies `token` (signature, algorithm, claims, expiry, known tier) without storing it.
 pub fn check(policy: &Policy, token: &str) -> Result<Entitlement, EntitlementError> {
     let e = policy.rules().verifier.verify(token)?;
-    if e.exp <= policy.clock.now_ms() / 1000 {
-        return Err(EntitlementError::Expired);
-    }
+    e.check_times(policy.clock.now_ms() / 1000)?;
     if policy.enabled() && !policy.rules().tiers.contains_key(&e.tier) {
         return Err(EntitlementError::UnknownTier(e.tier));
     }
@@ -138,15 +140,24 @@ pub async fn refresh(policy: &Policy, vault: &Vault, http: &reqwest::Client) -> 
         .bearer_auth(token.expose_secret())
         .timeout(Duration::from_secs(15));
     let reply: EntitlementReply = send_json(req).await?;
-    if let Some(new) = reply.token.filter(|t| t.trim() != token.expose_secret()) {
-        login(policy, vault, &new)?;
-    }
+    // The usage is applied whatever becomes of the token that came with it.
     if let Some(u) = reply.usage {
         policy.set_backend_usage(Some(BackendUsage {
             used: super::Amount { tokens: u.tokens, requests: u.requests, cost_microusd: u.cost_microusd },
             period_start_ms: u.period_start.saturating_mul(1000),
             fetched_at_ms: policy.clock.now_ms(),
         }));
+    }
+    if let Some(new) = reply.token.filter(|t| t.trim() != token.expose_secret()) {
+        match login(policy, vault, &new) {
+            Err(AccountError::Token(e)) => {
+                tracing::warn!("the account backend sent a token that was refused ({e}); the current one is kept");
+                return Err(AccountError::FreshTokenRefused(e));
+            }
+            other => {
+                other?;
+            }
+        }
     }
     Ok(())
 }

@@ -116,6 +116,10 @@ pub struct AccountConfig {
     pub jwks_file: Option<PathBuf>,
     /// Accepted algorithms: `EdDSA`, `RS256`.
     pub algorithms: Vec<String>,
+    /// When set, a token's `iss` must equal it.
+    pub issuer: Option<String>,
+    /// When set, a token's `aud` must be or include it.
+    pub audience: Option<String>,
 }
 
 impl Default for AccountConfig {
@@ -127,6 +131,8 @@ impl Default for AccountConfig {
             jwks: None,
             jwks_file: None,
             algorithms: vec!["EdDSA".into(), "RS256".into()],
+            issuer: None,
+            audience: None,
         }
     }
 }

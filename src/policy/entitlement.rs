@@ -1,16 +1,32 @@
 //! Entitlement tokens: JWTs signed by the backend (EdDSA or RS256) that name the user's tier and
 //! billing period, verified with the public key(s) from `[account]` (PEM, JWKS text or file).
 //!
-//! Invariants: a token is accepted only with a valid signature by a configured key, an algorithm
-//! listed in `account.algorithms`, and every required claim (`sub`, `tier`, `period_start`,
-//! `period_end`, `exp`); expiry is checked against the policy clock by the caller (a token that
-//! verified once stays usable offline until `exp`). Token text never appears in errors or logs.
+//! Invariants: a token is accepted only if it is at most [`MAX_TOKEN_BYTES`], with a valid
+//! signature by a configured key, an algorithm listed in `account.algorithms`, every required
+//! claim (`sub`, `tier`, `period_start`, `period_end`, `exp`), `iss`/`aud` equal to
+//! `account.issuer`/`account.audience` when those are set, and signed `limits` within sane ranges
+//! (non-negative, at most [`MAX_LIMIT_TOKENS`], [`MAX_LIMIT_REQUESTS`], [`MAX_LIMIT_COST_USD`]).
+//! Times are checked against the policy clock by the caller ([`Entitlement::check_times`]): `exp`
+//! strictly (a token that verified once stays usable offline until `exp`), `nbf` and `iat` with
+//! [`CLOCK_LEEWAY_SECS`] of clock skew. Token text (and any claim value) never appears in errors
+//! or logs.
 
 use super::config::AccountConfig;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+
+/// Longest entitlement token accepted (and stored).
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// Clock skew tolerated for `nbf` and `iat`.
+pub const CLOCK_LEEWAY_SECS: i64 = 60;
+/// Largest signed `limits.monthly_tokens`.
+pub const MAX_LIMIT_TOKENS: u64 = 1_000_000_000_000;
+/// Largest signed `limits.monthly_requests`.
+pub const MAX_LIMIT_REQUESTS: u64 = 1_000_000_000;
+/// Largest signed `limits.monthly_cost_usd`.
+pub const MAX_LIMIT_COST_USD: f64 = 1_000_000.0;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EntitlementError {
@@ -30,6 +46,18 @@ pub enum EntitlementError {
     Expired,
     #[error("the entitlement token names tier `{0}`, which is not configured")]
     UnknownTier(String),
+    #[error("the entitlement token is {0} bytes long; at most {MAX_TOKEN_BYTES} are accepted")]
+    TooLarge(usize),
+    #[error("the entitlement token is not valid yet (its `nbf` is in the future)")]
+    NotYetValid,
+    #[error("the entitlement token was issued in the future (its `iat`); check this machine's clock")]
+    IssuedInFuture,
+    #[error("the entitlement token's issuer (`iss`) is not account.issuer")]
+    WrongIssuer,
+    #[error("the entitlement token's audience (`aud`) does not include account.audience")]
+    WrongAudience,
+    #[error("the entitlement token's `limits.{0}` must be {1}")]
+    BadLimit(&'static str, String),
 }
 
 /// Per-token overrides of the tier's limits.
@@ -48,7 +76,35 @@ pub struct Entitlement {
     pub period_start: i64,
     pub period_end: i64,
     pub exp: i64,
+    /// Not valid before (optional).
+    pub nbf: Option<i64>,
+    /// Issued at (optional).
+    pub iat: Option<i64>,
     pub limits: LimitOverrides,
+}
+
+impl Entitlement {
+    /// Checks `exp` (strictly), `nbf` and `iat` (with [`CLOCK_LEEWAY_SECS`]) at `now_s`.
+    pub fn check_times(&self, now_s: i64) -> Result<(), EntitlementError> {
+        if self.exp <= now_s {
+            return Err(EntitlementError::Expired);
+        }
+        if self.nbf.is_some_and(|nbf| nbf > now_s.saturating_add(CLOCK_LEEWAY_SECS)) {
+            return Err(EntitlementError::NotYetValid);
+        }
+        if self.iat.is_some_and(|iat| iat > now_s.saturating_add(CLOCK_LEEWAY_SECS)) {
+            return Err(EntitlementError::IssuedInFuture);
+        }
+        Ok(())
+    }
+}
+
+/// `aud`: one string or a list of them (RFC 7519 §4.1.3).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize)]
@@ -58,8 +114,46 @@ struct RawClaims {
     period_start: Option<i64>,
     period_end: Option<i64>,
     exp: Option<i64>,
+    nbf: Option<i64>,
+    iat: Option<i64>,
+    iss: Option<String>,
+    aud: Option<Audience>,
+    /// Read as numbers first, so a negative or huge value gets a clear refusal.
     #[serde(default)]
-    limits: Option<LimitOverrides>,
+    limits: Option<RawLimits>,
+}
+
+#[derive(Deserialize)]
+struct RawLimits {
+    monthly_tokens: Option<f64>,
+    monthly_requests: Option<f64>,
+    monthly_cost_usd: Option<f64>,
+}
+
+/// A signed count limit: a whole number in `0..=max`.
+fn count_limit(name: &'static str, v: Option<f64>, max: u64) -> Result<Option<u64>, EntitlementError> {
+    let Some(v) = v else { return Ok(None) };
+    #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= max as f64 {
+        return Ok(Some(v as u64));
+    }
+    Err(EntitlementError::BadLimit(name, format!("a whole number from 0 to {max}")))
+}
+
+fn limits(raw: Option<RawLimits>) -> Result<LimitOverrides, EntitlementError> {
+    let Some(raw) = raw else { return Ok(LimitOverrides::default()) };
+    let cost = match raw.monthly_cost_usd {
+        None => None,
+        Some(c) if c.is_finite() && (0.0..=MAX_LIMIT_COST_USD).contains(&c) => Some(c),
+        Some(_) => {
+            return Err(EntitlementError::BadLimit("monthly_cost_usd", format!("from 0 to {MAX_LIMIT_COST_USD}")))
+        }
+    };
+    Ok(LimitOverrides {
+        monthly_tokens: count_limit("monthly_tokens", raw.monthly_tokens, MAX_LIMIT_TOKENS)?,
+        monthly_requests: count_limit("monthly_requests", raw.monthly_requests, MAX_LIMIT_REQUESTS)?,
+        monthly_cost_usd: cost,
+    })
 }
 
 /// The configured verification keys.
@@ -67,6 +161,8 @@ struct RawClaims {
 pub struct Verifier {
     keys: Vec<(Option<String>, &'static str, DecodingKey)>,
     algorithms: Vec<Algorithm>,
+    issuer: Option<String>,
+    audience: Option<String>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -132,7 +228,7 @@ impl Verifier {
                 _ => None,
             })
             .collect();
-        Ok(Verifier { keys, algorithms })
+        Ok(Verifier { keys, algorithms, issuer: c.issuer.clone(), audience: c.audience.clone() })
     }
 
     pub fn configured(&self) -> bool {
@@ -144,8 +240,13 @@ impl Verifier {
         if self.keys.is_empty() {
             return Err(EntitlementError::NoKey);
         }
-        let header =
-            jsonwebtoken::decode_header(token.trim()).map_err(|e| EntitlementError::Malformed(e.to_string()))?;
+        let token = token.trim();
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(EntitlementError::TooLarge(token.len()));
+        }
+        // Fixed messages: the decoder's own would quote parts of the header back.
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| EntitlementError::Malformed("the header is not a base64url-encoded JWT header".into()))?;
         if !self.algorithms.contains(&header.alg) {
             return Err(EntitlementError::WrongAlgorithm(format!("{:?}", header.alg)));
         }
@@ -158,20 +259,41 @@ impl Verifier {
         });
         let mut last = EntitlementError::BadSignature;
         for (_, _, key) in candidates {
-            match jsonwebtoken::decode::<RawClaims>(token.trim(), key, &validation) {
-                Ok(data) => return claims(data.claims),
+            match jsonwebtoken::decode::<RawClaims>(token, key, &validation) {
+                Ok(data) => return self.claims(data.claims),
                 Err(e) => {
                     last = match e.kind() {
                         jsonwebtoken::errors::ErrorKind::InvalidSignature => EntitlementError::BadSignature,
                         jsonwebtoken::errors::ErrorKind::Json(_) => {
                             EntitlementError::Malformed("claims are not valid JSON of the expected shape".into())
                         }
-                        _ => EntitlementError::Malformed(e.to_string()),
+                        _ => EntitlementError::Malformed("the token is not a well-formed signed JWT".into()),
                     }
                 }
             }
         }
         Err(last)
+    }
+}
+
+impl Verifier {
+    fn claims(&self, c: RawClaims) -> Result<Entitlement, EntitlementError> {
+        if let Some(want) = &self.issuer {
+            if c.iss.as_ref() != Some(want) {
+                return Err(EntitlementError::WrongIssuer);
+            }
+        }
+        if let Some(want) = &self.audience {
+            let ok = match &c.aud {
+                Some(Audience::One(a)) => a == want,
+                Some(Audience::Many(list)) => list.contains(want),
+                None => false,
+            };
+            if !ok {
+                return Err(EntitlementError::WrongAudience);
+            }
+        }
+        claims(c)
     }
 }
 
@@ -184,7 +306,8 @@ fn claims(c: RawClaims) -> Result<Entitlement, EntitlementError> {
     if period_end <= period_start {
         return Err(EntitlementError::Malformed("period_end is not after period_start".into()));
     }
-    Ok(Entitlement { sub, tier, period_start, period_end, exp, limits: c.limits.unwrap_or_default() })
+    let limits = limits(c.limits)?;
+    Ok(Entitlement { sub, tier, period_start, period_end, exp, nbf: c.nbf, iat: c.iat, limits })
 }
 
 #[cfg(test)]
@@ -231,6 +354,76 @@ mod tests {
         .unwrap();
         assert_eq!(v.verify(&token(&a, Some("a"), &bad)), Err(EntitlementError::MissingClaim("period_end")));
         assert_eq!(Verifier::default().verify("x"), Err(EntitlementError::NoKey));
+    }
+
+    #[test]
+    fn times_have_leeway_for_nbf_and_iat_but_not_exp() {
+        let e = Entitlement {
+            sub: "u".into(),
+            tier: "t".into(),
+            period_start: 0,
+            period_end: 1,
+            exp: 1000,
+            nbf: Some(1059),
+            iat: Some(1059),
+            limits: LimitOverrides::default(),
+        };
+        assert_eq!(e.check_times(1000), Err(EntitlementError::Expired), "exp is strict");
+        assert_eq!(e.check_times(999), Ok(()), "nbf and iat 60 s ahead are within the leeway");
+        let later = Entitlement { nbf: Some(1060), ..e.clone() };
+        assert_eq!(later.check_times(999), Err(EntitlementError::NotYetValid));
+        let issued = Entitlement { iat: Some(1060), ..e };
+        assert_eq!(issued.check_times(999), Err(EntitlementError::IssuedInFuture));
+    }
+
+    #[test]
+    fn signed_limits_are_range_checked_with_the_field_named() {
+        let raw = |t: Option<f64>, r: Option<f64>, c: Option<f64>| {
+            limits(Some(RawLimits { monthly_tokens: t, monthly_requests: r, monthly_cost_usd: c }))
+        };
+        assert_eq!(
+            raw(Some(5.0), Some(0.0), Some(2.5)),
+            Ok(LimitOverrides { monthly_tokens: Some(5), monthly_requests: Some(0), monthly_cost_usd: Some(2.5) })
+        );
+        for (bad, name) in [
+            (raw(Some(-1.0), None, None), "monthly_tokens"),
+            (raw(Some(1e13), None, None), "monthly_tokens"),
+            (raw(None, Some(0.5), None), "monthly_requests"),
+            (raw(None, None, Some(-5.0)), "monthly_cost_usd"),
+            (raw(None, None, Some(f64::INFINITY)), "monthly_cost_usd"),
+        ] {
+            let e = bad.unwrap_err();
+            assert!(matches!(e, EntitlementError::BadLimit(n, _) if n == name), "{e}");
+            assert!(e.to_string().contains(name), "{e}");
+        }
+        assert_eq!(limits(None), Ok(LimitOverrides::default()));
+    }
+
+    #[test]
+    fn oversized_and_malformed_tokens_are_refused_without_echo() {
+        let a = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(a.verifying_key().as_bytes());
+        let jwks = serde_json::json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x}]});
+        let config = AccountConfig {
+            jwks: Some(jwks.to_string()),
+            issuer: Some("iss-1".into()),
+            audience: Some("aud-1".into()),
+            ..AccountConfig::default()
+        };
+        let v = Verifier::from_config(&config, Path::new(".")).unwrap();
+        let big = "a".repeat(MAX_TOKEN_BYTES + 1);
+        assert_eq!(v.verify(&big), Err(EntitlementError::TooLarge(MAX_TOKEN_BYTES + 1)));
+        let e = v.verify("eyJTRUNSRVQiOjF9.e30.c2ln").unwrap_err();
+        assert!(!e.to_string().contains("SECRET"), "{e}");
+        let claims = serde_json::json!({"sub": "u", "tier": "pro", "period_start": 1, "period_end": 2, "exp": 3,
+            "iss": "iss-1", "aud": ["x", "aud-1"]});
+        assert!(v.verify(&token(&a, None, &claims)).is_ok());
+        let wrong = serde_json::json!({"sub": "u", "tier": "pro", "period_start": 1, "period_end": 2, "exp": 3,
+            "iss": "iss-2", "aud": "aud-1"});
+        assert_eq!(v.verify(&token(&a, None, &wrong)), Err(EntitlementError::WrongIssuer));
+        let wrong = serde_json::json!({"sub": "u", "tier": "pro", "period_start": 1, "period_end": 2, "exp": 3,
+            "iss": "iss-1", "aud": "aud-2"});
+        assert_eq!(v.verify(&token(&a, None, &wrong)), Err(EntitlementError::WrongAudience));
     }
 
     #[test]

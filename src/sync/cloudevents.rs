@@ -1,4 +1,10 @@
 //! The wire format of design §7: a JSON array of CloudEvents 1.0, one per usage record.
+//!
+//! Each event's `source` is the record's own (the device it was made on: an imported record
+//! keeps its original device's), `subject` the customer this installation bills to (see
+//! `sync::Subject`), and the extension attribute `deviceid` the id of the device that made the
+//! record. A batch can be split (when a backend refuses it whole) without re-encoding: [`split`]
+//! returns each event's exact bytes.
 
 use crate::usage_record::UsageRecord;
 use serde::Serialize;
@@ -22,7 +28,21 @@ struct CloudEvent<'a> {
     subject: &'a str,
     time: String,
     datacontenttype: &'static str,
+    /// CloudEvents extension attribute (lowercase letters and digits only): the device the
+    /// record was made on.
+    deviceid: &'a str,
     data: &'a UsageRecord,
+}
+
+/// The prefix of every llm-sidecar `source`; the rest is the device id.
+pub const SOURCE_PREFIX: &str = "llm-sidecar://";
+
+/// What the events of one batch share: this device's source and the subject to bill.
+#[derive(Debug, Clone, Copy)]
+pub struct Sender<'a> {
+    /// `source` of records made on this device.
+    pub source: &'a str,
+    pub subject: &'a str,
 }
 
 /// One request's worth of events. `id` is the `Idempotency-Key`; a retry of the batch sends the
@@ -36,7 +56,12 @@ pub struct Batch {
 
 /// `source` of every event from this device.
 pub fn source(device_id: Uuid) -> String {
-    format!("llm-sidecar://{device_id}")
+    format!("{SOURCE_PREFIX}{device_id}")
+}
+
+/// The device part of a `source` (the whole source when it is not an llm-sidecar one).
+pub fn device_of(source: &str) -> &str {
+    source.strip_prefix(SOURCE_PREFIX).unwrap_or(source)
 }
 
 /// RFC 3339 UTC time with millisecond precision.
@@ -48,19 +73,21 @@ pub fn rfc3339_ms(ts_ms: i64) -> String {
 
 /// Encodes as many of `records` (in order) as fit in `max_events` and `max_bytes`. Always takes
 /// at least one record. Returns the batch and how many records it holds.
-pub fn build(records: &[UsageRecord], source: &str, max_events: usize, max_bytes: usize) -> Batch {
+pub fn build(records: &[UsageRecord], sender: Sender<'_>, max_events: usize, max_bytes: usize) -> Batch {
     let mut body = Vec::with_capacity(records.len().min(max_events) * 700 + 2);
     body.push(b'[');
     let mut ids = Vec::new();
     for r in records.iter().take(max_events.max(1)) {
+        let source = r.source.as_deref().unwrap_or(sender.source);
         let event = CloudEvent {
             specversion: SPEC_VERSION,
             id: r.id,
             source,
             kind: EVENT_TYPE,
-            subject: &r.user,
+            subject: sender.subject,
             time: rfc3339_ms(r.ts),
             datacontenttype: "application/json",
+            deviceid: device_of(source),
             data: r,
         };
         let Ok(encoded) = serde_json::to_vec(&event) else { continue };
@@ -78,6 +105,57 @@ pub fn build(records: &[UsageRecord], source: &str, max_events: usize, max_bytes
     Batch { id: Uuid::now_v7(), ids, body: bytes::Bytes::from(body) }
 }
 
+/// The exact bytes of each element of a JSON array `body` (as [`build`] writes it), or `None`
+/// if it is not one. Splitting a refused batch this way keeps every event byte for byte.
+pub fn split(body: &[u8]) -> Option<Vec<&[u8]>> {
+    let inner = body.trim_ascii().strip_prefix(b"[")?.strip_suffix(b"]")?;
+    let mut parts = Vec::new();
+    let (mut depth, mut in_string, mut escaped, mut start) = (0usize, false, false, 0usize);
+    for (i, &b) in inner.iter().enumerate() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.checked_sub(1)?,
+            b',' if depth == 0 => {
+                parts.push(inner[start..i].trim_ascii());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if depth != 0 || in_string {
+        return None;
+    }
+    let last = inner[start..].trim_ascii();
+    if !last.is_empty() {
+        parts.push(last);
+    }
+    (!parts.iter().any(|p| p.is_empty())).then_some(parts)
+}
+
+/// A JSON array of `events` (each one element's bytes, from [`split`]).
+pub fn join(events: &[&[u8]]) -> bytes::Bytes {
+    let mut body = Vec::with_capacity(events.iter().map(|e| e.len() + 1).sum::<usize>() + 2);
+    body.push(b'[');
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(e);
+    }
+    body.push(b']');
+    bytes::Bytes::from(body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,32 +165,55 @@ mod tests {
         let mut r = UsageRecord::new("app", "openai", "gpt-4o");
         r.user = "alice".into();
         r.ts = 1_700_000_000_123;
-        let b = build(std::slice::from_ref(&r), "llm-sidecar://dev", 500, MAX_BYTES);
+        let mut imported = r.clone();
+        imported.id = Uuid::now_v7();
+        imported.source = Some("llm-sidecar://other".into());
+        let sender = Sender { source: "llm-sidecar://dev", subject: "cus_42" };
+        let b = build(&[r.clone(), imported], sender, 500, MAX_BYTES);
         let v: serde_json::Value = serde_json::from_slice(&b.body).expect("json");
         let e = &v[0];
         assert_eq!(e["specversion"], "1.0");
         assert_eq!(e["id"], r.id.to_string());
         assert_eq!(e["source"], "llm-sidecar://dev");
         assert_eq!(e["type"], EVENT_TYPE);
-        assert_eq!(e["subject"], "alice");
+        assert_eq!(e["subject"], "cus_42", "the subject is the customer, not the record's user");
         assert_eq!(e["time"], "2023-11-14T22:13:20.123Z");
         assert_eq!(e["datacontenttype"], "application/json");
+        assert_eq!(e["deviceid"], "dev");
         let back: UsageRecord = serde_json::from_value(e["data"].clone()).expect("record");
         assert_eq!(back, r);
-        assert_eq!(b.ids, vec![r.id]);
+        assert_eq!((v[1]["source"].as_str(), v[1]["deviceid"].as_str()), (Some("llm-sidecar://other"), Some("other")));
+        assert_eq!(b.ids.len(), 2);
+    }
+
+    #[test]
+    fn split_keeps_each_event_byte_for_byte() {
+        let mut rs: Vec<UsageRecord> = (0..5).map(|_| UsageRecord::new("a", "p", "m")).collect();
+        rs[2].route = "tricky \\\" ] } , [ {".into();
+        let b = build(&rs, Sender { source: "s", subject: "u" }, 500, MAX_BYTES);
+        let parts = split(&b.body).expect("an array");
+        assert_eq!(parts.len(), 5);
+        assert_eq!(join(&parts), b.body);
+        let left = join(&parts[..2]);
+        let v: Vec<serde_json::Value> = serde_json::from_slice(&left).expect("json");
+        assert_eq!(v[1]["id"], rs[1].id.to_string());
+        assert_eq!(split(b"[]").map(|p| p.len()), Some(0));
+        assert!(split(b"[{\"a\":1},").is_none());
+        assert!(split(b"{}").is_none());
     }
 
     #[test]
     fn batches_respect_count_and_size() {
         let rs: Vec<UsageRecord> = (0..1200).map(|_| UsageRecord::new("a", "p", "m")).collect();
-        let b = build(&rs, "s", MAX_EVENTS, MAX_BYTES);
+        let sender = Sender { source: "s", subject: "u" };
+        let b = build(&rs, sender, MAX_EVENTS, MAX_BYTES);
         assert_eq!(b.ids.len(), 500);
-        let small = build(&rs, "s", MAX_EVENTS, 4096);
+        let small = build(&rs, sender, MAX_EVENTS, 4096);
         assert!(small.body.len() <= 4096, "{}", small.body.len());
         assert!(small.ids.len() > 1 && small.ids.len() < 500);
         let parsed: Vec<serde_json::Value> = serde_json::from_slice(&small.body).expect("json");
         assert_eq!(parsed.len(), small.ids.len());
         // Never empty, even when one event exceeds the limit.
-        assert_eq!(build(&rs, "s", MAX_EVENTS, 10).ids.len(), 1);
+        assert_eq!(build(&rs, sender, MAX_EVENTS, 10).ids.len(), 1);
     }
 }

@@ -8,7 +8,12 @@
 //! - a retried batch is byte-for-byte the same request with the same `Idempotency-Key`;
 //! - 408/429/5xx/network errors retry with full-jitter exponential backoff, honouring
 //!   `Retry-After`; 401/403 pause sync (event `sync.paused`) until the token changes
-//!   (`sync.resumed`); any other 4xx moves the batch to the dead letters;
+//!   (`sync.resumed`); 404/405/410 and redirects pause it as misconfigured; any other 4xx
+//!   splits the batch until the records refused alone are found, which go to the dead letters;
+//! - a batch is persisted before its first send, so a re-send after a crash is the same bytes
+//!   under the same `Idempotency-Key` (see `worker`);
+//! - every event's `subject` is the customer: the entitlement's `sub` when logged in, else
+//!   `[sync] subject`, else the OS user ([`subject`]);
 //! - sync is off when `[sync] url` is not set; tokens never appear in logs, errors or status.
 
 pub mod backoff;
@@ -52,6 +57,10 @@ pub struct SyncConfig {
     pub backoff_max_ms: u64,
     /// On graceful shutdown, keep draining the outbox for at most this many seconds.
     pub shutdown_drain_secs: u64,
+    /// The CloudEvents `subject` (the customer) when not logged in; default: the OS user.
+    pub subject: Option<String>,
+    /// Records older than this many days are not sent (dead letter `too_old`).
+    pub max_event_age_days: u32,
 }
 
 impl Default for SyncConfig {
@@ -68,6 +77,8 @@ impl Default for SyncConfig {
             backoff_initial_ms: 1000,
             backoff_max_ms: 300_000,
             shutdown_drain_secs: 5,
+            subject: None,
+            max_event_age_days: 30,
         }
     }
 }
@@ -108,6 +119,14 @@ impl SyncConfig {
         if self.shutdown_drain_secs > 300 {
             return Err(("sync.shutdown_drain_secs", "must be at most 300".into()));
         }
+        if let Some(s) = &self.subject {
+            if !valid_subject(s) {
+                return Err(("sync.subject", "must be 1-256 printable characters".into()));
+            }
+        }
+        if !(1..=3650).contains(&self.max_event_age_days) {
+            return Err(("sync.max_event_age_days", "must be 1-3650".into()));
+        }
         Ok(())
     }
 
@@ -119,6 +138,38 @@ impl SyncConfig {
             (None, None) => Arc::new(NoToken),
         }
     }
+}
+
+/// The entitlement's `sub` when logged in (asked before each batch).
+pub type EntitledSubject = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+/// The subject of the next batch, fully resolved.
+pub(crate) type SubjectFn = Arc<dyn Fn() -> String + Send + Sync>;
+
+fn valid_subject(s: &str) -> bool {
+    (1..=256).contains(&s.chars().count()) && !s.chars().any(char::is_control)
+}
+
+/// The CloudEvents `subject` (the customer to bill): `entitled` (the entitlement's `sub`), else
+/// `configured` (`[sync] subject`), else the OS user (`$USER`, `$LOGNAME`, the name of our uid
+/// in `/etc/passwd`, else `uid-<uid>`).
+pub fn subject(entitled: Option<String>, configured: Option<&str>) -> String {
+    entitled.filter(|s| valid_subject(s)).or_else(|| configured.map(str::to_string)).unwrap_or_else(os_user)
+}
+
+fn os_user() -> String {
+    let uid = rustix::process::getuid().as_raw();
+    ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| valid_subject(s)))
+        .or_else(|| {
+            let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+            passwd.lines().find_map(|line| {
+                let mut f = line.split(':');
+                let (name, _, id) = (f.next()?, f.next()?, f.next()?);
+                (id.parse::<u32>().ok() == Some(uid) && valid_subject(name)).then(|| name.to_string())
+            })
+        })
+        .unwrap_or_else(|| format!("uid-{uid}"))
 }
 
 /// Why `sync.now` could not run.
@@ -142,6 +193,9 @@ pub enum Phase {
     Retrying,
     /// The backend refused the token (401/403); waiting for new credentials.
     Paused,
+    /// The backend answered 404/405/410 or a redirect: `[sync] url` is wrong. Nothing is
+    /// dead-lettered; `sync.now` tries again.
+    Misconfigured,
 }
 
 /// The last failure.
@@ -161,6 +215,8 @@ pub struct SyncStatus {
     /// The backend URL without credentials or query.
     pub endpoint: Option<String>,
     pub source: String,
+    /// The `subject` the next batch carries (the customer).
+    pub subject: String,
     pub pending: u64,
     pub oldest_pending_age_ms: Option<u64>,
     pub dead_letters: u64,
@@ -209,14 +265,23 @@ pub(crate) enum Command {
     CredentialsChanged,
 }
 
-#[derive(Debug)]
 struct Shared {
     enabled: bool,
     endpoint: Option<String>,
     source: String,
+    subject: SubjectFn,
     ledger: Arc<Ledger>,
     progress: Arc<Mutex<Progress>>,
     commands: mpsc::Sender<Command>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("enabled", &self.enabled)
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The daemon's handle on the sync worker.
@@ -229,6 +294,7 @@ pub fn new(
     ledger: Arc<Ledger>,
     events: Bus,
     credentials: Arc<dyn SyncCredentials>,
+    entitled: EntitledSubject,
 ) -> (SyncHandle, SyncWorker) {
     let (tx, rx) = mpsc::channel(64);
     let endpoint = config.url.as_deref().and_then(redacted_endpoint);
@@ -237,15 +303,27 @@ pub fn new(
         phase: if config.url.is_some() { Phase::Idle } else { Phase::Disabled },
         ..Progress::default()
     }));
+    let configured = config.subject.clone();
+    let subject: SubjectFn = Arc::new(move || self::subject(entitled(), configured.as_deref()));
     let shared = Shared {
         enabled: config.url.is_some(),
         endpoint,
         source: source.clone(),
+        subject: subject.clone(),
         ledger: ledger.clone(),
         progress: progress.clone(),
         commands: tx,
     };
-    let worker = SyncWorker::new(config.clone(), ledger, events, credentials, progress, rx, source);
+    let worker = SyncWorker::new(worker::Parts {
+        cfg: config.clone(),
+        ledger,
+        events,
+        credentials,
+        progress,
+        commands: rx,
+        source,
+        subject,
+    });
     (SyncHandle(Arc::new(shared)), worker)
 }
 
@@ -280,6 +358,7 @@ impl SyncHandle {
             state: p.phase,
             endpoint: self.0.endpoint.clone(),
             source: self.0.source.clone(),
+            subject: (self.0.subject)(),
             pending: counts.outbox,
             oldest_pending_age_ms: oldest.map(|r| u64::try_from(now - r.ts).unwrap_or(0)),
             dead_letters: counts.dead,
@@ -323,5 +402,17 @@ mod tests {
         assert_eq!(bad.validate().map_err(|e| e.0), Err("sync.batch_max_events"));
         let bad = SyncConfig { backoff_initial_ms: 10_000, backoff_max_ms: 1000, ..SyncConfig::default() };
         assert_eq!(bad.validate().map_err(|e| e.0), Err("sync.backoff_initial_ms"));
+        let bad = SyncConfig { subject: Some(String::new()), ..SyncConfig::default() };
+        assert_eq!(bad.validate().map_err(|e| e.0), Err("sync.subject"));
+        let bad = SyncConfig { max_event_age_days: 0, ..SyncConfig::default() };
+        assert_eq!(bad.validate().map_err(|e| e.0), Err("sync.max_event_age_days"));
+    }
+
+    #[test]
+    fn subject_is_the_entitlement_then_the_config_then_the_os_user() {
+        assert_eq!(subject(Some("cus_1".into()), Some("team-a")), "cus_1");
+        assert_eq!(subject(None, Some("team-a")), "team-a");
+        let os = subject(None, None);
+        assert!(!os.is_empty() && os != "local", "{os}");
     }
 }

@@ -2,16 +2,32 @@
 //!
 //! It sleeps until something asks for a flush (the periodic tick, the outbox reaching
 //! `flush_threshold`, `sync.now`, the retry time of a failed batch), then drains the outbox
-//! batch by batch. Explicit state: `retry` holds the batch to resend (same id, same bytes) and
-//! when; `paused` holds the fingerprint of the token the backend refused.
+//! batch by batch.
+//!
+//! Invariants:
+//! - a batch is persisted in the ledger (id, exact body, members) before its first send, and
+//!   every later send of it (a retry, or a re-send after a crash or restart) is the same bytes
+//!   under the same `Idempotency-Key`; it leaves the ledger only with its answer (2xx: acked;
+//!   refused alone: dead letter);
+//! - a batch the backend refuses (400/422 and other non-auth 4xx) is split in halves, each
+//!   persisted under its own new id in the same transaction that drops the parent, until the
+//!   events refused alone are found: only those become dead letters (with status and body);
+//! - 404/405/410 and redirects mean a wrong `[sync] url`: sync pauses as misconfigured (event
+//!   `sync.paused`, reason `misconfigured`) and nothing is dead-lettered;
+//! - records outside the backend's time window (older than `max_event_age_days`, more than
+//!   [`MAX_FUTURE_SKEW_MS`] ahead) are dead-lettered before sending (`too_old`/`future`), never
+//!   dropped.
+//!
+//! Explicit state: `retry_at` says when the first persisted batch may be resent; `paused` why
+//! sending stopped.
 
 use super::backoff::{Backoff, MAX_RETRY_AFTER};
 use super::cloudevents::{self, Batch};
 use super::credentials::{fingerprint, SyncCredentials};
-use super::{Command, LastError, NowReport, Phase, Progress, SyncConfig};
+use super::{Command, LastError, NowReport, Phase, Progress, SubjectFn, SyncConfig};
 use crate::clock::now_ms;
 use crate::events::{Bus, EventKind};
-use crate::ledger::{Ledger, Queued};
+use crate::ledger::{Ledger, NewBatch, Queued, Refused};
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -28,6 +44,10 @@ const CREDENTIALS_POLL: Duration = Duration::from_secs(1);
 const MAX_PENDING_ACKS: usize = 8;
 /// Longest backend error body kept in `last_error`.
 const MAX_ERROR_BODY: usize = 200;
+/// Longest backend error body kept with a dead letter.
+const MAX_DEAD_LETTER_BODY: usize = 2048;
+/// How far ahead of now a record's time may be when it is sent (Stripe's limit: 5 minutes).
+pub const MAX_FUTURE_SKEW_MS: i64 = 5 * 60_000;
 
 /// A batch and where its records sit in the outbox.
 struct Outgoing {
@@ -35,16 +55,32 @@ struct Outgoing {
     queued: Vec<Queued>,
 }
 
-struct Retry {
-    out: Outgoing,
-    at: Instant,
-}
-
 enum Response {
     Accepted,
-    Retry { after: Option<Duration>, error: LastError },
-    Unauthorized { error: LastError, token: Option<u64> },
-    Rejected(LastError),
+    Retry {
+        after: Option<Duration>,
+        error: LastError,
+    },
+    Unauthorized {
+        error: LastError,
+        token: Option<u64>,
+    },
+    /// 404/405/410 or a redirect: the URL is wrong.
+    Misconfigured(LastError),
+    /// Any other 4xx: something in the batch is refused; `body` is the backend's answer.
+    Rejected {
+        error: LastError,
+        body: String,
+    },
+}
+
+/// Why sending stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pause {
+    /// 401/403 for the token with this fingerprint; resumes when the token changes.
+    Credentials(Option<u64>),
+    /// The URL is wrong; resumes on `sync.now` when the backend then accepts, or at restart.
+    Misconfigured,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +100,8 @@ struct RunStats {
 struct PausedEvent<'a> {
     status: Option<u16>,
     message: &'a str,
+    /// `unauthorized` or `misconfigured`.
+    reason: &'static str,
 }
 
 #[derive(Serialize)]
@@ -81,10 +119,11 @@ pub struct SyncWorker {
     progress: Arc<Mutex<Progress>>,
     commands: mpsc::Receiver<Command>,
     source: String,
+    subject: SubjectFn,
     backoff: Backoff,
-    retry: Option<Retry>,
-    /// `Some(fingerprint of the refused token)` while paused.
-    paused: Option<Option<u64>>,
+    /// When the first persisted batch may be sent again after a failure.
+    retry_at: Option<Instant>,
+    paused: Option<Pause>,
 }
 
 impl std::fmt::Debug for SyncWorker {
@@ -93,16 +132,21 @@ impl std::fmt::Debug for SyncWorker {
     }
 }
 
+/// The parts of a worker [`SyncWorker::new`] takes from `sync::new`.
+pub(super) struct Parts {
+    pub cfg: SyncConfig,
+    pub ledger: Arc<Ledger>,
+    pub events: Bus,
+    pub credentials: Arc<dyn SyncCredentials>,
+    pub progress: Arc<Mutex<Progress>>,
+    pub commands: mpsc::Receiver<Command>,
+    pub source: String,
+    pub subject: SubjectFn,
+}
+
 impl SyncWorker {
-    pub(super) fn new(
-        cfg: SyncConfig,
-        ledger: Arc<Ledger>,
-        events: Bus,
-        credentials: Arc<dyn SyncCredentials>,
-        progress: Arc<Mutex<Progress>>,
-        commands: mpsc::Receiver<Command>,
-        source: String,
-    ) -> SyncWorker {
+    pub(super) fn new(parts: Parts) -> SyncWorker {
+        let Parts { cfg, ledger, events, credentials, progress, commands, source, subject } = parts;
         let url = cfg.url.as_deref().and_then(|u| reqwest::Url::parse(u).ok());
         let http = url.as_ref().and_then(|_| {
             // No redirects (transport::builder): the bearer token must not reach another host.
@@ -124,8 +168,9 @@ impl SyncWorker {
             progress,
             commands,
             source,
+            subject,
             backoff,
-            retry: None,
+            retry_at: None,
             paused: None,
         }
     }
@@ -170,7 +215,7 @@ impl SyncWorker {
                         }
                     }
                     Some(Command::CredentialsChanged) => {
-                        if self.paused.is_some() {
+                        if matches!(self.paused, Some(Pause::Credentials(_))) {
                             self.resume("credentials changed");
                             wanted = true;
                         }
@@ -188,12 +233,13 @@ impl SyncWorker {
                 }
                 _ = sleep_until(wake), if wake.is_some() => {
                     match self.paused {
-                        Some(refused) => {
+                        Some(Pause::Credentials(refused)) => {
                             if fingerprint(self.credentials.bearer().as_ref()) != refused {
                                 self.resume("credentials changed");
                                 wanted = true;
                             }
                         }
+                        Some(Pause::Misconfigured) => {}
                         None => wanted = true,
                     }
                 }
@@ -203,14 +249,15 @@ impl SyncWorker {
     }
 
     fn can_send(&self) -> bool {
-        self.paused.is_none() && self.retry.as_ref().is_none_or(|r| r.at <= Instant::now())
+        self.paused.is_none() && self.retry_at.is_none_or(|at| at <= Instant::now())
     }
 
     fn wake_at(&self) -> Option<Instant> {
-        if self.paused.is_some() {
-            return Some(Instant::now() + CREDENTIALS_POLL);
+        match self.paused {
+            Some(Pause::Credentials(_)) => Some(Instant::now() + CREDENTIALS_POLL),
+            Some(Pause::Misconfigured) => None,
+            None => self.retry_at,
         }
-        self.retry.as_ref().map(|r| r.at)
     }
 
     fn update(&self, f: impl FnOnce(&mut Progress)) {
@@ -228,9 +275,7 @@ impl SyncWorker {
                 Err(e) => tracing::error!("cannot requeue dead letters: {e}"),
             }
         }
-        if let Some(r) = self.retry.as_mut() {
-            r.at = Instant::now();
-        }
+        self.retry_at = None;
         let mut stats = RunStats::default();
         let outcome = self.drain(&mut stats).await;
         let p = self.progress.lock().map(|p| p.clone()).unwrap_or_default();
@@ -244,39 +289,68 @@ impl SyncWorker {
         }
     }
 
-    /// Sends batches until the outbox is empty or a batch fails.
+    /// The persisted batches (from an earlier attempt, run or crash), to send first.
+    async fn stored(&self) -> Result<VecDeque<Outgoing>, String> {
+        let ledger = self.ledger.clone();
+        let stored = tokio::task::spawn_blocking(move || ledger.stored_batches())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let mut out = VecDeque::with_capacity(stored.len());
+        for b in stored {
+            if b.entries.is_empty() {
+                // Every member was acknowledged or cleared: nothing of it is left to send.
+                self.ledger.persist_batches(Some(b.id), Vec::new()).await.map_err(|e| e.to_string())?;
+                continue;
+            }
+            let batch = Batch { id: b.id, ids: b.entries.iter().map(|q| q.id).collect(), body: b.body.into() };
+            out.push_back(Outgoing { batch, queued: b.entries });
+        }
+        Ok(out)
+    }
+
+    /// Sends batches until the outbox is empty or a batch fails: first the persisted ones, then
+    /// new ones read (and persisted) while the previous one is in flight.
     async fn drain(&mut self, stats: &mut RunStats) -> Outcome {
+        let mut work = match self.stored().await {
+            Ok(w) => w,
+            Err(message) => return self.read_failed(message),
+        };
         let mut cursor: Option<Queued> = None;
         let mut acks: VecDeque<JoinHandle<()>> = VecDeque::new();
         let mut next: Option<JoinHandle<Result<Option<Outgoing>, String>>> = None;
         let outcome = loop {
-            let read = match (self.retry.take(), next.take()) {
-                (Some(r), _) => Ok(Some(r.out)),
-                (None, Some(prefetched)) => prefetched.await.unwrap_or_else(|e| Err(e.to_string())),
-                (None, None) => self.prefetch(cursor).await.unwrap_or_else(|e| Err(e.to_string())),
-            };
-            let Outgoing { batch, queued } = match read {
-                Ok(Some(b)) => b,
-                Ok(None) => break Outcome::Drained,
-                Err(message) => {
-                    let error = LastError { at_ms: now_ms(), status: None, message };
-                    tracing::error!("sync cannot read the outbox: {}", error.message);
-                    self.update(|p| p.last_error = Some(error));
-                    break Outcome::Drained;
+            let out = match work.pop_front() {
+                Some(o) => o,
+                None => {
+                    let read = match next.take() {
+                        Some(prefetched) => prefetched.await.unwrap_or_else(|e| Err(e.to_string())),
+                        None => self.prefetch(cursor).await.unwrap_or_else(|e| Err(e.to_string())),
+                    };
+                    match read {
+                        Ok(Some(o)) => {
+                            cursor = o.queued.last().copied().or(cursor);
+                            o
+                        }
+                        Ok(None) => break Outcome::Drained,
+                        Err(message) => break self.read_failed(message),
+                    }
                 }
             };
-            // Read the following batch while this one is in flight; dropped if this one fails.
-            next = Some(self.prefetch(queued.last().copied().or(cursor)));
+            // Read (and persist) the following batch while this one is in flight.
+            if work.is_empty() && next.is_none() {
+                next = Some(self.prefetch(cursor));
+            }
             self.update(|p| {
                 p.phase = Phase::Sending;
                 p.last_attempt_at_ms = Some(now_ms());
             });
-            match self.post(&batch).await {
+            match self.post(&out.batch).await {
                 Response::Accepted => {
-                    let n = batch.ids.len() as u64;
-                    tracing::debug!(batch = %batch.id, events = n, "sync batch accepted");
+                    let n = out.batch.ids.len() as u64;
+                    tracing::debug!(batch = %out.batch.id, events = n, "sync batch accepted");
                     stats.sent += n;
-                    cursor = queued.last().copied();
+                    self.retry_at = None;
                     self.update(|p| {
                         p.sent_total += n;
                         p.batches_total += 1;
@@ -294,7 +368,7 @@ impl SyncWorker {
                     }
                     let ledger = self.ledger.clone();
                     acks.push_back(tokio::spawn(async move {
-                        if let Err(e) = ledger.ack(&queued).await {
+                        if let Err(e) = ledger.ack(&out.queued, Some(out.batch.id)).await {
                             tracing::error!("sent records stay in the outbox (they will be sent again): {e}");
                         }
                     }));
@@ -303,10 +377,10 @@ impl SyncWorker {
                     let failures = self.progress.lock().map(|p| p.failures + 1).unwrap_or(1);
                     let delay = self.backoff.delay(failures).max(after.unwrap_or_default());
                     tracing::warn!(
-                        batch = %batch.id, status = ?error.status, failures,
+                        batch = %out.batch.id, status = ?error.status, failures,
                         "sync failed ({}); retrying in {} ms", error.message, delay.as_millis()
                     );
-                    self.retry = Some(Retry { out: Outgoing { batch, queued }, at: Instant::now() + delay });
+                    self.retry_at = Some(Instant::now() + delay);
                     let at_ms = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
                     self.update(|p| {
                         p.failures = failures;
@@ -317,27 +391,55 @@ impl SyncWorker {
                     break Outcome::Retrying;
                 }
                 Response::Unauthorized { error, token } => {
-                    self.retry = Some(Retry { out: Outgoing { batch, queued }, at: Instant::now() });
-                    self.pause(error, token);
+                    self.pause(Pause::Credentials(token), error);
                     break Outcome::Paused;
                 }
-                Response::Rejected(error) => {
-                    tracing::warn!(
-                        batch = %batch.id, status = ?error.status,
-                        "the backend refused a batch of {} records; moving it to the dead letters: {}",
-                        batch.ids.len(), error.message
-                    );
-                    match self.ledger.dead_letter(&queued, &batch.id.to_string(), error.status, &error.message).await {
-                        Ok(n) => stats.dead += n,
-                        Err(e) => tracing::error!("cannot move the batch to the dead letters: {e}"),
+                Response::Misconfigured(error) => {
+                    self.pause(Pause::Misconfigured, error);
+                    break Outcome::Paused;
+                }
+                Response::Rejected { error, body } => {
+                    match halves(&out) {
+                        Some((left, right)) => {
+                            tracing::info!(
+                                batch = %out.batch.id, status = ?error.status, events = out.queued.len(),
+                                "the backend refused a batch; splitting it to find the refused records"
+                            );
+                            let persisted = [&left, &right].map(|h| NewBatch {
+                                id: h.batch.id,
+                                body: h.batch.body.to_vec(),
+                                entries: h.queued.clone(),
+                            });
+                            if let Err(e) = self.ledger.persist_batches(Some(out.batch.id), persisted.into()).await {
+                                break self.read_failed(format!("cannot split a refused batch: {e}"));
+                            }
+                            work.push_front(right);
+                            work.push_front(left);
+                        }
+                        None => {
+                            tracing::warn!(
+                                batch = %out.batch.id, status = ?error.status, records = out.queued.len(),
+                                "the backend refused records; moving them to the dead letters: {}", error.message
+                            );
+                            let why = Refused {
+                                batch_id: out.batch.id.to_string(),
+                                status: error.status,
+                                reason: "rejected".into(),
+                                body: Some(body),
+                            };
+                            match self.ledger.dead_letter(&out.queued, Some(out.batch.id), why).await {
+                                Ok(n) => stats.dead += n,
+                                Err(e) => tracing::error!("cannot move records to the dead letters: {e}"),
+                            }
+                        }
                     }
-                    cursor = queued.last().copied();
                     self.update(|p| p.last_error = Some(error));
                 }
             }
         };
+        // A batch being read is persisted by then: let it finish, it is sent first next time.
         if let Some(unused) = next {
-            unused.abort();
+            let _ = unused.await;
         }
         for ack in acks {
             let _ = ack.await;
@@ -348,21 +450,30 @@ impl SyncWorker {
         outcome
     }
 
-    /// Starts reading the batch after `cursor` in the background (overlapping the current POST).
+    fn read_failed(&self, message: String) -> Outcome {
+        let error = LastError { at_ms: now_ms(), status: None, message };
+        tracing::error!("sync cannot read the outbox: {}", error.message);
+        self.update(|p| p.last_error = Some(error));
+        Outcome::Drained
+    }
+
+    /// Starts reading (and persisting) the batch after `cursor` in the background.
     fn prefetch(&self, cursor: Option<Queued>) -> JoinHandle<Result<Option<Outgoing>, String>> {
         let reader = BatchReader {
             ledger: self.ledger.clone(),
             source: self.source.clone(),
+            subject: (self.subject)(),
             max_events: self.cfg.batch_max_events,
             max_bytes: self.cfg.batch_max_bytes,
+            max_age_ms: i64::from(self.cfg.max_event_age_days).saturating_mul(86_400_000),
         };
         tokio::spawn(async move { reader.next(cursor).await })
     }
 
     async fn post(&self, batch: &Batch) -> Response {
+        let error = |status: Option<u16>, message: String| LastError { at_ms: now_ms(), status, message };
         let (Some(http), Some(url)) = (&self.http, &self.url) else {
-            let error = LastError { at_ms: now_ms(), status: None, message: "sync is off".into() };
-            return Response::Rejected(error);
+            return Response::Misconfigured(error(None, "sync is off".into()));
         };
         let token = self.credentials.bearer();
         let mut req = http
@@ -373,7 +484,6 @@ impl SyncWorker {
         if let Some(t) = &token {
             req = req.bearer_auth(t.expose_secret());
         }
-        let error = |status: Option<u16>, message: String| LastError { at_ms: now_ms(), status, message };
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {
@@ -393,26 +503,47 @@ impl SyncWorker {
         if status.is_success() {
             return Response::Accepted;
         }
-        let message = format!("HTTP {code}{}", body_snippet(&body));
+        let message = format!("HTTP {code}{}", body_snippet(&body, MAX_ERROR_BODY));
         match code {
             401 | 403 => {
                 Response::Unauthorized { error: error(Some(code), message), token: fingerprint(token.as_ref()) }
             }
+            300..=399 | 404 | 405 | 410 => Response::Misconfigured(error(
+                Some(code),
+                format!("{message} (is [sync] url right? sync is paused; nothing was dead-lettered)"),
+            )),
             408 | 429 | 500..=599 => Response::Retry { after: retry_after, error: error(Some(code), message) },
-            400..=499 => Response::Rejected(error(Some(code), message)),
+            400..=499 => {
+                let snippet = body_snippet(&body, MAX_DEAD_LETTER_BODY);
+                let body = snippet.strip_prefix(": ").unwrap_or(&snippet).to_string();
+                Response::Rejected { error: error(Some(code), message), body }
+            }
             _ => Response::Retry { after: retry_after, error: error(Some(code), message) },
         }
     }
 
-    fn pause(&mut self, error: LastError, token: Option<u64>) {
+    fn pause(&mut self, why: Pause, error: LastError) {
         let was_paused = self.paused.is_some();
-        self.paused = Some(token);
+        self.paused = Some(why);
+        let (phase, reason) = match why {
+            Pause::Credentials(_) => (Phase::Paused, "unauthorized"),
+            Pause::Misconfigured => (Phase::Misconfigured, "misconfigured"),
+        };
         if !was_paused {
-            tracing::warn!(status = ?error.status, "sync paused: the backend refused the credentials");
-            self.events.emit(EventKind::SyncPaused, &PausedEvent { status: error.status, message: &error.message });
+            match why {
+                Pause::Credentials(_) => {
+                    tracing::warn!(status = ?error.status, "sync paused: the backend refused the credentials")
+                }
+                Pause::Misconfigured => {
+                    tracing::error!(status = ?error.status, "sync paused: {}", error.message)
+                }
+            }
+            let event = PausedEvent { status: error.status, message: &error.message, reason };
+            self.events.emit(EventKind::SyncPaused, &event);
         }
+        self.retry_at = None;
         self.update(|p| {
-            p.phase = Phase::Paused;
+            p.phase = phase;
             p.next_attempt_at_ms = None;
             p.last_error = Some(error);
         });
@@ -424,9 +555,7 @@ impl SyncWorker {
         }
         tracing::info!("sync resumed: {reason}");
         self.events.emit(EventKind::SyncResumed, &ResumedEvent { reason });
-        if let Some(r) = self.retry.as_mut() {
-            r.at = Instant::now();
-        }
+        self.retry_at = None;
         self.update(|p| {
             p.phase = Phase::Idle;
             p.failures = 0;
@@ -446,11 +575,11 @@ impl SyncWorker {
         let deadline = Instant::now() + Duration::from_secs(self.cfg.shutdown_drain_secs);
         tracing::info!(pending, "draining the sync outbox for at most {}s", self.cfg.shutdown_drain_secs);
         loop {
-            if let Some(r) = self.retry.as_ref() {
-                if r.at > deadline {
+            if let Some(at) = self.retry_at {
+                if at > deadline {
                     break;
                 }
-                tokio::time::sleep_until(r.at).await;
+                tokio::time::sleep_until(at).await;
             }
             let mut stats = RunStats::default();
             match tokio::time::timeout_at(deadline, self.drain(&mut stats)).await {
@@ -465,58 +594,97 @@ impl SyncWorker {
     }
 }
 
-/// Reads outbox entries into the next batch; unreadable entries go to the dead letters.
+/// Reads unbatched outbox entries into the next batch and persists it before it is returned
+/// (so its first send is already a re-sendable, stable request). Entries that cannot be sent go
+/// to the dead letters first: unreadable ones, and records outside the backend's time window.
 struct BatchReader {
     ledger: Arc<Ledger>,
     source: String,
+    subject: String,
     max_events: usize,
     max_bytes: usize,
+    max_age_ms: i64,
 }
+
+/// Entries held back from a batch, by reason (`unreadable`, `too_old`, `future`).
+type HeldBack = Vec<(&'static str, Queued)>;
 
 impl BatchReader {
     async fn next(self, mut cursor: Option<Queued>) -> Result<Option<Outgoing>, String> {
         loop {
             let ledger = self.ledger.clone();
-            let (max_events, max_bytes, source) = (self.max_events, self.max_bytes, self.source.clone());
+            let (max_events, max_bytes, max_age_ms) = (self.max_events, self.max_bytes, self.max_age_ms);
+            let (source, subject) = (self.source.clone(), self.subject.clone());
             let read = tokio::task::spawn_blocking(move || {
                 let entries = ledger.outbox_after(cursor, max_events).map_err(|e| e.to_string())?;
                 let last = entries.last().map(|e| e.at);
+                let now = now_ms();
                 let mut records = Vec::with_capacity(entries.len());
-                let mut queued = Vec::with_capacity(entries.len());
-                let mut unreadable = Vec::new();
+                let mut positions = std::collections::HashMap::with_capacity(entries.len());
+                let mut held: HeldBack = Vec::new();
                 for e in entries {
                     match e.record {
+                        Ok(r) if r.ts < now.saturating_sub(max_age_ms) => held.push(("too_old", e.at)),
+                        Ok(r) if r.ts > now.saturating_add(MAX_FUTURE_SKEW_MS) => held.push(("future", e.at)),
                         Ok(r) => {
+                            positions.insert(r.id, e.at);
                             records.push(r);
-                            queued.push(e.at);
                         }
                         Err(why) => {
                             tracing::error!(id = %e.at.id, "unreadable outbox entry: {why}");
-                            unreadable.push(e.at);
+                            held.push(("unreadable", e.at));
                         }
                     }
                 }
                 let out = (!records.is_empty()).then(|| {
-                    let batch = cloudevents::build(&records, &source, max_events, max_bytes);
-                    queued.truncate(batch.ids.len());
+                    let sender = cloudevents::Sender { source: &source, subject: &subject };
+                    let batch = cloudevents::build(&records, sender, max_events, max_bytes);
+                    let queued = batch.ids.iter().filter_map(|id| positions.get(id).copied()).collect();
                     Outgoing { batch, queued }
                 });
-                Ok::<_, String>((out, unreadable, last))
+                Ok::<_, String>((out, held, last))
             });
-            let (out, unreadable, last) = read.await.map_err(|e| e.to_string())??;
-            if !unreadable.is_empty() {
-                self.ledger
-                    .dead_letter(&unreadable, "-", None, "unreadable outbox entry")
-                    .await
-                    .map_err(|e| e.to_string())?;
+            let (out, held, last) = read.await.map_err(|e| e.to_string())??;
+            for reason in ["unreadable", "too_old", "future"] {
+                let entries: Vec<Queued> = held.iter().filter(|(r, _)| *r == reason).map(|(_, q)| *q).collect();
+                if entries.is_empty() {
+                    continue;
+                }
+                tracing::warn!(records = entries.len(), reason, "records held back from sync (dead letters)");
+                let why = Refused { batch_id: "-".into(), status: None, reason: reason.into(), body: None };
+                self.ledger.dead_letter(&entries, None, why).await.map_err(|e| e.to_string())?;
             }
             match (out, last) {
-                (Some(o), _) => return Ok(Some(o)),
+                (Some(o), _) => {
+                    let stored = NewBatch { id: o.batch.id, body: o.batch.body.to_vec(), entries: o.queued.clone() };
+                    self.ledger.persist_batches(None, vec![stored]).await.map_err(|e| e.to_string())?;
+                    return Ok(Some(o));
+                }
                 (None, None) => return Ok(None),
                 (None, Some(last)) => cursor = Some(last),
             }
         }
     }
+}
+
+/// Splits a refused batch in two halves with their own ids, or `None` if its body is not the
+/// array of its entries' events.
+fn halves(out: &Outgoing) -> Option<(Outgoing, Outgoing)> {
+    let events = cloudevents::split(&out.batch.body)?;
+    if events.len() != out.queued.len() || events.len() < 2 {
+        return None;
+    }
+    let mid = events.len() / 2;
+    let half = |range: std::ops::Range<usize>| {
+        let queued: Vec<Queued> = out.queued[range.clone()].to_vec();
+        let batch = Batch {
+            id: uuid::Uuid::now_v7(),
+            ids: queued.iter().map(|q| q.id).collect(),
+            body: cloudevents::join(&events[range]),
+        };
+        Outgoing { batch, queued }
+    };
+    Some((half(0..mid), half(mid..events.len())))
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -526,12 +694,10 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-fn body_snippet(body: &[u8]) -> String {
-    let text: String = String::from_utf8_lossy(body)
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_ERROR_BODY)
-        .collect();
+/// `": <body>"` (control characters blanked, at most `max` characters), or `""` for no body.
+fn body_snippet(body: &[u8], max: usize) -> String {
+    let text: String =
+        String::from_utf8_lossy(body).chars().map(|c| if c.is_control() { ' ' } else { c }).take(max).collect();
     let text = text.trim();
     if text.is_empty() {
         String::new()

@@ -50,7 +50,8 @@ pub const DEFAULT_LABEL: &str = "default";
 /// Shortest passphrase accepted when one is set.
 pub const MIN_PASSPHRASE_CHARS: usize = 8;
 const MAX_PASSPHRASE_BYTES: usize = 1024;
-const MAX_SECRET_BYTES: usize = 4096;
+/// Longest secret: room for an entitlement token (`policy::entitlement::MAX_TOKEN_BYTES`).
+const MAX_SECRET_BYTES: usize = 16 * 1024;
 /// Keys shorter than this show no `last4`.
 const LAST4_MIN_CHARS: usize = 16;
 /// How long a `last_used`-only change may wait before it is written.

@@ -1,5 +1,8 @@
-//! A usage backend for tests: accepts CloudEvents batches (design §7) the way an idempotent
-//! backend such as OpenMeter does, stores events by id, counts duplicates, and injects faults.
+//! A usage backend for tests: accepts CloudEvents batches (design §7) the way OpenMeter's ingest
+//! does — the whole batch is refused (400, a problem+json body) if any event lacks `subject` or
+//! has a `time` that is not RFC 3339, and events are deduplicated on source + id — stores them,
+//! counts duplicates, and injects faults. [`Collector::poison_model`] makes it refuse, the same
+//! way, any event whose `data.model` is the given name (a backend-specific validation).
 //!
 //! The app is an axum `Router`; connections are served by hyper directly so a fault can drop a
 //! connection with a TCP reset, before or after the batch was committed.
@@ -45,6 +48,7 @@ pub struct RequestLog {
     pub bytes: usize,
     /// Status answered, or `None` when the connection was dropped / the answer delayed.
     pub status: Option<u16>,
+    pub body: Bytes,
 }
 
 #[derive(Default)]
@@ -52,6 +56,10 @@ struct Inner {
     /// Events by id (the first copy received).
     events: HashMap<String, serde_json::Value>,
     ids: HashSet<String>,
+    /// (source, id) of every stored event: what the dedupe is keyed on.
+    keys: HashSet<(String, String)>,
+    /// Events with this `data.model` make their batch invalid.
+    poison: Option<String>,
     /// Events received again for an id already stored (outside a replayed batch).
     duplicate_events: u64,
     /// Batches whose Idempotency-Key was already committed (answered from the key store).
@@ -118,6 +126,11 @@ impl Collector {
     /// Requires `Authorization: Bearer <token>` (401 otherwise); `None` accepts anything.
     pub fn require_token(&self, token: Option<&str>) {
         self.with(|i| i.token = token.map(str::to_string));
+    }
+
+    /// Refuses (400, whole batch) every batch holding an event whose `data.model` is `model`.
+    pub fn poison_model(&self, model: Option<&str>) {
+        self.with(|i| i.poison = model.map(str::to_string));
     }
 
     pub fn ids(&self) -> HashSet<String> {
@@ -192,7 +205,7 @@ fn header(h: &HeaderMap, name: &str) -> Option<String> {
 struct LightEvent {
     specversion: String,
     id: String,
-    source: serde::de::IgnoredAny,
+    source: String,
     #[serde(rename = "type")]
     kind: serde::de::IgnoredAny,
     subject: serde::de::IgnoredAny,
@@ -201,20 +214,44 @@ struct LightEvent {
     data: serde::de::IgnoredAny,
 }
 
-/// Parses and checks a batch: `(id, full event if stored)` per event, or `None` if invalid.
-fn parse(body: &[u8], store: bool) -> Option<Vec<(String, Option<serde_json::Value>)>> {
+/// One parsed event: its source, id and (when stored) the whole event.
+type Parsed = (String, String, Option<serde_json::Value>);
+
+/// Parses and checks a batch like OpenMeter: `Err(why)` refuses the whole batch.
+fn parse(body: &[u8], store: bool, poison: Option<&str>) -> Result<Vec<Parsed>, String> {
     if store {
-        let events: Vec<serde_json::Value> = serde_json::from_slice(body).ok()?;
-        if events.iter().any(|e| REQUIRED.iter().any(|f| e.get(f).is_none()) || e["specversion"] != "1.0") {
-            return None;
+        let events: Vec<serde_json::Value> = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+        for e in &events {
+            if let Some(f) = REQUIRED.iter().find(|f| e.get(**f).is_none()) {
+                return Err(format!("event {}: missing `{f}`", e["id"]));
+            }
+            if e["specversion"] != "1.0" {
+                return Err(format!("event {}: specversion", e["id"]));
+            }
+            if e["subject"].as_str().is_none_or(str::is_empty) {
+                return Err(format!("event {}: subject is required", e["id"]));
+            }
+            let time = e["time"].as_str().unwrap_or_default();
+            if time::OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339).is_err() {
+                return Err(format!("event {}: time is not RFC 3339", e["id"]));
+            }
+            if poison.is_some() && e["data"]["model"].as_str() == poison {
+                return Err(format!("event {}: unknown meter for model {}", e["id"], e["data"]["model"]));
+            }
         }
-        Some(events.into_iter().map(|e| (e["id"].as_str().unwrap_or_default().to_string(), Some(e))).collect())
+        Ok(events
+            .into_iter()
+            .map(|e| {
+                let (src, id) = (e["source"].as_str().unwrap_or_default(), e["id"].as_str().unwrap_or_default());
+                (src.to_string(), id.to_string(), Some(e))
+            })
+            .collect())
     } else {
-        let events: Vec<LightEvent> = serde_json::from_slice(body).ok()?;
+        let events: Vec<LightEvent> = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
         if events.iter().any(|e| e.specversion != "1.0") {
-            return None;
+            return Err("specversion".into());
         }
-        Some(events.into_iter().map(|e| (e.id, None)).collect())
+        Ok(events.into_iter().map(|e| (e.source, e.id, None)).collect())
     }
 }
 
@@ -226,7 +263,8 @@ async fn ingest(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let parsed = parse(&body, s.store_events);
+    let poison = s.inner.lock().unwrap().poison.clone();
+    let parsed = parse(&body, s.store_events, poison.as_deref());
     let events = parsed.as_ref().map_or(0, Vec::len);
     let key = header(&headers, "idempotency-key");
     let (fault, index) = {
@@ -239,6 +277,7 @@ async fn ingest(
             events,
             bytes: body.len(),
             status: None,
+            body: body.clone(),
         });
         let index = i.requests.len() - 1;
         if let Some(required) = &i.token {
@@ -274,17 +313,30 @@ async fn ingest(
     if header(&headers, "content-type").as_deref() != Some("application/cloudevents-batch+json") {
         return reply(415, None);
     }
-    let Some(events) = parsed else { return reply(400, None) };
+    let events = match parsed {
+        Ok(events) => events,
+        Err(why) => {
+            set_status(400);
+            let problem =
+                serde_json::json!({"type": "about:blank", "title": "Bad Request", "status": 400, "detail": why});
+            let mut r = (StatusCode::BAD_REQUEST, problem.to_string()).into_response();
+            r.headers_mut().insert("content-type", "application/problem+json".parse().unwrap());
+            return r;
+        }
+    };
     {
         let mut i = s.inner.lock().unwrap();
         let replay = key.as_ref().is_some_and(|k| i.committed_keys.contains(k));
         if replay {
             i.replayed_batches += 1;
         } else {
-            for (id, event) in events {
-                if !i.ids.insert(id.clone()) {
+            for (source, id, event) in events {
+                if !i.keys.insert((source, id.clone())) {
                     i.duplicate_events += 1;
-                } else if let Some(e) = event {
+                    continue;
+                }
+                i.ids.insert(id.clone());
+                if let Some(e) = event {
                     i.events.insert(id, e);
                 }
             }

@@ -32,6 +32,8 @@ export const METHOD_PARAMS: Readonly<Record<string, readonly string[]>> = {
   "usage.clear": ["force"],
   "sync.status": [],
   "sync.now": ["retry_dead_letters"],
+  "sync.dead_letters": ["limit"],
+  "sync.requeue": ["ids"],
   "quota.status": [],
   "quota.check": ["model", "estimated_tokens"],
   "account.login": ["token"],
@@ -219,6 +221,16 @@ export interface SyncNowParams {
   retry_dead_letters?: boolean;
 }
 
+/** Params of `sync.dead_letters`. */
+export interface SyncDeadLettersParams {
+  limit?: number;
+}
+
+/** Params of `sync.requeue`. */
+export interface SyncRequeueParams {
+  ids?: string[];
+}
+
 /** Params of `quota.status`. */
 export type QuotaStatusParams = Record<string, never>;
 
@@ -387,6 +399,16 @@ export abstract class Methods {
   /** `sync.now`: Send every waiting usage record now and report the outcome. */
   syncNow(params: SyncNowParams = {}, opts?: CallOptions): Promise<AnyMap> {
     return this.call<AnyMap>("sync.now", params, opts);
+  }
+
+  /** `sync.dead_letters`: Records the backend refused or sync held back, newest first, with the status and error body. */
+  syncDeadLetters(params: SyncDeadLettersParams = {}, opts?: CallOptions): Promise<AnyMap> {
+    return this.call<AnyMap>("sync.dead_letters", params, opts);
+  }
+
+  /** `sync.requeue`: Move dead letters (all, or these record ids) back to the outbox, to be sent again. */
+  syncRequeue(params: SyncRequeueParams = {}, opts?: CallOptions): Promise<AnyMap> {
+    return this.call<AnyMap>("sync.requeue", params, opts);
   }
 
   /** `quota.status`: Current tier, every limit with used/remaining, period bounds and projection. */

@@ -35,6 +35,8 @@ METHOD_PARAMS: Dict[str, Tuple[str, ...]] = {
     "usage.clear": ("force",),
     "sync.status": (),
     "sync.now": ("retry_dead_letters",),
+    "sync.dead_letters": ("limit",),
+    "sync.requeue": ("ids",),
     "quota.status": (),
     "quota.check": ("model", "estimated_tokens"),
     "account.login": ("token",),
@@ -165,6 +167,14 @@ class SyncMethods:
     def sync_now(self, *, retry_dead_letters: Optional[bool] = None, **extra: Any) -> Dict[str, Any]:
         """`sync.now`: Send every waiting usage record now and report the outcome."""
         return cast(Dict[str, Any], self.call("sync.now", _params(extra, {"retry_dead_letters": retry_dead_letters})))
+
+    def sync_dead_letters(self, *, limit: Optional[int] = None, **extra: Any) -> Dict[str, Any]:
+        """`sync.dead_letters`: Records the backend refused or sync held back, newest first, with the status and error body."""
+        return cast(Dict[str, Any], self.call("sync.dead_letters", _params(extra, {"limit": limit})))
+
+    def sync_requeue(self, *, ids: Optional[Sequence[str]] = None, **extra: Any) -> Dict[str, Any]:
+        """`sync.requeue`: Move dead letters (all, or these record ids) back to the outbox, to be sent again."""
+        return cast(Dict[str, Any], self.call("sync.requeue", _params(extra, {"ids": ids})))
 
     def quota_status(self, **extra: Any) -> Dict[str, Any]:
         """`quota.status`: Current tier, every limit with used/remaining, period bounds and projection."""
@@ -311,6 +321,14 @@ class AsyncMethods:
     async def sync_now(self, *, retry_dead_letters: Optional[bool] = None, **extra: Any) -> Dict[str, Any]:
         """`sync.now`: Send every waiting usage record now and report the outcome."""
         return cast(Dict[str, Any], await self.call("sync.now", _params(extra, {"retry_dead_letters": retry_dead_letters})))
+
+    async def sync_dead_letters(self, *, limit: Optional[int] = None, **extra: Any) -> Dict[str, Any]:
+        """`sync.dead_letters`: Records the backend refused or sync held back, newest first, with the status and error body."""
+        return cast(Dict[str, Any], await self.call("sync.dead_letters", _params(extra, {"limit": limit})))
+
+    async def sync_requeue(self, *, ids: Optional[Sequence[str]] = None, **extra: Any) -> Dict[str, Any]:
+        """`sync.requeue`: Move dead letters (all, or these record ids) back to the outbox, to be sent again."""
+        return cast(Dict[str, Any], await self.call("sync.requeue", _params(extra, {"ids": ids})))
 
     async def quota_status(self, **extra: Any) -> Dict[str, Any]:
         """`quota.status`: Current tier, every limit with used/remaining, period bounds and projection."""
