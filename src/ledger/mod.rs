@@ -201,6 +201,11 @@ pub struct Ledger {
     path: PathBuf,
     /// When each app's last-used time was last sent to the committer (see [`apps`]).
     touched: Mutex<std::collections::HashMap<String, i64>>,
+    /// Token hashes verified since the last removal, and their app: a hit skips the table.
+    /// [`Ledger::remove_app`] empties it and bumps its generation before and after its commit; a
+    /// lookup caches what it read only if the generation did not move meanwhile, so a removed
+    /// app's token stops at once.
+    verified: Mutex<(u64, std::collections::HashMap<[u8; 32], String>)>,
     readers: Readers,
     jobs: mpsc::Sender<Job>,
     counts: watch::Receiver<Counts>,
@@ -242,6 +247,7 @@ impl Ledger {
             readers: Readers { file: file.clone(), idle: Mutex::new(Vec::new()) },
             path: file,
             touched: Mutex::new(std::collections::HashMap::new()),
+            verified: Mutex::new((0, std::collections::HashMap::new())),
             jobs: tx,
             counts: counts_rx,
             device_id,
@@ -446,7 +452,15 @@ impl Ledger {
     pub async fn remove_app(&self, name: &str) -> Result<bool, LedgerError> {
         let name = name.to_string();
         self.touched.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&name);
-        self.send(|reply| Job::Op(Op::RemoveApp { name, reply })).await
+        let forget = || {
+            let mut v = self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            v.0 += 1;
+            v.1.clear();
+        };
+        forget();
+        let removed = self.send(|reply| Job::Op(Op::RemoveApp { name, reply })).await;
+        forget();
+        removed
     }
 
     /// The app whose token `token` is, if any: looked up by the token's hash, which is compared
@@ -456,6 +470,14 @@ impl Ledger {
             return Ok(None);
         }
         let presented = apps::hash(token);
+        let (generation, cached) = {
+            let v = self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            (v.0, v.1.get(&presented).cloned())
+        };
+        if let Some(name) = cached {
+            self.touch_app(&name);
+            return Ok(Some(name));
+        }
         let found: Option<(String, Vec<u8>)> = self.readers.with(|c| {
             c.prepare_cached("SELECT name, token_hash FROM apps WHERE token_hash = ?1")
                 .and_then(|mut s| s.query_row([&presented[..]], |r| Ok((r.get(0)?, r.get(1)?))).optional())
@@ -464,6 +486,12 @@ impl Ledger {
         let Some((name, _)) = found.filter(|(_, stored)| apps::same_hash(stored, &presented)) else {
             return Ok(None);
         };
+        {
+            let mut v = self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if v.0 == generation {
+                v.1.insert(presented, name.clone());
+            }
+        }
         self.touch_app(&name);
         Ok(Some(name))
     }
