@@ -179,32 +179,38 @@ async fn run() {
             );
         }
     }
-    // What one durable ledger commit costs the daemon, measured the same way.
-    let c0 = cpu(daemon_pid, tick);
-    for start in (0..n).step_by(32) {
-        let calls = (start..n.min(start + 32)).map(|i| {
-            let p = Value::Map(vec![
-                (Value::from("app"), Value::from("bench")),
-                (Value::from("provider"), Value::from("openai")),
-                (Value::from("model"), Value::from("gpt-4o-mini")),
-                (Value::from("input_tokens"), Value::from(i as u64)),
-                (Value::from("output_tokens"), Value::from(7u64)),
-            ]);
-            rpc.call("usage.record", vec![p])
-        });
-        for r in futures::future::join_all(calls).await {
-            r.unwrap();
+    // What one durable ledger commit costs the daemon, measured the same way: one at a time
+    // (a commit and its fsync per call, as at concurrency 1) and 32 at a time (group commit).
+    let mut ledger_cpu = Vec::new();
+    for at_once in [1usize, 32] {
+        let c0 = cpu(daemon_pid, tick);
+        for start in (0..n).step_by(at_once) {
+            let calls = (start..n.min(start + at_once)).map(|i| {
+                let p = Value::Map(vec![
+                    (Value::from("app"), Value::from("bench")),
+                    (Value::from("provider"), Value::from("openai")),
+                    (Value::from("model"), Value::from("gpt-4o-mini")),
+                    (Value::from("input_tokens"), Value::from(i as u64)),
+                    (Value::from("output_tokens"), Value::from(7u64)),
+                ]);
+                rpc.call("usage.record", vec![p])
+            });
+            for r in futures::future::join_all(calls).await {
+                r.unwrap();
+            }
         }
+        ledger_cpu.push((at_once, cpu(daemon_pid, tick) - c0));
     }
-    let ledger_cpu = cpu(daemon_pid, tick) - c0;
     println!();
     println!("times in microseconds. dir: straight to the mock. pass: the pass-through proxy; face: the");
     println!("daemon's HTTP face; +50/+99: latency added to the whole call (path percentile - direct");
     println!("percentile); f50/f99: added to the first content chunk; cpu: that process's CPU per call.");
-    println!(
-        "daemon CPU per durable ledger commit (usage.record over RPC, 32 at a time): {} us",
-        per_call(ledger_cpu, n)
-    );
+    for (at_once, c) in ledger_cpu {
+        println!(
+            "daemon CPU per durable ledger commit (usage.record over RPC, {at_once:>2} at a time): {} us",
+            per_call(c, n)
+        );
+    }
     drop(fwd.stdin.take());
     let _ = fwd.wait();
     let _ = daemon.kill();
