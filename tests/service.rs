@@ -51,7 +51,16 @@ async fn systemd_socket_activation_starts_the_daemon_on_first_connection() {
         !std::fs::read_to_string(&log_path).unwrap().contains("listening socket="),
         "daemon started before any client"
     );
-    let client = llm_sidecar::rpc::Client::connect(&sock).await.unwrap();
+    // The socket file exists from bind(); connections are refused until listen(), just after.
+    let client = loop {
+        match llm_sidecar::rpc::Client::connect(&sock).await {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "cannot connect: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
     let info =
         tokio::time::timeout(Duration::from_secs(20), client.call("daemon.info", vec![])).await.unwrap().unwrap();
     assert_eq!(field(&info, "socket").as_str(), Some(sock.to_str().unwrap()));
