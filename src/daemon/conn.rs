@@ -9,8 +9,12 @@
 //! - a malformed frame (bad MessagePack, over 16 MiB, nested over 64) closes this connection
 //!   only, with a logged reason; a well-formed but invalid request gets an `invalid_request`
 //!   error and the connection stays open;
-//! - on end of input, running requests finish and are answered before the connection closes; if
-//!   the peer is gone (write fails) or breaks the protocol, running requests are cancelled.
+//! - disconnect = cancel: when the connection ends for any reason but a daemon shutdown (end of
+//!   input, a reset, a failed write, a protocol violation), every request still running on it is
+//!   cancelled through the one registry `$/cancel` uses ([`ConnCtx::inflight`]): a chat call
+//!   aborts its upstream request at once, bills the usage so far as `cancelled` and releases its
+//!   reservation. A hang-up is noticed even while the reader waits for a free request slot
+//!   ([`FrameReader::closed`]). On a graceful shutdown running requests finish instead.
 
 use crate::api::{self, Call, ConnCtx, CANCEL_NOTIFICATION};
 use crate::rpc::codec::{FrameError, FrameReader, MAX_DEPTH, MAX_FRAME};
@@ -33,7 +37,8 @@ const OUTBOX_FRAMES: usize = 64;
 enum Stop {
     Eof,
     Shutdown,
-    PeerGone,
+    /// The peer stopped reading (a write failed) or reset the connection.
+    PeerGone(String),
     Violation(String),
 }
 
@@ -62,13 +67,13 @@ pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<
         let frame = tokio::select! {
             biased;
             _ = state.shutdown.cancelled() => break Stop::Shutdown,
-            _ = write_failed.cancelled() => break Stop::PeerGone,
+            _ = write_failed.cancelled() => break Stop::PeerGone("a write failed".into()),
             f = frames.next_frame() => f,
         };
         let frame = match frame {
             Ok(Some(f)) => f,
             Ok(None) => break Stop::Eof,
-            Err(FrameError::Io(e)) => break Stop::Violation(format!("read error: {e}")),
+            Err(FrameError::Io(e)) => break Stop::PeerGone(format!("read error: {e}")),
             Err(e) => break Stop::Violation(e.to_string()),
         };
         match Message::decode(&frame) {
@@ -77,7 +82,11 @@ pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<
                 let permit = tokio::select! {
                     biased;
                     _ = state.shutdown.cancelled() => break Stop::Shutdown,
-                    _ = write_failed.cancelled() => break Stop::PeerGone,
+                    _ = write_failed.cancelled() => break Stop::PeerGone("a write failed".into()),
+                    r = frames.closed() => break match r {
+                        Ok(()) => Stop::Eof,
+                        Err(e) => Stop::PeerGone(format!("read error: {e}")),
+                    },
                     p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break Stop::Shutdown },
                 };
                 let cancel = CancellationToken::new();
@@ -111,7 +120,7 @@ pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<
                 if let Poll::Ready(bytes) = futures::poll!(answer.as_mut()) {
                     drop(permit);
                     if conn.outbox.send(bytes).await.is_err() {
-                        break Stop::PeerGone;
+                        break Stop::PeerGone("the writer ended".into());
                     }
                     continue;
                 }
@@ -143,12 +152,16 @@ pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<
 
     match &stop {
         Stop::Violation(reason) => tracing::warn!(conn = id, "closing connection: {reason}"),
-        Stop::PeerGone => tracing::debug!(conn = id, "peer stopped reading; cancelling its requests"),
+        Stop::PeerGone(reason) => tracing::debug!(conn = id, "peer gone ({reason})"),
         Stop::Eof | Stop::Shutdown => {}
     }
-    if matches!(stop, Stop::Violation(_) | Stop::PeerGone) {
-        if let Ok(m) = conn.inflight.lock() {
+    if !matches!(stop, Stop::Shutdown) {
+        let running = conn.inflight.lock().map(|m| {
             m.values().for_each(CancellationToken::cancel);
+            m.len()
+        });
+        if let Ok(n @ 1..) = running {
+            tracing::debug!(conn = id, requests = n, "connection ended; cancelling its running requests");
         }
     }
     conn.closed.cancel();

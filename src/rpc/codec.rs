@@ -17,6 +17,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 /// Deepest nesting of arrays/maps the daemon accepts.
 pub const MAX_DEPTH: usize = 64;
+/// How far [`FrameReader::closed`] reads ahead of the frames taken.
+pub const READ_AHEAD: usize = 64 * 1024;
 
 /// Why a byte stream could not be split into frames. Every variant ends that connection.
 #[derive(Debug, thiserror::Error)]
@@ -156,6 +158,20 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     pub fn with_limits(inner: R, max_frame: usize, max_depth: usize) -> Self {
         Self { inner, buf: BytesMut::with_capacity(16 * 1024), scanner: Scanner::default(), max_frame, max_depth }
+    }
+
+    /// Resolves when the peer ends the stream (`Ok`) or it fails (`Err`), reading ahead at most
+    /// [`READ_AHEAD`] bytes into the frame buffer; with that much buffered it waits forever. For a
+    /// caller that is not taking frames (backpressure) but must notice a hang-up. Cancel-safe:
+    /// bytes read stay buffered for [`FrameReader::next_frame`].
+    pub async fn closed(&mut self) -> std::io::Result<()> {
+        while self.buf.len() < READ_AHEAD {
+            self.buf.reserve(READ_AHEAD - self.buf.len());
+            if self.inner.read_buf(&mut self.buf).await? == 0 {
+                return Ok(());
+            }
+        }
+        std::future::pending().await
     }
 
     /// The next whole frame; `Ok(None)` on a clean end of stream between frames.
