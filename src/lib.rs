@@ -10,6 +10,7 @@ pub mod events;
 pub mod keystore;
 pub mod ledger;
 pub mod logging;
+pub mod memory;
 pub mod policy;
 pub mod pricing;
 pub mod providers;

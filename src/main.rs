@@ -3,5 +3,6 @@
 mod cli;
 
 fn main() -> std::process::ExitCode {
+    llm_sidecar::memory::tune();
     cli::main()
 }

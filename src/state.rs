@@ -39,6 +39,8 @@ pub const NOT_RELOADABLE: &[&str] = &[
     "daemon.max_connections",
     "daemon.max_inflight_per_connection",
     "daemon.shutdown_grace_secs",
+    "daemon.frame_timeout_secs",
+    "daemon.max_connections_per_process",
     "log",
     "vault.mode",
     "vault.auto_lock_secs",

@@ -130,3 +130,169 @@ async fn disconnect_while_waiting_cancels_the_call() {
     eprintln!("non-streamed: upstream closed {after:?} after the client");
     assert_cancelled_and_released(&d, "non-streamed").await;
 }
+
+/// The daemon's resident set, in bytes.
+fn rss(d: &Daemon) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+/// A `daemon.ping` request whose params array holds `body` (already encoded MessagePack), padded
+/// so the whole frame is `body` plus this 17-byte head.
+fn ping_with(body: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x94, 0x00, 0x01];
+    rmp::encode::write_str(&mut out, "daemon.ping").unwrap();
+    out.push(0x91);
+    out.extend_from_slice(body);
+    out
+}
+
+/// A 16 MiB frame: one array of empty maps (0x80) or nils (0xc0) filling it.
+fn sixteen_mib_of(item: u8) -> Vec<u8> {
+    let head = ping_with(&[]).len() + 5;
+    let n = 16 * 1024 * 1024 - head;
+    let mut body = vec![0xdd];
+    body.extend_from_slice(&(n as u32).to_be_bytes());
+    body.resize(5 + n, item);
+    ping_with(&body)
+}
+
+/// Sends `frame` on a fresh connection; returns whether the daemon answered it (an error
+/// response: the params are wrong for `daemon.ping`) rather than closing the connection.
+async fn send_hostile(socket: std::path::PathBuf, frame: std::sync::Arc<Vec<u8>>) -> bool {
+    let s = UnixStream::connect(&socket).await.unwrap();
+    let (rd, mut wr) = s.into_split();
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(&frame).await;
+        wr
+    });
+    let mut frames = FrameReader::new(rd);
+    let answer = tokio::time::timeout(Duration::from_secs(20), frames.next_frame()).await.expect("answered or closed");
+    drop(writer.await);
+    matches!(answer, Ok(Some(f)) if matches!(Message::decode(&f), Ok(Message::Response { id: 1, result: Err(_) })))
+}
+
+/// Frames built to exhaust memory or CPU: 16 MiB of empty maps or of nils (refused from their
+/// array header), and the largest frames the limits let through (a 16 MiB binary; 900,000 nils,
+/// about 29 MiB decoded), each alone and then three at once. Each raises the daemon's RSS by at
+/// most 64 MB, RSS is back within 20 MB of where it was 5 s later, and another client's pings
+/// meanwhile keep a p99 ≤ 50 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_frames_cost_bounded_memory_and_stall_nobody() {
+    let d = Daemon::start();
+    let pinger = d.client().await;
+    for _ in 0..50 {
+        pinger.call("daemon.ping", vec![]).await.unwrap();
+    }
+    let socket = d.socket.clone();
+    let nils = {
+        let mut body = vec![0xdd];
+        body.extend_from_slice(&800_000u32.to_be_bytes());
+        body.resize(5 + 800_000, 0xc0);
+        ping_with(&body)
+    };
+    let binary = {
+        let mut body = Vec::new();
+        rmp::encode::write_bin_len(&mut body, 16 * 1024 * 1024 - 40).unwrap();
+        body.resize(body.len() + 16 * 1024 * 1024 - 40, 0x5a);
+        ping_with(&body)
+    };
+    let cases: [(&str, Vec<u8>, bool); 4] = [
+        ("16 MiB of empty maps", sixteen_mib_of(0x80), false),
+        ("16 MiB of nils", sixteen_mib_of(0xc0), false),
+        ("a 16 MiB binary", binary, true),
+        ("800,000 nils", nils, true),
+    ];
+    let stop = tokio_util::sync::CancellationToken::new();
+    let latencies = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut out = Vec::new();
+            while !stop.is_cancelled() {
+                let t = Instant::now();
+                pinger.call("daemon.ping", vec![]).await.unwrap();
+                out.push(t.elapsed());
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            out
+        }
+    });
+    for (name, frame, answered) in cases {
+        let frame = std::sync::Arc::new(frame);
+        for at_once in [1usize, 3] {
+            let before = rss(&d);
+            let sends = (0..at_once).map(|_| tokio::spawn(send_hostile(socket.clone(), frame.clone())));
+            let sends = futures::future::join_all(sends);
+            tokio::pin!(sends);
+            let mut peak = before;
+            let outcomes = loop {
+                tokio::select! {
+                    r = &mut sends => break r,
+                    _ = tokio::time::sleep(Duration::from_millis(5)) => peak = peak.max(rss(&d)),
+                }
+            };
+            peak = peak.max(rss(&d));
+            for o in outcomes {
+                assert_eq!(o.unwrap(), answered, "{name}: answered (not closed)? log:\n{}", d.logs());
+            }
+            let rise = peak.saturating_sub(before);
+            let t = Instant::now();
+            while rss(&d) > before + 20_000_000 {
+                assert!(
+                    t.elapsed() < Duration::from_secs(5),
+                    "{name} ×{at_once}: RSS {} MB, {} MB before",
+                    rss(&d) >> 20,
+                    before >> 20
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            eprintln!(
+                "{name} ×{at_once}: RSS +{} MB at peak (from {} MB), back after {:?}",
+                rise >> 20,
+                before >> 20,
+                t.elapsed()
+            );
+            if at_once == 1 {
+                assert!(rise <= 64 << 20, "{name}: RSS rose by {} MB", rise >> 20);
+            }
+        }
+    }
+    stop.cancel();
+    let mut lat = latencies.await.unwrap();
+    lat.sort();
+    let p99 = lat[lat.len() * 99 / 100];
+    eprintln!(
+        "pings during the frames: {}, p50 {:?}, p99 {:?}, max {:?}",
+        lat.len(),
+        lat[lat.len() / 2],
+        p99,
+        lat[lat.len() - 1]
+    );
+    assert!(p99 <= Duration::from_millis(50), "ping p99 {p99:?}");
+    assert!(d.logs().contains("more than 1000000 array/map elements"), "the refusal is logged");
+}
+
+/// The nesting limit is the documented 64 levels, counting the message's own array: a request
+/// nested exactly that deep is decoded and answered, one level more closes the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nesting_at_the_limit_is_served_and_one_deeper_is_refused() {
+    use llm_sidecar::rpc::codec::MAX_DEPTH;
+    let d = Daemon::start();
+    // The request array and its params array are levels 1 and 2.
+    let nested = |levels: usize| {
+        let mut body = vec![0x91; levels - 2 - 1];
+        body.push(0x90);
+        ping_with(&body)
+    };
+    assert!(send_hostile(d.socket.clone(), nested(MAX_DEPTH).into()).await, "{MAX_DEPTH} levels must be served");
+    assert!(
+        !send_hostile(d.socket.clone(), nested(MAX_DEPTH + 1).into()).await,
+        "{} levels must be refused",
+        MAX_DEPTH + 1
+    );
+    assert!(d.logs().contains(&format!("nested deeper than {MAX_DEPTH} levels")));
+    // And the answer at the limit is the ordinary one for bad params, not a decoding failure.
+    let c = d.client().await;
+    assert!(c.call("daemon.ping", vec![]).await.is_ok());
+}

@@ -6,9 +6,13 @@
 //! - memory per connection is bounded: when that many requests are running the reader stops
 //!   reading, and responses wait in a bounded queue for the writer, so a client that stops
 //!   reading stalls only itself;
-//! - a malformed frame (bad MessagePack, over 16 MiB, nested over 64) closes this connection
-//!   only, with a logged reason; a well-formed but invalid request gets an `invalid_request`
-//!   error and the connection stays open;
+//! - a malformed frame (bad MessagePack, or over a [`Limits::DAEMON`] limit: 16 MiB, nested over
+//!   64, over a million elements or 32 MiB decoded), or one still incomplete after
+//!   `daemon.frame_timeout_secs`, closes this connection only, with a logged reason; a
+//!   well-formed but invalid request gets an `invalid_request` error and the connection stays
+//!   open;
+//! - decoding never stalls other connections: a frame over [`BLOCKING_DECODE`] bytes is decoded
+//!   on the blocking pool, and the scanner's limits bound what any frame decodes into;
 //! - disconnect = cancel: when the connection ends for any reason but a daemon shutdown (end of
 //!   input, a reset, a failed write, a protocol violation), every request still running on it is
 //!   cancelled through the one registry `$/cancel` uses ([`ConnCtx::inflight`]): a chat call
@@ -17,7 +21,7 @@
 //!   ([`FrameReader::closed`]). On a graceful shutdown running requests finish instead.
 
 use crate::api::{self, Call, ConnCtx, CANCEL_NOTIFICATION};
-use crate::rpc::codec::{FrameError, FrameReader, MAX_DEPTH, MAX_FRAME};
+use crate::rpc::codec::{FrameError, FrameReader, Limits};
 use crate::rpc::message::{encode_error_response, encode_response_raw, Message, MessageError};
 use crate::rpc::RpcError;
 use crate::state::State;
@@ -25,6 +29,7 @@ use bytes::Bytes;
 use interprocess::local_socket::tokio::Stream;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
+use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -32,6 +37,9 @@ use tokio_util::task::TaskTracker;
 
 /// Frames that may wait for a slow reader before handlers block.
 const OUTBOX_FRAMES: usize = 64;
+
+/// Frames larger than this are decoded off the async workers (`spawn_blocking`).
+pub const BLOCKING_DECODE: usize = 64 * 1024;
 
 /// Why the read side of a connection stopped.
 enum Stop {
@@ -61,7 +69,8 @@ pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<
     });
     let handlers = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(state.config().daemon.max_inflight_per_connection));
-    let mut frames = FrameReader::with_limits(rd, MAX_FRAME, MAX_DEPTH);
+    let frame_timeout = Duration::from_secs(state.config().daemon.frame_timeout_secs);
+    let mut frames = FrameReader::with_limits(rd, Limits::DAEMON).with_frame_timeout(frame_timeout);
 
     let stop = loop {
         let frame = tokio::select! {
@@ -76,7 +85,15 @@ pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<
             Err(FrameError::Io(e)) => break Stop::PeerGone(format!("read error: {e}")),
             Err(e) => break Stop::Violation(e.to_string()),
         };
-        match Message::decode(&frame) {
+        let message = if frame.len() > BLOCKING_DECODE {
+            match tokio::task::spawn_blocking(move || Message::decode(&frame)).await {
+                Ok(m) => m,
+                Err(e) => break Stop::Violation(format!("decoding failed: {e}")),
+            }
+        } else {
+            Message::decode(&frame)
+        };
+        match message {
             Ok(Message::Request { id: msgid, method, params }) => {
                 // Backpressure: wait for a free slot before reading further.
                 let permit = tokio::select! {
