@@ -296,3 +296,115 @@ async fn nesting_at_the_limit_is_served_and_one_deeper_is_refused() {
     let c = d.client().await;
     assert!(c.call("daemon.ping", vec![]).await.is_ok());
 }
+
+/// Raises this process's open-file limit to its hard limit (the daemon, started after, inherits
+/// it), so 2,000 connections fit.
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut l = getrlimit(Resource::Nofile);
+    l.current = l.maximum;
+    let _ = setrlimit(Resource::Nofile, l);
+}
+
+/// Opens `n` connections from this process: every other one sends the first 3 bytes of a
+/// request and never the rest, the others send nothing.
+fn hoard(socket: &std::path::Path, n: usize) -> Vec<std::os::unix::net::UnixStream> {
+    use std::io::Write as _;
+    let partial = request(1, "daemon.ping", vec![]);
+    (0..n)
+        .map(|i| {
+            let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+            if i % 2 == 0 {
+                let _ = s.write_all(&partial[..3]);
+            }
+            s
+        })
+        .collect()
+}
+
+/// Whether the daemon has closed `s` (EOF or reset on a non-blocking read).
+fn closed_by_daemon(s: &std::os::unix::net::UnixStream) -> bool {
+    use std::io::Read as _;
+    s.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 64];
+    let closed = match (&*s).read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    s.set_nonblocking(false).unwrap();
+    closed
+}
+
+/// A `daemon.ping` round trip on a blocking socket.
+fn ping(s: &mut std::os::unix::net::UnixStream, id: u32) -> bool {
+    use std::io::Write as _;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    if s.write_all(&request(id, "daemon.ping", vec![])).is_err() {
+        return false;
+    }
+    matches!(rmpv::decode::read_value(s).map(Message::from_value), Ok(Ok(Message::Response { id: got, result: Ok(_) })) if got == id)
+}
+
+/// Time for another process (the CLI, `status`) to be served.
+fn cli_served_in(d: &Daemon) -> Duration {
+    let t = Instant::now();
+    let out = common::command(d.dir.path()).args(["--socket", d.socket.to_str().unwrap(), "status"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    t.elapsed()
+}
+
+/// 2,000 connections opened by one process, each completing a request and then held: it gets
+/// no more than its share, half of `max_connections` — the rest are closed at once — and a
+/// client of another process is served within 1 s.
+#[test]
+fn one_process_gets_at_most_half_the_connections() {
+    raise_fd_limit();
+    let d = Daemon::start();
+    let held: Vec<_> = (0..2000)
+        .map(|i| {
+            let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+            let answered = ping(&mut s, i);
+            (s, answered)
+        })
+        .collect();
+    let answered = held.iter().filter(|(_, a)| *a).count();
+    let open = held.iter().filter(|(s, _)| !closed_by_daemon(s)).count();
+    assert_eq!((answered, open), (512, 512), "one process holds {open} of 1024 slots");
+    let t = cli_served_in(&d);
+    eprintln!("2,000 held by one process: {open} kept, another process served in {t:?}");
+    assert!(t < Duration::from_secs(1), "served after {t:?}");
+    assert!(d.logs().contains("its process already holds 512 connections"));
+}
+
+/// Every slot held by connections that never completed a request: a new client evicts the
+/// oldest of them (connections that did complete one stay), and a frame left incomplete for
+/// `frame_timeout_secs` closes its connection while an idle one stays.
+#[test]
+fn hoarded_slots_are_evicted_and_partial_frames_time_out() {
+    raise_fd_limit();
+    let config = "[daemon]\nmax_connections = 64\nmax_connections_per_process = 64\nframe_timeout_secs = 1\n";
+    let d = Daemon::start_with(config, &[]);
+    let mut served: Vec<_> = (0..8).map(|_| std::os::unix::net::UnixStream::connect(&d.socket).unwrap()).collect();
+    for (i, s) in served.iter_mut().enumerate() {
+        assert!(ping(s, i as u32));
+    }
+    let held = hoard(&d.socket, 2000);
+    let t = cli_served_in(&d);
+    eprintln!("2,000 held, all slots taken: another process served in {t:?}");
+    assert!(t < Duration::from_secs(1), "served after {t:?}");
+    for (i, s) in served.iter_mut().enumerate() {
+        assert!(ping(s, 100 + i as u32), "a connection that completed a request was evicted");
+    }
+    let closed: Vec<bool> = held.iter().map(closed_by_daemon).collect();
+    let (first, last) = (closed[..1000].iter().filter(|c| **c).count(), closed[1000..].iter().filter(|c| **c).count());
+    assert!(first == 1000 && last >= 1000 - 64, "evicted: {first} of the oldest 1,000, {last} of the newest");
+    drop(held);
+    // Frame timeout: the partial frame is closed after 1 s, the idle connection is not.
+    std::thread::sleep(Duration::from_millis(200));
+    let fresh = hoard(&d.socket, 2);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(closed_by_daemon(&fresh[0]), "a frame incomplete for 1 s must close its connection");
+    assert!(!closed_by_daemon(&fresh[1]), "an idle connection must stay");
+    assert!(d.logs().contains("frame incomplete after 1s"));
+}

@@ -18,9 +18,12 @@
 //!   cancelled through the one registry `$/cancel` uses ([`ConnCtx::inflight`]): a chat call
 //!   aborts its upstream request at once, bills the usage so far as `cancelled` and releases its
 //!   reservation. A hang-up is noticed even while the reader waits for a free request slot
-//!   ([`FrameReader::closed`]). On a graceful shutdown running requests finish instead.
+//!   ([`FrameReader::closed`]). On a graceful shutdown running requests finish instead;
+//! - the connection holds its [`Slot`] until it ends; it is marked served at its first complete
+//!   message, and until then a new client may evict it when every slot is taken.
 
 use crate::api::{self, Call, ConnCtx, CANCEL_NOTIFICATION};
+use crate::daemon::slots::Slot;
 use crate::rpc::codec::{FrameError, FrameReader, Limits};
 use crate::rpc::message::{encode_error_response, encode_response_raw, Message, MessageError};
 use crate::rpc::RpcError;
@@ -48,9 +51,11 @@ enum Stop {
     /// The peer stopped reading (a write failed) or reset the connection.
     PeerGone(String),
     Violation(String),
+    /// Every slot was taken and this connection had never completed a message.
+    Evicted,
 }
 
-pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<i32>) {
+pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<i32>, slot: Slot) {
     let _guard = state.connection_guard();
     let (rd, wr) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel::<Bytes>(OUTBOX_FRAMES);
@@ -77,6 +82,7 @@ pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<
             biased;
             _ = state.shutdown.cancelled() => break Stop::Shutdown,
             _ = write_failed.cancelled() => break Stop::PeerGone("a write failed".into()),
+            _ = slot.evicted.cancelled() => break Stop::Evicted,
             f = frames.next_frame() => f,
         };
         let frame = match frame {
@@ -93,6 +99,7 @@ pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<
         } else {
             Message::decode(&frame)
         };
+        slot.served();
         match message {
             Ok(Message::Request { id: msgid, method, params }) => {
                 // Backpressure: wait for a free slot before reading further.
@@ -170,6 +177,7 @@ pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<
     match &stop {
         Stop::Violation(reason) => tracing::warn!(conn = id, "closing connection: {reason}"),
         Stop::PeerGone(reason) => tracing::debug!(conn = id, "peer gone ({reason})"),
+        Stop::Evicted => tracing::debug!(conn = id, "evicted"),
         Stop::Eof | Stop::Shutdown => {}
     }
     if !matches!(stop, Stop::Shutdown) {
@@ -186,6 +194,7 @@ pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<
     handlers.wait().await;
     drop(conn); // last sender: the writer drains what is queued and ends
     let _ = writer.await;
+    drop(slot);
     tracing::debug!(conn = id, "connection closed");
 }
 
