@@ -270,6 +270,18 @@ impl State {
         Ok(Reloaded { applied, restart_required, not_reloadable: NOT_RELOADABLE })
     }
 
+    /// Replaces the router with one built afresh from the config in force, so the pooled
+    /// provider connections of the old one — whose reused header buffers held keys — close and
+    /// are freed once the calls still using them end. Called when the vault locks (route
+    /// cooldowns start over).
+    pub fn reset_provider_connections(&self) {
+        let config = self.config();
+        match Router::new(&config.providers, &config.routes, &config.router) {
+            Ok(router) => self.router.store(Arc::new(router)),
+            Err(e) => tracing::warn!("could not renew the provider connections after the vault locked: {e}"),
+        }
+    }
+
     /// Starts the background tasks (the sync worker). Call once, inside the runtime.
     pub fn start_background(&self) {
         let Ok(mut bg) = self.background.lock() else { return };

@@ -408,3 +408,68 @@ fn hoarded_slots_are_evicted_and_partial_frames_time_out() {
     assert!(!closed_by_daemon(&fresh[1]), "an idle connection must stay");
     assert!(d.logs().contains("frame incomplete after 1s"));
 }
+
+/// How many times `needle` occurs in the readable memory of process `pid`, or why it cannot be
+/// read (no permission: the daemon is non-dumpable, so only root can).
+fn copies_in_memory(pid: u32, needle: &[u8]) -> Result<usize, String> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|e| format!("maps: {e}"))?;
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).map_err(|e| format!("mem: {e}"))?;
+    let mut found = 0;
+    let mut readable = 0;
+    for line in maps.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(range), Some(perms)) = (parts.next(), parts.next()) else { continue };
+        if !perms.starts_with('r') || line.ends_with("[vvar]") || line.ends_with("[vsyscall]") {
+            continue;
+        }
+        let Some((a, b)) = range.split_once('-') else { continue };
+        let (a, b) = (u64::from_str_radix(a, 16).unwrap(), u64::from_str_radix(b, 16).unwrap());
+        let mut buf = vec![0u8; (b - a) as usize];
+        if mem.seek(SeekFrom::Start(a)).is_err() || mem.read_exact(&mut buf).is_err() {
+            continue;
+        }
+        readable += 1;
+        found += buf.windows(needle.len()).filter(|w| *w == needle).count();
+    }
+    if readable == 0 {
+        return Err("no region of the daemon's memory is readable".into());
+    }
+    Ok(found)
+}
+
+/// `vault.lock` takes the keys out of the daemon's memory: a canary key stored in the vault is
+/// found in it after a chat call used it, and not once after the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_leave_memory_on_lock() {
+    let canary = "sk-canary-Q7pLm3Vx9TzR2wYk8HnB4dFs";
+    let mock = Mock::start().await;
+    let d = Daemon::start_with(&format!("[providers.openai]\nbase_url = \"{}/v1\"\n", mock.url()), &[]);
+    {
+        let c = d.client().await;
+        c.call("keys.set", params(&[("provider", "openai".into()), ("secret", canary.into())])).await.unwrap();
+        c.call("chat", chat_params(false)).await.unwrap();
+        c.call("chat", chat_params(true)).await.unwrap();
+    }
+    assert_eq!(mock.seen()[0].authorization.as_deref(), Some(format!("Bearer {canary}").as_str()));
+    let before = match copies_in_memory(d.pid(), canary.as_bytes()) {
+        Ok(n) => n,
+        Err(why) if std::env::var_os("CI").is_none() => {
+            eprintln!("skipped: cannot read the daemon's memory ({why}); run as root (CI does)");
+            return;
+        }
+        Err(why) => panic!("cannot read the daemon's memory in CI: {why}"),
+    };
+    assert!(before > 0, "the scan must find the key while the vault is open");
+    let c = d.client().await;
+    c.call("vault.lock", vec![]).await.unwrap();
+    // The pooled provider connections close in their own tasks, just after the lock.
+    let t = Instant::now();
+    let mut after = copies_in_memory(d.pid(), canary.as_bytes()).unwrap();
+    while after > 0 && t.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        after = copies_in_memory(d.pid(), canary.as_bytes()).unwrap();
+    }
+    eprintln!("canary copies in the daemon's memory: {before} unlocked, {after} after vault.lock");
+    assert_eq!(after, 0, "copies of the key left after vault.lock");
+}

@@ -26,6 +26,7 @@ pub async fn run(state: Arc<State>, mut socket: BoundSocket) {
     let tracker = TaskTracker::new();
     let mut next_id: u64 = 1;
     state.start_background();
+    tokio::spawn(renew_connections_on_lock(state.clone()));
     tracing::info!(socket = %socket.path.display(), pid = std::process::id(), "listening");
     notify_service_manager(&[sd_notify::NotifyState::Ready]);
     loop {
@@ -92,6 +93,25 @@ pub async fn run(state: Arc<State>, mut socket: BoundSocket) {
     state.stop_background().await;
     drop(socket);
     tracing::info!("stopped");
+}
+
+/// When the vault locks (by hand or idle), drops the provider connection pool, whose buffers
+/// held keys ([`State::reset_provider_connections`]); ends with the shutdown.
+async fn renew_connections_on_lock(state: Arc<State>) {
+    let mut events = state.events.subscribe();
+    loop {
+        let event = tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            e = events.recv() => e,
+        };
+        match event {
+            Ok(e) if e.kind == crate::events::EventKind::VaultLocked => state.reset_provider_connections(),
+            Ok(_) => {}
+            // Missed events may include a lock: renewing once more is harmless.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => state.reset_provider_connections(),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
 }
 
 /// Tells systemd (`Type=notify`) about state changes; a no-op when not run by systemd.
