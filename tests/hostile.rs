@@ -473,3 +473,33 @@ async fn keys_leave_memory_on_lock() {
     eprintln!("canary copies in the daemon's memory: {before} unlocked, {after} after vault.lock");
     assert_eq!(after, 0, "copies of the key left after vault.lock");
 }
+
+/// 1,000 concurrent streaming calls (5 connections × 200) all complete, and the daemon's RSS
+/// peaks at ≤ 100 MB; prints the cost per stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_streams_fit_in_100_mb() {
+    let mock = Mock::start().await;
+    mock.set_default(Some(Fault::Slow { every: Duration::from_millis(100), chunks: 20 }));
+    let d = Daemon::start_with(&quota_config(&mock), &[("MOCK_KEY", KEY)]);
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let c = d.client().await;
+        c.call("daemon.ping", vec![]).await.unwrap();
+        clients.push(c);
+    }
+    let idle = rss(&d);
+    let calls = futures::future::join_all((0..1000).map(|i| clients[i % 5].call("chat", chat_params(true))));
+    tokio::pin!(calls);
+    let mut peak = idle;
+    let results = loop {
+        tokio::select! {
+            r = &mut calls => break r,
+            _ = tokio::time::sleep(Duration::from_millis(20)) => peak = peak.max(rss(&d)),
+        }
+    };
+    let failed: Vec<_> = results.iter().filter(|r| r.is_err()).collect();
+    assert!(failed.is_empty(), "{} of 1,000 failed, e.g. {:?}", failed.len(), failed.first());
+    let per_stream = peak.saturating_sub(idle) / 1000;
+    eprintln!("1,000 streams: RSS {} MB idle, {} MB peak, {} KB per stream", idle >> 20, peak >> 20, per_stream >> 10);
+    assert!(peak <= 100 << 20, "peak RSS {} MB", peak >> 20);
+}
