@@ -6,7 +6,7 @@ VENV_STAMP := $(VENV)/.installed-$(shell cat tests/python/requirements.txt | cks
 # The daemon the Python and client suites run: cargo's target dir (CARGO_TARGET_DIR if set).
 BIN := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/debug/llm-sidecar
 
-.PHONY: test deps test-rust test-python test-clients build bench lint fmt clean-venv
+.PHONY: test deps test-rust test-python test-clients build bench lint fmt clean-venv fuzz-short
 
 test: deps test-rust test-python test-clients
 
@@ -44,6 +44,10 @@ lint:
 
 fmt:
 	$(CARGO) fmt
+
+# 60 s per fuzz target (nightly + cargo-fuzz; see fuzz/README.md).
+fuzz-short:
+	cd fuzz && for t in frame stream_framer config; do $(CARGO) +nightly fuzz run $$t -- -max_total_time=60 || exit 1; done
 
 clean-venv:
 	rm -rf $(VENV)

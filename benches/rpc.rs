@@ -5,7 +5,7 @@
 //! every request frame with a canned frame of the same size as the daemon's `daemon.info` answer,
 //! so both sides move the same bytes and the ratio isolates the daemon's per-call work.
 
-use llm_sidecar::rpc::codec::{Scanner, MAX_DEPTH, MAX_FRAME};
+use llm_sidecar::rpc::codec::{Limits, Scanner};
 use llm_sidecar::rpc::Message;
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -21,7 +21,7 @@ fn request(id: u32) -> Vec<u8> {
 fn read_frame(s: &mut UnixStream, buf: &mut Vec<u8>, scanner: &mut Scanner) -> usize {
     let mut chunk = [0u8; 65536];
     loop {
-        if let Some(len) = scanner.scan(buf, MAX_FRAME, MAX_DEPTH).expect("valid frame") {
+        if let Some(len) = scanner.scan(buf, &Limits::DAEMON).expect("valid frame") {
             buf.drain(..len);
             return len;
         }
@@ -100,7 +100,7 @@ fn start_echo(path: PathBuf, reply: Vec<u8>) {
                 let mut chunk = [0u8; 65536];
                 let mut out = Vec::new();
                 loop {
-                    while let Ok(Some(len)) = scanner.scan(&buf, MAX_FRAME, MAX_DEPTH) {
+                    while let Ok(Some(len)) = scanner.scan(&buf, &Limits::DAEMON) {
                         buf.drain(..len);
                         out.extend_from_slice(&reply);
                     }
@@ -151,7 +151,7 @@ fn main() {
         let mut sc = Scanner::default();
         let mut chunk = [0u8; 65536];
         let len = loop {
-            if let Some(len) = sc.scan(&buf, MAX_FRAME, MAX_DEPTH).expect("frame") {
+            if let Some(len) = sc.scan(&buf, &Limits::DAEMON).expect("frame") {
                 break len;
             }
             let n = s.read(&mut chunk).expect("read");

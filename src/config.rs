@@ -146,6 +146,19 @@ pub struct DaemonConfig {
     pub max_inflight_per_connection: usize,
     /// Seconds in-flight calls get to finish after SIGTERM/SIGINT.
     pub shutdown_grace_secs: u64,
+    /// Seconds a frame may stay incomplete (its first byte read, its last not) before its
+    /// connection is closed.
+    pub frame_timeout_secs: u64,
+    /// Connections one peer process may hold at once; default half of `max_connections`
+    /// (rounded up), so one process cannot take every slot.
+    pub max_connections_per_process: Option<usize>,
+}
+
+impl DaemonConfig {
+    /// `max_connections_per_process`, or its default.
+    pub fn per_process_limit(&self) -> usize {
+        self.max_connections_per_process.unwrap_or(self.max_connections.div_ceil(2)).max(1)
+    }
 }
 
 impl Default for DaemonConfig {
@@ -156,6 +169,8 @@ impl Default for DaemonConfig {
             max_connections: 1024,
             max_inflight_per_connection: 256,
             shutdown_grace_secs: 10,
+            frame_timeout_secs: 10,
+            max_connections_per_process: None,
         }
     }
 }
@@ -258,6 +273,17 @@ impl Config {
             bad("daemon.shutdown_grace_secs", "must be at most 3600")
         } else {
             Ok(())
+        });
+        check(if !(1..=3600).contains(&d.frame_timeout_secs) {
+            bad("daemon.frame_timeout_secs", "must be between 1 and 3600")
+        } else {
+            Ok(())
+        });
+        check(match d.max_connections_per_process {
+            Some(n) if n == 0 || n > d.max_connections => {
+                bad("daemon.max_connections_per_process", "must be between 1 and daemon.max_connections")
+            }
+            _ => Ok(()),
         });
         check(self.vault.validate());
         check(crate::router::Router::check(&self.providers, &self.routes, &self.router));

@@ -11,6 +11,7 @@ pub mod http;
 pub mod keystore;
 pub mod ledger;
 pub mod logging;
+pub mod memory;
 pub mod policy;
 pub mod pricing;
 pub mod providers;

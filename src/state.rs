@@ -39,6 +39,8 @@ pub const NOT_RELOADABLE: &[&str] = &[
     "daemon.max_connections",
     "daemon.max_inflight_per_connection",
     "daemon.shutdown_grace_secs",
+    "daemon.frame_timeout_secs",
+    "daemon.max_connections_per_process",
     "log",
     "vault.mode",
     "vault.auto_lock_secs",
@@ -277,6 +279,18 @@ impl State {
         self.config.store(Arc::new(new));
         tracing::info!(?applied, ?restart_required, "configuration reloaded");
         Ok(Reloaded { applied, restart_required, not_reloadable: NOT_RELOADABLE })
+    }
+
+    /// Replaces the router with one built afresh from the config in force, so the pooled
+    /// provider connections of the old one — whose reused header buffers held keys — close and
+    /// are freed once the calls still using them end. Called when the vault locks (route
+    /// cooldowns start over).
+    pub fn reset_provider_connections(&self) {
+        let config = self.config();
+        match Router::new(&config.providers, &config.routes, &config.router) {
+            Ok(router) => self.router.store(Arc::new(router)),
+            Err(e) => tracing::warn!("could not renew the provider connections after the vault locked: {e}"),
+        }
     }
 
     /// Starts the background tasks (the sync worker). Call once, inside the runtime.

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{field, params, rpc_err, Daemon};
+use common::{field, params, read_to_eof, request, rpc_err, Daemon};
 use rmpv::Value;
 
 #[tokio::test]
@@ -36,24 +36,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
-
-fn request(id: u32, method: &str, params: Vec<Value>) -> Vec<u8> {
-    Message::Request { id, method: method.into(), params }.encode()
-}
-
-/// Reads until EOF or `timeout`; returns the bytes and whether EOF was seen.
-async fn read_to_eof(s: &mut UnixStream, timeout: Duration) -> (Vec<u8>, bool) {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 65536];
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return (out, true),
-            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
-            Err(_) => return (out, false),
-        }
-    }
-}
 
 fn decode_all(bytes: &[u8]) -> Vec<Message> {
     let mut rd = bytes;

@@ -6,14 +6,25 @@
 //! - memory per connection is bounded: when that many requests are running the reader stops
 //!   reading, and responses wait in a bounded queue for the writer, so a client that stops
 //!   reading stalls only itself;
-//! - a malformed frame (bad MessagePack, over 16 MiB, nested over 64) closes this connection
-//!   only, with a logged reason; a well-formed but invalid request gets an `invalid_request`
-//!   error and the connection stays open;
-//! - on end of input, running requests finish and are answered before the connection closes; if
-//!   the peer is gone (write fails) or breaks the protocol, running requests are cancelled.
+//! - a malformed frame (bad MessagePack, or over a [`Limits::DAEMON`] limit: 16 MiB, nested over
+//!   64, over a million elements or 32 MiB decoded), or one still incomplete after
+//!   `daemon.frame_timeout_secs`, closes this connection only, with a logged reason; a
+//!   well-formed but invalid request gets an `invalid_request` error and the connection stays
+//!   open;
+//! - decoding never stalls other connections: a frame over [`BLOCKING_DECODE`] bytes is decoded
+//!   on the blocking pool, and the scanner's limits bound what any frame decodes into;
+//! - disconnect = cancel: when the connection ends for any reason but a daemon shutdown (end of
+//!   input, a reset, a failed write, a protocol violation), every request still running on it is
+//!   cancelled through the one registry `$/cancel` uses ([`ConnCtx::inflight`]): a chat call
+//!   aborts its upstream request at once, bills the usage so far as `cancelled` and releases its
+//!   reservation. A hang-up is noticed even while the reader waits for a free request slot
+//!   ([`FrameReader::closed`]). On a graceful shutdown running requests finish instead;
+//! - the connection holds its [`Slot`] until it ends; it is marked served at its first complete
+//!   message, and until then a new client may evict it when every slot is taken.
 
 use crate::api::{self, Call, ConnCtx, CANCEL_NOTIFICATION};
-use crate::rpc::codec::{FrameError, FrameReader, MAX_DEPTH, MAX_FRAME};
+use crate::daemon::slots::Slot;
+use crate::rpc::codec::{FrameError, FrameReader, Limits};
 use crate::rpc::message::{encode_error_response, encode_response_raw, Message, MessageError};
 use crate::rpc::RpcError;
 use crate::state::State;
@@ -21,6 +32,7 @@ use bytes::Bytes;
 use interprocess::local_socket::tokio::Stream;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
+use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -29,15 +41,21 @@ use tokio_util::task::TaskTracker;
 /// Frames that may wait for a slow reader before handlers block.
 const OUTBOX_FRAMES: usize = 64;
 
+/// Frames larger than this are decoded off the async workers (`spawn_blocking`).
+pub const BLOCKING_DECODE: usize = 64 * 1024;
+
 /// Why the read side of a connection stopped.
 enum Stop {
     Eof,
     Shutdown,
-    PeerGone,
+    /// The peer stopped reading (a write failed) or reset the connection.
+    PeerGone(String),
     Violation(String),
+    /// Every slot was taken and this connection had never completed a message.
+    Evicted,
 }
 
-pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<i32>) {
+pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<i32>, slot: Slot) {
     let _guard = state.connection_guard();
     let (rd, wr) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel::<Bytes>(OUTBOX_FRAMES);
@@ -56,28 +74,43 @@ pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<
     });
     let handlers = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(state.config().daemon.max_inflight_per_connection));
-    let mut frames = FrameReader::with_limits(rd, MAX_FRAME, MAX_DEPTH);
+    let frame_timeout = Duration::from_secs(state.config().daemon.frame_timeout_secs);
+    let mut frames = FrameReader::with_limits(rd, Limits::DAEMON).with_frame_timeout(frame_timeout);
 
     let stop = loop {
         let frame = tokio::select! {
             biased;
             _ = state.shutdown.cancelled() => break Stop::Shutdown,
-            _ = write_failed.cancelled() => break Stop::PeerGone,
+            _ = write_failed.cancelled() => break Stop::PeerGone("a write failed".into()),
+            _ = slot.evicted.cancelled() => break Stop::Evicted,
             f = frames.next_frame() => f,
         };
         let frame = match frame {
             Ok(Some(f)) => f,
             Ok(None) => break Stop::Eof,
-            Err(FrameError::Io(e)) => break Stop::Violation(format!("read error: {e}")),
+            Err(FrameError::Io(e)) => break Stop::PeerGone(format!("read error: {e}")),
             Err(e) => break Stop::Violation(e.to_string()),
         };
-        match Message::decode(&frame) {
+        let message = if frame.len() > BLOCKING_DECODE {
+            match tokio::task::spawn_blocking(move || Message::decode(&frame)).await {
+                Ok(m) => m,
+                Err(e) => break Stop::Violation(format!("decoding failed: {e}")),
+            }
+        } else {
+            Message::decode(&frame)
+        };
+        slot.served();
+        match message {
             Ok(Message::Request { id: msgid, method, params }) => {
                 // Backpressure: wait for a free slot before reading further.
                 let permit = tokio::select! {
                     biased;
                     _ = state.shutdown.cancelled() => break Stop::Shutdown,
-                    _ = write_failed.cancelled() => break Stop::PeerGone,
+                    _ = write_failed.cancelled() => break Stop::PeerGone("a write failed".into()),
+                    r = frames.closed() => break match r {
+                        Ok(()) => Stop::Eof,
+                        Err(e) => Stop::PeerGone(format!("read error: {e}")),
+                    },
                     p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break Stop::Shutdown },
                 };
                 let cancel = CancellationToken::new();
@@ -111,7 +144,7 @@ pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<
                 if let Poll::Ready(bytes) = futures::poll!(answer.as_mut()) {
                     drop(permit);
                     if conn.outbox.send(bytes).await.is_err() {
-                        break Stop::PeerGone;
+                        break Stop::PeerGone("the writer ended".into());
                     }
                     continue;
                 }
@@ -143,12 +176,17 @@ pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<
 
     match &stop {
         Stop::Violation(reason) => tracing::warn!(conn = id, "closing connection: {reason}"),
-        Stop::PeerGone => tracing::debug!(conn = id, "peer stopped reading; cancelling its requests"),
+        Stop::PeerGone(reason) => tracing::debug!(conn = id, "peer gone ({reason})"),
+        Stop::Evicted => tracing::debug!(conn = id, "evicted"),
         Stop::Eof | Stop::Shutdown => {}
     }
-    if matches!(stop, Stop::Violation(_) | Stop::PeerGone) {
-        if let Ok(m) = conn.inflight.lock() {
+    if !matches!(stop, Stop::Shutdown) {
+        let running = conn.inflight.lock().map(|m| {
             m.values().for_each(CancellationToken::cancel);
+            m.len()
+        });
+        if let Ok(n @ 1..) = running {
+            tracing::debug!(conn = id, requests = n, "connection ended; cancelling its running requests");
         }
     }
     conn.closed.cancel();
@@ -156,6 +194,7 @@ pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<
     handlers.wait().await;
     drop(conn); // last sender: the writer drains what is queued and ends
     let _ = writer.await;
+    drop(slot);
     tracing::debug!(conn = id, "connection closed");
 }
 

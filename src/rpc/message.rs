@@ -130,7 +130,10 @@ impl Message {
     /// Decodes one frame as produced by [`crate::rpc::codec::FrameReader`].
     pub fn decode(frame: &[u8]) -> Result<Message, MessageError> {
         let mut rd = frame;
-        let v = rmpv::decode::read_value_with_max_depth(&mut rd, crate::rpc::codec::MAX_DEPTH + 1)
+        // rmpv spends two units of its depth budget per container level and up to three on a
+        // leaf, so this budget never refuses a frame the scanner let through (at most MAX_DEPTH
+        // levels); it only bounds the recursion should a frame reach here unscanned.
+        let v = rmpv::decode::read_value_with_max_depth(&mut rd, 2 * crate::rpc::codec::MAX_DEPTH + 4)
             .map_err(|e| bad(None, format!("undecodable MessagePack: {e}")))?;
         Message::from_value(v)
     }

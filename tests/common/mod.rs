@@ -197,6 +197,26 @@ impl Drop for Daemon {
     }
 }
 
+/// One request frame, encoded.
+pub fn request(id: u32, method: &str, params: Vec<rmpv::Value>) -> Vec<u8> {
+    llm_sidecar::rpc::Message::Request { id, method: method.into(), params }.encode()
+}
+
+/// Reads a raw socket until EOF or `timeout`; returns the bytes and whether EOF was seen.
+pub async fn read_to_eof(s: &mut tokio::net::UnixStream, timeout: Duration) -> (Vec<u8>, bool) {
+    use tokio::io::AsyncReadExt as _;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (out, true),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => return (out, false),
+        }
+    }
+}
+
 /// Reads a field of a result map.
 pub fn field<'a>(v: &'a rmpv::Value, name: &str) -> &'a rmpv::Value {
     llm_sidecar::rpc::client::field(v, name).unwrap_or_else(|| panic!("no field `{name}` in {v}"))

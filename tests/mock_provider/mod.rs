@@ -9,6 +9,8 @@
 //!   is empty the mock answers normally (or with [`Mock::set_default`]).
 //! - Every request is recorded (path, auth headers, JSON body, arrival time); a streamed body
 //!   dropped before its end (the client went away) is counted in [`MockState::disconnects`].
+//! - Every TCP connection the mock accepted is tracked: [`Mock::closed_since`] says when each
+//!   one ended (the daemon closed it, or it broke), for tests of upstream aborts.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use axum::body::{Body, Bytes};
@@ -79,6 +81,9 @@ pub struct MockState {
     pub disconnects: AtomicUsize,
     pub completed: AtomicUsize,
     pub seen: Mutex<Vec<Seen>>,
+    /// Connections open now, and when each closed one ended.
+    pub open_connections: AtomicUsize,
+    pub closed_at: Mutex<Vec<Instant>>,
 }
 
 pub struct Mock {
@@ -107,6 +112,7 @@ impl Mock {
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let listener = Tracked { listener, state: state.clone() };
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -137,6 +143,87 @@ impl Mock {
 
     pub fn seen(&self) -> Vec<Seen> {
         self.state.seen.lock().unwrap().clone()
+    }
+
+    /// How many connections are open now.
+    pub fn open_connections(&self) -> usize {
+        self.state.open_connections.load(Ordering::SeqCst)
+    }
+
+    /// When the connections that ended at or after `t` ended.
+    pub fn closed_since(&self, t: Instant) -> Vec<Instant> {
+        self.state.closed_at.lock().unwrap().iter().copied().filter(|c| *c >= t).collect()
+    }
+}
+
+/// The mock's listener: hands axum connections that note when they end.
+struct Tracked {
+    listener: tokio::net::TcpListener,
+    state: Arc<MockState>,
+}
+
+impl axum::serve::Listener for Tracked {
+    type Io = TrackedIo;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (TrackedIo, SocketAddr) {
+        loop {
+            if let Ok((io, addr)) = self.listener.accept().await {
+                self.state.open_connections.fetch_add(1, Ordering::SeqCst);
+                return (TrackedIo { io, state: self.state.clone() }, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// One accepted connection; dropping it (hyper is done with it) records when it ended.
+struct TrackedIo {
+    io: tokio::net::TcpStream,
+    state: Arc<MockState>,
+}
+
+impl Drop for TrackedIo {
+    fn drop(&mut self) {
+        self.state.open_connections.fetch_sub(1, Ordering::SeqCst);
+        self.state.closed_at.lock().unwrap().push(Instant::now());
+    }
+}
+
+impl tokio::io::AsyncRead for TrackedIo {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for TrackedIo {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
