@@ -207,9 +207,9 @@ async fn malformed_input_closes_only_that_connection() {
     out.extend(llm_sidecar::rpc::message::encode_value(&bad_params));
     out.extend(request(9, "daemon.info", vec![]));
     s.write_all(&out).await.unwrap();
-    s.shutdown().await.unwrap();
-    let (bytes, eof) = read_to_eof(&mut s, Duration::from_secs(5)).await;
-    assert!(eof);
+    // The write side stays open: an ended connection (EOF included) cancels what runs on it.
+    let (bytes, eof) = read_to_eof(&mut s, Duration::from_secs(1)).await;
+    assert!(!eof, "the connection stays open");
     let msgs = decode_all(&bytes);
     assert_eq!(msgs.len(), 3, "{msgs:?}");
     for m in &msgs {
