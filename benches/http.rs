@@ -16,14 +16,14 @@ mod common;
 #[path = "../tests/mock_provider/mod.rs"]
 mod mock_provider;
 
-use common::{diff, direct, pct, start_forwarder, us, Sample};
+use common::{diff, direct, pct, spawn_daemon, start_forwarder, us, Sample};
 use llm_sidecar::rpc::client::field;
 use llm_sidecar::rpc::Client;
 use mock_provider::{Mock, REPLY};
 use rmpv::Value;
 use std::io::{BufRead, Write};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_llm-sidecar");
 
@@ -78,36 +78,15 @@ async fn run() {
     let forward_url = format!("{}/v1/chat/completions", line.trim());
 
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("run").join("sock");
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let (mut daemon, socket) = spawn_daemon(
+        BIN,
+        dir.path(),
+        &format!(
             "[http]\nlisten = \"127.0.0.1:0\"\n[providers.openai]\nbase_url = \"{}/v1\"\nkey_env = \"BENCH_KEY\"\n",
             mock.url()
         ),
     )
-    .unwrap();
-    let mut daemon = Command::new(BIN)
-        .env("BENCH_KEY", "sk-bench")
-        .env("HOME", dir.path())
-        .env("XDG_RUNTIME_DIR", dir.path())
-        .env_remove("RUST_LOG")
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--config")
-        .arg(&config)
-        .args(["--log-level", "warn", "serve", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(Instant::now() < deadline, "daemon did not start");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    .await;
     let rpc = Client::connect(&socket).await.unwrap();
     let info = rpc.call("daemon.info", vec![]).await.unwrap();
     let face_url = format!("http://{}/v1/chat/completions", field(&info, "http").and_then(Value::as_str).unwrap());

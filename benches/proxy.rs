@@ -13,14 +13,13 @@ mod common;
 #[path = "../tests/mock_provider/mod.rs"]
 mod mock_provider;
 
-use common::{diff, direct, pct, start_forwarder, us, Sample};
+use common::{diff, direct, pct, spawn_daemon, start_forwarder, us, Sample};
 use llm_sidecar::rpc::client::field;
 use llm_sidecar::rpc::Client;
 use mock_provider::{Mock, REPLY};
 use rmpv::Value;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const BIN: &str = env!("CARGO_BIN_EXE_llm-sidecar");
 
@@ -41,33 +40,7 @@ async fn run() {
     let n: usize = std::env::var("PROXY_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
     let mock = Mock::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("run").join("sock");
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!("[providers.openai]\nbase_url = \"{}/v1\"\nkey_env = \"BENCH_KEY\"\n[daemon]\nmax_inflight_per_connection = 256\n", mock.url()),
-    )
-    .unwrap();
-    let mut daemon = Command::new(BIN)
-        .env("BENCH_KEY", "sk-bench")
-        .env("HOME", dir.path())
-        .env("XDG_RUNTIME_DIR", dir.path())
-        .env_remove("RUST_LOG")
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--config")
-        .arg(&config)
-        .args(["--log-level", "warn", "serve", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(Instant::now() < deadline, "daemon did not start");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let (mut daemon, socket) = spawn_daemon(BIN, dir.path(), &format!("[providers.openai]\nbase_url = \"{}/v1\"\nkey_env = \"BENCH_KEY\"\n[daemon]\nmax_inflight_per_connection = 256\n", mock.url())).await;
 
     let http = reqwest::Client::builder().pool_max_idle_per_host(256).tcp_nodelay(true).build().unwrap();
     let url = format!("{}/v1/chat/completions", mock.url());

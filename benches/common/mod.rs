@@ -4,6 +4,8 @@
 
 use super::mock_provider::REPLY;
 use llm_sidecar::providers::{self, AdapterKind, Framer};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const MODEL: &str = "gpt-4o-mini";
@@ -104,4 +106,33 @@ pub async fn direct(http: &reqwest::Client, url: &str, key: &str, stream: bool) 
     }
     assert_eq!(text, REPLY);
     Sample { total: t0.elapsed(), first: first.unwrap() }
+}
+
+/// Starts the daemon binary `bin` with `config` (its `BENCH_KEY` set) in `dir`, and waits until
+/// its socket accepts. Returns the process and the socket.
+pub async fn spawn_daemon(bin: &str, dir: &Path, config: &str) -> (Child, PathBuf) {
+    let socket = dir.join("run").join("sock");
+    let config_file = dir.join("config.toml");
+    std::fs::write(&config_file, config).unwrap();
+    let daemon = Command::new(bin)
+        .env("BENCH_KEY", "sk-bench")
+        .env("HOME", dir)
+        .env("XDG_RUNTIME_DIR", dir)
+        .env_remove("RUST_LOG")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--config")
+        .arg(&config_file)
+        .args(["--log-level", "warn", "serve", "--data-dir"])
+        .arg(dir.join("data"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "daemon did not start");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (daemon, socket)
 }

@@ -21,7 +21,7 @@
 //! has a count endpoint (Anthropic), else the daemon's upper bound of the prompt (the number a
 //! quota reserves), flagged `"estimated": true`.
 
-use super::call::{self, Encoder, Event};
+use super::call::{self, Encoder};
 use super::error::{Dialect, HttpError};
 use super::{parse_json, Face};
 use crate::chat::service::{Answer, Request};
@@ -31,7 +31,7 @@ use crate::chat::{
 use crate::usage_record::TokenUsage;
 use axum::body::Body;
 use axum::extract::State as AxState;
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -447,25 +447,9 @@ async fn run(face: &Face, headers: &HeaderMap, body: Body) -> Result<Response, H
     let app = face.authenticate(headers)?;
     let body = super::read_body(face, body).await?;
     let req = request(parse_json(&body)?)?;
-    let stream = req.stream;
     let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
-    let model = req.route.clone();
-    let mut running = call::start(&face.state, app, req);
-    if !stream {
-        let a = running.finish().await?;
-        return Ok(axum::Json(message(&id, &a)).into_response());
-    }
-    let first = match running.next().await {
-        Some(Event::End(Err(e))) => return Err(e),
-        Some(e) => e,
-        None => return Err(HttpError::internal("the call ended without an answer")),
-    };
-    let enc = Events { id, model, started: false, open: Vec::new(), next_index: 0 };
-    Ok((
-        [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")],
-        call::sse_body(first, running, enc),
-    )
-        .into_response())
+    let enc = Events { id: id.clone(), model: req.route.clone(), started: false, open: Vec::new(), next_index: 0 };
+    call::respond(&face.state, app, req, |a| message(&id, a), enc).await
 }
 
 /// `POST /v1/messages/count_tokens`.

@@ -16,6 +16,8 @@ use crate::chat::service::{self, Answer, Caller, Request, Sink};
 use crate::chat::Delta;
 use crate::state::State;
 use axum::body::{Body, Bytes};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -91,6 +93,31 @@ impl Running {
             g.disarm();
         }
     }
+}
+
+/// Runs `req` for `app` and answers it: not streamed, `whole(answer)` as JSON; streamed, an SSE
+/// body through `enc`, begun once the first delta or the end is known (a refusal before any
+/// token is an error, not a stream).
+pub async fn respond(
+    state: &Arc<State>,
+    app: String,
+    req: Request,
+    whole: impl FnOnce(&Answer) -> serde_json::Value,
+    enc: impl Encoder,
+) -> Result<Response, HttpError> {
+    let stream = req.stream;
+    let mut running = start(state, app, req);
+    if !stream {
+        let a = running.finish().await?;
+        return Ok(axum::Json(whole(&a)).into_response());
+    }
+    let first = match running.next().await {
+        Some(Event::End(Err(e))) => return Err(e),
+        Some(e) => e,
+        None => return Err(HttpError::internal("the call ended without an answer")),
+    };
+    Ok(([(CONTENT_TYPE, "text/event-stream"), (CACHE_CONTROL, "no-cache")], sse_body(first, running, enc))
+        .into_response())
 }
 
 /// Turns a call's events into a dialect's SSE text.

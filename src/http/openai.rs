@@ -12,7 +12,7 @@
 //! Usage: `prompt_tokens` is every billed input token (cached included, as OpenAI counts),
 //! `completion_tokens` includes reasoning; the numbers are the ledger record's.
 
-use super::call::{self, Encoder, Event};
+use super::call::{self, Encoder};
 use super::error::{Dialect, HttpError};
 use super::{parse_json, Face};
 use crate::chat::service::{Answer, Request};
@@ -23,8 +23,8 @@ use crate::chat::{
 use crate::usage_record::TokenUsage;
 use axum::body::Body;
 use axum::extract::State as AxState;
-use axum::http::{header, HeaderMap};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -438,26 +438,10 @@ async fn run(face: &Face, headers: &HeaderMap, body: Body) -> Result<Response, H
     let r: CompletionRequest = parse_json(&body)?;
     let include_usage = r.stream_options.as_ref().is_some_and(|o| o.include_usage);
     let req = request(r)?;
-    let stream = req.stream;
-    let model = req.route.clone();
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = super::unix_now();
-    let mut running = call::start(&face.state, app, req);
-    if !stream {
-        let a = running.finish().await?;
-        return Ok(axum::Json(completion(&id, created, &a)).into_response());
-    }
-    let first = match running.next().await {
-        Some(Event::End(Err(e))) => return Err(e),
-        Some(e) => e,
-        None => return Err(HttpError::internal("the call ended without an answer")),
-    };
-    let enc = Chunks { id, created, model, include_usage, started: false };
-    Ok((
-        [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")],
-        call::sse_body(first, running, enc),
-    )
-        .into_response())
+    let enc = Chunks { id: id.clone(), created, model: req.route.clone(), include_usage, started: false };
+    call::respond(&face.state, app, req, |a| completion(&id, created, a), enc).await
 }
 
 #[cfg(test)]
