@@ -45,9 +45,9 @@ lint:
 fmt:
 	$(CARGO) fmt
 
-# 60 s per fuzz target (nightly + cargo-fuzz; see fuzz/README.md).
+# 60 s per fuzz target (nightly; installs cargo-fuzz if missing; see fuzz/README.md).
 fuzz-short:
-	cd fuzz && for t in frame stream_framer config; do $(CARGO) +nightly fuzz run $$t -- -max_total_time=60 || exit 1; done
+	FUZZ_SECS=60 scripts/fuzz-short.sh
 
 clean-venv:
 	rm -rf $(VENV)

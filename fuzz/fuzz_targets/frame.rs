@@ -36,7 +36,15 @@ fuzz_target!(|input: &[u8]| {
     assert_eq!(whole, split_up, "scanning depends on how the bytes are split");
     let mut start = 0;
     for len in whole.0 {
-        let _ = Message::decode(&data[start..start + len]);
+        // What the daemon does with each frame: decode it, then answer it (a decoded message is
+        // re-encodable; a bad request's error names its msgid when it had one).
+        match Message::decode(&data[start..start + len]) {
+            Ok(m) => drop(m.encode()),
+            Err(e) => drop(llm_sidecar::rpc::message::encode_error_response(
+                e.id.unwrap_or(0),
+                &llm_sidecar::rpc::RpcError::invalid_request(e.reason),
+            )),
+        }
         start += len;
     }
 });

@@ -43,10 +43,17 @@ impl Framer {
     /// Appends `bytes` and pushes every complete frame to `out`.
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Frame>) -> Result<(), ProviderError> {
         self.buf.extend_from_slice(bytes);
-        if !self.started && self.buf.len() >= 3 {
-            self.started = true;
-            if self.buf.starts_with(b"\xEF\xBB\xBF") {
-                self.buf.drain(..3);
+        // A byte-order mark is dropped only at the very start of the body: decide once the first
+        // bytes either are one or cannot become one, never after a first read that was shorter
+        // (a first read of `a\n` would otherwise let a later read's leading U+FEFF be dropped).
+        if !self.started {
+            const BOM: &[u8] = b"\xEF\xBB\xBF";
+            let seen = self.buf.len().min(BOM.len());
+            if self.buf[..seen] != BOM[..seen] {
+                self.started = true;
+            } else if seen == BOM.len() {
+                self.started = true;
+                self.buf.drain(..BOM.len());
             }
         }
         let mut start = 0;
@@ -158,6 +165,20 @@ mod tests {
 
     fn ev(event: Option<&str>, data: &str) -> Frame {
         Frame { event: event.map(str::to_string), data: data.to_string() }
+    }
+
+    /// Found by the `stream_framer` fuzz target: after a first read of `a\n` (shorter than a
+    /// BOM), a U+FEFF starting the next read was dropped as if it began the body.
+    #[test]
+    fn byte_order_mark_only_at_the_start_however_split() {
+        for chunk in [1, 2, 3, 4, 1000] {
+            let bom_first = frames(Framing::Ndjson, b"\xEF\xBB\xBFa\n", chunk);
+            assert_eq!(bom_first, vec![ev(None, "a")], "chunk {chunk}");
+            let bom_later = frames(Framing::Ndjson, b"a\n\xEF\xBB\xBFb\n", chunk);
+            assert_eq!(bom_later, vec![ev(None, "a"), ev(None, "\u{feff}b")], "chunk {chunk}");
+            let sse = frames(Framing::Sse, b"\n\xEF\xBB\xBFdata: x\n\n", chunk);
+            assert!(sse.is_empty(), "chunk {chunk}: a field named U+FEFF `data` is not `data`: {sse:?}");
+        }
     }
 
     #[test]
