@@ -16,7 +16,7 @@ mod common;
 #[path = "../tests/mock_provider/mod.rs"]
 mod mock_provider;
 
-use common::{diff, direct, pct, spawn_daemon, start_forwarder, us, Sample};
+use common::{added, direct, pct, spawn_daemon, start_forwarder, us, Sample};
 use llm_sidecar::rpc::client::field;
 use llm_sidecar::rpc::Client;
 use mock_provider::{Mock, REPLY};
@@ -90,9 +90,8 @@ async fn run() {
     let rpc = Client::connect(&socket).await.unwrap();
     let info = rpc.call("daemon.info", vec![]).await.unwrap();
     let face_url = format!("http://{}/v1/chat/completions", field(&info, "http").and_then(Value::as_str).unwrap());
-    let added =
-        rpc.call("apps.add", vec![Value::Map(vec![(Value::from("name"), Value::from("bench"))])]).await.unwrap();
-    let token = field(&added, "token").and_then(Value::as_str).unwrap().to_string();
+    let app = rpc.call("apps.add", vec![Value::Map(vec![(Value::from("name"), Value::from("bench"))])]).await.unwrap();
+    let token = field(&app, "token").and_then(Value::as_str).unwrap().to_string();
 
     let http = reqwest::Client::builder().pool_max_idle_per_host(256).tcp_nodelay(true).build().unwrap();
     let url = format!("{}/v1/chat/completions", mock.url());
@@ -131,14 +130,8 @@ async fn run() {
             let f = measure(&http, &face_url, &token, stream, conc, n).await;
             let face_cpu = cpu(daemon_pid, tick) - c0;
             let (d50, d99) = pct(&d, |s| s.total);
-            let (f50, f99) = pct(&d, |s| s.first);
-            let added = |samples: &[Sample]| {
-                let (t50, t99) = pct(samples, |s| s.total);
-                let (g50, g99) = pct(samples, |s| s.first);
-                [diff(t50, d50), diff(t99, d99), diff(g50, f50), diff(g99, f99)]
-            };
-            let [p50, p99, pf50, pf99] = added(&p);
-            let [m50, m99, mf50, mf99] = added(&f);
+            let [p50, p99, pf50, pf99] = added(&d, &p);
+            let [m50, m99, mf50, mf99] = added(&d, &f);
             println!(
                 "{:<10} {:>4} | {:>7} {:>7} | {:>7} {:>7} {:>7} {:>7} {:>6} | {:>7} {:>7} {:>7} {:>7} {:>6}",
                 if stream { "stream" } else { "non-stream" },

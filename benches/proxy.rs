@@ -13,7 +13,7 @@ mod common;
 #[path = "../tests/mock_provider/mod.rs"]
 mod mock_provider;
 
-use common::{diff, direct, pct, spawn_daemon, start_forwarder, us, Sample};
+use common::{added, direct, pct, spawn_daemon, start_forwarder, us, Sample};
 use llm_sidecar::rpc::client::field;
 use llm_sidecar::rpc::Client;
 use mock_provider::{Mock, REPLY};
@@ -73,14 +73,8 @@ async fn run() {
             let passed = measure(Path::Forward, stream, conc, n, &http, &forward_url, &socket).await;
             let through = measure(Path::Daemon, stream, conc, n, &http, &url, &socket).await;
             let (d50, d99) = pct(&direct, |s| s.total);
-            let (f50, f99) = pct(&direct, |s| s.first);
-            let added = |samples: &[Sample]| {
-                let (t50, t99) = pct(samples, |s| s.total);
-                let (g50, g99) = pct(samples, |s| s.first);
-                [diff(t50, d50), diff(t99, d99), diff(g50, f50), diff(g99, f99)]
-            };
-            let [p50, p99, pf50, pf99] = added(&passed);
-            let [m50, m99, mf50, mf99] = added(&through);
+            let [p50, p99, pf50, pf99] = added(&direct, &passed);
+            let [m50, m99, mf50, mf99] = added(&direct, &through);
             println!(
                 "{:<10} {:>4} | {:>8} {:>8} | {:>8} {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} {:>8}",
                 if stream { "stream" } else { "non-stream" },

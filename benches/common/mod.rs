@@ -60,6 +60,15 @@ pub fn pct(samples: &[Sample], key: impl Fn(&Sample) -> Duration) -> (Duration, 
     (at(50), at(99))
 }
 
+/// What `path` adds to `direct`: p50 and p99 of the whole call, then of the first chunk.
+pub fn added(direct: &[Sample], path: &[Sample]) -> [String; 4] {
+    let (d50, d99) = pct(direct, |s| s.total);
+    let (f50, f99) = pct(direct, |s| s.first);
+    let (t50, t99) = pct(path, |s| s.total);
+    let (g50, g99) = pct(path, |s| s.first);
+    [diff(t50, d50), diff(t99, d99), diff(g50, f50), diff(g99, f99)]
+}
+
 pub fn us(d: Duration) -> String {
     format!("{:.0}", d.as_secs_f64() * 1e6)
 }

@@ -110,22 +110,36 @@ impl TryFrom<ImageWire> for Image {
     type Error = String;
     fn try_from(w: ImageWire) -> Result<Self, String> {
         let source = match (w.url, w.data, w.media_type) {
-            (Some(url), None, _) => {
-                if let Some(rest) = url.strip_prefix("data:") {
-                    // `data:image/png;base64,....` is the same as `{data, media_type}`.
-                    let (media_type, data) = rest
-                        .split_once(";base64,")
-                        .ok_or("an image `data:` URL must be `data:<media type>;base64,<data>`")?;
-                    ImageSource::Base64 { data: data.to_string(), media_type: media_type.to_string() }
-                } else {
-                    ImageSource::Url(url)
-                }
-            }
+            (Some(url), None, _) => ImageSource::from_url(url)?,
             (None, Some(data), Some(media_type)) => ImageSource::Base64 { data, media_type },
             (None, Some(_), None) => return Err("an image with `data` needs its `media_type`".into()),
             (Some(_), Some(_), _) => return Err("an image has either `url` or `data`, not both".into()),
             (None, None, _) => return Err("an image needs `url` or `data` + `media_type`".into()),
         };
+        Image::new(source, w.detail)
+    }
+}
+
+impl ImageSource {
+    /// The source of an image URL: `data:<media type>;base64,<data>` is the same as base64 bytes
+    /// of that type; any other URL is fetched by the provider.
+    pub fn from_url(url: String) -> Result<ImageSource, String> {
+        match url.strip_prefix("data:") {
+            Some(rest) => {
+                let (media_type, data) = rest
+                    .split_once(";base64,")
+                    .ok_or("an image `data:` URL must be `data:<media type>;base64,<data>`")?;
+                Ok(ImageSource::Base64 { data: data.to_string(), media_type: media_type.to_string() })
+            }
+            None => Ok(ImageSource::Url(url)),
+        }
+    }
+}
+
+impl Image {
+    /// An image part; base64 bytes must be of one of [`IMAGE_TYPES`]. Every face builds images
+    /// through this, so the check holds for all of them.
+    pub fn new(source: ImageSource, detail: Option<String>) -> Result<Image, String> {
         if let ImageSource::Base64 { media_type, .. } = &source {
             if !IMAGE_TYPES.contains(&media_type.as_str()) {
                 return Err(format!(
@@ -135,7 +149,7 @@ impl TryFrom<ImageWire> for Image {
                 ));
             }
         }
-        Ok(Image { source, detail: w.detail })
+        Ok(Image { source, detail })
     }
 }
 

@@ -154,13 +154,14 @@ fn blocks(content: AnContent, at: &str) -> Result<(Vec<Part>, Vec<Part>), HttpEr
         let param = || format!("{at}.content[{j}]");
         match b {
             AnBlock::Text { text } => parts.push(Part::Text { text }),
-            AnBlock::Image { source } => parts.push(Part::Image(Image {
-                source: match source {
+            AnBlock::Image { source } => {
+                let source = match source {
                     AnSource::Base64 { media_type, data } => ImageSource::Base64 { data, media_type },
                     AnSource::Url { url } => ImageSource::Url(url),
-                },
-                detail: None,
-            })),
+                };
+                let image = Image::new(source, None).map_err(|m| HttpError::bad_request(m).with_param(param()))?;
+                parts.push(Part::Image(image));
+            }
             AnBlock::Document { source, title } => match source {
                 AnSource::Base64 { media_type, data } => parts.push(Part::Document { data, media_type, name: title }),
                 AnSource::Url { .. } => {
@@ -517,6 +518,10 @@ mod tests {
         .err()
         .unwrap();
         assert!(e.message.contains("server tool"), "{}", e.message);
+        let bmp = json!([{"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/bmp", "data": "Qk0="}}]}]);
+        let e = req(json!({"model": "c", "max_tokens": 5, "messages": bmp})).err().unwrap();
+        assert_eq!(e.param.as_deref(), Some("messages[0].content[0]"));
+        assert!(e.message.contains("image/bmp"), "{}", e.message);
     }
 
     #[test]

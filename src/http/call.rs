@@ -29,13 +29,13 @@ const BUFFER: usize = 64;
 const COALESCE: usize = 32;
 
 /// What the call task sends.
-pub enum Event {
+enum Event {
     Delta(Delta),
     End(Result<Answer, HttpError>),
 }
 
 /// A running call: its events, and the guard that cancels it when dropped.
-pub struct Running {
+struct Running {
     rx: mpsc::Receiver<Event>,
     guard: Option<DropGuard>,
 }
@@ -52,7 +52,7 @@ impl Sink for ChannelSink {
 }
 
 /// Starts `req` for `app`.
-pub fn start(state: &Arc<State>, app: String, req: Request) -> Running {
+fn start(state: &Arc<State>, app: String, req: Request) -> Running {
     let cancel = CancellationToken::new();
     let (tx, rx) = mpsc::channel(BUFFER);
     let guard = cancel.clone().drop_guard();
@@ -70,12 +70,12 @@ pub fn start(state: &Arc<State>, app: String, req: Request) -> Running {
 
 impl Running {
     /// The next event; `None` only if the call task died (it never should).
-    pub async fn next(&mut self) -> Option<Event> {
+    async fn next(&mut self) -> Option<Event> {
         self.rx.recv().await
     }
 
     /// The call's end, skipping deltas (a non-streamed call sends none).
-    pub async fn finish(mut self) -> Result<Answer, HttpError> {
+    async fn finish(mut self) -> Result<Answer, HttpError> {
         loop {
             match self.rx.recv().await {
                 Some(Event::End(end)) => {
@@ -140,7 +140,7 @@ pub fn sse(out: &mut String, event: Option<&str>, data: &serde_json::Value) {
 }
 
 /// The streamed body: `first` (already received), then every later event, through `enc`.
-pub fn sse_body(first: Event, running: Running, enc: impl Encoder) -> Body {
+fn sse_body(first: Event, running: Running, enc: impl Encoder) -> Body {
     struct St<E> {
         pending: Option<Event>,
         running: Running,

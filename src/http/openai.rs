@@ -164,15 +164,10 @@ fn parts(content: Option<OaContent>, at: &str) -> Result<Vec<Part>, HttpError> {
         let param = || format!("{at}.content[{j}]");
         out.push(match p {
             OaPart::Text { text } | OaPart::Refusal { refusal: text } => Part::Text { text },
-            OaPart::ImageUrl { image_url } => {
-                let source = match image_url.url.strip_prefix("data:").and_then(|r| r.split_once(";base64,")) {
-                    Some((media_type, data)) => {
-                        ImageSource::Base64 { data: data.to_string(), media_type: media_type.to_string() }
-                    }
-                    None => ImageSource::Url(image_url.url),
-                };
-                Part::Image(Image { source, detail: image_url.detail })
-            }
+            OaPart::ImageUrl { image_url } => ImageSource::from_url(image_url.url)
+                .and_then(|source| Image::new(source, image_url.detail))
+                .map(Part::Image)
+                .map_err(|m| HttpError::bad_request(m).with_param(param()))?,
             OaPart::File { file } => {
                 let data = file.file_data.as_deref().and_then(|d| d.strip_prefix("data:application/pdf;base64,"));
                 match data {
@@ -492,6 +487,10 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(e.param.as_deref(), Some("messages[0].content[0]"));
+        let tiff = json!([{"type": "image_url", "image_url": {"url": "data:image/tiff;base64,AAAA"}}]);
+        let e = req(json!({"model": "m", "messages": [{"role": "user", "content": tiff}]})).err().unwrap();
+        assert_eq!(e.param.as_deref(), Some("messages[0].content[0]"));
+        assert!(e.message.contains("image/tiff"), "{}", e.message);
         let e = req(json!({"model": "m", "messages": [{"role": "wizard", "content": "x"}]})).err().unwrap();
         assert!(e.message.contains("unknown role"));
     }
