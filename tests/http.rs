@@ -697,6 +697,13 @@ monthly_cost_usd = 0.0
     let v: Value = r.json().await.unwrap();
     let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["openai/gpt-4o-mini"], "the app's tier filters the list");
+    // ...and the provider count: no Anthropic count for an app whose tier forbids Anthropic.
+    let before = f.mock.requests();
+    let r =
+        f.post("/v1/messages/count_tokens", &json!({"model": "anthropic/claude-haiku-4-5", "messages": hello()})).await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["estimated"], true, "{v}");
+    assert_eq!(f.mock.requests(), before);
     // Its rate.
     assert_eq!(f.post("/v1/chat/completions", &ok).await.status(), 200);
     assert_eq!(f.post("/v1/chat/completions", &ok).await.status(), 200);

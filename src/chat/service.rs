@@ -192,15 +192,24 @@ pub struct TokenCount {
 }
 
 /// The input tokens of `chat` at `route`: the provider's own count where its wire format has one
-/// (the first such target, with the keys the active tier may use), else the most prompt tokens
-/// any of the route's targets can bill for it (the bound a quota reserves). Not billed.
-pub async fn count_tokens(state: &State, route: &str, chat: &ChatRequest) -> Result<TokenCount, ChatError> {
+/// (the first such target the caller's tiers allow, with the keys the active tier may use), else
+/// the most prompt tokens any of the route's targets can bill for it (the bound a quota
+/// reserves). Not billed.
+pub async fn count_tokens(
+    state: &State,
+    caller: &Caller,
+    route: &str,
+    chat: &ChatRequest,
+) -> Result<TokenCount, ChatError> {
     chat.validate().map_err(ChatError::Invalid)?;
     let router = state.router();
     let targets = router.resolve(route).ok_or_else(|| ChatError::UnknownRoute(route.to_string()))?;
     let keys: &dyn KeyStore = if state.policy.byok_allowed() { state.keys.as_ref() } else { &NoKeys };
-    let allowed: Vec<Target> =
-        targets.iter().filter(|t| state.policy.model_allowed(&t.provider, &t.model)).cloned().collect();
+    let allowed: Vec<Target> = targets
+        .iter()
+        .filter(|t| state.policy.model_allowed_for(&caller.app, &t.provider, &t.model))
+        .cloned()
+        .collect();
     if let Some((t, n)) = router.count_tokens(&allowed, chat, keys).await {
         return Ok(TokenCount { input_tokens: n, estimated: false, counted_by: Some(t) });
     }

@@ -456,10 +456,11 @@ async fn run(face: &Face, headers: &HeaderMap, body: Body) -> Result<Response, H
 /// `POST /v1/messages/count_tokens`.
 pub async fn count_tokens(AxState(face): AxState<Arc<Face>>, headers: HeaderMap, body: Body) -> Response {
     let counted = async {
-        face.authenticate(&headers)?;
+        let app = face.authenticate(&headers)?;
         let body = super::read_body(&face, body).await?;
         let (route, _, chat) = chat_request(parse_json(&body)?)?;
-        let c = crate::chat::service::count_tokens(&face.state, &route, &chat)
+        let caller = crate::chat::service::Caller { app };
+        let c = crate::chat::service::count_tokens(&face.state, &caller, &route, &chat)
             .await
             .map_err(|e| HttpError::from(crate::api::chat_error(e, &face.state)))?;
         let mut out = json!({"input_tokens": c.input_tokens});
