@@ -5,7 +5,10 @@
 # (> 10 s on one input) or allocation over 2 GiB. Without a nightly toolchain it prints why it
 # skips and exits 0.
 #   FUZZ_SECS=60 FUZZ_SANITIZER=address scripts/fuzz-short.sh
+#   scripts/fuzz-short.sh build   # only install, seed and build (CI starts this early, niced)
+#   scripts/fuzz-short.sh run     # only run (builds first if needed)
 set -euo pipefail
+phase="${1:-all}"
 cd "$(dirname "$0")/.."
 secs="${FUZZ_SECS:-30}"
 # No ASan by default: the targets and the crate are safe Rust (a bug shows as a panic, which
@@ -17,12 +20,16 @@ if ! cargo +nightly --version >/dev/null 2>&1; then
     echo "fuzz: skipped: no nightly toolchain (cargo +nightly); cargo-fuzz needs it"
     exit 0
 fi
-scripts/install-fuzz-deps.sh
-fuzz/seed.sh
-cd fuzz
 t0=$(date +%s)
-cargo +nightly fuzz build -O --sanitizer "$sanitizer"
-echo "fuzz: built ${#targets[@]} targets (sanitizer $sanitizer) in $(( $(date +%s) - t0 )) s"
+if [ "$phase" != run ]; then
+    scripts/install-fuzz-deps.sh
+    fuzz/seed.sh
+    (cd fuzz && cargo +nightly fuzz build -O --sanitizer "$sanitizer")
+    echo "fuzz: built ${#targets[@]} targets (sanitizer $sanitizer) in $(( $(date +%s) - t0 )) s"
+fi
+[ "$phase" = build ] && exit 0
+[ -d fuzz/corpus ] || fuzz/seed.sh
+cd fuzz
 for t in "${targets[@]}"; do
     echo "== fuzz $t (${secs} s)"
     cargo +nightly fuzz run -O --sanitizer "$sanitizer" "$t" "corpus/$t" -- \

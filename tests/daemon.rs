@@ -77,6 +77,60 @@ async fn structured_errors_for_unknown_methods_and_bad_params() {
     assert!(c.call("daemon.info", vec![]).await.is_ok());
 }
 
+/// Sends one request on a raw connection and returns the response's error element.
+async fn raw_error(s: &mut UnixStream, id: u32, method: &str, params: Vec<Value>) -> (Value, Value) {
+    s.write_all(&request(id, method, params)).await.unwrap();
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await.expect("timely").unwrap();
+        assert!(n > 0, "connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Ok(v) = rmpv::decode::read_value(&mut &buf[..]) {
+            let a = v.as_array().unwrap().clone();
+            assert_eq!(a[1].as_u64(), Some(u64::from(id)));
+            return (a[2].clone(), a[3].clone());
+        }
+    }
+}
+
+#[tokio::test]
+async fn string_errors_for_neovim_and_last_error() {
+    let d = Daemon::start();
+    let mut s = UnixStream::connect(&d.socket).await.unwrap();
+    // Before hello {errors: "string"}: the map.
+    let (err, _) = raw_error(&mut s, 1, "no.such.method", vec![]).await;
+    assert_eq!(field(&err, "code").as_str(), Some("method_not_found"));
+    let (err, hello) =
+        raw_error(&mut s, 2, "daemon.hello", params(&[("app", "nvim".into()), ("errors", "string".into())])).await;
+    assert!(err.is_nil(), "{err}");
+    assert_eq!(field(&hello, "errors").as_str(), Some("string"));
+    // After: "<code>: <message>", and daemon.last_error has the whole error.
+    let (err, _) = raw_error(&mut s, 3, "no.such.method", vec![]).await;
+    let text = err.as_str().unwrap_or_else(|| panic!("a string error, got {err}"));
+    assert!(text.starts_with("method_not_found: "), "{text}");
+    assert!(text.contains("no.such.method"), "{text}");
+    let (err, last) = raw_error(&mut s, 4, "daemon.last_error", vec![]).await;
+    assert!(err.is_nil());
+    assert_eq!(field(&last, "code").as_str(), Some("method_not_found"));
+    assert_eq!(field(&last, "message").as_str(), text.strip_prefix("method_not_found: "));
+    assert_eq!(field(field(&last, "data"), "method").as_str(), Some("no.such.method"));
+    let (err, _) = raw_error(&mut s, 5, "daemon.ping", params(&[("delay_ms", Value::from(10_000_000))])).await;
+    assert!(err.as_str().is_some_and(|t| t.starts_with("invalid_params: ")), "{err}");
+    let (_, last) = raw_error(&mut s, 6, "daemon.last_error", vec![]).await;
+    assert_eq!(field(&last, "code").as_str(), Some("invalid_params"));
+    // Another connection keeps maps and has no last error of its own; a bad style is refused.
+    let c = d.client().await;
+    assert!(c.call("daemon.last_error", vec![]).await.unwrap().is_nil());
+    let e = rpc_err(c.call("daemon.hello", params(&[("app", "x".into()), ("errors", "xml".into())])).await);
+    assert_eq!(e.code, ErrorCode::InvalidParams);
+    assert_eq!(rpc_err(c.call("no.such.method", vec![]).await).code, ErrorCode::MethodNotFound);
+    // hello {errors: "map"} switches back.
+    raw_error(&mut s, 7, "daemon.hello", params(&[("app", "nvim".into()), ("errors", "map".into())])).await;
+    let (err, _) = raw_error(&mut s, 8, "no.such.method", vec![]).await;
+    assert_eq!(field(&err, "code").as_str(), Some("method_not_found"));
+}
+
 #[tokio::test]
 async fn thousand_pipelined_requests_on_one_connection() {
     let d = Daemon::start();

@@ -12,11 +12,19 @@ pub(super) fn methods() -> Vec<Method> {
     vec![
         Method {
             name: "daemon.hello",
-            params: "{app: str, version?: str}",
-            result: "{server, version, protocol, app, connection_id}",
-            summary: "Name the calling app (1-64 printable chars); later calls of this connection are metered under it",
+            params: "{app: str, version?: str, errors?: \"map\" | \"string\"}",
+            result: "{server, version, protocol, app, connection_id, errors}",
+            summary: "Name the calling app (1-64 printable chars); later calls of this connection are metered under it. errors: \"string\" makes every later error response of this connection the string \"<code>: <message>\" (what Neovim's rpcrequest can show; the full error is then in daemon.last_error)",
             kind: "request",
             handler: Some(|c| Box::pin(hello(c))),
+        },
+        Method {
+            name: "daemon.last_error",
+            params: "{}",
+            result: "{code, message, data} | nil",
+            summary: "The full error of this connection's last failed request (nil if none failed), for connections that get string errors",
+            kind: "request",
+            handler: Some(|c| Box::pin(last_error(c))),
         },
         Method {
             name: "daemon.info",
@@ -58,6 +66,19 @@ pub(super) fn methods() -> Vec<Method> {
 struct HelloParams {
     app: String,
     version: Option<String>,
+    #[serde(default)]
+    errors: ErrorStyle,
+}
+
+/// How this connection's error responses are shaped.
+#[derive(Deserialize, Serialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum ErrorStyle {
+    /// `{code, message, data}` (the default).
+    #[default]
+    Map,
+    /// `"<code>: <message>"`.
+    String,
 }
 
 #[derive(Serialize)]
@@ -67,6 +88,7 @@ struct HelloResult<'a> {
     protocol: u32,
     app: &'a str,
     connection_id: u64,
+    errors: ErrorStyle,
 }
 
 fn valid_name(s: &str) -> bool {
@@ -89,6 +111,7 @@ async fn hello(mut c: Call) -> Result<Encoded, RpcError> {
     if let Ok(mut v) = c.conn.app_version.lock() {
         *v = p.version;
     }
+    c.conn.string_errors.store(p.errors == ErrorStyle::String, std::sync::atomic::Ordering::Relaxed);
     tracing::debug!(conn = c.conn.id, app = %p.app, "hello");
     ok(&HelloResult {
         server: "llm-sidecar",
@@ -96,7 +119,14 @@ async fn hello(mut c: Call) -> Result<Encoded, RpcError> {
         protocol: PROTOCOL,
         app: &p.app,
         connection_id: c.conn.id,
+        errors: p.errors,
     })
+}
+
+async fn last_error(mut c: Call) -> Result<Encoded, RpcError> {
+    let _: NoParams = c.params()?;
+    let last = c.conn.last_error.lock().ok().and_then(|e| e.clone());
+    Ok(Encoded::value(&last.map_or(rmpv::Value::Nil, |e| e.to_value())))
 }
 
 #[derive(Deserialize, Default)]

@@ -17,7 +17,8 @@ mod sync;
 mod usage;
 mod vault;
 
-use crate::rpc::{message::Message, parse_params, Encoded, ErrorCode, RpcError};
+use crate::rpc::message::{encode_error_response, encode_error_string_response, Message};
+use crate::rpc::{parse_params, Encoded, ErrorCode, RpcError};
 
 /// The structured error of a chat service error: the one mapping every face (RPC, HTTP) uses.
 pub fn chat_error(e: crate::chat::service::ChatError, state: &State) -> RpcError {
@@ -53,6 +54,11 @@ pub struct ConnCtx {
     /// The running requests of this connection by msgid: the one cancel registry (`$/cancel`,
     /// `chat.cancel`, and a lost connection cancel through it).
     pub inflight: Mutex<HashMap<u32, CancellationToken>>,
+    /// Set by `daemon.hello {errors: "string"}`: error responses are `"<code>: <message>"`
+    /// strings, the only error shape Neovim's `rpcrequest` shows.
+    pub string_errors: std::sync::atomic::AtomicBool,
+    /// The full error of this connection's last failed request (`daemon.last_error`).
+    pub last_error: Mutex<Option<RpcError>>,
 }
 
 impl ConnCtx {
@@ -64,6 +70,20 @@ impl ConnCtx {
     pub fn cancel(&self, msgid: u32) -> bool {
         let token = self.inflight.lock().ok().and_then(|m| m.get(&msgid).cloned());
         token.inspect(CancellationToken::cancel).is_some()
+    }
+
+    /// The response frame for a failed request, in the error style this connection asked for;
+    /// remembers the error for `daemon.last_error`.
+    pub fn error_response(&self, msgid: u32, err: RpcError) -> Bytes {
+        let bytes = if self.string_errors.load(std::sync::atomic::Ordering::Relaxed) {
+            encode_error_string_response(msgid, &err.one_line())
+        } else {
+            encode_error_response(msgid, &err)
+        };
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(err);
+        }
+        Bytes::from(bytes)
     }
 
     /// Sends a notification to this connection, waiting if its queue is full.

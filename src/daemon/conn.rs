@@ -25,7 +25,7 @@
 use crate::api::{self, Call, ConnCtx, CANCEL_NOTIFICATION};
 use crate::daemon::slots::Slot;
 use crate::rpc::codec::{FrameError, FrameReader, Limits};
-use crate::rpc::message::{encode_error_response, encode_response_raw, Message, MessageError};
+use crate::rpc::message::{encode_response_raw, Message, MessageError};
 use crate::rpc::RpcError;
 use crate::state::State;
 use bytes::Bytes;
@@ -71,6 +71,8 @@ pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<
         events_forwarder: Default::default(),
         closed: CancellationToken::new(),
         inflight: Mutex::default(),
+        string_errors: Default::default(),
+        last_error: Mutex::default(),
     });
     let handlers = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(state.config().daemon.max_inflight_per_connection));
@@ -125,20 +127,20 @@ pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<
                 if duplicate {
                     let err =
                         RpcError::invalid_request(format!("msgid {msgid} is already in use by a running request"));
-                    let _ = conn.outbox.send(Bytes::from(encode_error_response(msgid, &err))).await;
+                    let _ = conn.outbox.send(conn.error_response(msgid, err)).await;
                     continue;
                 }
                 let call = Call { state: state.clone(), conn: conn.clone(), msgid, cancel, params };
                 let done = conn.clone();
                 let mut answer = Box::pin(async move {
                     let bytes = match api::dispatch(&method, call).await {
-                        Ok(result) => encode_response_raw(msgid, &result.0),
-                        Err(err) => encode_error_response(msgid, &err),
+                        Ok(result) => Bytes::from(encode_response_raw(msgid, &result.0)),
+                        Err(err) => done.error_response(msgid, err),
                     };
                     if let Ok(mut m) = done.inflight.lock() {
                         m.remove(&msgid);
                     }
-                    Bytes::from(bytes)
+                    bytes
                 });
                 // Fast path: most calls finish on their first poll; answer them without a task hop.
                 if let Poll::Ready(bytes) = futures::poll!(answer.as_mut()) {
@@ -168,7 +170,7 @@ pub async fn serve(stream: Stream, state: Arc<State>, id: u64, peer_pid: Option<
             }
             Err(MessageError { id: Some(msgid), reason }) => {
                 let err = RpcError::invalid_request(reason);
-                let _ = conn.outbox.send(Bytes::from(encode_error_response(msgid, &err))).await;
+                let _ = conn.outbox.send(conn.error_response(msgid, err)).await;
             }
             Err(MessageError { id: None, reason }) => break Stop::Violation(reason),
         }

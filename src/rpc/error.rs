@@ -124,6 +124,11 @@ impl RpcError {
     }
 
     /// The wire form: `{code, message, data}`.
+    /// `"<code>: <message>"`, the one-line form of string-style error responses.
+    pub fn one_line(&self) -> String {
+        format!("{}: {}", self.code.as_str(), self.message)
+    }
+
     pub fn to_value(&self) -> Value {
         Value::Map(vec![
             (Value::from("code"), Value::from(self.code.as_str())),
@@ -143,7 +148,13 @@ impl RpcError {
                 message: message.to_string(),
                 data: field("data").filter(|d| d.is_map()).cloned().unwrap_or(Value::Map(Vec::new())),
             },
-            _ => Self::internal(format!("malformed error object: {v}")),
+            _ => match v.as_str().and_then(|t| t.split_once(": ")) {
+                // The string style of `daemon.hello {errors: "string"}`.
+                Some((code, message)) if !code.is_empty() && !code.contains(' ') => {
+                    Self::new(ErrorCode::parse(code), message)
+                }
+                _ => Self::internal(format!("malformed error object: {v}")),
+            },
         }
     }
 
@@ -156,6 +167,17 @@ impl RpcError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_one_line_form_reads_back() {
+        let e = RpcError::new(ErrorCode::QuotaExceeded, "the monthly quota is used up: 10 of 10");
+        let back = RpcError::from_value(&Value::from(e.one_line()));
+        assert_eq!(
+            (back.code, back.message.as_str()),
+            (ErrorCode::QuotaExceeded, "the monthly quota is used up: 10 of 10")
+        );
+        assert_eq!(RpcError::from_value(&Value::from("no code here")).code, ErrorCode::Internal);
+    }
 
     #[test]
     fn codes_round_trip() {

@@ -162,6 +162,12 @@ pub fn encode_error_response(id: u32, err: &RpcError) -> Vec<u8> {
     Message::Response { id, result: Err(err.clone()) }.encode()
 }
 
+/// Encodes an error response whose error is a plain string (the style Neovim's `rpcrequest`
+/// can show; see `daemon.hello {errors: "string"}`).
+pub fn encode_error_string_response(id: u32, text: &str) -> Vec<u8> {
+    encode_value(&Value::Array(vec![Value::from(RESPONSE), Value::from(id), Value::from(text), Value::Nil]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@ import type { AnyMap, CallOptions, ChatMessage, ChatTool, HelloResult, InfoResul
 export const METHOD_PARAMS: Readonly<Record<string, readonly string[]>> = {
   "daemon.hello": ["app", "version"],
   "daemon.info": [],
+  "daemon.last_error": [],
   "daemon.methods": [],
   "daemon.reload": [],
   "daemon.ping": ["delay_ms"],
@@ -52,6 +53,9 @@ export interface DaemonHelloParams {
 
 /** Params of `daemon.info`. */
 export type DaemonInfoParams = Record<string, never>;
+
+/** Params of `daemon.last_error`. */
+export type DaemonLastErrorParams = Record<string, never>;
 
 /** Params of `daemon.methods`. */
 export type DaemonMethodsParams = Record<string, never>;
@@ -274,6 +278,11 @@ export abstract class Methods {
   /** `daemon.info`: Daemon version, protocol revision, uptime and paths. */
   info(params: DaemonInfoParams = {}, opts?: CallOptions): Promise<InfoResult> {
     return this.call<InfoResult>("daemon.info", params, opts);
+  }
+
+  /** `daemon.last_error`: The full {code, message, data} of this connection's last failed request, or None/null (for connections that asked for string errors in daemon.hello). */
+  lastError(params: DaemonLastErrorParams = {}, opts?: CallOptions): Promise<AnyMap> {
+    return this.call<AnyMap>("daemon.last_error", params, opts);
   }
 
   /** `daemon.methods`: Every method and notification the daemon understands, with param and result shapes. */

@@ -9,6 +9,7 @@ from ._types import HelloResult, InfoResult, KindsResult, MethodsResult, Params,
 METHOD_PARAMS: Dict[str, Tuple[str, ...]] = {
     "daemon.hello": ("app", "version"),
     "daemon.info": (),
+    "daemon.last_error": (),
     "daemon.methods": (),
     "daemon.reload": (),
     "daemon.ping": ("delay_ms",),
@@ -67,6 +68,10 @@ class SyncMethods:
     def info(self, **extra: Any) -> InfoResult:
         """`daemon.info`: Daemon version, protocol revision, uptime and paths."""
         return cast(InfoResult, self.call("daemon.info", _params(extra, {})))
+
+    def last_error(self, **extra: Any) -> Dict[str, Any]:
+        """`daemon.last_error`: The full {code, message, data} of this connection's last failed request, or None/null (for connections that asked for string errors in daemon.hello)."""
+        return cast(Dict[str, Any], self.call("daemon.last_error", _params(extra, {})))
 
     def methods(self, **extra: Any) -> MethodsResult:
         """`daemon.methods`: Every method and notification the daemon understands, with param and result shapes."""
@@ -221,6 +226,10 @@ class AsyncMethods:
     async def info(self, **extra: Any) -> InfoResult:
         """`daemon.info`: Daemon version, protocol revision, uptime and paths."""
         return cast(InfoResult, await self.call("daemon.info", _params(extra, {})))
+
+    async def last_error(self, **extra: Any) -> Dict[str, Any]:
+        """`daemon.last_error`: The full {code, message, data} of this connection's last failed request, or None/null (for connections that asked for string errors in daemon.hello)."""
+        return cast(Dict[str, Any], await self.call("daemon.last_error", _params(extra, {})))
 
     async def methods(self, **extra: Any) -> MethodsResult:
         """`daemon.methods`: Every method and notification the daemon understands, with param and result shapes."""
