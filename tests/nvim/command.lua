@@ -1,6 +1,7 @@
 -- :LlmSidecarChat and :LlmSidecarCancel against the real daemon: an answer streamed into a
 -- scratch buffer; a slow one cancelled with :LlmSidecarCancel; a slow one cancelled by wiping
--- its buffer. Env: NV_OUT, NV_MODEL (the setup default model), NV_SLOW_MODEL.
+-- its buffer. Env: NV_OUT, NV_MODEL (the setup default model), NV_SLOW_MODEL; no
+-- $LLM_SIDECAR_SOCK: the socket is found in $XDG_RUNTIME_DIR.
 local H = dofile(vim.env.NV_TESTS .. "/harness.lua")
 
 local function state(buf)
@@ -18,6 +19,7 @@ H.run(function()
   local ls = require("llm_sidecar")
   ls.setup({ app = "nvim-test", model = H.env("NV_MODEL") })
   local out = H.out
+  out.socket = ls.socket_path()
   local first = vim.api.nvim_get_current_buf()
 
   -- 1. The default model; the answer streams into a new scratch buffer.

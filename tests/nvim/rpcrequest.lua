@@ -7,8 +7,7 @@ local H = dofile(vim.env.NV_TESTS .. "/harness.lua")
 H.run(function()
   local out = H.out
   vim.g.nv_model = H.env("NV_MODEL")
-  vim.api.nvim_exec(
-    [[
+  vim.cmd([[
       let g:nv_ch = sockconnect('pipe', $LLM_SIDECAR_SOCK, {'rpc': v:true})
       let g:nv_params = {'model': g:nv_model, 'messages': [{'role': 'user', 'content': 'Say hello'}], 'max_tokens': 100000}
       let g:nv_before = ''
@@ -26,9 +25,7 @@ H.run(function()
       endtry
       let g:nv_last = rpcrequest(g:nv_ch, 'daemon.last_error')
       let g:nv_info = rpcrequest(g:nv_ch, 'daemon.info')
-    ]],
-    false
-  )
+    ]])
   out.before = vim.g.nv_before
   out.after = vim.g.nv_after
   out.hello_app = vim.g.nv_hello.app

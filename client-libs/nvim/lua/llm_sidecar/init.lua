@@ -285,6 +285,10 @@ function Conn:_on_hello(err, result)
 end
 
 function Conn:_connect()
+  if mpack == nil or mpack.Unpacker == nil then
+    self:_drop(client_error("unsupported", "this Neovim has no vim.mpack.Unpacker: llm_sidecar needs Neovim 0.7 or newer"))
+    return
+  end
   self.state = "connecting"
   local pipe = uv.new_pipe(false)
   self.pipe = pipe
