@@ -43,9 +43,7 @@ fn nvim() -> Option<PathBuf> {
         !ci(),
         "CI is set and Neovim is missing ({why}): install it with scripts/install-test-deps.sh (Debian package `neovim`)"
     );
-    eprintln!(
-        "skipped: the Neovim plugin tests need `nvim` ({why}); install it with scripts/install-test-deps.sh"
-    );
+    eprintln!("skipped: the Neovim plugin tests need `nvim` ({why}); install it with scripts/install-test-deps.sh");
     None
 }
 
@@ -189,7 +187,11 @@ async fn quota_message(d: &Daemon) -> String {
 }
 
 fn strs(v: &Json) -> Vec<String> {
-    v.as_array().unwrap_or_else(|| panic!("not an array: {v}")).iter().map(|s| s.as_str().unwrap().to_string()).collect()
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,7 +299,8 @@ async fn chat_command_streams_into_a_scratch_buffer_and_cancels() {
     let Some(nvim) = nvim() else { return };
     let (normal, slow) = mocks().await;
     let d = Daemon::start_with(&config(&normal, &slow, ""), &[("MOCK_KEY", KEY)]);
-    let v = run_lua(&nvim, &d, Find::RuntimeDir, "command.lua", &[("NV_MODEL", MODEL), ("NV_SLOW_MODEL", SLOW_MODEL)]).await;
+    let v = run_lua(&nvim, &d, Find::RuntimeDir, "command.lua", &[("NV_MODEL", MODEL), ("NV_SLOW_MODEL", SLOW_MODEL)])
+        .await;
 
     assert_eq!(v["socket"], json!(d.socket.to_str().unwrap()), "found from $XDG_RUNTIME_DIR");
     let c = &v["chat"];
@@ -331,11 +334,10 @@ async fn chat_command_streams_into_a_scratch_buffer_and_cancels() {
     assert_eq!(notes.iter().filter(|(m, l)| *l == warn && m.starts_with("cancelled: ")).count(), 2, "{notes:?}");
     assert!(notes.iter().any(|(m, l)| *l == error && m.contains("unknown option -colour")), "{notes:?}");
 
-    let want: Vec<(String, String, String)> =
-        [("openai", "ok"), ("slow", "cancelled"), ("slow", "cancelled")]
-            .iter()
-            .map(|(p, s)| (p.to_string(), s.to_string(), "nvim-test".to_string()))
-            .collect();
+    let want: Vec<(String, String, String)> = [("openai", "ok"), ("slow", "cancelled"), ("slow", "cancelled")]
+        .iter()
+        .map(|(p, s)| (p.to_string(), s.to_string(), "nvim-test".to_string()))
+        .collect();
     assert_eq!(ledger(&d).await, want);
 }
 
