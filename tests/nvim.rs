@@ -268,6 +268,8 @@ async fn lua_api_streams_cancels_and_reads_quota_errors() {
     assert_eq!(normal.requests(), 1, "the refused call never reached the provider");
 
     assert_eq!(v["info_app"], "nvim-test");
+    assert_eq!(v["refused_hello"]["code"], "invalid_params", "{}", v["refused_hello"]);
+    assert!(v["refused_hello"]["message"].as_str().unwrap().contains("app"), "{}", v["refused_hello"]);
     assert_eq!(v["notifications"], json!([]), "every outcome went to a handler");
 }
 

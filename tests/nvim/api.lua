@@ -105,4 +105,16 @@ H.run(function()
   local info, ierr = ls.request_sync("daemon.info", nil, 5000)
   H.check(ierr == nil, "daemon.info: " .. ls.format_error(ierr))
   out.info_app = info.app
+
+  -- 6. A connection whose daemon.hello is refused (an empty app name): its calls get that error.
+  local bad = ls.Connection.new(ls.socket_path(), "")
+  local refused
+  bad:request("daemon.info", nil, function(e)
+    refused = e or { code = "none" }
+  end)
+  H.wait(5000, function()
+    return refused ~= nil
+  end, "the refused hello")
+  out.refused_hello = { code = refused.code, message = refused.message }
+  bad:close()
 end)
