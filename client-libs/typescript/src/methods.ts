@@ -4,7 +4,7 @@ import type { AnyMap, CallOptions, ChatMessage, ChatTool, HelloResult, InfoResul
 
 /** Wire method name -> the names of its params, for checks against `daemon.methods`. */
 export const METHOD_PARAMS: Readonly<Record<string, readonly string[]>> = {
-  "daemon.hello": ["app", "version"],
+  "daemon.hello": ["app", "version", "errors"],
   "daemon.info": [],
   "daemon.last_error": [],
   "daemon.methods": [],
@@ -49,6 +49,7 @@ export const METHOD_PARAMS: Readonly<Record<string, readonly string[]>> = {
 export interface DaemonHelloParams {
   app: string;
   version?: string;
+  errors?: string;
 }
 
 /** Params of `daemon.info`. */

@@ -7,7 +7,7 @@ from ._types import HelloResult, InfoResult, KindsResult, MethodsResult, Params,
 
 # Wire method name -> the names of its params, for checks against `daemon.methods`.
 METHOD_PARAMS: Dict[str, Tuple[str, ...]] = {
-    "daemon.hello": ("app", "version"),
+    "daemon.hello": ("app", "version", "errors"),
     "daemon.info": (),
     "daemon.last_error": (),
     "daemon.methods": (),
@@ -61,9 +61,9 @@ class SyncMethods:
     def call(self, method: str, params: Params = None) -> Any:
         raise NotImplementedError
 
-    def hello(self, app: str, *, version: Optional[str] = None, **extra: Any) -> HelloResult:
+    def hello(self, app: str, *, version: Optional[str] = None, errors: Optional[str] = None, **extra: Any) -> HelloResult:
         """`daemon.hello`: Name the calling app (1-64 printable chars); later calls on this connection are metered under it."""
-        return cast(HelloResult, self.call("daemon.hello", _params(extra, {"app": app, "version": version})))
+        return cast(HelloResult, self.call("daemon.hello", _params(extra, {"app": app, "version": version, "errors": errors})))
 
     def info(self, **extra: Any) -> InfoResult:
         """`daemon.info`: Daemon version, protocol revision, uptime and paths."""
@@ -219,9 +219,9 @@ class AsyncMethods:
     async def call(self, method: str, params: Params = None) -> Any:
         raise NotImplementedError
 
-    async def hello(self, app: str, *, version: Optional[str] = None, **extra: Any) -> HelloResult:
+    async def hello(self, app: str, *, version: Optional[str] = None, errors: Optional[str] = None, **extra: Any) -> HelloResult:
         """`daemon.hello`: Name the calling app (1-64 printable chars); later calls on this connection are metered under it."""
-        return cast(HelloResult, await self.call("daemon.hello", _params(extra, {"app": app, "version": version})))
+        return cast(HelloResult, await self.call("daemon.hello", _params(extra, {"app": app, "version": version, "errors": errors})))
 
     async def info(self, **extra: Any) -> InfoResult:
         """`daemon.info`: Daemon version, protocol revision, uptime and paths."""
