@@ -152,7 +152,8 @@ describe("chat against the real daemon and a mock provider", () => {
   });
 
   test("streaming: deltas in order, then .result", async () => {
-    const stream = c.chat({ model: MODEL, messages: MESSAGES, stream: true });
+    const stream = await c.chat({ model: MODEL, messages: MESSAGES, stream: true });
+    assert.ok(stream instanceof ChatStream);
     const deltas = [];
     for await (const ch of stream) deltas.push(ch.delta);
     assert.equal(deltas.join(""), "Hello there");
@@ -160,7 +161,7 @@ describe("chat against the real daemon and a mock provider", () => {
     assert.equal(stream.result.content, "Hello there");
     assert.equal(stream.result.usage.input, 5);
     assert.equal(stream.result.usage.output, 2);
-    assert.deepEqual(await stream.finalResult(), stream.result);
+    assert.deepEqual(await stream.finalResult(), { ...stream.result, status: "ok" });
   });
 
   test("cancelling a slow stream: Cancelled with usage, upstream connection closed", async () => {
@@ -223,7 +224,7 @@ describe("chat against the real daemon and a mock provider", () => {
   test("streamed tool call: typed tool_call deltas, then the round trip", async () => {
     const n = mock.requests.length;
     const messages = [{ role: "user", content: "weather in Paris?" }];
-    const stream = c.chat({ model: MODEL, messages, tools: TOOLS, stream: true });
+    const stream = await c.chat({ model: MODEL, messages, tools: TOOLS, stream: true });
     assert.ok(stream instanceof ChatStream);
     const deltas = [];
     for await (const d of stream.deltas()) deltas.push(d);
