@@ -6,7 +6,7 @@ import { execFile } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
-import { Client, DaemonNotRunning, DaemonStartFailed, defaultDataDir, findDaemonBinary, socketPath } from "llm-sidecar";
+import { Client, DaemonNotRunning, DaemonStartFailed, bundledBinaryPaths, defaultDataDir, findDaemonBinary, socketPath } from "llm-sidecar";
 import { LIB_DIR, daemonBinary, tempDir, waitUntil } from "./support.mjs";
 
 /** Env of a fresh user: HOME and every XDG dir under `root`, no socket override. */
@@ -171,15 +171,23 @@ describe("autostart", () => {
     const fromEnv = exe(join(root, "env", "llm-sidecar"));
     const explicit = exe(join(root, "explicit", "llm-sidecar"));
     const env = { PATH: `/nonexistent:${join(root, "path-dir")}` };
-    assert.equal(findDaemonBinary(undefined, env), onPath);
+    // A binary bundled into this checkout (`npm run bundle-binary`) comes before PATH.
+    const bundled = bundledBinaryPaths().find((p) => existsSync(p));
+    assert.equal(findDaemonBinary(undefined, env), bundled ?? onPath);
     assert.equal(findDaemonBinary(undefined, { ...env, LLM_SIDECAR_BIN: fromEnv }), fromEnv);
     assert.equal(findDaemonBinary(explicit, { ...env, LLM_SIDECAR_BIN: fromEnv }), explicit);
-    assert.throws(() => findDaemonBinary(undefined, { PATH: "/nonexistent" }), (e) => {
+    if (!bundled) assert.throws(() => findDaemonBinary(undefined, { PATH: "/nonexistent" }), (e) => {
       assert.ok(e instanceof DaemonStartFailed);
       assert.match(e.message, /bin\/linux-|bin\/darwin-/);
       assert.match(e.message, /PATH/);
       return true;
     });
+    assert.deepEqual(bundledBinaryPaths("/app/node_modules/llm-sidecar"), [`/app/node_modules/llm-sidecar/bin/${process.platform}-${process.arch}/llm-sidecar`]);
+    // In an Electron bundle the unpacked copy (asarUnpack) is the one that can run.
+    assert.deepEqual(bundledBinaryPaths("/x/resources/app.asar/node_modules/llm-sidecar"), [
+      `/x/resources/app.asar.unpacked/node_modules/llm-sidecar/bin/${process.platform}-${process.arch}/llm-sidecar`,
+      `/x/resources/app.asar/node_modules/llm-sidecar/bin/${process.platform}-${process.arch}/llm-sidecar`,
+    ]);
     assert.equal(defaultDataDir({ HOME: "/h", XDG_DATA_HOME: "/x" }), process.platform === "darwin" ? "/h/Library/Application Support/llm-sidecar" : "/x/llm-sidecar");
     assert.equal(defaultDataDir({ HOME: "/h" }), process.platform === "darwin" ? "/h/Library/Application Support/llm-sidecar" : "/h/.local/share/llm-sidecar");
   });
