@@ -135,6 +135,8 @@ export interface HelloResult {
   protocol: number;
   app: string;
   connection_id: number;
+  /** How this connection's error responses are sent: maps (this library's default) or `"<code>: <message>"` strings. */
+  errors: "map" | "string";
 }
 
 export interface InfoResult {
