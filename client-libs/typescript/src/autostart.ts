@@ -132,6 +132,19 @@ function alive(pid: number): boolean {
   }
 }
 
+/** A starter holds the lock at most for its start timeout; one older than this is stale whatever its pid. */
+const LOCK_MAX_AGE_MS = 120_000;
+
+/** The pid in a start lock, if it has one. */
+function lockHolder(lock: string): number | undefined {
+  try {
+    const pid = Number.parseInt(readFileSync(lock, "utf8"), 10);
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Takes `<socket>.autostart.lock` (true), or false when a live process holds it. */
 function tryLock(lock: string): boolean {
   for (let attempt = 0; attempt < 2; attempt++) {
@@ -143,21 +156,18 @@ function tryLock(lock: string): boolean {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
     }
-    let holder = NaN;
+    const holder = lockHolder(lock);
+    let age: number;
     try {
-      holder = Number.parseInt(readFileSync(lock, "utf8"), 10);
+      age = Date.now() - statSync(lock).mtimeMs;
     } catch {
-      // removed meanwhile: try again
+      continue; // removed meanwhile: try again
     }
-    if (Number.isInteger(holder) && holder > 0 && alive(holder)) return false;
-    // The starter died holding it (or it was half written long ago): take it over.
-    if (!Number.isInteger(holder)) {
-      try {
-        if (Date.now() - statSync(lock).mtimeMs < 2000) return false; // being written right now
-      } catch {
-        continue;
-      }
+    if (age < LOCK_MAX_AGE_MS) {
+      if (holder !== undefined && alive(holder)) return false;
+      if (holder === undefined && age < 2000) return false; // being written right now
     }
+    // The starter died holding it (or it is far too old to be held): take it over.
     try {
       unlinkSync(lock);
     } catch {
@@ -189,8 +199,6 @@ export async function ensureDaemon(socket: string, opts: AutostartOptions = {}):
   const log = join(dataDir, "daemon.log");
   const timeoutMs = opts.startTimeoutMs ?? 15_000;
   const deadline = Date.now() + timeoutMs;
-  // The socket's directory must be private (the daemon checks it): create it 0700 like the daemon.
-  mkdirSync(dirname(socket), { recursive: true, mode: 0o700 });
   const lock = `${socket}.autostart.lock`;
   const fail = (why: string, extra: Record<string, unknown> = {}): DaemonStartFailed => {
     const tail = logTail(log);
@@ -201,15 +209,28 @@ export async function ensureDaemon(socket: string, opts: AutostartOptions = {}):
       ...extra,
     });
   };
+  try {
+    // The socket's directory must be private (the daemon checks it): create it 0700 like the daemon.
+    mkdirSync(dirname(socket), { recursive: true, mode: 0o700 });
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  } catch (e) {
+    throw fail(`cannot create its directories: ${(e as Error).message}`);
+  }
   while (Date.now() < deadline) {
     if (await accepts(socket)) return { spawned: false, binary, log };
-    if (!tryLock(lock)) {
+    let locked: boolean;
+    try {
+      locked = tryLock(lock);
+    } catch (e) {
+      throw fail(`cannot take the start lock ${lock}: ${(e as Error).message}`);
+    }
+    if (!locked) {
       await sleep(25);
       continue;
     }
     try {
       if (await accepts(socket)) return { spawned: false, binary, log };
-      return await spawnAndWait(binary, socket, dataDir, log, opts, env, deadline, fail);
+      return await spawnAndWait(binary, socket, log, opts, env, deadline, fail);
     } finally {
       try {
         unlinkSync(lock);
@@ -218,25 +239,29 @@ export async function ensureDaemon(socket: string, opts: AutostartOptions = {}):
       }
     }
   }
-  throw fail(`nothing listened on ${socket} within ${timeoutMs} ms`);
+  const holder = lockHolder(lock);
+  throw fail(`nothing listened on ${socket} within ${timeoutMs} ms${holder ? ` (process ${holder} holds the start lock ${lock})` : ""}`);
 }
 
 async function spawnAndWait(
   binary: string,
   socket: string,
-  dataDir: string,
   log: string,
   opts: AutostartOptions,
   env: NodeJS.ProcessEnv,
   deadline: number,
   fail: (why: string, extra?: Record<string, unknown>) => DaemonStartFailed,
 ): Promise<AutostartResult> {
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const args = ["--socket", socket];
   if (opts.configFile) args.push("--config", opts.configFile);
   args.push("serve");
   if (opts.dataDir) args.push("--data-dir", opts.dataDir);
-  const fd = openSync(log, "a", 0o600);
+  let fd: number;
+  try {
+    fd = openSync(log, "a", 0o600);
+  } catch (e) {
+    throw fail(`cannot open its log: ${(e as Error).message}`);
+  }
   let exited: string | undefined;
   let spawnError: Error | undefined;
   let pid: number | undefined;

@@ -156,6 +156,13 @@ describe("autostart", () => {
       return true;
     });
     assert.ok(Date.now() - t0 < 3000);
+    // A live process holds the start lock and nothing comes up: the error says who holds it.
+    writeFileSync(`${sock}.autostart.lock`, `${process.pid}\n`);
+    await assert.rejects(Client.connect({ path: sock, autostart: { binary: bad, dataDir, env, startTimeoutMs: 300 } }), (e) => {
+      assert.ok(e instanceof DaemonStartFailed, String(e));
+      assert.match(e.message, new RegExp(`process ${process.pid} holds the start lock`));
+      return true;
+    });
   });
 
   test("binary lookup: explicit, then $LLM_SIDECAR_BIN, then bundled, then PATH", () => {
