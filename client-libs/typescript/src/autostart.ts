@@ -177,12 +177,21 @@ function tryLock(lock: string): boolean {
   return false;
 }
 
-function logTail(log: string): string {
+/** The last lines the log got since byte `from` (what this start wrote, not an earlier run's). */
+function logTail(log: string, from: number): string {
   try {
-    const lines = readFileSync(log, "utf8").trimEnd().split("\n");
+    const lines = readFileSync(log).subarray(from).toString("utf8").trimEnd().split("\n");
     return lines.slice(-15).join("\n");
   } catch {
     return "";
+  }
+}
+
+function sizeOf(path: string): number {
+  try {
+    return statSync(path).size;
+  } catch {
+    return 0;
   }
 }
 
@@ -200,8 +209,9 @@ export async function ensureDaemon(socket: string, opts: AutostartOptions = {}):
   const timeoutMs = opts.startTimeoutMs ?? 15_000;
   const deadline = Date.now() + timeoutMs;
   const lock = `${socket}.autostart.lock`;
+  const logStart = sizeOf(log);
   const fail = (why: string, extra: Record<string, unknown> = {}): DaemonStartFailed => {
-    const tail = logTail(log);
+    const tail = logTail(log, logStart);
     return new DaemonStartFailed(`could not autostart llm-sidecar (${binary}): ${why}; its log is ${log}${tail ? `:\n${tail}` : ""}`, {
       binary,
       log,
@@ -256,6 +266,7 @@ async function spawnAndWait(
   if (opts.configFile) args.push("--config", opts.configFile);
   args.push("serve");
   if (opts.dataDir) args.push("--data-dir", opts.dataDir);
+  const from = sizeOf(log);
   let fd: number;
   try {
     fd = openSync(log, "a", 0o600);
@@ -283,7 +294,7 @@ async function spawnAndWait(
     if (spawnError) throw fail(`cannot run it: ${spawnError.message}`);
     if (exited !== undefined) {
       // Lost a race to another daemon: that one will listen.
-      if (/already running/.test(logTail(log))) return waitForOther(socket, deadline, binary, log, fail);
+      if (/already running/.test(logTail(log, from))) return waitForOther(socket, deadline, binary, log, fail);
       throw fail(`it stopped (${exited}) before listening on ${socket}`);
     }
     await sleep(20);
