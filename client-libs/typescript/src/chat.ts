@@ -3,8 +3,8 @@
  * tools and reasoning existed) and whose `deltas()` yields every chunk as a typed `ChatDelta`.
  */
 
-import { ResultStream } from "./calls.js";
-import type { ChatDelta, ChatResult, TextChunk, ToolCallChunk, ToolCallDelta } from "./types.js";
+import { PendingStream, ResultStream } from "./calls.js";
+import type { ChatCancelled, ChatDelta, ChatOutcome, ChatResult, TextChunk, ToolCallChunk, ToolCallDelta } from "./types.js";
 
 function isMap(v: unknown): v is Record<string, unknown> {
   return v !== null && typeof v === "object" && !Array.isArray(v);
@@ -40,14 +40,35 @@ export function chatDelta(payload: unknown): ChatDelta | undefined {
  * (`d.kind`: `"text"`, `"reasoning"`, `"tool_call"`). Either way `.result` then holds the
  * assembled answer (content, message, tool_calls with parsed arguments, reasoning, usage, ...).
  * Both views read the same chunks: use one per stream.
+ *
+ * `finalResult()` resolves with a `ChatOutcome`: the result with `status: "ok"`, or, after a
+ * break, `close()`, `cancel()` or an abort, `status: "cancelled"` with the usage and cost billed
+ * so far and the text received (narrow on `status`).
  */
 export class ChatStream extends ResultStream<TextChunk, ChatResult> {
   override [Symbol.asyncIterator](): AsyncIterator<TextChunk> {
-    return this.iterate((p) => (isMap(p) && typeof p.delta === "string" ? (p as TextChunk) : undefined));
+    return this.iterate((p) => (isMap(p) && typeof p.delta === "string" ? (p as unknown as TextChunk) : undefined));
   }
 
   /** Every chunk as a typed delta: text, reasoning and tool-call pieces, in order. */
   deltas(): AsyncIterable<ChatDelta> {
     return { [Symbol.asyncIterator]: () => this.iterate(chatDelta) };
+  }
+
+  override finalResult(): Promise<ChatOutcome> {
+    return super
+      .finalResult()
+      .then((r): ChatOutcome => ("status" in r && r.status === "cancelled" ? (r as unknown as ChatCancelled) : { ...(r as ChatResult), status: "ok" }));
+  }
+}
+
+/**
+ * `chat({stream: true})`: `await` it for the `ChatStream` (it resolves at the first chunk and
+ * rejects with a refusal sent before it); also iterable itself, like the stream.
+ */
+export class PendingChatStream extends PendingStream<TextChunk, ChatResult, ChatStream> {
+  /** Every chunk as a typed delta (see `ChatStream.deltas`). */
+  deltas(): AsyncIterable<ChatDelta> {
+    return this.stream.deltas();
   }
 }

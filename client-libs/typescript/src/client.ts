@@ -10,13 +10,16 @@
 
 import { createConnection, type Socket } from "node:net";
 import { decodeMultiStream } from "@msgpack/msgpack";
-import { abortedBeforeSend, PendingCall, ResultStream } from "./calls.js";
-import { ChatStream } from "./chat.js";
+import { ensureDaemon, type AutostartOptions, type AutostartResult } from "./autostart.js";
+import { PendingCall, PendingStream, ResultStream } from "./calls.js";
+import { ChatStream, PendingChatStream } from "./chat.js";
 import { socketPath } from "./discovery.js";
-import { ConnectionClosed, ProtocolError, SidecarError, errorFromWire } from "./errors.js";
+import { ConnectionClosed, DaemonNotRunning, ProtocolError, SidecarError, errorFromWire } from "./errors.js";
+import type * as M from "./methods.js";
 import { Methods, type ChatParams } from "./methods.js";
 import { Subscription } from "./subscription.js";
-import type { AnyMap, CallOptions, ChatResult, HelloResult, SidecarEvent } from "./types.js";
+import type * as T from "./types.js";
+import type { AnyMap, CallOptions, ChatResult, HelloResult, SidecarEvent, StreamOptions } from "./types.js";
 import * as wire from "./wire.js";
 
 export interface ClientOptions {
@@ -26,11 +29,20 @@ export interface ClientOptions {
   app?: string;
   /** The app's version, sent with `app`. */
   appVersion?: string;
+  /**
+   * When no daemon answers on the socket, start one (`llm-sidecar serve`, detached: it outlives
+   * the app) and wait for it; `true` or the options (binary, dataDir, ...). See the README.
+   */
+  autostart?: boolean | AutostartOptions;
+  /** Shorthand for `autostart: { binary }`: the daemon binary autostart runs. */
+  binary?: string;
 }
 
 export class Client extends Methods {
   /** The answer to `daemon.hello` when the client was created with `app`. */
   helloResult: HelloResult | undefined = undefined;
+  /** What autostart did, when this client started (or waited for) the daemon. */
+  autostarted: AutostartResult | undefined = undefined;
   /** Resolves (never rejects) with the reason once the connection has ended. */
   readonly whenClosed: Promise<SidecarError>;
   private readonly pending = new Map<number, PendingCall<unknown>>();
@@ -53,24 +65,26 @@ export class Client extends Methods {
   }
 
   /**
-   * Connects to the daemon (rejecting with `DaemonNotRunning` when nothing listens) and, given
-   * `app`, names the app with `daemon.hello`. A string argument is the socket path.
+   * Connects to the daemon (rejecting with `DaemonNotRunning` when nothing listens, or with
+   * `autostart` starting it first) and, given `app`, names the app with `daemon.hello`. A string
+   * argument is the socket path.
    */
   static async connect(options: ClientOptions | string = {}): Promise<Client> {
-    const opts = typeof options === "string" ? { path: options } : options;
+    const opts: ClientOptions = typeof options === "string" ? { path: options } : options;
     const path = socketPath(opts.path);
-    const socket = await new Promise<Socket>((resolve, reject) => {
-      const s = createConnection({ path });
-      s.once("connect", () => {
-        s.removeAllListeners("error");
-        resolve(s);
-      });
-      s.once("error", (err: NodeJS.ErrnoException) => {
-        s.destroy();
-        reject(wire.connectError(path, err));
-      });
-    });
+    let socket: Socket;
+    let autostarted: AutostartResult | undefined;
+    try {
+      socket = await openSocket(path);
+    } catch (e) {
+      if (!(e instanceof DaemonNotRunning) || !opts.autostart) throw e;
+      const auto: AutostartOptions = { ...(typeof opts.autostart === "object" ? opts.autostart : {}) };
+      if (opts.binary !== undefined && auto.binary === undefined) auto.binary = opts.binary;
+      autostarted = await ensureDaemon(path, auto);
+      socket = await openSocket(path);
+    }
     const client = new Client(socket, path);
+    client.autostarted = autostarted;
     if (opts.app !== undefined) {
       try {
         client.helloResult = await client.hello({ app: opts.app, version: opts.appVersion });
@@ -113,12 +127,15 @@ export class Client extends Methods {
     }
   }
 
-  /** Starts a streaming request; the payloads of its notifications are the chunks. */
-  stream<C = AnyMap, R = AnyMap>(method: string, params?: unknown, opts?: CallOptions): ResultStream<C, R> {
-    return this.streamWith<R, ResultStream<C, R>>(method, params, opts, (call) => new ResultStream<C, R>(call));
+  /**
+   * Starts a streaming request; the payloads of its notifications are the chunks. `await` it for
+   * the stream (resolves at the first chunk, rejects with an error sent before it).
+   */
+  stream<C = AnyMap, R = AnyMap>(method: string, params?: unknown, opts?: StreamOptions): PendingStream<C, R> {
+    return new PendingStream(this.streamWith<R, ResultStream<C, R>>(method, params, opts, (call) => new ResultStream<C, R>(call)));
   }
 
-  private streamWith<R, S>(method: string, params: unknown, opts: CallOptions | undefined, make: (call: PendingCall<R>) => S): S {
+  private streamWith<R, S>(method: string, params: unknown, opts: StreamOptions | undefined, make: (call: PendingCall<R>) => S): S {
     let stream: S | undefined;
     this.begin<R>(method, params, opts, (call) => {
       stream = make(call);
@@ -130,7 +147,7 @@ export class Client extends Methods {
   private begin<T>(
     method: string,
     params: unknown,
-    opts: CallOptions | undefined,
+    opts: StreamOptions | undefined,
     attach?: (call: PendingCall<T>) => void,
   ): PendingCall<T> {
     const array = wire.paramsArray(params);
@@ -141,7 +158,7 @@ export class Client extends Methods {
     const call = new PendingCall<T>(this, msgid, method, opts);
     attach?.(call);
     if (opts?.signal?.aborted) {
-      call.settle(abortedBeforeSend(method), undefined);
+      call.abort(opts.signal.reason, false);
       return call;
     }
     this.pending.set(msgid, call as PendingCall<unknown>);
@@ -151,15 +168,20 @@ export class Client extends Methods {
 
   /**
    * `chat`: a completion via a route, alias or `provider/model`, with optional `tools`,
-   * `tool_choice`, `parallel_tool_calls`, `response_format` and `reasoning`. With `stream: true`
-   * returns a `ChatStream` (`for await` the text chunks, or `.deltas()` for typed text /
-   * reasoning / tool-call deltas, then `.result`); otherwise the result.
+   * `tool_choice`, `parallel_tool_calls`, `response_format` and `reasoning`. Without `stream`:
+   * the result. With `stream: true`: `await` it for a `ChatStream` — it resolves when the first
+   * chunk arrives and rejects with a refusal sent before it (`QuotaExceeded`, `TierRequired`,
+   * `RateLimited`, `InvalidParams`, ...) or `CallTimeout` — then `for await` the text chunks (or
+   * `.deltas()` for typed text / reasoning / tool-call deltas) and read `.result` or
+   * `await stream.finalResult()`. Stream timeouts: `StreamOptions`.
    */
-  chat(params: ChatParams & { stream: true }, opts?: CallOptions): ChatStream;
+  chat(params: ChatParams & { stream: true }, opts?: StreamOptions): PendingChatStream;
   chat(params: ChatParams & { stream?: false }, opts?: CallOptions): Promise<ChatResult>;
-  chat(params: ChatParams, opts?: CallOptions): ChatStream | Promise<ChatResult>;
-  chat(params: ChatParams, opts?: CallOptions): ChatStream | Promise<ChatResult> {
-    if (params.stream) return this.streamWith<ChatResult, ChatStream>("chat", params, opts, (call) => new ChatStream(call));
+  chat(params: ChatParams, opts?: StreamOptions): PendingChatStream | Promise<ChatResult>;
+  chat(params: ChatParams, opts?: StreamOptions): PendingChatStream | Promise<ChatResult> {
+    if (params.stream) {
+      return new PendingChatStream(this.streamWith<ChatResult, ChatStream>("chat", params, opts, (call) => new ChatStream(call)));
+    }
     return this.call<ChatResult>("chat", params, opts);
   }
 
@@ -235,7 +257,7 @@ export class Client extends Methods {
       const call = this.pending.get(msg.msgid);
       if (!call) return;
       this.pending.delete(msg.msgid);
-      call.settle(msg.error === null ? null : errorFromWire(msg.error), msg.result);
+      call.answer(msg.error === null ? null : errorFromWire(msg.error), msg.result);
       return;
     }
     if (msg.method === "event") {
@@ -246,7 +268,7 @@ export class Client extends Methods {
       return;
     }
     const msgid = wire.streamMsgid(msg.params);
-    if (msgid !== undefined) this.pending.get(msgid)?.onChunk?.(msg.params[1]);
+    if (msgid !== undefined) this.pending.get(msgid)?.chunk(msg.params[1]);
   }
 
   private shutdown(reason: SidecarError): void {
@@ -256,10 +278,62 @@ export class Client extends Methods {
     this.pending.clear();
     const subs = this.subs;
     this.subs = [];
-    for (const call of pending) call.settle(new ConnectionClosed(`${call.method}: ${reason.message}`), undefined);
+    for (const call of pending) call.fail(new ConnectionClosed(`${call.method}: ${reason.message}`));
     for (const sub of subs) sub.end();
     this.resolveClosed(reason);
   }
+}
+
+function openSocket(path: string): Promise<Socket> {
+  return new Promise<Socket>((resolve, reject) => {
+    const s = createConnection({ path });
+    s.once("connect", () => {
+      s.removeAllListeners("error");
+      resolve(s);
+    });
+    s.once("error", (err: NodeJS.ErrnoException) => {
+      s.destroy();
+      reject(wire.connectError(path, err));
+    });
+  });
+}
+
+/**
+ * The wrappers whose results the generated `Methods` leaves as `AnyMap`, with their result types
+ * (types.ts). Types only: the calls are `Methods`'.
+ */
+export interface Client {
+  reload(params?: M.DaemonReloadParams, opts?: CallOptions): Promise<T.ReloadResult>;
+  keysSet(params: M.KeysSetParams, opts?: CallOptions): Promise<T.KeysSetResult>;
+  keysList(params?: M.KeysListParams, opts?: CallOptions): Promise<T.KeysListResult>;
+  keysRemove(params: M.KeysRemoveParams, opts?: CallOptions): Promise<T.KeysRemoveResult>;
+  keysTest(params: M.KeysTestParams, opts?: CallOptions): Promise<T.KeysTestResult>;
+  appsAdd(params: M.AppsAddParams, opts?: CallOptions): Promise<T.AppsAddResult>;
+  appsList(params?: M.AppsListParams, opts?: CallOptions): Promise<T.AppsListResult>;
+  appsRemove(params: M.AppsRemoveParams, opts?: CallOptions): Promise<T.AppsRemoveResult>;
+  vaultStatus(params?: M.VaultStatusParams, opts?: CallOptions): Promise<T.VaultStatus>;
+  vaultUnlock(params?: M.VaultUnlockParams, opts?: CallOptions): Promise<T.VaultStatus>;
+  vaultLock(params?: M.VaultLockParams, opts?: CallOptions): Promise<T.VaultStatus>;
+  chatCancel(params: M.ChatCancelParams, opts?: CallOptions): Promise<T.ChatCancelResult>;
+  modelsList(params?: M.ModelsListParams, opts?: CallOptions): Promise<T.ModelsListResult>;
+  usageRecord(params: M.UsageRecordParams, opts?: CallOptions): Promise<T.UsageRecordResult>;
+  usageSummary(params?: M.UsageSummaryParams, opts?: CallOptions): Promise<T.UsageSummary>;
+  usageRecords(params?: M.UsageRecordsParams, opts?: CallOptions): Promise<T.UsageRecordsResult>;
+  usageExport(params?: M.UsageExportParams, opts?: CallOptions): Promise<T.UsageExport>;
+  usageImport(params: M.UsageImportParams, opts?: CallOptions): Promise<T.UsageImportResult>;
+  usageClear(params?: M.UsageClearParams, opts?: CallOptions): Promise<T.UsageClearResult>;
+  syncStatus(params?: M.SyncStatusParams, opts?: CallOptions): Promise<T.SyncStatus>;
+  syncNow(params?: M.SyncNowParams, opts?: CallOptions): Promise<T.SyncNowResult>;
+  syncDeadLetters(params?: M.SyncDeadLettersParams, opts?: CallOptions): Promise<T.SyncDeadLettersResult>;
+  syncRequeue(params?: M.SyncRequeueParams, opts?: CallOptions): Promise<T.SyncRequeueResult>;
+  quotaStatus(params?: M.QuotaStatusParams, opts?: CallOptions): Promise<T.QuotaStatus>;
+  quotaCheck(params: M.QuotaCheckParams, opts?: CallOptions): Promise<T.QuotaCheckResult>;
+  accountLogin(params: M.AccountLoginParams, opts?: CallOptions): Promise<T.AccountStatus>;
+  accountLogout(params?: M.AccountLogoutParams, opts?: CallOptions): Promise<T.AccountLogoutResult>;
+  accountStatus(params?: M.AccountStatusParams, opts?: CallOptions): Promise<T.AccountStatus>;
+  accountRefresh(params?: M.AccountRefreshParams, opts?: CallOptions): Promise<T.AccountStatus>;
+  accountCheckoutUrl(params?: M.AccountCheckoutUrlParams, opts?: CallOptions): Promise<T.UrlResult>;
+  accountPortalUrl(params?: M.AccountPortalUrlParams, opts?: CallOptions): Promise<T.UrlResult>;
 }
 
 /** Connects to the daemon (see `Client.connect`). */

@@ -4,7 +4,7 @@
  * the class (or `code`) and read details from `data`. Unknown codes become a plain `SidecarError`.
  */
 
-import type { AnyMap } from "./types.js";
+import type { AnyMap, ChatFailureData, QuotaExceededData, RateLimitedData, TierRequiredData, TimeoutKind } from "./types.js";
 
 export class SidecarError extends Error {
   /** The default code of this class; instances carry the code actually received. */
@@ -47,22 +47,30 @@ export class KeyMissing extends SidecarError {
 /** The current tier does not allow this; `data.required_tier` would. */
 export class TierRequired extends SidecarError {
   static override readonly code = "tier_required";
+  declare readonly data: TierRequiredData & AnyMap;
 }
 /** A quota is used up: `data` has limit, used, remaining, period_start, period_end, metric. */
 export class QuotaExceeded extends SidecarError {
   static override readonly code = "quota_exceeded";
+  declare readonly data: QuotaExceededData & AnyMap;
 }
 /** Too many requests; retry after `data.retry_after_ms`. */
 export class RateLimited extends SidecarError {
   static override readonly code = "rate_limited";
+  declare readonly data: RateLimitedData & AnyMap;
 }
-/** The provider failed after retries/fallbacks: `data` has provider, status, attempts. */
+/** The provider failed after retries/fallbacks: `data` has provider, status, attempts, usage billed. */
 export class ProviderError extends SidecarError {
   static override readonly code = "provider_error";
+  declare readonly data: Partial<ChatFailureData> & AnyMap;
 }
-/** The request was cancelled; for chat, `data` holds the usage billed so far. */
+/**
+ * The request was cancelled; for chat, `data` holds the usage billed so far and the text received
+ * (empty when the call was aborted before it was sent).
+ */
 export class Cancelled extends SidecarError {
   static override readonly code = "cancelled";
+  declare readonly data: Partial<ChatFailureData> & AnyMap;
 }
 /** The daemon is stopping. */
 export class ShuttingDown extends SidecarError {
@@ -93,9 +101,18 @@ export class ConnectionClosed extends SidecarConnectionError {
 export class ProtocolError extends SidecarConnectionError {
   static override readonly code = "protocol_error";
 }
-/** A call's `timeoutMs` passed; the request was cancelled on the daemon. */
+/**
+ * A call's timeout passed (`timeoutMs`, a stream's `firstChunkTimeoutMs` / `idleTimeoutMs`, or an
+ * `AbortSignal.timeout()`); the request was cancelled on the daemon. `data.timeout` says which.
+ */
 export class CallTimeout extends SidecarError {
   static override readonly code = "timeout";
+  declare readonly data: { method: string; msgid: number; timeout: TimeoutKind; timeout_ms?: number } & AnyMap;
+}
+
+/** Autostart could not start the daemon, or it did not listen in time; `data.log` is its log. */
+export class DaemonStartFailed extends SidecarConnectionError {
+  static override readonly code = "daemon_start_failed";
 }
 
 /** Error classes by the daemon's error codes. */

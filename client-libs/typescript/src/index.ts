@@ -10,8 +10,16 @@
  */
 
 export { Client, connect, type ClientOptions } from "./client.js";
-export { ChatStream, chatDelta } from "./chat.js";
-export { PendingCall, ResultStream } from "./calls.js";
+export { ChatStream, PendingChatStream, chatDelta } from "./chat.js";
+export { PendingCall, PendingStream, ResultStream, type CancelledOutcome } from "./calls.js";
+export {
+  bundledBinaryPaths,
+  defaultDataDir,
+  ensureDaemon,
+  findDaemonBinary,
+  type AutostartOptions,
+  type AutostartResult,
+} from "./autostart.js";
 export { Subscription } from "./subscription.js";
 export { socketPath } from "./discovery.js";
 export { METHOD_PARAMS, Methods } from "./methods.js";
@@ -22,6 +30,7 @@ export {
   Cancelled,
   ConnectionClosed,
   DaemonNotRunning,
+  DaemonStartFailed,
   ERRORS_BY_CODE,
   Internal,
   InvalidParams,

@@ -3,132 +3,19 @@
 // reaching the upstream connection, metering into usage.records, models.list and quota.status.
 
 import assert from "node:assert/strict";
-import { writeFileSync } from "node:fs";
-import { createServer } from "node:http";
-import { join } from "node:path";
 import { after, before, beforeEach, describe, test } from "node:test";
 import { Cancelled, ChatStream, Client } from "llm-sidecar";
-import { Daemon, waitUntil } from "./support.mjs";
+import { DELTAS, MockProvider, TOOLS, daemonWithMock, waitUntil } from "./support.mjs";
 
 const MESSAGES = [{ role: "user", content: "hi" }];
 const MODEL = "openai/gpt-4o-mini";
-const DELTAS = ["Hel", "lo", " the", "re"];
-const USAGE = { prompt_tokens: 5, completion_tokens: 2, total_tokens: 7 };
-const COMPLETION = {
-  id: "x",
-  object: "chat.completion",
-  model: "gpt-4o-mini",
-  choices: [{ index: 0, message: { role: "assistant", content: "Hello there" }, finish_reason: "stop" }],
-  usage: USAGE,
-};
-
-const TOOLS = [
-  {
-    name: "get_weather",
-    description: "Current weather of a city",
-    parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] },
-  },
-];
-const TOOL_COMPLETION = {
-  id: "t",
-  object: "chat.completion",
-  model: "gpt-4o-mini",
-  choices: [
-    {
-      index: 0,
-      message: {
-        role: "assistant",
-        content: null,
-        tool_calls: [{ id: "call_1", type: "function", function: { name: "get_weather", arguments: '{"city": "Paris"}' } }],
-      },
-      finish_reason: "tool_calls",
-    },
-  ],
-  usage: { prompt_tokens: 20, completion_tokens: 8, total_tokens: 28 },
-};
-/** `delta.tool_calls` pieces of a streamed tool call: id and name first, then the arguments in parts. */
-const TOOL_STREAM = [
-  { tool_calls: [{ index: 0, id: "call_1", type: "function", function: { name: "get_weather", arguments: "" } }] },
-  { tool_calls: [{ index: 0, function: { arguments: '{"city":' } }] },
-  { tool_calls: [{ index: 0, function: { arguments: ' "Paris"}' } }] },
-];
-/** A request with tools whose last message is not a tool result: the mock calls the tool. */
-const wantsToolCall = (body) => Boolean(body.tools?.length) && body.messages?.at(-1)?.role !== "tool";
-
-const chunk = (choices, usage) =>
-  `data: ${JSON.stringify({ id: "x", object: "chat.completion.chunk", model: "gpt-4o-mini", choices, ...(usage ? { usage } : {}) })}\n\n`;
-
-/** POST /v1/chat/completions: JSON, or SSE for `stream: true`; `slow` streams a chunk every 200 ms for ~10 s. */
-class MockProvider {
-  constructor() {
-    this.slow = false;
-    this.requests = [];
-    this.auth = [];
-    this.closedEarly = false;
-    this.server = createServer((req, res) => this.handle(req, res));
-  }
-
-  listen() {
-    return new Promise((r) => this.server.listen(0, "127.0.0.1", () => r(this)));
-  }
-
-  get port() {
-    return this.server.address().port;
-  }
-
-  close() {
-    this.server.closeAllConnections?.();
-    return new Promise((r) => this.server.close(r));
-  }
-
-  async handle(req, res) {
-    let raw = "";
-    for await (const part of req) raw += part;
-    const body = raw ? JSON.parse(raw) : {};
-    this.requests.push(body);
-    this.auth.push(req.headers.authorization ?? "");
-    if (req.method !== "POST" || req.url !== "/v1/chat/completions") {
-      res.writeHead(404).end();
-      return;
-    }
-    if (!body.stream) {
-      res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(wantsToolCall(body) ? TOOL_COMPLETION : COMPLETION));
-      return;
-    }
-    res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
-    if (wantsToolCall(body)) {
-      for (const d of TOOL_STREAM) res.write(chunk([{ index: 0, delta: d, finish_reason: null }]));
-      res.write(chunk([{ index: 0, delta: {}, finish_reason: "tool_calls" }]));
-    } else if (this.slow) {
-      let finished = false;
-      res.once("close", () => {
-        if (!finished) this.closedEarly = true;
-      });
-      for (let i = 0; i < 50; i++) {
-        if (res.destroyed || this.closedEarly) return;
-        res.write(chunk([{ index: 0, delta: { content: `w${i} ` }, finish_reason: null }]));
-        await new Promise((r) => setTimeout(r, 200));
-      }
-      finished = true;
-    } else {
-      for (const d of DELTAS) res.write(chunk([{ index: 0, delta: { content: d }, finish_reason: null }]));
-      res.write(chunk([{ index: 0, delta: {}, finish_reason: "stop" }]));
-    }
-    res.write(chunk([], USAGE));
-    res.end("data: [DONE]\n\n");
-  }
-}
 
 let mock;
 let daemon;
 let c;
 before(async () => {
   mock = await new MockProvider().listen();
-  daemon = new Daemon({ env: { MOCK_KEY: "sk-test-client-lib" } });
-  const config = join(daemon.root, "config.toml");
-  writeFileSync(config, `[providers.openai]\nbase_url = "http://127.0.0.1:${mock.port}/v1"\nkey_env = "MOCK_KEY"\n`);
-  daemon.args.push("--config", config);
-  await daemon.start();
+  daemon = await daemonWithMock(mock);
   c = await Client.connect({ path: daemon.sock, app: "node-chat" });
 });
 after(async () => {
@@ -137,7 +24,7 @@ after(async () => {
   await mock?.close();
 });
 beforeEach(() => {
-  mock.slow = false;
+  mock.reset();
 });
 
 describe("chat against the real daemon and a mock provider", () => {
@@ -152,7 +39,8 @@ describe("chat against the real daemon and a mock provider", () => {
   });
 
   test("streaming: deltas in order, then .result", async () => {
-    const stream = c.chat({ model: MODEL, messages: MESSAGES, stream: true });
+    const stream = await c.chat({ model: MODEL, messages: MESSAGES, stream: true });
+    assert.ok(stream instanceof ChatStream);
     const deltas = [];
     for await (const ch of stream) deltas.push(ch.delta);
     assert.equal(deltas.join(""), "Hello there");
@@ -160,7 +48,7 @@ describe("chat against the real daemon and a mock provider", () => {
     assert.equal(stream.result.content, "Hello there");
     assert.equal(stream.result.usage.input, 5);
     assert.equal(stream.result.usage.output, 2);
-    assert.deepEqual(await stream.finalResult(), stream.result);
+    assert.deepEqual(await stream.finalResult(), { ...stream.result, status: "ok" });
   });
 
   test("cancelling a slow stream: Cancelled with usage, upstream connection closed", async () => {
@@ -223,7 +111,7 @@ describe("chat against the real daemon and a mock provider", () => {
   test("streamed tool call: typed tool_call deltas, then the round trip", async () => {
     const n = mock.requests.length;
     const messages = [{ role: "user", content: "weather in Paris?" }];
-    const stream = c.chat({ model: MODEL, messages, tools: TOOLS, stream: true });
+    const stream = await c.chat({ model: MODEL, messages, tools: TOOLS, stream: true });
     assert.ok(stream instanceof ChatStream);
     const deltas = [];
     for await (const d of stream.deltas()) deltas.push(d);

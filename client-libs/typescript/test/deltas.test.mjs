@@ -59,7 +59,7 @@ afterEach(async () => {
 
 describe("typed chat deltas", () => {
   test("deltas() yields every kind typed; .result is the assembled answer", async () => {
-    const stream = c.chat({ model: "fast", messages: MESSAGES, stream: true, metadata: META });
+    const stream = await c.chat({ model: "fast", messages: MESSAGES, stream: true, metadata: META });
     assert.ok(stream instanceof ChatStream);
     const deltas = [];
     for await (const d of stream.deltas()) deltas.push(d);

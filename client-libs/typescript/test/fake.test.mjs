@@ -34,7 +34,7 @@ describe("streaming chat", () => {
     assert.equal(stream.result.content, "abcd");
     assert.equal(stream.result.usage.output, 4);
     assert.equal(stream.result.cost_microusd, 42);
-    assert.deepEqual(await stream.finalResult(), stream.result);
+    assert.deepEqual(await stream.finalResult(), { ...stream.result, status: "ok" });
     const [req] = fake.messages("chat");
     assert.deepEqual(req[3], [{ model: "fast", messages: MESSAGES, stream: true, max_tokens: 5, metadata: { chunks: ["a", "b", "c", "d"] } }]);
   });
@@ -67,7 +67,8 @@ describe("streaming chat", () => {
     );
     assert.equal(stream.result, undefined);
     assert.deepEqual(fake.cancelledIds(), [stream.msgid]);
-    await assert.rejects(stream.finalResult(), Cancelled);
+    // The call was this client's to cancel: finalResult() is the daemon's account of it.
+    assert.deepEqual(await stream.finalResult(), { status: "cancelled", usage: { input: 5, output: seen, cached: 0, reasoning: 0, estimated: false }, cost_microusd: 7 });
   });
 
   test("breaking out of for await sends $/cancel", async () => {
@@ -87,7 +88,10 @@ describe("streaming chat", () => {
     const it = s1[Symbol.asyncIterator]();
     assert.equal((await it.next()).value.delta, "Hel");
     ac.abort();
-    await assert.rejects(s1.finalResult(), Cancelled);
+    await assert.rejects(async () => {
+      while (!(await it.next()).done);
+    }, Cancelled);
+    assert.equal((await s1.finalResult()).status, "cancelled");
     const s2 = c.chat({ model: "fast", messages: MESSAGES, stream: true, metadata: { hold: true } });
     s2.close();
     const rest = [];
@@ -100,12 +104,14 @@ describe("streaming chat", () => {
   test("chatCancel wrapper", async () => {
     const stream = c.chat({ model: "fast", messages: MESSAGES, stream: true, metadata: { hold: true } });
     assert.deepEqual(await c.chatCancel({ id: stream.msgid }), { cancelled: true });
-    await assert.rejects(stream.finalResult(), Cancelled);
+    assert.equal((await stream.finalResult()).status, "cancelled");
     assert.deepEqual(fake.messages("chat.cancel")[0][3], [{ id: stream.msgid }]);
   });
 
-  test("provider error ends the stream with ProviderError", async () => {
+  test("provider error before the first chunk: the await rejects; iterating without await throws it", async () => {
+    await assert.rejects(async () => await c.chat({ model: "fast", messages: MESSAGES, stream: true, metadata: { fail: true } }), ProviderError);
     const stream = c.chat({ model: "fast", messages: MESSAGES, stream: true, metadata: { fail: true } });
+    await assert.rejects(stream.finalResult(), ProviderError);
     await assert.rejects(
       (async () => {
         for await (const _ of stream) void _;

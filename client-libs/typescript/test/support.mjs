@@ -4,7 +4,8 @@
 // to client-libs/typescript. Readiness is awaited by polling the socket, never a fixed sleep.
 
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer as createHttpServer } from "node:http";
 import { createConnection, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
@@ -240,4 +241,143 @@ export class FakeServer {
     }
     send([1, msgid, null, { content: chunks.join(""), finish_reason: "stop", model: arg.model, provider: "mock", usage, cost_microusd: 42, ...(meta.result ?? {}) }]);
   }
+}
+
+// ---- an OpenAI-compatible mock provider ----------------------------------------------------
+
+export const DELTAS = ["Hel", "lo", " the", "re"];
+export const USAGE = { prompt_tokens: 5, completion_tokens: 2, total_tokens: 7 };
+const COMPLETION = {
+  id: "x",
+  object: "chat.completion",
+  model: "gpt-4o-mini",
+  choices: [{ index: 0, message: { role: "assistant", content: "Hello there" }, finish_reason: "stop" }],
+  usage: USAGE,
+};
+
+export const TOOLS = [
+  {
+    name: "get_weather",
+    description: "Current weather of a city",
+    parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] },
+  },
+];
+const TOOL_COMPLETION = {
+  id: "t",
+  object: "chat.completion",
+  model: "gpt-4o-mini",
+  choices: [
+    {
+      index: 0,
+      message: {
+        role: "assistant",
+        content: null,
+        tool_calls: [{ id: "call_1", type: "function", function: { name: "get_weather", arguments: '{"city": "Paris"}' } }],
+      },
+      finish_reason: "tool_calls",
+    },
+  ],
+  usage: { prompt_tokens: 20, completion_tokens: 8, total_tokens: 28 },
+};
+/** `delta.tool_calls` pieces of a streamed tool call: id and name first, then the arguments in parts. */
+const TOOL_STREAM = [
+  { tool_calls: [{ index: 0, id: "call_1", type: "function", function: { name: "get_weather", arguments: "" } }] },
+  { tool_calls: [{ index: 0, function: { arguments: '{"city":' } }] },
+  { tool_calls: [{ index: 0, function: { arguments: ' "Paris"}' } }] },
+];
+/** A request with tools whose last message is not a tool result: the mock calls the tool. */
+const wantsToolCall = (body) => Boolean(body.tools?.length) && body.messages?.at(-1)?.role !== "tool";
+
+const chunk = (choices, usage) =>
+  `data: ${JSON.stringify({ id: "x", object: "chat.completion.chunk", model: "gpt-4o-mini", choices, ...(usage ? { usage } : {}) })}\n\n`;
+
+/**
+ * POST /v1/chat/completions: JSON, or SSE for `stream: true`, in the real OpenAI wire format.
+ * `slow`: a chunk every 200 ms for ~10 s. `pace = {firstDelayMs, gapMs, count, stallAfter}`: wait
+ * `firstDelayMs` before the first chunk, then `count` chunks `gapMs` apart, and after
+ * `stallAfter` chunks send nothing more (until the daemon closes the connection). `closedEarly`:
+ * the daemon closed a stream before its end (a cancel reached the provider).
+ */
+export class MockProvider {
+  constructor() {
+    this.requests = [];
+    this.auth = [];
+    this.reset();
+    this.server = createHttpServer((req, res) => this.handle(req, res));
+  }
+
+  reset() {
+    this.slow = false;
+    this.pace = null;
+    this.closedEarly = false;
+  }
+
+  listen() {
+    return new Promise((r) => this.server.listen(0, "127.0.0.1", () => r(this)));
+  }
+
+  get port() {
+    return this.server.address().port;
+  }
+
+  close() {
+    this.server.closeAllConnections?.();
+    return new Promise((r) => this.server.close(r));
+  }
+
+  async handle(req, res) {
+    let raw = "";
+    for await (const part of req) raw += part;
+    const body = raw ? JSON.parse(raw) : {};
+    this.requests.push(body);
+    this.auth.push(req.headers.authorization ?? "");
+    if (req.method !== "POST" || req.url !== "/v1/chat/completions") {
+      res.writeHead(404).end();
+      return;
+    }
+    if (!body.stream) {
+      res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(wantsToolCall(body) ? TOOL_COMPLETION : COMPLETION));
+      return;
+    }
+    res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+    let finished = false;
+    res.once("close", () => {
+      if (!finished) this.closedEarly = true;
+    });
+    const pace = this.slow ? { gapMs: 200, count: 50 } : this.pace;
+    if (wantsToolCall(body)) {
+      for (const d of TOOL_STREAM) res.write(chunk([{ index: 0, delta: d, finish_reason: null }]));
+      res.write(chunk([{ index: 0, delta: {}, finish_reason: "tool_calls" }]));
+    } else if (pace) {
+      const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+      if (pace.firstDelayMs) await sleep(pace.firstDelayMs);
+      for (let i = 0; i < (pace.count ?? 4); i++) {
+        if (res.destroyed || this.closedEarly) return;
+        if (pace.stallAfter !== undefined && i >= pace.stallAfter) {
+          await new Promise((r) => res.once("close", r));
+          return;
+        }
+        if (i > 0 && pace.gapMs) await sleep(pace.gapMs);
+        if (res.destroyed || this.closedEarly) return;
+        res.write(chunk([{ index: 0, delta: { content: `w${i} ` }, finish_reason: null }]));
+      }
+      if (res.destroyed || this.closedEarly) return;
+      res.write(chunk([{ index: 0, delta: {}, finish_reason: "stop" }]));
+    } else {
+      for (const d of DELTAS) res.write(chunk([{ index: 0, delta: { content: d }, finish_reason: null }]));
+      res.write(chunk([{ index: 0, delta: {}, finish_reason: "stop" }]));
+    }
+    finished = true;
+    res.write(chunk([], USAGE));
+    res.end("data: [DONE]\n\n");
+  }
+}
+
+/** A daemon whose `openai` provider is `mock` (key from MOCK_KEY); `extraConfig` is appended to config.toml. */
+export async function daemonWithMock(mock, extraConfig = "") {
+  const daemon = new Daemon({ env: { MOCK_KEY: "sk-test-client-lib" } });
+  const config = join(daemon.root, "config.toml");
+  writeFileSync(config, `[providers.openai]\nbase_url = "http://127.0.0.1:${mock.port}/v1"\nkey_env = "MOCK_KEY"\n${extraConfig}`);
+  daemon.args.push("--config", config);
+  return daemon.start();
 }

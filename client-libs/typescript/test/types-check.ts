@@ -6,12 +6,12 @@ export async function example(): Promise<void> {
   const c = await Client.connect({ app: "typed" });
   const info = await c.info();
   const protocol: number = info.protocol;
-  const stream: ChatStream = c.chat({ model: "fast", messages: [{ role: "user", content: "hi" }], stream: true });
+  const stream: ChatStream = await c.chat({ model: "fast", messages: [{ role: "user", content: "hi" }], stream: true });
   for await (const chunk of stream) {
     const delta: string = chunk.delta;
     void delta;
   }
-  const usage = stream.result?.usage?.output;
+  const usage = stream.result?.usage.output;
   const full: ChatResult = await c.chat({ model: "fast", messages: [], max_tokens: 5 });
   const ping = await c.ping({ delay_ms: 5 }, { signal: AbortSignal.timeout(1000) });
   const pong: boolean = ping.pong;
