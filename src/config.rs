@@ -85,6 +85,8 @@ pub struct Config {
     pub policy: crate::policy::PolicySettings,
     pub tiers: crate::policy::TiersConfig,
     pub account: crate::policy::AccountConfig,
+    /// `[credits]`: prepaid credits (what one is worth; tiers say when calls use them).
+    pub credits: crate::policy::CreditsConfig,
     /// `[apps.<name>]`: per-app limits for apps calling with an app token (`llm-sidecar apps`).
     pub apps: AppsConfig,
     /// `[http]`: the OpenAI-/Anthropic-compatible HTTP face (off unless `listen` is set).
@@ -290,6 +292,7 @@ impl Config {
         check(self.sync.validate().map_err(|(k, m)| (k.to_string(), m)));
         check(crate::policy::config::validate(&self.policy, &self.tiers, &self.account));
         check(validate_apps(&self.apps, &self.tiers));
+        check(crate::policy::config::validate_credits(&self.credits));
         check(self.http.validate());
         if let Some(level) = &self.log.level {
             if tracing_subscriber::EnvFilter::try_new(level).is_err() {

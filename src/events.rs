@@ -30,6 +30,9 @@ pub enum EventKind {
     VaultUnlocked,
     KeyInvalid,
     UsageOvershoot,
+    CreditsLow,
+    CreditsExhausted,
+    CreditsGranted,
 }
 
 impl EventKind {
@@ -44,6 +47,9 @@ impl EventKind {
         EventKind::VaultUnlocked,
         EventKind::KeyInvalid,
         EventKind::UsageOvershoot,
+        EventKind::CreditsLow,
+        EventKind::CreditsExhausted,
+        EventKind::CreditsGranted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +64,9 @@ impl EventKind {
             EventKind::VaultUnlocked => "vault.unlocked",
             EventKind::KeyInvalid => "key.invalid",
             EventKind::UsageOvershoot => "usage.overshoot",
+            EventKind::CreditsLow => "credits.low",
+            EventKind::CreditsExhausted => "credits.exhausted",
+            EventKind::CreditsGranted => "credits.granted",
         }
     }
 

@@ -116,6 +116,7 @@ impl Built {
             account: config.account.clone(),
             verifier,
             apps: config.apps.clone(),
+            credits: config.credits.clone(),
         };
         Ok(Built { router, prices, rules })
     }
@@ -261,6 +262,7 @@ impl State {
         note(old.tiers != new.tiers, true, "tiers");
         note(old.account != new.account, true, "account");
         note(old.apps != new.apps, true, "apps");
+        note(old.credits != new.credits, true, "credits");
         note(old.vault.probe_base_urls != new.vault.probe_base_urls, true, "vault.probe_base_urls");
         note(old.daemon != new.daemon, false, "daemon");
         note(old.log != new.log, false, "log");

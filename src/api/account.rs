@@ -34,7 +34,7 @@ pub(super) fn methods() -> Vec<Method> {
             Some(|c| Box::pin(status(c))),
         ),
         m("account.refresh", "{}", "(as account.status)", "Ask the backend for a fresh token and this period's usage now", Some(|c| Box::pin(refresh(c)))),
-        m("account.checkout_url", "{tier?: str}", "{url}", "An upgrade (checkout) link from the backend, to open in a browser", Some(|c| Box::pin(checkout(c)))),
+        m("account.checkout_url", "{tier?: str, kind?: \"tier\" | \"credits\", pack?: str}", "{url}", "A checkout link from the backend, to open in a browser: an upgrade to `tier`, or (kind \"credits\") a credit pack", Some(|c| Box::pin(checkout(c)))),
         m("account.portal_url", "{}", "{url}", "A billing-portal link from the backend, to open in a browser", Some(|c| Box::pin(portal(c)))),
     ]
 }
@@ -53,6 +53,7 @@ fn reason(t: &EntitlementError) -> &'static str {
         EntitlementError::WrongIssuer => "wrong_issuer",
         EntitlementError::WrongAudience => "wrong_audience",
         EntitlementError::BadLimit(..) => "bad_limit",
+        EntitlementError::BadCredits => "bad_credits",
         EntitlementError::Malformed(_) | EntitlementError::NoKey => "malformed",
     }
 }
@@ -138,7 +139,7 @@ struct LoginParams {
 
 async fn login(mut c: Call) -> Result<Encoded, RpcError> {
     let p: LoginParams = c.params()?;
-    acct::login(&c.state.policy, &c.state.vault, &p.token).map_err(error)?;
+    acct::login(&c.state.policy, &c.state.vault, &p.token).await.map_err(error)?;
     // The entitlement token is also the sync credential: a paused sync may resume now.
     c.state.sync.credentials_changed();
     ok(&current(&c))
@@ -168,6 +169,10 @@ async fn refresh(c: Call) -> Result<Encoded, RpcError> {
 #[serde(deny_unknown_fields)]
 struct CheckoutParams {
     tier: Option<String>,
+    /// `tier` (an upgrade, the default) or `credits` (a credit pack).
+    kind: Option<String>,
+    /// The credit pack to buy (the backend's name for it).
+    pack: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -177,12 +182,25 @@ struct Url {
 
 async fn checkout(mut c: Call) -> Result<Encoded, RpcError> {
     let p: CheckoutParams = c.params()?;
-    let url =
-        acct::link(&c.state.policy, &c.state.vault, http()?, "checkout", p.tier.as_deref()).await.map_err(error)?;
+    let body = match p.kind.as_deref() {
+        None | Some("tier") => match p.tier {
+            Some(t) => serde_json::json!({ "tier": t }),
+            None => serde_json::json!({}),
+        },
+        Some("credits") => match p.pack {
+            Some(pack) => serde_json::json!({ "kind": "credits", "pack": pack }),
+            None => serde_json::json!({ "kind": "credits" }),
+        },
+        Some(other) => {
+            return Err(RpcError::invalid_params(format!("`kind` must be \"tier\" or \"credits\", not `{other}`")))
+        }
+    };
+    let url = acct::link(&c.state.policy, &c.state.vault, http()?, "checkout", body).await.map_err(error)?;
     ok(&Url { url })
 }
 
 async fn portal(c: Call) -> Result<Encoded, RpcError> {
-    let url = acct::link(&c.state.policy, &c.state.vault, http()?, "portal", None).await.map_err(error)?;
+    let url =
+        acct::link(&c.state.policy, &c.state.vault, http()?, "portal", serde_json::json!({})).await.map_err(error)?;
     ok(&Url { url })
 }

@@ -8,6 +8,7 @@
 mod account;
 mod apps;
 mod chat;
+mod credits;
 mod daemon;
 mod events;
 mod keys;
@@ -133,6 +134,7 @@ pub static METHODS: LazyLock<Vec<Method>> = LazyLock::new(|| {
     let mut all = daemon::methods();
     all.extend(events::methods());
     all.extend(quota::methods());
+    all.extend(credits::methods());
     all.extend(account::methods());
     all.extend(keys::methods());
     all.extend(vault::methods());

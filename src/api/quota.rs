@@ -131,6 +131,33 @@ pub(super) fn refusal_error(r: &Refusal, backend: bool) -> RpcError {
                 app,
             })
         }
+        Refusal::InsufficientCredits { balance, required } => {
+            /// Where to buy credits: the method that asks the backend for a credit-pack
+            /// checkout link (nil without a backend).
+            #[derive(Serialize)]
+            struct Checkout {
+                method: &'static str,
+                params: serde_json::Value,
+            }
+            #[derive(Serialize)]
+            struct D {
+                balance: i64,
+                required: i64,
+                checkout: Option<Checkout>,
+            }
+            let checkout = backend
+                .then(|| Checkout { method: "account.checkout_url", params: serde_json::json!({ "kind": "credits" }) });
+            let how = if backend {
+                "; buy credits with the link from `account.checkout_url {kind: \"credits\"}`"
+            } else {
+                ""
+            };
+            RpcError::new(
+                ErrorCode::InsufficientCredits,
+                format!("this call needs up to {required} credits and {balance} are available{how}"),
+            )
+            .with_data(&D { balance: *balance, required: *required, checkout })
+        }
     }
 }
 

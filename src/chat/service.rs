@@ -432,8 +432,10 @@ async fn finish(
         for r in &mut records {
             state.policy.stamp(r);
         }
+        // A call paid with credits: its deduction goes into the same transaction.
+        let deduction = state.policy.credit_deduction(&admitted, &records).into_iter().collect();
         let release = admitted.release_when_applied();
-        state.ledger.commit_many_then(&records, release).await.map(drop)
+        state.ledger.commit_call(&records, deduction, release).await.map(drop)
     };
     state.policy.settle(admitted);
     if let Err(e) = committed {

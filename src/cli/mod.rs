@@ -26,6 +26,7 @@ mod account;
 mod apps;
 mod chat;
 mod config;
+mod credits;
 mod keys;
 mod models;
 mod quota;
@@ -111,6 +112,8 @@ enum Command {
     },
     /// Show the active tier, each limit with a usage bar, and when the period ends
     Quota(quota::QuotaArgs),
+    /// Show the prepaid credit balance, the last transactions and the days left at this rate
+    Credits(credits::CreditsArgs),
     /// Log in with an entitlement token, log out, or show the account
     Account {
         #[command(subcommand)]
@@ -245,6 +248,7 @@ async fn run(cli: Cli, activation: llm_sidecar::daemon::Activation) -> Result<Ex
         Command::Usage(args) => usage::run(&cli, args).await,
         Command::Sync { command } => sync::run(&cli, command).await,
         Command::Quota(args) => quota::run(&cli, args).await,
+        Command::Credits(args) => credits::run(&cli, args).await,
         Command::Account { command } => account::run(&cli, command).await,
     }
 }

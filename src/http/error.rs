@@ -86,6 +86,7 @@ impl HttpError {
             ErrorCode::InvalidParams | ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::TierRequired => StatusCode::FORBIDDEN,
+            ErrorCode::InsufficientCredits => StatusCode::PAYMENT_REQUIRED,
             ErrorCode::QuotaExceeded | ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::ProviderError => StatusCode::BAD_GATEWAY,
             ErrorCode::KeyMissing | ErrorCode::VaultLocked | ErrorCode::ShuttingDown | ErrorCode::Cancelled => {
@@ -105,6 +106,7 @@ impl HttpError {
     fn openai_kind(&self) -> (&'static str, String) {
         match (&self.code, self.status) {
             (ErrorCode::QuotaExceeded, _) => ("insufficient_quota", "insufficient_quota".into()),
+            (ErrorCode::InsufficientCredits, _) => ("insufficient_quota", "insufficient_credits".into()),
             (ErrorCode::RateLimited, _) => ("requests", "rate_limit_exceeded".into()),
             (ErrorCode::Unauthorized, _) => ("invalid_request_error", "invalid_api_key".into()),
             (ErrorCode::TierRequired, _) => ("permission_error", "tier_required".into()),
@@ -201,5 +203,9 @@ mod tests {
         assert_eq!(q.response(Dialect::Anthropic).headers()["x-should-retry"], "false");
         assert_eq!(HttpError::status_of(&ErrorCode::TierRequired), StatusCode::FORBIDDEN);
         assert_eq!(HttpError::status_of(&ErrorCode::ProviderError), StatusCode::BAD_GATEWAY);
+        let c = HttpError::from(RpcError::new(ErrorCode::InsufficientCredits, "needs 3"));
+        assert_eq!(c.status, StatusCode::PAYMENT_REQUIRED);
+        assert_eq!(c.body(Dialect::OpenAi)["error"]["code"], "insufficient_credits");
+        assert_eq!(c.body(Dialect::Anthropic)["error"]["type"], "invalid_request_error");
     }
 }

@@ -56,6 +56,8 @@ pub enum Job {
 /// inside the same [`Visibility`] write lock as the commit.
 pub struct Commit {
     pub records: Vec<Prepared>,
+    /// Credit transactions written in the same transaction (a call's deduction).
+    pub credits: Vec<super::credits::CreditTx>,
     pub applied: Option<Applied>,
     pub reply: oneshot::Sender<Result<Vec<bool>, LedgerError>>,
 }
@@ -100,6 +102,12 @@ pub enum Op {
     AddApp { name: String, token_hash: [u8; 32], created_ms: i64, reply: oneshot::Sender<Result<(), LedgerError>> },
     /// Remove an app; replies whether there was one.
     RemoveApp { name: String, reply: oneshot::Sender<Result<bool, LedgerError>> },
+    /// Store a credit transaction seen from the backend and the backend's latest balance.
+    Credits {
+        tx: Option<super::credits::CreditTx>,
+        backend: super::credits::BackendBalance,
+        reply: oneshot::Sender<Result<(), LedgerError>>,
+    },
     /// Set an app's last-used time (never moving it back); nobody needs to wait for the reply.
     TouchApp { name: String, at_ms: i64, reply: oneshot::Sender<Result<(), LedgerError>> },
 }
@@ -141,7 +149,9 @@ fn refused(job: Job, e: LedgerError) -> Done {
         }
         Job::Op(Op::Batches { reply, .. }) => done(reply, Err(e)),
         Job::Op(Op::Clear { reply, .. }) => done(reply, Err(e)),
-        Job::Op(Op::AddApp { reply, .. } | Op::TouchApp { reply, .. }) => done(reply, Err(e)),
+        Job::Op(Op::AddApp { reply, .. } | Op::TouchApp { reply, .. } | Op::Credits { reply, .. }) => {
+            done(reply, Err(e))
+        }
         Job::Op(Op::RemoveApp { reply, .. }) => done(reply, Err(e)),
     }
 }
@@ -209,7 +219,12 @@ impl Committer {
         let mut mine = RoundEffects::default();
         let (finish, ok) = match job {
             Job::Commit(c) => {
-                let r = self.commit_records(&c.records, &mut mine);
+                let r = self.commit_records(&c.records, &mut mine).and_then(|new| {
+                    for tx in &c.credits {
+                        super::credits::insert(&self.conn, tx).map_err(storage)?;
+                    }
+                    Ok(new)
+                });
                 if r.is_ok() {
                     mine.hooks.extend(c.applied);
                 }
@@ -239,6 +254,13 @@ impl Committer {
             }
             Job::Op(Op::RemoveApp { name, reply }) => answer(reply, self.remove_app(&name)),
             Job::Op(Op::TouchApp { name, at_ms, reply }) => answer(reply, self.touch_app(&name, at_ms)),
+            Job::Op(Op::Credits { tx, backend, reply }) => {
+                let r = tx
+                    .iter()
+                    .try_for_each(|tx| super::credits::insert(&self.conn, tx).map_err(storage))
+                    .and_then(|()| super::credits::set_backend(&self.conn, &backend));
+                answer(reply, r)
+            }
         };
         let end =
             if ok { self.run_cached("RELEASE job") } else { self.conn.execute_batch("ROLLBACK TO job; RELEASE job") };

@@ -10,7 +10,8 @@
 //!   the outbox entries whose `batch` names them), so a re-send is the same request;
 //! - `dead_letters`: records the backend refused (or sync held back), with why;
 //! - `meta`: the device id;
-//! - `apps`: the apps that call over HTTP, with the SHA-256 hash of their token (see [`apps`]).
+//! - `apps`: the apps that call over HTTP, with the SHA-256 hash of their token (see [`apps`]);
+//! - `credit_transactions`: the prepaid credits' audit log (see [`credits`]).
 //!
 //! Invariants:
 //! - a record, its counters and its outbox entry are written in ONE transaction, and
@@ -29,6 +30,7 @@
 pub mod apps;
 mod committer;
 pub mod counters;
+pub mod credits;
 pub mod outbox;
 pub mod periods;
 mod rows;
@@ -280,7 +282,7 @@ impl Ledger {
     /// [`Ledger::commit_many`] for imported records: a record whose `queue` flag is false (its
     /// export says the backend already has it) gets no outbox entry.
     pub async fn import(&self, records: &[UsageRecord], queue: &[bool]) -> Result<Vec<bool>, LedgerError> {
-        self.commit_prepared(records, None, Some(queue)).await
+        self.commit_prepared(records, Vec::new(), None, Some(queue)).await
     }
 
     /// [`Ledger::commit_many`], running `applied` at the moment the records become visible to
@@ -292,12 +294,58 @@ impl Ledger {
         records: &[UsageRecord],
         applied: Option<Applied>,
     ) -> Result<Vec<bool>, LedgerError> {
-        self.commit_prepared(records, applied, None).await
+        self.commit_prepared(records, Vec::new(), applied, None).await
+    }
+
+    /// [`Ledger::commit_many_then`] for a call's records together with its credit deduction:
+    /// one transaction, so both are durable and visible together, or neither is.
+    pub async fn commit_call(
+        &self,
+        records: &[UsageRecord],
+        credits: Vec<credits::CreditTx>,
+        applied: Option<Applied>,
+    ) -> Result<Vec<bool>, LedgerError> {
+        self.commit_prepared(records, credits, applied, None).await
+    }
+
+    /// Stores a balance change seen from the backend (`tx`, if any) and its latest balance.
+    pub async fn record_backend_credits(
+        &self,
+        tx: Option<credits::CreditTx>,
+        backend: credits::BackendBalance,
+    ) -> Result<(), LedgerError> {
+        self.send(|reply| Job::Op(Op::Credits { tx, backend, reply })).await
+    }
+
+    /// The backend's last reported credit balance, if it ever reported one.
+    pub fn backend_credits(&self) -> Result<Option<credits::BackendBalance>, LedgerError> {
+        self.readers.with(credits::backend)
+    }
+
+    /// Credits deducted here that the backend's balance received at `fetched_at_ms` does not
+    /// count yet (see [`credits::unacknowledged`]).
+    pub fn unacknowledged_credits(&self, fetched_at_ms: i64) -> Result<i64, LedgerError> {
+        self.readers.with(|c| credits::unacknowledged(c, fetched_at_ms))
+    }
+
+    /// Credits deducted at or after `since_ms`.
+    pub fn credits_deducted_since(&self, since_ms: i64) -> Result<i64, LedgerError> {
+        self.readers.with(|c| credits::deducted_since(c, since_ms))
+    }
+
+    /// The credit audit log at or after `since_ms`, newest first.
+    pub fn credit_transactions(
+        &self,
+        since_ms: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<credits::CreditTx>, LedgerError> {
+        self.readers.with(|c| credits::list(c, since_ms, limit))
     }
 
     async fn commit_prepared(
         &self,
         records: &[UsageRecord],
+        credits: Vec<credits::CreditTx>,
         applied: Option<Applied>,
         queue: Option<&[bool]>,
     ) -> Result<Vec<bool>, LedgerError> {
@@ -316,7 +364,7 @@ impl Ledger {
                 queue: queue.and_then(|q| q.get(i).copied()).unwrap_or(true),
             });
         }
-        self.send(|reply| Job::Commit(Commit { records: prepared, applied, reply })).await
+        self.send(|reply| Job::Commit(Commit { records: prepared, credits, applied, reply })).await
     }
 
     /// Runs `f` while no commit becomes visible: what `f` reads from the ledger and what commit

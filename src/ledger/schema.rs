@@ -33,7 +33,7 @@ const READER_CACHE_KIB: i64 = 512;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `MIGRATIONS[n]` upgrades version `n` to `n + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// Version 1. Ids are UUIDv7 text (lowercase, hyphenated), which sorts by creation time; money is
 /// integer micro-dollars; booleans are 0/1.
@@ -128,6 +128,26 @@ CREATE TABLE batches (
     body       BLOB NOT NULL
 );
 ALTER TABLE dead_letters ADD COLUMN body TEXT;
+";
+
+/// Version 4 (issue 19): `credit_transactions`, the prepaid credits' audit log (see
+/// `super::credits`): `kind` is `deduction` (a call's charge, `credits` < 0, with the `record_id`
+/// it paid for, the `cost_microusd` it was priced from and the price `basis`), or `grant`,
+/// `purchase`, `adjustment`, `refund` (changes seen from the backend, with its `reference`);
+/// `synced_ms` is when the backend acknowledged a deduction (NULL: not yet).
+const V4: &str = "
+CREATE TABLE credit_transactions (
+    id            TEXT PRIMARY KEY NOT NULL,
+    ts            INTEGER NOT NULL,
+    kind          TEXT NOT NULL,
+    credits       INTEGER NOT NULL,
+    record_id     TEXT,
+    cost_microusd INTEGER,
+    basis         TEXT,
+    reference     TEXT,
+    synced_ms     INTEGER
+) WITHOUT ROWID;
+CREATE INDEX credit_deductions ON credit_transactions (synced_ms) WHERE kind = 'deduction';
 ";
 
 /// Why the ledger file cannot be used.

@@ -2,8 +2,8 @@
 //! [`VAULT_PROVIDER`], never returned) and the backend at `account.url`.
 //!
 //! Backend contract (docs/policy.md): `GET {url}/entitlement` with `Authorization: Bearer
-//! <token>` → `{token?, usage?: {tokens, requests, cost_microusd, period_start}}` (period_start in
-//! Unix seconds); `POST {url}/checkout` `{tier?}` and `POST {url}/portal` `{}` → `{url}`.
+//! <token>` → `{token?, usage?: {tokens, requests, cost_microusd, period_start}, credits?:
+//! {balance, as_of?, kind?, reference?}}` (period_start and as_of in Unix seconds); `POST {url}/checkout` `{tier?}` and `POST {url}/portal` `{}` → `{url}`.
 //! Offline, the last verified token holds until its `exp`. The backend is reached only through
 //! [`client`], which follows no redirect (the token must not travel to another host).
 
@@ -55,6 +55,17 @@ pub enum AccountError {
 struct EntitlementReply {
     token: Option<String>,
     usage: Option<UsageReply>,
+    credits: Option<CreditsReply>,
+}
+
+/// `credits` of the `/entitlement` reply: the balance counting every credit event the backend
+/// received, and what changed it last.
+#[derive(Deserialize)]
+struct CreditsReply {
+    #[serde(flatten)]
+    raw: super::entitlement::RawCredits,
+    kind: Option<String>,
+    reference: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -83,12 +94,29 @@ pub fn check(policy: &Policy, token: &str) -> Result<Entitlement, EntitlementErr
     Ok(e)
 }
 
-/// `account.login`: verifies and stores the token, and makes its tier active.
-pub fn login(policy: &Policy, vault: &Vault, token: &str) -> Result<Entitlement, AccountError> {
+/// `account.login`: verifies and stores the token, and makes its tier active (and its credit
+/// balance, if it carries one).
+pub async fn login(policy: &Policy, vault: &Vault, token: &str) -> Result<Entitlement, AccountError> {
     let e = check(policy, token)?;
     store(vault, token)?;
-    policy.set_entitlement(Some(e.clone()));
+    install(policy, e.clone()).await;
     Ok(e)
+}
+
+/// Makes `e` the entitlement in force and takes in the credit balance it carries.
+async fn install(policy: &Policy, e: Entitlement) {
+    let credits = e.credits;
+    policy.set_entitlement(Some(e));
+    if let Some(c) = credits {
+        policy
+            .observe_credits(super::credits::Reported {
+                balance: c.balance,
+                as_of: c.as_of,
+                kind: None,
+                reference: None,
+            })
+            .await;
+    }
 }
 
 fn store(vault: &Vault, token: &str) -> Result<(), AccountError> {
@@ -122,10 +150,10 @@ fn stored(vault: &Vault) -> Option<SecretString> {
 
 /// Loads the stored token into the policy (at start and after an unlock). An expired or no
 /// longer valid token is ignored (the default tier applies).
-pub fn load(policy: &Policy, vault: &Vault) {
+pub async fn load(policy: &Policy, vault: &Vault) {
     if let Some(t) = stored(vault) {
         match policy.rules().verifier.verify(t.expose_secret()) {
-            Ok(e) => policy.set_entitlement(Some(e)),
+            Ok(e) => install(policy, e).await,
             Err(e) => tracing::warn!("stored entitlement token not usable: {e}"),
         }
     }
@@ -148,8 +176,15 @@ pub async fn refresh(policy: &Policy, vault: &Vault, http: &reqwest::Client) -> 
             fetched_at_ms: policy.clock.now_ms(),
         }));
     }
+    // A fresh token (below) may carry an older balance than the reply's: the later `as_of` wins.
+    if let Some(c) = reply.credits {
+        let balance = c.raw.balance().map_err(|e| AccountError::Backend(format!("credits: {e}")))?;
+        let kind = c.kind.as_deref().and_then(crate::ledger::credits::CreditKind::parse);
+        let as_of = c.raw.as_of.unwrap_or(policy.clock.now_ms() / 1000);
+        policy.observe_credits(super::credits::Reported { balance, as_of, kind, reference: c.reference }).await;
+    }
     if let Some(new) = reply.token.filter(|t| t.trim() != token.expose_secret()) {
-        match login(policy, vault, &new) {
+        match login(policy, vault, &new).await {
             Err(AccountError::Token(e)) => {
                 tracing::warn!("the account backend sent a token that was refused ({e}); the current one is kept");
                 return Err(AccountError::FreshTokenRefused(e));
@@ -162,23 +197,21 @@ pub async fn refresh(policy: &Policy, vault: &Vault, http: &reqwest::Client) -> 
     Ok(())
 }
 
-/// `account.checkout_url` / `account.portal_url`: a link from the backend to open in a browser.
+/// `account.checkout_url` / `account.portal_url`: a link from the backend to open in a browser
+/// (`POST {url}/{kind}` with `body`: `{tier?}` for an upgrade, `{kind: "credits", pack?}` for
+/// a credit pack, `{}` for the portal).
 pub async fn link(
     policy: &Policy,
     vault: &Vault,
     http: &reqwest::Client,
     kind: &str,
-    tier: Option<&str>,
+    body: serde_json::Value,
 ) -> Result<String, AccountError> {
     let url = policy.rules().account.url.clone().ok_or(AccountError::NoBackend)?;
     let mut req = http.post(format!("{}/{kind}", url.trim_end_matches('/'))).timeout(Duration::from_secs(15));
     if let Some(t) = stored(vault) {
         req = req.bearer_auth(t.expose_secret());
     }
-    let body = match tier {
-        Some(t) => serde_json::json!({ "tier": t }),
-        None => serde_json::json!({}),
-    };
     let reply: UrlReply = send_json(req.json(&body)).await?;
     Ok(reply.url)
 }
@@ -200,7 +233,7 @@ pub async fn run(policy: Arc<Policy>, vault: Arc<Vault>, stop: CancellationToken
     let http = client().inspect_err(|e| tracing::error!("account refresh disabled: {e}")).ok();
     loop {
         if policy.entitlement().is_none() {
-            load(&policy, &vault); // at start, and after a passphrase vault was unlocked
+            load(&policy, &vault).await; // at start, and after a passphrase vault was unlocked
         }
         policy.tier();
         if let Some(http) = http.as_ref().filter(|_| policy.rules().account.url.is_some() && stored(&vault).is_some()) {

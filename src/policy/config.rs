@@ -88,6 +88,53 @@ pub struct TierConfig {
     pub tools: Option<ToolsRule>,
     /// `false` forbids image and document parts; absent = allowed.
     pub images: Option<bool>,
+    /// When calls draw on prepaid credits (`[credits]`).
+    pub credits: CreditUse,
+    /// A fixed price in credits per call, instead of the provider cost × `[credits] markup`.
+    pub credits_per_request: Option<i64>,
+    /// A fixed price in credits per 1,000 tokens, instead of the provider cost × markup.
+    pub credits_per_1k_tokens: Option<i64>,
+}
+
+/// `[tiers.<name>] credits`: when a tier's calls draw on the prepaid credit balance.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CreditUse {
+    /// Never: the quota alone decides.
+    #[default]
+    Never,
+    /// The included quota first, then credits instead of `quota_exceeded`.
+    AfterQuota,
+    /// Every call (pay as you go; the tier's quota does not apply).
+    Always,
+}
+
+impl CreditUse {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CreditUse::Never => "never",
+            CreditUse::AfterQuota => "after_quota",
+            CreditUse::Always => "always",
+        }
+    }
+}
+
+/// `[credits]`: what a prepaid credit is worth and when the balance counts as low.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CreditsConfig {
+    /// The value of one credit in micro-dollars (10,000 = one cent).
+    pub unit_microusd: i64,
+    /// Credits charged = provider cost × markup / unit, rounded up (tiers without a fixed price).
+    pub markup: f64,
+    /// `credits.low` is emitted once each time the balance falls below this.
+    pub low_balance: i64,
+}
+
+impl Default for CreditsConfig {
+    fn default() -> Self {
+        CreditsConfig { unit_microusd: 10_000, markup: 1.0, low_balance: 50 }
+    }
 }
 
 /// `[tiers.<name>] tools`: `true`/`false`, or globs over tool names.
@@ -161,6 +208,13 @@ pub fn validate(p: &PolicySettings, tiers: &TiersConfig, account: &AccountConfig
         if t.requests_per_minute == Some(0) {
             return Err((k("requests_per_minute"), "must be at least 1 (omit it for no limit)".into()));
         }
+        for (f, v) in
+            [("credits_per_request", t.credits_per_request), ("credits_per_1k_tokens", t.credits_per_1k_tokens)]
+        {
+            if v.is_some_and(|v| v < 0) {
+                return Err((k(f), "must be a non-negative whole number of credits".into()));
+            }
+        }
     }
     if account.poll_secs == 0 {
         return err("account.poll_secs", "must be at least 1");
@@ -169,6 +223,20 @@ pub fn validate(p: &PolicySettings, tiers: &TiersConfig, account: &AccountConfig
         if !matches!(a.as_str(), "EdDSA" | "RS256") {
             return err("account.algorithms", &format!("unsupported algorithm `{a}` (EdDSA, RS256)"));
         }
+    }
+    Ok(())
+}
+
+/// Checks `[credits]`.
+pub fn validate_credits(c: &CreditsConfig) -> Result<(), (String, String)> {
+    if c.unit_microusd <= 0 {
+        return Err(("credits.unit_microusd".into(), "must be at least 1 (micro-dollars per credit)".into()));
+    }
+    if !(c.markup.is_finite() && c.markup >= 0.0) {
+        return Err(("credits.markup".into(), "must be a non-negative number".into()));
+    }
+    if c.low_balance < 0 {
+        return Err(("credits.low_balance".into(), "must be a non-negative whole number of credits".into()));
     }
     Ok(())
 }

@@ -58,6 +58,8 @@ pub enum EntitlementError {
     WrongAudience,
     #[error("the entitlement token's `limits.{0}` must be {1}")]
     BadLimit(&'static str, String),
+    #[error("the entitlement's `credits.balance` must be a whole number from 0 to {}", super::credits::MAX_BALANCE)]
+    BadCredits,
 }
 
 /// Per-token overrides of the tier's limits.
@@ -81,6 +83,16 @@ pub struct Entitlement {
     /// Issued at (optional).
     pub iat: Option<i64>,
     pub limits: LimitOverrides,
+    /// The prepaid credit balance the backend reports (`credits: {balance, as_of}`).
+    pub credits: Option<ClaimedCredits>,
+}
+
+/// `credits` of an entitlement token: the balance when the token was issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ClaimedCredits {
+    pub balance: i64,
+    /// Unix seconds (the token's `iat` when absent, else 0).
+    pub as_of: i64,
 }
 
 impl Entitlement {
@@ -121,6 +133,27 @@ struct RawClaims {
     /// Read as numbers first, so a negative or huge value gets a clear refusal.
     #[serde(default)]
     limits: Option<RawLimits>,
+    #[serde(default)]
+    credits: Option<RawCredits>,
+}
+
+/// `credits` read as numbers first, so a negative or fractional balance gets a clear refusal.
+#[derive(Deserialize)]
+pub struct RawCredits {
+    pub balance: f64,
+    pub as_of: Option<i64>,
+}
+
+impl RawCredits {
+    /// The balance as a whole number of credits in `0..=MAX_BALANCE`.
+    pub fn balance(&self) -> Result<i64, EntitlementError> {
+        let max = super::credits::MAX_BALANCE.unsigned_abs();
+        count_limit("credits.balance", Some(self.balance), max)
+            .ok()
+            .flatten()
+            .and_then(|b| i64::try_from(b).ok())
+            .ok_or(EntitlementError::BadCredits)
+    }
 }
 
 #[derive(Deserialize)]
@@ -307,7 +340,11 @@ fn claims(c: RawClaims) -> Result<Entitlement, EntitlementError> {
         return Err(EntitlementError::Malformed("period_end is not after period_start".into()));
     }
     let limits = limits(c.limits)?;
-    Ok(Entitlement { sub, tier, period_start, period_end, exp, nbf: c.nbf, iat: c.iat, limits })
+    let credits = match &c.credits {
+        Some(raw) => Some(ClaimedCredits { balance: raw.balance()?, as_of: raw.as_of.or(c.iat).unwrap_or(0) }),
+        None => None,
+    };
+    Ok(Entitlement { sub, tier, period_start, period_end, exp, nbf: c.nbf, iat: c.iat, limits, credits })
 }
 
 #[cfg(test)]
@@ -367,6 +404,7 @@ mod tests {
             nbf: Some(1059),
             iat: Some(1059),
             limits: LimitOverrides::default(),
+            credits: None,
         };
         assert_eq!(e.check_times(1000), Err(EntitlementError::Expired), "exp is strict");
         assert_eq!(e.check_times(999), Ok(()), "nbf and iat 60 s ahead are within the leeway");

@@ -25,13 +25,14 @@
 
 pub mod account;
 pub mod config;
+pub mod credits;
 pub mod entitlement;
 pub mod period;
 pub mod quota;
 pub mod rate;
 pub mod tiers;
 
-pub use config::{AccountConfig, PolicySettings, TierConfig, TiersConfig, ToolsRule};
+pub use config::{AccountConfig, CreditUse, CreditsConfig, PolicySettings, TierConfig, TiersConfig, ToolsRule};
 pub use entitlement::{Entitlement, EntitlementError, Verifier};
 pub use period::{Bounds, Clock};
 pub use quota::{Amount, Limits, Metric, Reservation};
@@ -77,6 +78,9 @@ pub enum Refusal {
         /// Set when it is the app's own `[apps.NAME]` limit (a UTC calendar month).
         app: Option<String>,
     },
+    /// The call draws on prepaid credits and the balance (less what running calls hold) does not
+    /// cover its worst case.
+    InsufficientCredits { balance: i64, required: i64 },
 }
 
 /// Backend's count of this period's usage across the user's devices.
@@ -103,14 +107,31 @@ pub struct Admitted {
     tokens_limit: Option<u64>,
     count_byok: bool,
     bounds: Option<Bounds>,
+    /// Set when the call is paid with prepaid credits.
+    credits: Option<CreditCharge>,
+}
+
+/// How an admitted call pays with credits: its price and its reservation.
+#[derive(Debug)]
+struct CreditCharge {
+    price: credits::Price,
+    reserved: i64,
+    hold: Option<credits::Hold>,
 }
 
 impl Admitted {
-    /// Hands over the reservation, to be released by the ledger when the call's records become
-    /// visible (pass it to `Ledger::commit_many_then`).
+    /// Hands over the reservations (quota and credits), to be released by the ledger when the
+    /// call's records become visible (pass it to `Ledger::commit_call`).
     pub fn release_when_applied(&mut self) -> Option<crate::ledger::Applied> {
         let held = std::mem::take(&mut self.reservations);
-        (!held.is_empty()).then(|| Box::new(move || drop(held)) as crate::ledger::Applied)
+        let credits = self.credits.as_mut().and_then(|c| c.hold.take());
+        (!held.is_empty() || credits.is_some())
+            .then(|| Box::new(move || drop((held, credits))) as crate::ledger::Applied)
+    }
+
+    /// Whether the call is paid with prepaid credits.
+    pub fn uses_credits(&self) -> bool {
+        self.credits.is_some()
     }
 }
 
@@ -165,6 +186,34 @@ pub struct Status {
     pub byok: Option<ByokStatus>,
 }
 
+/// `credits.balance`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CreditStatus {
+    pub tier: Option<String>,
+    /// When the active tier's calls use credits: `never`, `after_quota`, `always`.
+    pub uses: &'static str,
+    #[serde(flatten)]
+    pub balance: credits::Balance,
+    pub low_balance: i64,
+    /// How the active tier prices a call in credits (nil with no tier).
+    pub price: Option<PriceStatus>,
+    /// Until when the balance may be spent offline (the entitlement's `exp`, Unix seconds).
+    pub valid_until: Option<i64>,
+    pub deducted_last_7_days: i64,
+    /// The balance divided by the last 7 days' daily rate (nil without deductions).
+    pub days_left: Option<f64>,
+}
+
+/// A tier's credit price.
+#[derive(Debug, Clone, Serialize)]
+pub struct PriceStatus {
+    pub basis: &'static str,
+    pub markup: Option<f64>,
+    pub unit_microusd: i64,
+    pub per_request: Option<i64>,
+    pub per_1k_tokens: Option<i64>,
+}
+
 /// The active tier's BYOK rule and this period's calls on the user's own keys.
 #[derive(Debug, Clone, Serialize)]
 pub struct ByokStatus {
@@ -182,6 +231,8 @@ pub struct Rules {
     pub verifier: Verifier,
     /// `[apps.NAME]`: apps' own limits.
     pub apps: crate::config::AppsConfig,
+    /// `[credits]`.
+    pub credits: CreditsConfig,
 }
 
 impl Rules {
@@ -206,11 +257,14 @@ pub struct Policy {
     backend: RwLock<Option<BackendUsage>>,
     last_tier: Mutex<Option<String>>,
     thresholds_sent: Mutex<HashSet<(i64, &'static str, u64)>>,
+    /// Prepaid credits: the backend's balance, reservations, low/exhausted state.
+    credits: credits::Credits,
 }
 
 impl Policy {
     pub fn new(rules: Rules, clock: Clock, ledger: Arc<Ledger>, events: Bus) -> Policy {
         let last = rules.settings.default_tier.clone();
+        let credits = credits::Credits::load(&ledger, rules.credits.low_balance);
         Policy {
             rules: RwLock::new(Arc::new(rules)),
             clock,
@@ -225,6 +279,7 @@ impl Policy {
             backend: RwLock::new(None),
             last_tier: Mutex::new(last),
             thresholds_sent: Mutex::new(HashSet::new()),
+            credits,
         }
     }
 
@@ -404,20 +459,195 @@ impl Policy {
             tokens_limit: limits.tokens,
             count_byok,
             bounds: Some(bounds),
+            credits: None,
         };
+        // Calls on the user's own key never draw on credits (the provider bills the user).
+        let credit_use = if byok_call { CreditUse::Never } else { tier.credits };
+        let worst = allowed.iter().fold(Amount::default(), |acc, (_, a)| acc.max(a));
+        if credit_use == CreditUse::Always {
+            let _lock = self.admission.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            admitted.credits = Some(self.reserve_credits(&rules, tier, &worst, req.dry_run)?);
+            return Ok(admitted);
+        }
         if limits == Limits::default() || (byok_call && !count_byok) {
             return Ok(admitted);
         }
-        let worst = allowed.iter().fold(Amount::default(), |acc, (_, a)| acc.max(a));
         let _lock = self.admission.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (reserved, used) = self.reserved_and_used(&bounds, count_byok);
         if tier.overage != Overage::Allow {
-            self.check_quota(&limits, used, reserved, &worst, &bounds, req.dry_run, None)?;
+            // `after_quota`: a call the quota refuses is paid with credits instead.
+            let quiet = req.dry_run || credit_use == CreditUse::AfterQuota;
+            if let Err(refusal) = self.check_quota(&limits, used, reserved, &worst, &bounds, quiet, None) {
+                if credit_use != CreditUse::AfterQuota {
+                    return Err(refusal);
+                }
+                admitted.credits = Some(self.reserve_credits(&rules, tier, &worst, req.dry_run)?);
+                return Ok(admitted);
+            }
         }
         if !req.dry_run {
             admitted.reservations.push(self.reserved.hold(worst));
         }
         Ok(admitted)
+    }
+
+    /// Reserves the credits of a call's worst case (at least one credit: a call needs a balance),
+    /// or refuses it with `insufficient_credits`. Call with the admission lock held.
+    fn reserve_credits(
+        &self,
+        rules: &Rules,
+        tier: &TierConfig,
+        worst: &Amount,
+        dry_run: bool,
+    ) -> Result<CreditCharge, Refusal> {
+        let price = credits::Price::of(tier, &rules.credits);
+        let required = price.credits(worst.cost_microusd, worst.tokens.max(1)).max(1);
+        let balance = self.ledger.consistent(|| self.credit_balance());
+        if balance.available < required {
+            return Err(Refusal::InsufficientCredits { balance: balance.available.max(0), required });
+        }
+        let hold = (!dry_run).then(|| self.credits.hold(required));
+        Ok(CreditCharge { price, reserved: required, hold })
+    }
+
+    /// The credit balance now (see [`credits::Balance`]). Without a valid entitlement there is
+    /// none to spend: offline, the last known balance holds until the token expires.
+    pub fn credit_balance(&self) -> credits::Balance {
+        let mut b = self.credits.balance(&self.ledger);
+        if self.entitlement().is_none() {
+            b.available = b.available.min(0);
+        }
+        b
+    }
+
+    /// The deduction of a finished call paid with credits: the price of what its records billed,
+    /// never more than it reserved; none when nothing was billed. Commit it with the records.
+    pub fn credit_deduction(
+        &self,
+        a: &Admitted,
+        records: &[crate::usage_record::UsageRecord],
+    ) -> Option<crate::ledger::credits::CreditTx> {
+        let charge = a.credits.as_ref()?;
+        let tokens = records.iter().map(crate::usage_record::UsageRecord::total_tokens).sum::<u64>();
+        let cost = records.iter().map(|r| r.cost_microusd).sum::<i64>();
+        let credits = charge.price.credits(cost, tokens).min(charge.reserved);
+        if credits <= 0 {
+            return None;
+        }
+        if charge.price.credits(cost, tokens) > charge.reserved {
+            tracing::warn!(
+                reserved = charge.reserved,
+                "a call billed more credits than it reserved; charging the reservation"
+            );
+        }
+        let now = self.clock.now_ms();
+        Some(crate::ledger::credits::CreditTx {
+            id: crate::usage_record::id_from_ms(now.max(0)),
+            ts: now,
+            kind: crate::ledger::credits::CreditKind::Deduction,
+            credits: -credits,
+            record_id: records.last().map(|r| r.id),
+            cost_microusd: Some(cost),
+            basis: Some(charge.price.basis().to_string()),
+            reference: None,
+        })
+    }
+
+    /// Takes in a credit balance the backend reported (entitlement claim or `/entitlement`
+    /// reply): stores it and the change it shows in the audit log, emits `credits.granted` when
+    /// the balance rose, and `credits.low` / `credits.exhausted` on a crossing.
+    pub async fn observe_credits(&self, reported: credits::Reported) {
+        let now = self.clock.now_ms();
+        let before = self.credit_balance().balance;
+        let Some((tx, snapshot)) = self.credits.observe(&self.ledger, &reported, now) else { return };
+        if let Err(e) = self.ledger.record_backend_credits(tx.clone(), snapshot).await {
+            tracing::error!("cannot store the backend's credit balance: {e}");
+        }
+        let after = self.credit_balance().balance;
+        if let Some(tx) = tx.filter(|t| t.credits > 0) {
+            #[derive(Serialize)]
+            struct Granted<'a> {
+                credits: i64,
+                balance: i64,
+                kind: &'static str,
+                reference: Option<&'a str>,
+            }
+            tracing::info!(credits = tx.credits, balance = after, "credits granted");
+            self.events.emit(
+                EventKind::CreditsGranted,
+                &Granted {
+                    credits: tx.credits,
+                    balance: after,
+                    kind: tx.kind.as_str(),
+                    reference: tx.reference.as_deref(),
+                },
+            );
+        }
+        if before != after {
+            self.credit_events(after);
+        }
+    }
+
+    /// `credits.balance`: the balance, how the active tier uses and prices credits, and the
+    /// days left at the last 7 days' rate.
+    pub fn credit_status(&self) -> CreditStatus {
+        let rules = self.rules();
+        let tier_name = self.tier();
+        let tier = rules.tier(&tier_name);
+        let balance = self.ledger.consistent(|| self.credit_balance());
+        let now = self.clock.now_ms();
+        const WEEK_MS: i64 = 7 * 86_400_000;
+        let week = self.ledger.credits_deducted_since(now - WEEK_MS).unwrap_or_else(|e| {
+            tracing::error!("cannot read credit deductions from the ledger: {e}");
+            0
+        });
+        #[allow(clippy::cast_precision_loss)]
+        let per_day = week as f64 / 7.0;
+        #[allow(clippy::cast_precision_loss)]
+        let days_left = (per_day > 0.0).then(|| (balance.balance.max(0) as f64 / per_day * 10.0).floor() / 10.0);
+        let price = tier.map(|t| match credits::Price::of(t, &rules.credits) {
+            credits::Price::Markup { markup, unit_microusd } => PriceStatus {
+                basis: "markup",
+                markup: Some(markup),
+                unit_microusd,
+                per_request: None,
+                per_1k_tokens: None,
+            },
+            credits::Price::Fixed { per_request, per_1k_tokens } => PriceStatus {
+                basis: "fixed",
+                markup: None,
+                unit_microusd: rules.credits.unit_microusd,
+                per_request: Some(per_request),
+                per_1k_tokens: Some(per_1k_tokens),
+            },
+        });
+        CreditStatus {
+            tier: tier_name.clone(),
+            uses: tier.map_or(CreditUse::Never, |t| t.credits).as_str(),
+            balance,
+            low_balance: rules.credits.low_balance,
+            price,
+            valid_until: self.entitlement().map(|e| e.exp),
+            deducted_last_7_days: week,
+            days_left,
+        }
+    }
+
+    /// Emits `credits.low` / `credits.exhausted` when `balance` crossed into them.
+    fn credit_events(&self, balance: i64) {
+        let low_balance = self.rules().credits.low_balance;
+        let (low, exhausted) = self.credits.crossings(balance, low_balance);
+        #[derive(Serialize)]
+        struct Low {
+            balance: i64,
+            low_balance: i64,
+        }
+        if low {
+            self.events.emit(EventKind::CreditsLow, &Low { balance, low_balance });
+        }
+        if exhausted {
+            self.events.emit(EventKind::CreditsExhausted, &Low { balance, low_balance });
+        }
     }
 
     /// The tier gate: the targets `tier` allows and those it skips, or the refusal naming the
@@ -548,6 +778,9 @@ impl Policy {
     /// reservation and emits `quota.threshold` for fractions crossed.
     pub fn settle(&self, mut a: Admitted) {
         a.reservations.clear();
+        if a.credits.take().is_some() {
+            self.credit_events(self.credit_balance().balance);
+        }
         let rules = self.rules();
         let Some(tier) = rules.tier(&a.tier) else { return };
         let Some(bounds) = a.bounds else { return };

@@ -18,6 +18,8 @@ pub enum ErrorCode {
     KeyMissing,
     TierRequired,
     QuotaExceeded,
+    /// The call draws on prepaid credits and the balance does not cover it.
+    InsufficientCredits,
     RateLimited,
     ProviderError,
     Cancelled,
@@ -29,7 +31,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    const KNOWN: [ErrorCode; 14] = [
+    const KNOWN: [ErrorCode; 15] = [
         ErrorCode::InvalidRequest,
         ErrorCode::MethodNotFound,
         ErrorCode::InvalidParams,
@@ -38,6 +40,7 @@ impl ErrorCode {
         ErrorCode::KeyMissing,
         ErrorCode::TierRequired,
         ErrorCode::QuotaExceeded,
+        ErrorCode::InsufficientCredits,
         ErrorCode::RateLimited,
         ErrorCode::ProviderError,
         ErrorCode::Cancelled,
@@ -56,6 +59,7 @@ impl ErrorCode {
             ErrorCode::KeyMissing => "key_missing",
             ErrorCode::TierRequired => "tier_required",
             ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::InsufficientCredits => "insufficient_credits",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::ProviderError => "provider_error",
             ErrorCode::Cancelled => "cancelled",

@@ -37,11 +37,13 @@ export const METHOD_PARAMS: Readonly<Record<string, readonly string[]>> = {
   "sync.requeue": ["ids"],
   "quota.status": [],
   "quota.check": ["model", "estimated_tokens"],
+  "credits.balance": [],
+  "credits.transactions": ["since", "limit"],
   "account.login": ["token"],
   "account.logout": [],
   "account.status": [],
   "account.refresh": [],
-  "account.checkout_url": ["tier"],
+  "account.checkout_url": ["tier", "kind", "pack"],
   "account.portal_url": [],
 };
 
@@ -245,6 +247,15 @@ export interface QuotaCheckParams {
   estimated_tokens?: number;
 }
 
+/** Params of `credits.balance`. */
+export type CreditsBalanceParams = Record<string, never>;
+
+/** Params of `credits.transactions`. */
+export interface CreditsTransactionsParams {
+  since?: number;
+  limit?: number;
+}
+
 /** Params of `account.login`. */
 export interface AccountLoginParams {
   token: string;
@@ -262,6 +273,8 @@ export type AccountRefreshParams = Record<string, never>;
 /** Params of `account.checkout_url`. */
 export interface AccountCheckoutUrlParams {
   tier?: string;
+  kind?: string;
+  pack?: string;
 }
 
 /** Params of `account.portal_url`. */
@@ -431,6 +444,16 @@ export abstract class Methods {
     return this.call<AnyMap>("quota.check", params, opts);
   }
 
+  /** `credits.balance`: The prepaid credit balance, what running calls hold, how the tier prices calls, and the days left at the last week's rate. */
+  creditsBalance(params: CreditsBalanceParams = {}, opts?: CallOptions): Promise<AnyMap> {
+    return this.call<AnyMap>("credits.balance", params, opts);
+  }
+
+  /** `credits.transactions`: The credit audit log, newest first: deductions (with their usage record) and changes seen from the backend. */
+  creditsTransactions(params: CreditsTransactionsParams = {}, opts?: CallOptions): Promise<AnyMap> {
+    return this.call<AnyMap>("credits.transactions", params, opts);
+  }
+
   /** `account.login`: Store a signed entitlement token (JWT) and switch to its tier. */
   accountLogin(params: AccountLoginParams, opts?: CallOptions): Promise<AnyMap> {
     return this.call<AnyMap>("account.login", params, opts);
@@ -451,7 +474,7 @@ export abstract class Methods {
     return this.call<AnyMap>("account.refresh", params, opts);
   }
 
-  /** `account.checkout_url`: Ask the backend for an upgrade (checkout) link to open in a browser. */
+  /** `account.checkout_url`: Ask the backend for a checkout link to open in a browser: an upgrade to `tier`, or (kind "credits") a credit pack. */
   accountCheckoutUrl(params: AccountCheckoutUrlParams = {}, opts?: CallOptions): Promise<AnyMap> {
     return this.call<AnyMap>("account.checkout_url", params, opts);
   }

@@ -40,11 +40,13 @@ METHOD_PARAMS: Dict[str, Tuple[str, ...]] = {
     "sync.requeue": ("ids",),
     "quota.status": (),
     "quota.check": ("model", "estimated_tokens"),
+    "credits.balance": (),
+    "credits.transactions": ("since", "limit"),
     "account.login": ("token",),
     "account.logout": (),
     "account.status": (),
     "account.refresh": (),
-    "account.checkout_url": ("tier",),
+    "account.checkout_url": ("tier", "kind", "pack"),
     "account.portal_url": (),
 }
 
@@ -189,6 +191,14 @@ class SyncMethods:
         """`quota.check`: Whether a call would be admitted, or the exact error chat would return."""
         return cast(Dict[str, Any], self.call("quota.check", _params(extra, {"model": model, "estimated_tokens": estimated_tokens})))
 
+    def credits_balance(self, **extra: Any) -> Dict[str, Any]:
+        """`credits.balance`: The prepaid credit balance, what running calls hold, how the tier prices calls, and the days left at the last week's rate."""
+        return cast(Dict[str, Any], self.call("credits.balance", _params(extra, {})))
+
+    def credits_transactions(self, *, since: Optional[int] = None, limit: Optional[int] = None, **extra: Any) -> Dict[str, Any]:
+        """`credits.transactions`: The credit audit log, newest first: deductions (with their usage record) and changes seen from the backend."""
+        return cast(Dict[str, Any], self.call("credits.transactions", _params(extra, {"since": since, "limit": limit})))
+
     def account_login(self, token: str, **extra: Any) -> Dict[str, Any]:
         """`account.login`: Store a signed entitlement token (JWT) and switch to its tier."""
         return cast(Dict[str, Any], self.call("account.login", _params(extra, {"token": token})))
@@ -205,9 +215,9 @@ class SyncMethods:
         """`account.refresh`: Fetch a fresh entitlement and usage count from the backend now."""
         return cast(Dict[str, Any], self.call("account.refresh", _params(extra, {})))
 
-    def account_checkout_url(self, *, tier: Optional[str] = None, **extra: Any) -> Dict[str, Any]:
-        """`account.checkout_url`: Ask the backend for an upgrade (checkout) link to open in a browser."""
-        return cast(Dict[str, Any], self.call("account.checkout_url", _params(extra, {"tier": tier})))
+    def account_checkout_url(self, *, tier: Optional[str] = None, kind: Optional[str] = None, pack: Optional[str] = None, **extra: Any) -> Dict[str, Any]:
+        """`account.checkout_url`: Ask the backend for a checkout link to open in a browser: an upgrade to `tier`, or (kind "credits") a credit pack."""
+        return cast(Dict[str, Any], self.call("account.checkout_url", _params(extra, {"tier": tier, "kind": kind, "pack": pack})))
 
     def account_portal_url(self, **extra: Any) -> Dict[str, Any]:
         """`account.portal_url`: Ask the backend for a billing-portal link to open in a browser."""
@@ -347,6 +357,14 @@ class AsyncMethods:
         """`quota.check`: Whether a call would be admitted, or the exact error chat would return."""
         return cast(Dict[str, Any], await self.call("quota.check", _params(extra, {"model": model, "estimated_tokens": estimated_tokens})))
 
+    async def credits_balance(self, **extra: Any) -> Dict[str, Any]:
+        """`credits.balance`: The prepaid credit balance, what running calls hold, how the tier prices calls, and the days left at the last week's rate."""
+        return cast(Dict[str, Any], await self.call("credits.balance", _params(extra, {})))
+
+    async def credits_transactions(self, *, since: Optional[int] = None, limit: Optional[int] = None, **extra: Any) -> Dict[str, Any]:
+        """`credits.transactions`: The credit audit log, newest first: deductions (with their usage record) and changes seen from the backend."""
+        return cast(Dict[str, Any], await self.call("credits.transactions", _params(extra, {"since": since, "limit": limit})))
+
     async def account_login(self, token: str, **extra: Any) -> Dict[str, Any]:
         """`account.login`: Store a signed entitlement token (JWT) and switch to its tier."""
         return cast(Dict[str, Any], await self.call("account.login", _params(extra, {"token": token})))
@@ -363,9 +381,9 @@ class AsyncMethods:
         """`account.refresh`: Fetch a fresh entitlement and usage count from the backend now."""
         return cast(Dict[str, Any], await self.call("account.refresh", _params(extra, {})))
 
-    async def account_checkout_url(self, *, tier: Optional[str] = None, **extra: Any) -> Dict[str, Any]:
-        """`account.checkout_url`: Ask the backend for an upgrade (checkout) link to open in a browser."""
-        return cast(Dict[str, Any], await self.call("account.checkout_url", _params(extra, {"tier": tier})))
+    async def account_checkout_url(self, *, tier: Optional[str] = None, kind: Optional[str] = None, pack: Optional[str] = None, **extra: Any) -> Dict[str, Any]:
+        """`account.checkout_url`: Ask the backend for a checkout link to open in a browser: an upgrade to `tier`, or (kind "credits") a credit pack."""
+        return cast(Dict[str, Any], await self.call("account.checkout_url", _params(extra, {"tier": tier, "kind": kind, "pack": pack})))
 
     async def account_portal_url(self, **extra: Any) -> Dict[str, Any]:
         """`account.portal_url`: Ask the backend for a billing-portal link to open in a browser."""
