@@ -201,7 +201,10 @@ def test_cancel_slow_stream_closes_upstream(chat_daemon, mock):
                 pass
         assert time.monotonic() - started < 8
         assert "usage" in err.value.data
-        assert stream.result is None
+        # The cancelled call's partial answer, with the usage billed, is the stream's result.
+        assert stream.status == "cancelled"
+        assert stream.result is not None and stream.result["usage"] == err.value.data["usage"]
+        assert stream.result["content"] == err.value.data["content"]
     wait_until(mock.closed_early.is_set, timeout=5, what="the mock to see the connection closed")
 
 
