@@ -481,6 +481,12 @@ class UsageRecords(TypedDict):
     next_cursor: Optional[str]
 
 
+class ExportedRecord(UsageRecord):
+    """A record of `usage.export`: also whether it was already synced to the backend."""
+
+    synced: bool
+
+
 class UsageExport(TypedDict):
     """`usage.export`: one page in the versioned export format (feed it to `usage_import`)."""
 
@@ -488,7 +494,7 @@ class UsageExport(TypedDict):
     version: int
     device_id: str
     exported_at_ms: int
-    records: List[UsageRecord]
+    records: List[ExportedRecord]
     next_cursor: Optional[str]
 
 
