@@ -92,7 +92,9 @@ def test_two_apps_starting_at_once_make_exactly_one_daemon(fresh_env: Dict[str, 
     sock = str(root / "run" / "llm-sidecar" / "sock")
     go = root / "go"
     apps = [
-        subprocess.Popen([sys.executable, "-c", APP, str(go), f"app-{i}"], env=fresh_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-c", APP, str(go), f"app-{i}"], env=fresh_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         for i in range(2)
     ]
     time.sleep(0.3)  # let both interpreters reach the wait

@@ -155,6 +155,7 @@ def test_results_match_their_typeddicts(typed_daemon: Daemon, mock: MockProvider
 def test_checker_catches_mismatches() -> None:
     usage = {"input": 1, "output": 2, "cached": 0, "cache_write": 0, "reasoning": 0, "estimated": False}
     check(usage, ls.ChatUsage)
-    for bad in ({**usage, "input": None}, {k: v for k, v in usage.items() if k != "output"}, {**usage, "new": 1}, {**usage, "estimated": 1}):
+    without_output = {k: v for k, v in usage.items() if k != "output"}
+    for bad in ({**usage, "input": None}, without_output, {**usage, "new": 1}, {**usage, "estimated": 1}):
         with pytest.raises(AssertionError):
             check(bad, ls.ChatUsage)

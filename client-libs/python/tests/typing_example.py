@@ -81,7 +81,8 @@ def app_example() -> None:
         UsageSummary,
     )
 
-    with Client(app="typed-app", autostart=True, binary="/opt/llm-sidecar/bin/llm-sidecar", timeout=Timeout(total=60, chunk=10)) as c:
+    limits = Timeout(total=60, chunk=10)
+    with Client(app="typed-app", autostart=True, binary="/opt/llm-sidecar/bin/llm-sidecar", timeout=limits) as c:
         try:
             stream = c.chat("fast", [{"role": "user", "content": "hi"}], stream=True, timeout=Timeout(first_chunk=5, total=30))
         except RateLimited as e:

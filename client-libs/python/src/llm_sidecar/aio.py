@@ -75,7 +75,6 @@ class AsyncPendingCall(Generic[T]):
         self.method = method
         self._future: "asyncio.Future[Any]" = asyncio.get_running_loop().create_future()
         self._chunks: "Optional[asyncio.Queue[Any]]" = asyncio.Queue() if streaming else None
-        self._abandoned = False
         self._cancel_sent = False
         self._started = time.monotonic()
 
@@ -98,14 +97,9 @@ class AsyncPendingCall(Generic[T]):
             self._cancel_sent = True
             self._client._send_cancel(self.msgid)
 
-    def _abandon(self) -> None:
-        """Cancels and forgets the answer (nobody will await it)."""
-        self._abandoned = True
-        self.cancel()
-
     # Called by the reader task.
     def _resolve(self, error: Any, result: Any) -> None:
-        if not self._future.done() and not self._abandoned:
+        if not self._future.done():
             if error is not None:
                 self._future.set_exception(error_from_wire(error))
             else:
@@ -114,7 +108,7 @@ class AsyncPendingCall(Generic[T]):
             self._chunks.put_nowait(_END)
 
     def _fail(self, exc: SidecarError) -> None:
-        if not self._future.done() and not self._abandoned:
+        if not self._future.done():
             self._future.set_exception(exc)
         if self._chunks is not None:
             self._chunks.put_nowait(_END)

@@ -185,7 +185,8 @@ def ensure_daemon(sock: str, options: Autostart) -> Optional[int]:
             argv += ["--data-dir", data_dir]
         argv += list(options.args)
         with open(log_path, "ab") as log:
-            log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} started by {sys.argv[0] or 'python'} (pid {os.getpid()}): {' '.join(argv)}\n".encode())
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            log.write(f"--- {stamp} started by {sys.argv[0] or 'python'} (pid {os.getpid()}): {' '.join(argv)}\n".encode())
             log.flush()
             try:
                 proc = subprocess.Popen(
