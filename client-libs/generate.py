@@ -61,6 +61,26 @@ TYPE_IMPORTS = {
     "reasoning": ["Reasoning"],
 }
 TYPED_RESULTS = ["HelloResult", "InfoResult", "MethodsResult", "PingResult", "KindsResult", "ChatResult"]
+# Python only: methods whose `map` result has a TypedDict in python/src/llm_sidecar/_types.py
+# (checked against the daemon's answers by python/tests/test_typed_results.py).
+PY_MAP_RESULTS = {
+    "usage.record": "UsageRecorded",
+    "usage.summary": "UsageSummary",
+    "usage.records": "UsageRecords",
+    "usage.export": "UsageExport",
+    "quota.status": "QuotaStatus",
+    "quota.check": "QuotaCheck",
+    "account.login": "AccountLogin",
+    "account.logout": "AccountLogout",
+    "account.status": "AccountStatus",
+    "account.refresh": "AccountStatus",
+    "account.checkout_url": "UrlResult",
+    "account.portal_url": "UrlResult",
+    "keys.list": "KeysList",
+    "vault.status": "VaultStatus",
+    "vault.unlock": "VaultStatus",
+    "vault.lock": "VaultStatus",
+}
 
 
 def load() -> List[dict]:
@@ -79,7 +99,9 @@ def py_name(wire: str) -> str:
 
 
 def py_result(m: dict) -> str:
-    return "Dict[str, Any]" if m["result"] == "map" else m["result"]
+    if m["result"] == "map":
+        return PY_MAP_RESULTS.get(m["method"], "Dict[str, Any]")
+    return m["result"]
 
 
 def py_wrapper(m: dict, is_async: bool) -> List[str]:
@@ -109,8 +131,8 @@ def py_imports(methods: List[dict]) -> List[str]:
     for m in methods:
         if m.get("custom"):
             continue
-        if m["result"] != "map":
-            used.add(m["result"])
+        if py_result(m) != "Dict[str, Any]":
+            used.add(py_result(m))
         for p in m["params"]:
             used.update(TYPE_IMPORTS.get(p["type"], []))
     return sorted(used)

@@ -179,12 +179,12 @@ class FakeServer:
                 return
             with self._lock:
                 self.conns.append(conn)
-                self._send_locks[conn.fileno()] = threading.Lock()
+                self._send_locks[id(conn)] = threading.Lock()
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def send(self, conn: socket.socket, msg: Any) -> None:
         with self._lock:
-            lock = self._send_locks[conn.fileno()]
+            lock = self._send_locks[id(conn)]
         with lock:
             try:
                 conn.sendall(msgpack.packb(msg))
@@ -240,7 +240,7 @@ class FakeServer:
             if method == "events.subscribe" and self.after_subscribe is not None:
                 reply += msgpack.packb([2, "event", [self.after_subscribe]])  # same write as the answer
             with self._lock:
-                lock = self._send_locks[conn.fileno()]
+                lock = self._send_locks[id(conn)]
             with lock:
                 conn.sendall(reply)
         elif method == "nope":

@@ -9,7 +9,7 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 
@@ -81,11 +81,16 @@ class MockProvider:
     """POST /v1/chat/completions: JSON, or SSE when the body has `stream: true`.
 
     With `slow` set, a stream sends one chunk every 200 ms for ~10 s; `closed_early` is set when a
-    write fails because the client (the daemon) closed the connection.
+    write fails because the client (the daemon) closed the connection. `first_delay` (seconds)
+    holds a stream back before its first chunk; `stall_after` (a count) makes a slow stream stop
+    for `stall` seconds after that many chunks.
     """
 
     def __init__(self) -> None:
         self.slow = False
+        self.first_delay = 0.0
+        self.stall_after: Optional[int] = None
+        self.stall = 0.0
         self.requests: List[Dict[str, Any]] = []
         self.auth: List[str] = []
         self.closed_early = threading.Event()
@@ -126,7 +131,10 @@ class MockProvider:
                             self.wfile.write(chunk([{"index": 0, "delta": d, "finish_reason": None}]))
                         self.wfile.write(chunk([{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]))
                     elif mock.slow:
+                        time.sleep(mock.first_delay)
                         for i in range(50):
+                            if i == mock.stall_after:
+                                time.sleep(mock.stall)
                             self.wfile.write(chunk([{"index": 0, "delta": {"content": f"w{i} "}, "finish_reason": None}]))
                             self.wfile.flush()
                             time.sleep(0.2)
@@ -201,7 +209,10 @@ def test_cancel_slow_stream_closes_upstream(chat_daemon, mock):
                 pass
         assert time.monotonic() - started < 8
         assert "usage" in err.value.data
-        assert stream.result is None
+        # The cancelled call's partial answer, with the usage billed, is the stream's result.
+        assert stream.status == "cancelled"
+        assert stream.result is not None and stream.result["usage"] == err.value.data["usage"]
+        assert stream.result["content"] == err.value.data["content"]
     wait_until(mock.closed_early.is_set, timeout=5, what="the mock to see the connection closed")
 
 

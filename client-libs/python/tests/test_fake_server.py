@@ -69,7 +69,8 @@ def test_stream_cancel_reports_usage_so_far(fake):
         with pytest.raises(Cancelled) as err:
             for _ in it:
                 seen += 1
-        assert stream.result is None
+        assert stream.status == "cancelled"
+        assert stream.result is not None and stream.result["usage"] == err.value.data["usage"]
         # The fake bills one output token per chunk it sent before it saw the cancel.
         assert err.value.data["usage"]["output"] == seen
         assert err.value.data["cost_microusd"] == 7
@@ -119,11 +120,10 @@ def test_chat_cancel_wrapper(fake):
         assert fake.messages("chat.cancel")[0][3] == [{"id": stream.msgid}]
 
 
-def test_stream_error(fake):
+def test_stream_error_before_any_chunk_raises_at_chat(fake):
     with Client(fake.path) as c:
-        stream = c.chat("fast", MESSAGES, stream=True, metadata={"fail": True})
         with pytest.raises(ProviderError) as err:
-            list(stream)
+            c.chat("fast", MESSAGES, stream=True, metadata={"fail": True})
         assert err.value.data == {"provider": "mock", "status": 500, "attempts": 3}
 
 

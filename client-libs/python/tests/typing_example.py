@@ -1,7 +1,7 @@
 """Not run: type-checked by `mypy --strict` in run-tests.sh, so the typings keep serving an app."""
 
 import json
-from typing import List
+from typing import List, Optional
 
 from llm_sidecar import AsyncClient, ChatMessage, ChatResult, ChatTool, Client, QuotaExceeded
 
@@ -61,3 +61,86 @@ async def async_example() -> None:
         full: ChatResult = await c.chat("fast", [])
         pong: bool = (await c.ping(delay_ms=3))["pong"]
         print(delta, thought, full, pong)
+
+
+def app_example() -> None:
+    """An app that starts the daemon if needed, streams with time limits, and reports usage."""
+    from llm_sidecar import (
+        AccountStatus,
+        Autostart,
+        CallTimeout,
+        ChatDelta,
+        ChatUsage,
+        QuotaLimit,
+        QuotaStatus,
+        RateLimited,
+        StreamStatus,
+        Timeout,
+        ToolCallDelta,
+        UsageRecord,
+        UsageSummary,
+    )
+
+    limits = Timeout(total=60, chunk=10)
+    with Client(app="typed-app", autostart=True, binary="/opt/llm-sidecar/bin/llm-sidecar", timeout=limits) as c:
+        try:
+            stream = c.chat("fast", [{"role": "user", "content": "hi"}], stream=True, timeout=Timeout(first_chunk=5, total=30))
+        except RateLimited as e:
+            wait_ms: int = e.data["retry_after_ms"]
+            print(wait_ms)
+            return
+        except CallTimeout as e:
+            limit: str = e.data["limit"]
+            print(limit)
+            return
+        calls: List[ToolCallDelta] = []
+        for d in stream.deltas():
+            delta: ChatDelta = d
+            if isinstance(d, ToolCallDelta):
+                calls.append(d)
+            if delta.kind == "text" and len(delta.text) > 100:
+                break
+        status: StreamStatus = stream.status
+        if stream.result is not None:
+            usage: ChatUsage = stream.result["usage"]
+            tokens: int = usage["input"] + usage["output"]
+            estimated: bool = usage["estimated"]
+            cost: int = stream.result["cost_microusd"]
+            print(status, tokens, estimated, cost, stream.result["content"])
+        quota: QuotaStatus = c.quota_status()
+        for lim in quota["limits"]:
+            one: QuotaLimit = lim
+            left: int = one["remaining"]
+            print(one["metric"], left, quota["period_end"])
+        summary: UsageSummary = c.usage_summary(group_by="app")
+        total_cost: int = summary["totals"]["cost_microusd"]
+        month: str = summary["projected_month_end"]["month"]
+        first: str = summary["from"]
+        rows = c.usage_records(limit=10)
+        for rec in rows["records"]:
+            r: UsageRecord = rec
+            ttft: Optional[int] = r["ttft_ms"]
+            print(r["status"], r["model"], ttft)
+        cursor: Optional[str] = rows["next_cursor"]
+        account: AccountStatus = c.account_status()
+        tier: Optional[str] = account["tier"]
+        print(total_cost, month, first, cursor, tier, len(calls))
+    Client(autostart=Autostart(data_dir="/tmp/d", args=["--http", "127.0.0.1:0"], timeout=5.0))
+
+
+async def async_app_example() -> None:
+    from llm_sidecar import Timeout
+
+    async with AsyncClient(app="typed", autostart=True, timeout=Timeout(first_chunk=5)) as c:
+        stream = await c.chat("fast", [], stream=True)
+        async with stream:
+            async for chunk in stream:
+                print(chunk["delta"])
+                break
+        if stream.result is not None:
+            out: int = stream.result["usage"]["output"]
+            print(out, stream.status)
+        keys = await c.keys_list()
+        for k in keys["keys"]:
+            last4: Optional[str] = k["last4"]
+            print(last4)

@@ -3,7 +3,7 @@
 
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union, cast
 
-from ._types import HelloResult, InfoResult, KindsResult, MethodsResult, Params, PingResult
+from ._types import AccountLogin, AccountLogout, AccountStatus, HelloResult, InfoResult, KeysList, KindsResult, MethodsResult, Params, PingResult, QuotaCheck, QuotaStatus, UrlResult, UsageExport, UsageRecorded, UsageRecords, UsageSummary, VaultStatus
 
 # Wire method name -> the names of its params, for checks against `daemon.methods`.
 METHOD_PARAMS: Dict[str, Tuple[str, ...]] = {
@@ -99,9 +99,9 @@ class SyncMethods:
         """`keys.set`: Store a provider API key in the vault; returns its metadata (never the secret). A provider that is neither built in nor configured is refused unless force."""
         return cast(Dict[str, Any], self.call("keys.set", _params(extra, {"provider": provider, "secret": secret, "label": label, "force": force})))
 
-    def keys_list(self, *, provider: Optional[str] = None, **extra: Any) -> Dict[str, Any]:
+    def keys_list(self, *, provider: Optional[str] = None, **extra: Any) -> KeysList:
         """`keys.list`: Key metadata (id, provider, label, last4, created_at, last_used, status)."""
-        return cast(Dict[str, Any], self.call("keys.list", _params(extra, {"provider": provider})))
+        return cast(KeysList, self.call("keys.list", _params(extra, {"provider": provider})))
 
     def keys_remove(self, id: str, **extra: Any) -> Dict[str, Any]:
         """`keys.remove`: Remove a key by id."""
@@ -123,17 +123,17 @@ class SyncMethods:
         """`apps.remove`: Remove an app; its token stops working at once, its usage history stays."""
         return cast(Dict[str, Any], self.call("apps.remove", _params(extra, {"name": name})))
 
-    def vault_status(self, **extra: Any) -> Dict[str, Any]:
+    def vault_status(self, **extra: Any) -> VaultStatus:
         """`vault.status`: Vault mode and lock state."""
-        return cast(Dict[str, Any], self.call("vault.status", _params(extra, {})))
+        return cast(VaultStatus, self.call("vault.status", _params(extra, {})))
 
-    def vault_unlock(self, *, passphrase: Optional[str] = None, **extra: Any) -> Dict[str, Any]:
+    def vault_unlock(self, *, passphrase: Optional[str] = None, **extra: Any) -> VaultStatus:
         """`vault.unlock`: Unlock the vault (passphrase mode needs the passphrase)."""
-        return cast(Dict[str, Any], self.call("vault.unlock", _params(extra, {"passphrase": passphrase})))
+        return cast(VaultStatus, self.call("vault.unlock", _params(extra, {"passphrase": passphrase})))
 
-    def vault_lock(self, **extra: Any) -> Dict[str, Any]:
+    def vault_lock(self, **extra: Any) -> VaultStatus:
         """`vault.lock`: Lock the vault."""
-        return cast(Dict[str, Any], self.call("vault.lock", _params(extra, {})))
+        return cast(VaultStatus, self.call("vault.lock", _params(extra, {})))
 
     def chat_cancel(self, id: int, **extra: Any) -> Dict[str, Any]:
         """`chat.cancel`: Cancel a running chat call of this connection by its msgid (same as $/cancel)."""
@@ -143,21 +143,21 @@ class SyncMethods:
         """`models.list`: Providers with their models, prices and whether a key is available; configured routes."""
         return cast(Dict[str, Any], self.call("models.list", _params(extra, {"provider": provider})))
 
-    def usage_record(self, provider: str, model: str, *, input_tokens: Optional[int] = None, output_tokens: Optional[int] = None, cached_tokens: Optional[int] = None, cache_write_tokens: Optional[int] = None, reasoning_tokens: Optional[int] = None, cost_microusd: Optional[int] = None, cost_usd: Optional[float] = None, app: Optional[str] = None, user: Optional[str] = None, route: Optional[str] = None, key_source: Optional[str] = None, status: Optional[str] = None, error_code: Optional[str] = None, latency_ms: Optional[int] = None, ttft_ms: Optional[int] = None, attempts: Optional[int] = None, usage_estimated: Optional[bool] = None, ts: Optional[int] = None, id: Optional[str] = None, **extra: Any) -> Dict[str, Any]:
+    def usage_record(self, provider: str, model: str, *, input_tokens: Optional[int] = None, output_tokens: Optional[int] = None, cached_tokens: Optional[int] = None, cache_write_tokens: Optional[int] = None, reasoning_tokens: Optional[int] = None, cost_microusd: Optional[int] = None, cost_usd: Optional[float] = None, app: Optional[str] = None, user: Optional[str] = None, route: Optional[str] = None, key_source: Optional[str] = None, status: Optional[str] = None, error_code: Optional[str] = None, latency_ms: Optional[int] = None, ttft_ms: Optional[int] = None, attempts: Optional[int] = None, usage_estimated: Optional[bool] = None, ts: Optional[int] = None, id: Optional[str] = None, **extra: Any) -> UsageRecorded:
         """`usage.record`: Meter a call the app made itself; durable before the answer."""
-        return cast(Dict[str, Any], self.call("usage.record", _params(extra, {"provider": provider, "model": model, "input_tokens": input_tokens, "output_tokens": output_tokens, "cached_tokens": cached_tokens, "cache_write_tokens": cache_write_tokens, "reasoning_tokens": reasoning_tokens, "cost_microusd": cost_microusd, "cost_usd": cost_usd, "app": app, "user": user, "route": route, "key_source": key_source, "status": status, "error_code": error_code, "latency_ms": latency_ms, "ttft_ms": ttft_ms, "attempts": attempts, "usage_estimated": usage_estimated, "ts": ts, "id": id})))
+        return cast(UsageRecorded, self.call("usage.record", _params(extra, {"provider": provider, "model": model, "input_tokens": input_tokens, "output_tokens": output_tokens, "cached_tokens": cached_tokens, "cache_write_tokens": cache_write_tokens, "reasoning_tokens": reasoning_tokens, "cost_microusd": cost_microusd, "cost_usd": cost_usd, "app": app, "user": user, "route": route, "key_source": key_source, "status": status, "error_code": error_code, "latency_ms": latency_ms, "ttft_ms": ttft_ms, "attempts": attempts, "usage_estimated": usage_estimated, "ts": ts, "id": id})))
 
-    def usage_summary(self, *, period: Optional[str] = None, group_by: Optional[str] = None, from_: Optional[Union[int, str]] = None, to: Optional[Union[int, str]] = None, **extra: Any) -> Dict[str, Any]:
+    def usage_summary(self, *, period: Optional[str] = None, group_by: Optional[str] = None, from_: Optional[Union[int, str]] = None, to: Optional[Union[int, str]] = None, **extra: Any) -> UsageSummary:
         """`usage.summary`: Usage per day or month grouped by provider, model, app, key_source or user, with totals and a projected month-end."""
-        return cast(Dict[str, Any], self.call("usage.summary", _params(extra, {"period": period, "group_by": group_by, "from": from_, "to": to})))
+        return cast(UsageSummary, self.call("usage.summary", _params(extra, {"period": period, "group_by": group_by, "from": from_, "to": to})))
 
-    def usage_records(self, *, from_: Optional[Union[int, str]] = None, to: Optional[Union[int, str]] = None, app: Optional[str] = None, provider: Optional[str] = None, model: Optional[str] = None, cursor: Optional[str] = None, limit: Optional[int] = None, order: Optional[str] = None, **extra: Any) -> Dict[str, Any]:
+    def usage_records(self, *, from_: Optional[Union[int, str]] = None, to: Optional[Union[int, str]] = None, app: Optional[str] = None, provider: Optional[str] = None, model: Optional[str] = None, cursor: Optional[str] = None, limit: Optional[int] = None, order: Optional[str] = None, **extra: Any) -> UsageRecords:
         """`usage.records`: Usage records, filtered and paged (pass next_cursor back as cursor)."""
-        return cast(Dict[str, Any], self.call("usage.records", _params(extra, {"from": from_, "to": to, "app": app, "provider": provider, "model": model, "cursor": cursor, "limit": limit, "order": order})))
+        return cast(UsageRecords, self.call("usage.records", _params(extra, {"from": from_, "to": to, "app": app, "provider": provider, "model": model, "cursor": cursor, "limit": limit, "order": order})))
 
-    def usage_export(self, *, from_: Optional[Union[int, str]] = None, to: Optional[Union[int, str]] = None, cursor: Optional[str] = None, limit: Optional[int] = None, **extra: Any) -> Dict[str, Any]:
+    def usage_export(self, *, from_: Optional[Union[int, str]] = None, to: Optional[Union[int, str]] = None, cursor: Optional[str] = None, limit: Optional[int] = None, **extra: Any) -> UsageExport:
         """`usage.export`: One page of records in the versioned export format."""
-        return cast(Dict[str, Any], self.call("usage.export", _params(extra, {"from": from_, "to": to, "cursor": cursor, "limit": limit})))
+        return cast(UsageExport, self.call("usage.export", _params(extra, {"from": from_, "to": to, "cursor": cursor, "limit": limit})))
 
     def usage_import(self, format: str, version: int, records: Sequence[Mapping[str, Any]], **extra: Any) -> Dict[str, Any]:
         """`usage.import`: Import exported records; idempotent by record id."""
@@ -183,13 +183,13 @@ class SyncMethods:
         """`sync.requeue`: Move dead letters (all, or these record ids) back to the outbox, to be sent again."""
         return cast(Dict[str, Any], self.call("sync.requeue", _params(extra, {"ids": ids})))
 
-    def quota_status(self, **extra: Any) -> Dict[str, Any]:
+    def quota_status(self, **extra: Any) -> QuotaStatus:
         """`quota.status`: Current tier, every limit with used/remaining, period bounds and projection."""
-        return cast(Dict[str, Any], self.call("quota.status", _params(extra, {})))
+        return cast(QuotaStatus, self.call("quota.status", _params(extra, {})))
 
-    def quota_check(self, model: str, *, estimated_tokens: Optional[int] = None, **extra: Any) -> Dict[str, Any]:
+    def quota_check(self, model: str, *, estimated_tokens: Optional[int] = None, **extra: Any) -> QuotaCheck:
         """`quota.check`: Whether a call would be admitted, or the exact error chat would return."""
-        return cast(Dict[str, Any], self.call("quota.check", _params(extra, {"model": model, "estimated_tokens": estimated_tokens})))
+        return cast(QuotaCheck, self.call("quota.check", _params(extra, {"model": model, "estimated_tokens": estimated_tokens})))
 
     def credits_balance(self, **extra: Any) -> Dict[str, Any]:
         """`credits.balance`: The prepaid credit balance, what running calls hold, how the tier prices calls, and the days left at the last week's rate."""
@@ -199,29 +199,29 @@ class SyncMethods:
         """`credits.transactions`: The credit audit log, newest first: deductions (with their usage record) and changes seen from the backend."""
         return cast(Dict[str, Any], self.call("credits.transactions", _params(extra, {"since": since, "limit": limit})))
 
-    def account_login(self, token: str, **extra: Any) -> Dict[str, Any]:
+    def account_login(self, token: str, **extra: Any) -> AccountLogin:
         """`account.login`: Store a signed entitlement token (JWT) and switch to its tier."""
-        return cast(Dict[str, Any], self.call("account.login", _params(extra, {"token": token})))
+        return cast(AccountLogin, self.call("account.login", _params(extra, {"token": token})))
 
-    def account_logout(self, **extra: Any) -> Dict[str, Any]:
+    def account_logout(self, **extra: Any) -> AccountLogout:
         """`account.logout`: Forget the entitlement token; the configured default tier applies."""
-        return cast(Dict[str, Any], self.call("account.logout", _params(extra, {})))
+        return cast(AccountLogout, self.call("account.logout", _params(extra, {})))
 
-    def account_status(self, **extra: Any) -> Dict[str, Any]:
+    def account_status(self, **extra: Any) -> AccountStatus:
         """`account.status`: Entitlement state: subject, tier, period, expiry, last refresh."""
-        return cast(Dict[str, Any], self.call("account.status", _params(extra, {})))
+        return cast(AccountStatus, self.call("account.status", _params(extra, {})))
 
-    def account_refresh(self, **extra: Any) -> Dict[str, Any]:
+    def account_refresh(self, **extra: Any) -> AccountStatus:
         """`account.refresh`: Fetch a fresh entitlement and usage count from the backend now."""
-        return cast(Dict[str, Any], self.call("account.refresh", _params(extra, {})))
+        return cast(AccountStatus, self.call("account.refresh", _params(extra, {})))
 
-    def account_checkout_url(self, *, tier: Optional[str] = None, kind: Optional[str] = None, pack: Optional[str] = None, **extra: Any) -> Dict[str, Any]:
+    def account_checkout_url(self, *, tier: Optional[str] = None, kind: Optional[str] = None, pack: Optional[str] = None, **extra: Any) -> UrlResult:
         """`account.checkout_url`: Ask the backend for a checkout link to open in a browser: an upgrade to `tier`, or (kind "credits") a credit pack."""
-        return cast(Dict[str, Any], self.call("account.checkout_url", _params(extra, {"tier": tier, "kind": kind, "pack": pack})))
+        return cast(UrlResult, self.call("account.checkout_url", _params(extra, {"tier": tier, "kind": kind, "pack": pack})))
 
-    def account_portal_url(self, **extra: Any) -> Dict[str, Any]:
+    def account_portal_url(self, **extra: Any) -> UrlResult:
         """`account.portal_url`: Ask the backend for a billing-portal link to open in a browser."""
-        return cast(Dict[str, Any], self.call("account.portal_url", _params(extra, {})))
+        return cast(UrlResult, self.call("account.portal_url", _params(extra, {})))
 
 class AsyncMethods:
     """Coroutine wrappers over `call`; None-valued keyword arguments are left out of the request."""
@@ -265,9 +265,9 @@ class AsyncMethods:
         """`keys.set`: Store a provider API key in the vault; returns its metadata (never the secret). A provider that is neither built in nor configured is refused unless force."""
         return cast(Dict[str, Any], await self.call("keys.set", _params(extra, {"provider": provider, "secret": secret, "label": label, "force": force})))
 
-    async def keys_list(self, *, provider: Optional[str] = None, **extra: Any) -> Dict[str, Any]:
+    async def keys_list(self, *, provider: Optional[str] = None, **extra: Any) -> KeysList:
         """`keys.list`: Key metadata (id, provider, label, last4, created_at, last_used, status)."""
-        return cast(Dict[str, Any], await self.call("keys.list", _params(extra, {"provider": provider})))
+        return cast(KeysList, await self.call("keys.list", _params(extra, {"provider": provider})))
 
     async def keys_remove(self, id: str, **extra: Any) -> Dict[str, Any]:
         """`keys.remove`: Remove a key by id."""
@@ -289,17 +289,17 @@ class AsyncMethods:
         """`apps.remove`: Remove an app; its token stops working at once, its usage history stays."""
         return cast(Dict[str, Any], await self.call("apps.remove", _params(extra, {"name": name})))
 
-    async def vault_status(self, **extra: Any) -> Dict[str, Any]:
+    async def vault_status(self, **extra: Any) -> VaultStatus:
         """`vault.status`: Vault mode and lock state."""
-        return cast(Dict[str, Any], await self.call("vault.status", _params(extra, {})))
+        return cast(VaultStatus, await self.call("vault.status", _params(extra, {})))
 
-    async def vault_unlock(self, *, passphrase: Optional[str] = None, **extra: Any) -> Dict[str, Any]:
+    async def vault_unlock(self, *, passphrase: Optional[str] = None, **extra: Any) -> VaultStatus:
         """`vault.unlock`: Unlock the vault (passphrase mode needs the passphrase)."""
-        return cast(Dict[str, Any], await self.call("vault.unlock", _params(extra, {"passphrase": passphrase})))
+        return cast(VaultStatus, await self.call("vault.unlock", _params(extra, {"passphrase": passphrase})))
 
-    async def vault_lock(self, **extra: Any) -> Dict[str, Any]:
+    async def vault_lock(self, **extra: Any) -> VaultStatus:
         """`vault.lock`: Lock the vault."""
-        return cast(Dict[str, Any], await self.call("vault.lock", _params(extra, {})))
+        return cast(VaultStatus, await self.call("vault.lock", _params(extra, {})))
 
     async def chat_cancel(self, id: int, **extra: Any) -> Dict[str, Any]:
         """`chat.cancel`: Cancel a running chat call of this connection by its msgid (same as $/cancel)."""
@@ -309,21 +309,21 @@ class AsyncMethods:
         """`models.list`: Providers with their models, prices and whether a key is available; configured routes."""
         return cast(Dict[str, Any], await self.call("models.list", _params(extra, {"provider": provider})))
 
-    async def usage_record(self, provider: str, model: str, *, input_tokens: Optional[int] = None, output_tokens: Optional[int] = None, cached_tokens: Optional[int] = None, cache_write_tokens: Optional[int] = None, reasoning_tokens: Optional[int] = None, cost_microusd: Optional[int] = None, cost_usd: Optional[float] = None, app: Optional[str] = None, user: Optional[str] = None, route: Optional[str] = None, key_source: Optional[str] = None, status: Optional[str] = None, error_code: Optional[str] = None, latency_ms: Optional[int] = None, ttft_ms: Optional[int] = None, attempts: Optional[int] = None, usage_estimated: Optional[bool] = None, ts: Optional[int] = None, id: Optional[str] = None, **extra: Any) -> Dict[str, Any]:
+    async def usage_record(self, provider: str, model: str, *, input_tokens: Optional[int] = None, output_tokens: Optional[int] = None, cached_tokens: Optional[int] = None, cache_write_tokens: Optional[int] = None, reasoning_tokens: Optional[int] = None, cost_microusd: Optional[int] = None, cost_usd: Optional[float] = None, app: Optional[str] = None, user: Optional[str] = None, route: Optional[str] = None, key_source: Optional[str] = None, status: Optional[str] = None, error_code: Optional[str] = None, latency_ms: Optional[int] = None, ttft_ms: Optional[int] = None, attempts: Optional[int] = None, usage_estimated: Optional[bool] = None, ts: Optional[int] = None, id: Optional[str] = None, **extra: Any) -> UsageRecorded:
         """`usage.record`: Meter a call the app made itself; durable before the answer."""
-        return cast(Dict[str, Any], await self.call("usage.record", _params(extra, {"provider": provider, "model": model, "input_tokens": input_tokens, "output_tokens": output_tokens, "cached_tokens": cached_tokens, "cache_write_tokens": cache_write_tokens, "reasoning_tokens": reasoning_tokens, "cost_microusd": cost_microusd, "cost_usd": cost_usd, "app": app, "user": user, "route": route, "key_source": key_source, "status": status, "error_code": error_code, "latency_ms": latency_ms, "ttft_ms": ttft_ms, "attempts": attempts, "usage_estimated": usage_estimated, "ts": ts, "id": id})))
+        return cast(UsageRecorded, await self.call("usage.record", _params(extra, {"provider": provider, "model": model, "input_tokens": input_tokens, "output_tokens": output_tokens, "cached_tokens": cached_tokens, "cache_write_tokens": cache_write_tokens, "reasoning_tokens": reasoning_tokens, "cost_microusd": cost_microusd, "cost_usd": cost_usd, "app": app, "user": user, "route": route, "key_source": key_source, "status": status, "error_code": error_code, "latency_ms": latency_ms, "ttft_ms": ttft_ms, "attempts": attempts, "usage_estimated": usage_estimated, "ts": ts, "id": id})))
 
-    async def usage_summary(self, *, period: Optional[str] = None, group_by: Optional[str] = None, from_: Optional[Union[int, str]] = None, to: Optional[Union[int, str]] = None, **extra: Any) -> Dict[str, Any]:
+    async def usage_summary(self, *, period: Optional[str] = None, group_by: Optional[str] = None, from_: Optional[Union[int, str]] = None, to: Optional[Union[int, str]] = None, **extra: Any) -> UsageSummary:
         """`usage.summary`: Usage per day or month grouped by provider, model, app, key_source or user, with totals and a projected month-end."""
-        return cast(Dict[str, Any], await self.call("usage.summary", _params(extra, {"period": period, "group_by": group_by, "from": from_, "to": to})))
+        return cast(UsageSummary, await self.call("usage.summary", _params(extra, {"period": period, "group_by": group_by, "from": from_, "to": to})))
 
-    async def usage_records(self, *, from_: Optional[Union[int, str]] = None, to: Optional[Union[int, str]] = None, app: Optional[str] = None, provider: Optional[str] = None, model: Optional[str] = None, cursor: Optional[str] = None, limit: Optional[int] = None, order: Optional[str] = None, **extra: Any) -> Dict[str, Any]:
+    async def usage_records(self, *, from_: Optional[Union[int, str]] = None, to: Optional[Union[int, str]] = None, app: Optional[str] = None, provider: Optional[str] = None, model: Optional[str] = None, cursor: Optional[str] = None, limit: Optional[int] = None, order: Optional[str] = None, **extra: Any) -> UsageRecords:
         """`usage.records`: Usage records, filtered and paged (pass next_cursor back as cursor)."""
-        return cast(Dict[str, Any], await self.call("usage.records", _params(extra, {"from": from_, "to": to, "app": app, "provider": provider, "model": model, "cursor": cursor, "limit": limit, "order": order})))
+        return cast(UsageRecords, await self.call("usage.records", _params(extra, {"from": from_, "to": to, "app": app, "provider": provider, "model": model, "cursor": cursor, "limit": limit, "order": order})))
 
-    async def usage_export(self, *, from_: Optional[Union[int, str]] = None, to: Optional[Union[int, str]] = None, cursor: Optional[str] = None, limit: Optional[int] = None, **extra: Any) -> Dict[str, Any]:
+    async def usage_export(self, *, from_: Optional[Union[int, str]] = None, to: Optional[Union[int, str]] = None, cursor: Optional[str] = None, limit: Optional[int] = None, **extra: Any) -> UsageExport:
         """`usage.export`: One page of records in the versioned export format."""
-        return cast(Dict[str, Any], await self.call("usage.export", _params(extra, {"from": from_, "to": to, "cursor": cursor, "limit": limit})))
+        return cast(UsageExport, await self.call("usage.export", _params(extra, {"from": from_, "to": to, "cursor": cursor, "limit": limit})))
 
     async def usage_import(self, format: str, version: int, records: Sequence[Mapping[str, Any]], **extra: Any) -> Dict[str, Any]:
         """`usage.import`: Import exported records; idempotent by record id."""
@@ -349,13 +349,13 @@ class AsyncMethods:
         """`sync.requeue`: Move dead letters (all, or these record ids) back to the outbox, to be sent again."""
         return cast(Dict[str, Any], await self.call("sync.requeue", _params(extra, {"ids": ids})))
 
-    async def quota_status(self, **extra: Any) -> Dict[str, Any]:
+    async def quota_status(self, **extra: Any) -> QuotaStatus:
         """`quota.status`: Current tier, every limit with used/remaining, period bounds and projection."""
-        return cast(Dict[str, Any], await self.call("quota.status", _params(extra, {})))
+        return cast(QuotaStatus, await self.call("quota.status", _params(extra, {})))
 
-    async def quota_check(self, model: str, *, estimated_tokens: Optional[int] = None, **extra: Any) -> Dict[str, Any]:
+    async def quota_check(self, model: str, *, estimated_tokens: Optional[int] = None, **extra: Any) -> QuotaCheck:
         """`quota.check`: Whether a call would be admitted, or the exact error chat would return."""
-        return cast(Dict[str, Any], await self.call("quota.check", _params(extra, {"model": model, "estimated_tokens": estimated_tokens})))
+        return cast(QuotaCheck, await self.call("quota.check", _params(extra, {"model": model, "estimated_tokens": estimated_tokens})))
 
     async def credits_balance(self, **extra: Any) -> Dict[str, Any]:
         """`credits.balance`: The prepaid credit balance, what running calls hold, how the tier prices calls, and the days left at the last week's rate."""
@@ -365,26 +365,26 @@ class AsyncMethods:
         """`credits.transactions`: The credit audit log, newest first: deductions (with their usage record) and changes seen from the backend."""
         return cast(Dict[str, Any], await self.call("credits.transactions", _params(extra, {"since": since, "limit": limit})))
 
-    async def account_login(self, token: str, **extra: Any) -> Dict[str, Any]:
+    async def account_login(self, token: str, **extra: Any) -> AccountLogin:
         """`account.login`: Store a signed entitlement token (JWT) and switch to its tier."""
-        return cast(Dict[str, Any], await self.call("account.login", _params(extra, {"token": token})))
+        return cast(AccountLogin, await self.call("account.login", _params(extra, {"token": token})))
 
-    async def account_logout(self, **extra: Any) -> Dict[str, Any]:
+    async def account_logout(self, **extra: Any) -> AccountLogout:
         """`account.logout`: Forget the entitlement token; the configured default tier applies."""
-        return cast(Dict[str, Any], await self.call("account.logout", _params(extra, {})))
+        return cast(AccountLogout, await self.call("account.logout", _params(extra, {})))
 
-    async def account_status(self, **extra: Any) -> Dict[str, Any]:
+    async def account_status(self, **extra: Any) -> AccountStatus:
         """`account.status`: Entitlement state: subject, tier, period, expiry, last refresh."""
-        return cast(Dict[str, Any], await self.call("account.status", _params(extra, {})))
+        return cast(AccountStatus, await self.call("account.status", _params(extra, {})))
 
-    async def account_refresh(self, **extra: Any) -> Dict[str, Any]:
+    async def account_refresh(self, **extra: Any) -> AccountStatus:
         """`account.refresh`: Fetch a fresh entitlement and usage count from the backend now."""
-        return cast(Dict[str, Any], await self.call("account.refresh", _params(extra, {})))
+        return cast(AccountStatus, await self.call("account.refresh", _params(extra, {})))
 
-    async def account_checkout_url(self, *, tier: Optional[str] = None, kind: Optional[str] = None, pack: Optional[str] = None, **extra: Any) -> Dict[str, Any]:
+    async def account_checkout_url(self, *, tier: Optional[str] = None, kind: Optional[str] = None, pack: Optional[str] = None, **extra: Any) -> UrlResult:
         """`account.checkout_url`: Ask the backend for a checkout link to open in a browser: an upgrade to `tier`, or (kind "credits") a credit pack."""
-        return cast(Dict[str, Any], await self.call("account.checkout_url", _params(extra, {"tier": tier, "kind": kind, "pack": pack})))
+        return cast(UrlResult, await self.call("account.checkout_url", _params(extra, {"tier": tier, "kind": kind, "pack": pack})))
 
-    async def account_portal_url(self, **extra: Any) -> Dict[str, Any]:
+    async def account_portal_url(self, **extra: Any) -> UrlResult:
         """`account.portal_url`: Ask the backend for a billing-portal link to open in a browser."""
-        return cast(Dict[str, Any], await self.call("account.portal_url", _params(extra, {})))
+        return cast(UrlResult, await self.call("account.portal_url", _params(extra, {})))

@@ -207,7 +207,10 @@ class KindsResult(TypedDict):
     kinds: List[str]
 
 
-class ChatUsage(TypedDict, total=False):
+class ChatUsage(TypedDict):
+    """Token counts of a call: `input` includes `cached`; `output` includes `reasoning`;
+    `estimated` when the provider reported nothing and these are the daemon's estimate."""
+
     input: int
     output: int
     cached: int
@@ -229,36 +232,65 @@ class ToolCall(_ToolCall, total=False):
     arguments_raw: str
 
 
-class ChatAttempt(TypedDict, total=False):
+class _ChatAttempt(TypedDict):
     provider: str
     model: str
     outcome: str
     status: Optional[int]
     ms: int
+
+
+class ChatAttempt(_ChatAttempt, total=False):
+    """One try of a call; `usage` and `cost_microusd` only when a failed attempt was billed."""
+
     usage: ChatUsage
     cost_microusd: int
 
 
-class ChatResult(TypedDict, total=False):
-    """The answer to `chat` (for a stream: the assembled whole).
-
-    `message` is the assistant message with every part (text, thinking, tool calls), to append
-    to the conversation as is; `finish_reason` is stop, length, tool_calls, content_filter,
-    refusal or the provider's own string."""
-
+class _ChatResult(TypedDict):
     content: str
     message: ChatMessage
-    tool_calls: List[ToolCall]
-    reasoning: str
-    finish_reason: Optional[str]
     model: str
     provider: str
     usage: ChatUsage
     cost_microusd: int
+    attempts: List[ChatAttempt]
+
+
+class ChatResult(_ChatResult, total=False):
+    """The answer to `chat` (for a stream: the assembled whole).
+
+    `message` is the assistant message with every part (text, thinking, tool calls), to append
+    to the conversation as is; `finish_reason` is stop, length, tool_calls, content_filter,
+    refusal or the provider's own string.
+
+    A cancelled stream's `.result` (after `break`, `close()`, a timeout) is the partial answer
+    the daemon reported with `cancelled`: `content` and `message` so far, `usage` and
+    `cost_microusd` billed, `attempts`, `provider` and `model`; the other keys are then
+    absent. A completed answer has every key but `reasoning` (present when the model reasoned)."""
+
+    tool_calls: List[ToolCall]
+    reasoning: str
+    finish_reason: Optional[str]
     cost_source: Literal["table", "provider", "unknown"]
     latency_ms: int
     ttft_ms: Optional[int]
-    attempts: List[ChatAttempt]
+
+
+#: How a stream stands: running, or how it ended (a timeout is `"cancelled"`).
+StreamStatus = Literal["open", "ok", "cancelled", "error"]
+
+_PARTIAL_KEYS = ("content", "message", "model", "provider", "usage", "cost_microusd", "attempts")
+
+
+def partial_result(data: Mapping[str, Any]) -> Optional[ChatResult]:
+    """The `.result` of a cancelled chat stream: the fields of the `cancelled` error's `data`
+    that a `ChatResult` has (what was produced and billed before the cancel); None when the
+    answer carries no usage (nothing was billed, e.g. cancelled before it reached a provider)."""
+    if not isinstance(data.get("usage"), Mapping):
+        return None
+    out: Dict[str, Any] = {k: data[k] for k in _PARTIAL_KEYS if k in data}
+    return out  # type: ignore[return-value]
 
 
 class _ToolCallChunk(TypedDict):
@@ -352,3 +384,255 @@ def is_text_chunk(payload: Any) -> bool:
 
 #: An `event` notification's payload: `{kind, ...fields}`.
 Event = Dict[str, Any]
+
+
+# ---- results of the usage, quota, account, keys, vault, models and sync methods --------------
+# Checked against the daemon's answers (tests/test_typed_results.py). Keys are always present
+# unless the class says otherwise; `Optional` marks the ones that may be nil.
+
+
+class UsageTotals(TypedDict):
+    """Sums over some usage records (`usage.summary`)."""
+
+    requests: int
+    failed: int
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    total_tokens: int
+    cost_microusd: int
+
+
+class UsageGroup(UsageTotals):
+    """The totals of one group (`key`: the provider, model, app, key_source or user)."""
+
+    key: str
+
+
+class UsageRow(UsageGroup):
+    """The totals of one group in one period (`period`: `YYYY-MM-DD` or `YYYY-MM`)."""
+
+    period: str
+
+
+class ProjectedMonthEnd(TypedDict):
+    month: str
+    elapsed_fraction: float
+    month_to_date: UsageTotals
+    requests: int
+    total_tokens: int
+    cost_microusd: int
+
+
+# `from` is a Python keyword, so that key is declared the functional way (read it as s["from"]).
+_UsageSummaryFrom = TypedDict("_UsageSummaryFrom", {"from": str})
+
+
+class UsageSummary(_UsageSummaryFrom):
+    """`usage.summary`: rows per period and group, groups over the whole range, totals, and the
+    month-end projection."""
+
+    period: Literal["day", "month"]
+    group_by: str
+    to: str
+    rows: List[UsageRow]
+    groups: List[UsageGroup]
+    totals: UsageTotals
+    projected_month_end: ProjectedMonthEnd
+
+
+class _UsageRecord(TypedDict):
+    id: str
+    ts: int
+    app: str
+    user: str
+    provider: str
+    model: str
+    route: str
+    key_source: Literal["byok", "platform", "local"]
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    usage_estimated: bool
+    cost_microusd: int
+    overage_microusd: int
+    latency_ms: int
+    ttft_ms: Optional[int]
+    status: Literal["ok", "error", "cancelled"]
+    error_code: Optional[str]
+    attempts: int
+
+
+class UsageRecord(_UsageRecord, total=False):
+    """One metered call (`usage.records`, `usage.export`). `ts` is Unix ms; `source` is set
+    only on records imported from another device."""
+
+    source: str
+
+
+class UsageRecords(TypedDict):
+    """`usage.records`: one page; pass `next_cursor` back as `cursor` for the next one."""
+
+    records: List[UsageRecord]
+    next_cursor: Optional[str]
+
+
+class ExportedRecord(UsageRecord):
+    """A record of `usage.export`: also whether it was already synced to the backend."""
+
+    synced: bool
+
+
+class UsageExport(TypedDict):
+    """`usage.export`: one page in the versioned export format (feed it to `usage_import`)."""
+
+    format: str
+    version: int
+    device_id: str
+    exported_at_ms: int
+    records: List[ExportedRecord]
+    next_cursor: Optional[str]
+
+
+class UsageRecorded(TypedDict):
+    """`usage.record`: the record's id, whether it was a retry of a known id, its cost."""
+
+    id: str
+    duplicate: bool
+    cost_microusd: int
+
+
+class QuotaLimit(TypedDict):
+    """One limit of the tier in the current period (`reserved`: held by calls running now;
+    `projected`: the month-end figure at the current rate)."""
+
+    metric: Literal["tokens", "requests", "cost_microusd"]
+    limit: int
+    used: int
+    remaining: int
+    reserved: int
+    projected: int
+
+
+class ByokUsage(TypedDict):
+    tokens: int
+    requests: int
+    cost_microusd: int
+
+
+class ByokPolicy(TypedDict):
+    allowed: bool
+    counts_toward_quota: bool
+    used: ByokUsage
+
+
+class QuotaStatus(TypedDict):
+    """`quota.status`: the tier in force (None when no tiers are configured: `enabled` false),
+    its limits, and the period (RFC 3339 UTC)."""
+
+    enabled: bool
+    tier: Optional[str]
+    tier_source: Literal["config", "entitlement"]
+    period_start: str
+    period_end: str
+    limits: List[QuotaLimit]
+    overage: bool
+    requests_per_minute: Optional[int]
+    byok: Optional[ByokPolicy]
+
+
+class QuotaError(TypedDict):
+    code: str
+    message: str
+    data: Dict[str, Any]
+
+
+class _QuotaCheck(TypedDict):
+    allowed: bool
+    tier: Optional[str]
+
+
+class QuotaCheck(_QuotaCheck, total=False):
+    """`quota.check`: `allowed` with the `targets` the call would try, or not with the `error`
+    (`{code, message, data}`) the call would get."""
+
+    targets: List[str]
+    error: QuotaError
+
+
+class BackendUsage(TypedDict):
+    tokens: int
+    requests: int
+    cost_microusd: int
+    period_start: str
+    fetched_at: int
+
+
+class AccountStatus(TypedDict):
+    """`account.status` / `account.refresh`: the entitlement in force; the optional fields are
+    None when logged out or without a backend."""
+
+    logged_in: bool
+    sub: Optional[str]
+    tier: Optional[str]
+    tier_source: Literal["config", "entitlement"]
+    period_start: Optional[str]
+    period_end: Optional[str]
+    expires_at: Optional[int]
+    backend_url: Optional[str]
+    backend_usage: Optional[BackendUsage]
+
+
+class AccountLogin(TypedDict):
+    """`account.login`: the verified token's subject, tier and period."""
+
+    logged_in: bool
+    sub: Optional[str]
+    tier: Optional[str]
+    period_start: Optional[str]
+    period_end: Optional[str]
+    expires_at: Optional[int]
+
+
+class AccountLogout(TypedDict):
+    logged_out: bool
+    tier: Optional[str]
+
+
+class UrlResult(TypedDict):
+    """`account.checkout_url` / `account.portal_url`."""
+
+    url: str
+
+
+class KeyInfo(TypedDict):
+    """A stored provider key's metadata (never the secret); times are Unix ms."""
+
+    id: str
+    provider: str
+    label: Optional[str]
+    last4: Optional[str]
+    created_at: int
+    last_used: Optional[int]
+    status: Literal["unknown", "valid", "invalid"]
+
+
+class KeysList(TypedDict):
+    keys: List[KeyInfo]
+
+
+class VaultStatus(TypedDict):
+    """`vault.status` / `vault.unlock` / `vault.lock`."""
+
+    mode: Literal["identity", "passphrase"]
+    state: Literal["uninitialized", "locked", "unlocked"]
+    locked: bool
+    keys: Optional[int]
+    auto_lock_secs: int
+    lock_in_secs: Optional[int]
+    vault_file: str
+    identity_file: str

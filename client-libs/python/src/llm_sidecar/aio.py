@@ -9,6 +9,7 @@ connection ends, every waiting call fails with `ConnectionClosed`.
 
 import asyncio
 import inspect
+import time
 from typing import (
     Any,
     AsyncIterator,
@@ -41,19 +42,27 @@ from ._types import (
     Reasoning,
     ResponseFormat,
     ToolChoice,
+    StreamStatus,
     chat_delta,
     is_text_chunk,
+    partial_result,
 )
 from .discovery import PathLike, socket_path
-from .errors import ConnectionClosed, SidecarError, error_from_wire
+from .autostart import Autostart, ensure_daemon
+from .autostart import options as autostart_options
+from .errors import CallTimeout, Cancelled, ConnectionClosed, DaemonNotRunning, SidecarError, error_from_wire
+from .timeouts import Deadline, Limit, Timeout, TimeoutLike, as_timeout, pick
 
 T = TypeVar("T")
 C = TypeVar("C")
+AS = TypeVar("AS", bound="AsyncStream[Any, Any]")
 X = TypeVar("X")
 
 _END = object()
 #: What a stream view's `pick` returns for a chunk it leaves out.
 _SKIP: Any = object()
+#: How long `aclose()` of a stream waits for the daemon's `cancelled` answer (seconds).
+CANCEL_WAIT = 5.0
 EventCallback = Callable[[Event], Union[None, Awaitable[None]]]
 
 
@@ -66,8 +75,8 @@ class AsyncPendingCall(Generic[T]):
         self.method = method
         self._future: "asyncio.Future[Any]" = asyncio.get_running_loop().create_future()
         self._chunks: "Optional[asyncio.Queue[Any]]" = asyncio.Queue() if streaming else None
-        self._abandoned = False
         self._cancel_sent = False
+        self._started = time.monotonic()
 
     def done(self) -> bool:
         return self._future.done()
@@ -88,14 +97,9 @@ class AsyncPendingCall(Generic[T]):
             self._cancel_sent = True
             self._client._send_cancel(self.msgid)
 
-    def _abandon(self) -> None:
-        """Cancels and forgets the answer (nobody will await it)."""
-        self._abandoned = True
-        self.cancel()
-
     # Called by the reader task.
     def _resolve(self, error: Any, result: Any) -> None:
-        if not self._future.done() and not self._abandoned:
+        if not self._future.done():
             if error is not None:
                 self._future.set_exception(error_from_wire(error))
             else:
@@ -104,7 +108,7 @@ class AsyncPendingCall(Generic[T]):
             self._chunks.put_nowait(_END)
 
     def _fail(self, exc: SidecarError) -> None:
-        if not self._future.done() and not self._abandoned:
+        if not self._future.done():
             self._future.set_exception(exc)
         if self._chunks is not None:
             self._chunks.put_nowait(_END)
@@ -113,22 +117,88 @@ class AsyncPendingCall(Generic[T]):
 class AsyncStream(Generic[C, T]):
     """A streaming call: `async for` its chunks, then read `.result` (set when it ends).
 
-    Iteration raises the call's error (e.g. `Cancelled` with the usage billed so far in `.data`).
-    `cancel()`, `aclose()`, leaving an `async with` block early, or breaking out of `async for`
-    (once asyncio finalizes the iterator) sends `$/cancel`.
+    Time limits (`Timeout`: total, first chunk, between chunks) apply to the iteration: when one
+    expires the call is cancelled on the daemon and `CallTimeout` is raised. Iteration raises
+    the call's error (e.g. `Cancelled` after `cancel()`). `cancel()`, `close()`, `aclose()`,
+    leaving an `async with` block early, or breaking out of `async for` (once asyncio finalizes
+    the iterator) sends `$/cancel`; when the daemon's `cancelled` answer arrives `.result` holds
+    what the call produced and was billed (`usage`, `cost_microusd`, content so far) and
+    `.status` is `"cancelled"`. `await aclose()` and leaving `async with` wait for that answer.
     """
 
-    def __init__(self, call: "AsyncPendingCall[T]"):
+    def __init__(self, call: "AsyncPendingCall[T]", timeout: TimeoutLike = None):
         if call._chunks is None:
             raise ValueError("not a streaming call")
         self._call = call
         self._chunks: "asyncio.Queue[Any]" = call._chunks
+        self._deadline = Deadline(as_timeout(timeout), call.method, call.msgid, call._started)
         self.result: Optional[T] = None
+        #: `"open"` while it runs, then `"ok"`, `"cancelled"` (also after a timeout) or `"error"`.
+        self.status: StreamStatus = "open"
+        #: The call's error once it ended with one (`Cancelled`, `CallTimeout`, ...).
+        self.error: Optional[SidecarError] = None
         self._finished = False
+        self._seen_chunk = False
+        self._peeked: Any = _END
+        self._has_peeked = False
+        call._future.add_done_callback(self._on_answer)
 
     @property
     def msgid(self) -> int:
         return self._call.msgid
+
+    def _on_answer(self, future: "asyncio.Future[Any]") -> None:
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is None:
+            return
+        if isinstance(exc, SidecarError):
+            if not isinstance(self.error, CallTimeout):
+                self.error = exc
+            if isinstance(exc, Cancelled):
+                self.status = "cancelled"
+                self.result = cast(T, partial_result(exc.data))
+                return
+        self.status = "error"
+
+    async def _next(self) -> Any:
+        if self._has_peeked:
+            self._has_peeked = False
+            item, self._peeked = self._peeked, _END
+            return item
+        wait, limit = self._deadline.next_wait(first=not self._seen_chunk)
+        try:
+            if wait is None:
+                item = await self._chunks.get()
+            else:
+                item = await asyncio.wait_for(self._chunks.get(), wait)
+        except asyncio.TimeoutError:
+            raise self._expire(limit) from None
+        except asyncio.CancelledError:
+            self._finished = True
+            self._call.cancel()
+            raise
+        if item is not _END:
+            self._seen_chunk = True
+        return item
+
+    def _expire(self, limit: Limit) -> CallTimeout:
+        err = self._deadline.expired(limit)
+        self._finished = True
+        self.error = err
+        self._call.cancel()
+        return err
+
+    async def _open(self) -> None:
+        """Waits for the first chunk or the answer, so a refusal before any output is raised
+        by the `chat` call itself."""
+        item = await self._next()
+        fut = self._call._future
+        if item is _END and fut.done() and not fut.cancelled() and fut.exception() is not None:
+            self._finished = True
+            await self._call  # raises the error
+        self._peeked, self._has_peeked = item, True
 
     def __aiter__(self) -> AsyncIterator[C]:
         return self._iterate(lambda chunk: cast(C, chunk))
@@ -138,10 +208,18 @@ class AsyncStream(Generic[C, T]):
         a stream reads the same queue, so each chunk is seen once."""
         try:
             while not self._finished:
-                item = await self._chunks.get()
+                item = await self._next()
                 if item is _END:
                     self._finished = True
-                    self.result = await self._call
+                    try:
+                        self.result = await self._call
+                        self.status = "ok"
+                    except Cancelled:
+                        self.status = "cancelled"
+                        raise
+                    except SidecarError:
+                        self.status = "error"
+                        raise
                     return
                 value = pick(item)
                 if value is not _SKIP:
@@ -150,38 +228,66 @@ class AsyncStream(Generic[C, T]):
             if not self._finished:
                 self.close()
 
-    async def wait(self) -> T:
-        """Skips the remaining chunks and returns the final result (raising the call's error)."""
-        value = await self._call
+    async def wait(self, timeout: TimeoutLike = None) -> T:
+        """Skips the remaining chunks and returns the final result (raising the call's error).
+
+        `timeout` defaults to the stream's total limit."""
+        limits = as_timeout(timeout) if timeout is not None else Timeout(total=self._deadline.limits.total)
+        deadline = Deadline(limits, self._call.method, self._call.msgid, self._deadline.started)
+        try:
+            value = await asyncio.wait_for(asyncio.shield(self._call._future), deadline.remaining())
+        except asyncio.TimeoutError:
+            err = deadline.expired("total")
+            self._finished = True
+            self.error = err
+            self._call.cancel()
+            raise err from None
+        except asyncio.CancelledError:
+            self._call.cancel()
+            raise
         self._finished = True
-        self.result = value
-        return value
+        self.result = cast(T, value)
+        self.status = "ok"
+        return cast(T, value)
 
     def cancel(self) -> None:
         """Cancels the request on the daemon; iteration then ends with `Cancelled`."""
         self._call.cancel()
 
     def close(self) -> None:
-        """Cancels the request if it has not finished and drops its remaining output."""
+        """Cancels the request if it has not finished; the stream yields nothing more, and
+        `.result` gets the partial result when the daemon's answer arrives."""
         if not self._finished:
             self._finished = True
-            self._call._abandon()
+            self._call.cancel()
 
-    async def aclose(self) -> None:
+    async def aclose(self, wait: float = CANCEL_WAIT) -> None:
+        """`close()`, then waits up to `wait` seconds for the daemon's answer, so `.result`
+        then holds the usage billed."""
         self.close()
+        fut = self._call._future
+        if wait > 0 and not fut.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(fut), wait)
+            except (SidecarError, asyncio.TimeoutError):
+                pass
+        if fut.done() and not fut.cancelled() and fut.exception() is None and self.result is None:
+            self.result = cast(T, fut.result())  # it had finished before the cancel arrived
+            self.status = "ok"
 
     async def __aenter__(self) -> "AsyncStream[C, T]":
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        self.close()
+        await self.aclose()
 
 
 class AsyncChatStream(AsyncStream[ChatChunk, ChatResult]):
     """A streaming `chat` call (asyncio). `async for` yields the text chunks `{delta, seq}` only;
     `async for d in stream.deltas()` yields every chunk as a typed `ChatDelta` (`TextDelta`,
     `ReasoningDelta`, `ToolCallDelta`; match on `.kind`). Either way `.result` then holds the
-    assembled answer. Both read the same chunks: use one of them per stream.
+    assembled answer (after a cancel: the partial one with the usage billed). Both read the
+    same chunks: use one of them per stream.
     """
 
     def __aiter__(self) -> AsyncIterator[ChatChunk]:
@@ -262,12 +368,30 @@ class AsyncClient(AsyncMethods, Core[AsyncPendingCall[Any], AsyncSubscription]):
     ...     print((await c.info())["version"])
     """
 
-    def __init__(self, path: Optional[PathLike] = None, *, app: Optional[str] = None, app_version: Optional[str] = None):
-        """Does not connect yet: use `await client.open()`, `async with`, or `AsyncClient.connect()`."""
+    def __init__(
+        self,
+        path: Optional[PathLike] = None,
+        *,
+        app: Optional[str] = None,
+        app_version: Optional[str] = None,
+        timeout: TimeoutLike = None,
+        autostart: Union[bool, Autostart] = False,
+        binary: Optional[PathLike] = None,
+    ):
+        """Does not connect yet: use `await client.open()`, `async with`, or `AsyncClient.connect()`.
+
+        `timeout`: the default limit of every call and stream (seconds for the whole call, or a
+        `Timeout` with `total` / `first_chunk` / `chunk`); a call's own `timeout=` replaces it.
+        `autostart` / `binary`: start a daemon when none answers, as for `Client`."""
         Core.__init__(self)
         self.path = socket_path(path)
         self.app = app
         self.app_version = app_version
+        self.timeout = timeout
+        as_timeout(timeout)  # checks it
+        self._autostart = autostart_options(autostart, binary)
+        #: The pid of the daemon this client started (autostart), or None.
+        self.started_pid: Optional[int] = None
         self.hello_result: Optional[HelloResult] = None
         self._reader: Optional[asyncio.StreamReader] = None
         self._writer: Optional[asyncio.StreamWriter] = None
@@ -286,7 +410,15 @@ class AsyncClient(AsyncMethods, Core[AsyncPendingCall[Any], AsyncSubscription]):
         try:
             self._reader, self._writer = await asyncio.open_unix_connection(self.path)
         except OSError as e:
-            raise _wire.connect_error(self.path, e) from e
+            err = _wire.connect_error(self.path, e)
+            if self._autostart is None or not isinstance(err, DaemonNotRunning):
+                raise err from e
+            loop = asyncio.get_running_loop()
+            self.started_pid = await loop.run_in_executor(None, ensure_daemon, self.path, self._autostart)
+            try:
+                self._reader, self._writer = await asyncio.open_unix_connection(self.path)
+            except OSError as e2:
+                raise _wire.connect_error(self.path, e2) from e2
         self._drain_lock = asyncio.Lock()
         self._read_task = asyncio.get_running_loop().create_task(self._read_loop())
         if self.app is not None:
@@ -346,18 +478,37 @@ class AsyncClient(AsyncMethods, Core[AsyncPendingCall[Any], AsyncSubscription]):
         request are kept for an `AsyncStream` (see `stream()`)."""
         return self._start(method, params, lambda msgid: AsyncPendingCall(self, msgid, method, streaming))
 
-    async def call(self, method: str, params: Params = None) -> Any:
+    async def call(self, method: str, params: Params = None, *, timeout: TimeoutLike = None) -> Any:
         """Calls any method and returns its result; raises its error as a `SidecarError` subclass.
 
         `params`: a map is sent as the single map argument, a list as the params array itself.
+        `timeout` (seconds or a `Timeout`, default the client's; only its `total` applies)
+        cancels the call when it expires and raises `CallTimeout`.
         """
         pending = self.start(method, params)
         await self._drain()
-        return await pending
+        total = pick(timeout, self.timeout).total
+        if total is None:
+            return await pending
+        try:
+            return await asyncio.wait_for(pending._wait(), total)
+        except asyncio.TimeoutError:
+            raise Deadline(Timeout(total=total), method, pending.msgid, pending._started).expired("total") from None
 
-    def stream(self, method: str, params: Params = None) -> AsyncStream[Any, Any]:
-        """Starts a streaming request; its notifications' payloads are the chunks."""
-        return AsyncStream(self.start(method, params, streaming=True))
+    def stream(self, method: str, params: Params = None, *, timeout: TimeoutLike = None) -> AsyncStream[Any, Any]:
+        """Starts a streaming request; its notifications' payloads are the chunks. Returns at once
+        (errors come from the iteration; `chat(stream=True)` instead waits for the first chunk).
+        `timeout`: as for `chat`."""
+        return AsyncStream(self.start(method, params, streaming=True), pick(timeout, self.timeout))
+
+    async def _open_stream(self, stream: AS) -> AS:
+        try:
+            await self._drain()
+            await stream._open()
+        except BaseException:
+            stream._call.cancel()
+            raise
+        return stream
 
     # ---- chat ------------------------------------------------------------------------------
 
@@ -378,6 +529,7 @@ class AsyncClient(AsyncMethods, Core[AsyncPendingCall[Any], AsyncSubscription]):
         response_format: Optional[ResponseFormat] = None,
         reasoning: Optional[Reasoning] = None,
         metadata: Optional[Mapping[str, Any]] = None,
+        timeout: TimeoutLike = None,
         **extra: Any,
     ) -> AsyncChatStream: ...
 
@@ -398,6 +550,7 @@ class AsyncClient(AsyncMethods, Core[AsyncPendingCall[Any], AsyncSubscription]):
         response_format: Optional[ResponseFormat] = None,
         reasoning: Optional[Reasoning] = None,
         metadata: Optional[Mapping[str, Any]] = None,
+        timeout: TimeoutLike = None,
         **extra: Any,
     ) -> ChatResult: ...
 
@@ -417,14 +570,21 @@ class AsyncClient(AsyncMethods, Core[AsyncPendingCall[Any], AsyncSubscription]):
         response_format: Optional[ResponseFormat] = None,
         reasoning: Optional[Reasoning] = None,
         metadata: Optional[Mapping[str, Any]] = None,
+        timeout: TimeoutLike = None,
         **extra: Any,
     ) -> "Union[ChatResult, AsyncChatStream]":
         """`chat`: a completion via a route, alias or `provider/model`.
 
         `tools`, `tool_choice`, `parallel_tool_calls`, `response_format` and `reasoning` are
-        passed through. `stream=True` returns an `AsyncChatStream` (after sending the request):
-        `async for` its `{delta, seq}` text chunks (or `.deltas()` for typed text, reasoning and
-        tool-call deltas), then read `.result`. Otherwise returns the result.
+        passed through. `stream=True` returns an `AsyncChatStream` once the first chunk (or the
+        answer) arrived, so a refusal (`QuotaExceeded`, `TierRequired`, `RateLimited`,
+        `InvalidParams`, ...) is raised here: `async for` its `{delta, seq}` text chunks (or
+        `.deltas()` for typed text, reasoning and tool-call deltas), then read `.result`.
+        Otherwise returns the result.
+
+        `timeout` (default the client's): seconds for the whole call, or a `Timeout` with
+        `total`, `first_chunk` and `chunk` limits; when one expires the call is cancelled on
+        the daemon and `CallTimeout` is raised (by `chat` or by the iteration).
         """
         params = chat_params(
             model,
@@ -443,10 +603,9 @@ class AsyncClient(AsyncMethods, Core[AsyncPendingCall[Any], AsyncSubscription]):
             reasoning=reasoning,
         )
         if stream:
-            s = AsyncChatStream(self.start("chat", params, streaming=True))
-            await self._drain()
-            return s
-        return cast(ChatResult, await self.call("chat", params))
+            s = AsyncChatStream(self.start("chat", params, streaming=True), pick(timeout, self.timeout))
+            return await self._open_stream(s)
+        return cast(ChatResult, await self.call("chat", params, timeout=timeout))
 
     # ---- events ----------------------------------------------------------------------------
 

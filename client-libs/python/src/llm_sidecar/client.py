@@ -28,19 +28,27 @@ from ._types import (
     Reasoning,
     ResponseFormat,
     ToolChoice,
+    StreamStatus,
     chat_delta,
     is_text_chunk,
+    partial_result,
 )
 from .discovery import PathLike, socket_path
-from .errors import ConnectionClosed, SidecarError, error_from_wire
+from .autostart import Autostart, ensure_daemon
+from .autostart import options as autostart_options
+from .errors import CallTimeout, Cancelled, ConnectionClosed, DaemonNotRunning, SidecarError, error_from_wire
+from .timeouts import Deadline, Limit, Timeout, TimeoutLike, as_timeout, pick
 
 T = TypeVar("T")
 C = TypeVar("C")
+SS = TypeVar("SS", bound="Stream[Any, Any]")
 X = TypeVar("X")
 
 _END = object()
 #: What a stream view's `pick` returns for a chunk it leaves out.
 _SKIP: Any = object()
+#: How long closing a stream early waits for the daemon's `cancelled` answer (seconds).
+CANCEL_WAIT = 5.0
 
 
 class PendingCall(Generic[T]):
@@ -54,21 +62,26 @@ class PendingCall(Generic[T]):
         # Stream chunks then _END, for streaming calls (filled by the reader thread).
         self._chunks: "Optional[queue.Queue[Any]]" = queue.Queue() if streaming else None
         self._cancel_sent = False
+        self._deadline = Deadline(Timeout(), method, msgid)
 
     def done(self) -> bool:
         return self._future.done()
 
-    def result(self, timeout: Optional[float] = None) -> T:
+    def result(self, timeout: TimeoutLike = None) -> T:
         """Waits for the answer; raises the daemon's error as its `SidecarError` subclass.
 
-        On `timeout` (seconds) or an interrupt (Ctrl-C) the request is cancelled on the daemon
-        (`$/cancel`) and `TimeoutError` / `KeyboardInterrupt` propagates.
+        `timeout` (seconds or a `Timeout`; its `total` counts from when the request was sent):
+        when it expires, the request is cancelled on the daemon (`$/cancel`) and `CallTimeout`
+        (a `TimeoutError`) is raised. An interrupt (Ctrl-C) cancels it too and propagates.
         """
+        limits = as_timeout(timeout)
+        deadline = Deadline(limits, self.method, self.msgid, self._deadline.started) if limits.total is not None else None
         try:
-            return cast(T, self._future.result(timeout))
+            return cast(T, self._future.result(deadline.remaining() if deadline else None))
         except FutureTimeout:
             self.cancel()
-            raise TimeoutError(f"{self.method} (msgid {self.msgid}) did not answer within {timeout} s") from None
+            assert deadline is not None
+            raise deadline.expired("total") from None
         except (KeyboardInterrupt, SystemExit):
             self.cancel()
             raise
@@ -98,22 +111,85 @@ class PendingCall(Generic[T]):
 class Stream(Generic[C, T]):
     """A streaming call: iterate for its chunks, then read `.result` (set when the stream ends).
 
-    Iteration raises the call's error (e.g. `Cancelled` with the usage billed so far in `.data`).
-    Leaving a `for` loop early, `close()`, or leaving a `with` block before the end cancels the
-    request on the daemon (`$/cancel`). Chunks are buffered, so a slow reader loses nothing.
+    Time limits (`Timeout`: total, first chunk, between chunks) apply to the iteration: when one
+    expires the call is cancelled on the daemon and `CallTimeout` is raised. Iteration raises
+    the call's error (e.g. `Cancelled` after `cancel()`). Leaving a `for` loop early, `close()`,
+    or leaving a `with` block before the end cancels the request on the daemon (`$/cancel`) and
+    waits briefly for its answer, so that `.result` then holds what the cancelled call
+    produced and was billed (`usage`, `cost_microusd`, content so far) and `.status` is
+    `"cancelled"`. Chunks are buffered, so a slow reader loses nothing.
     """
 
-    def __init__(self, call: "PendingCall[T]"):
+    def __init__(self, call: "PendingCall[T]", timeout: TimeoutLike = None):
         if call._chunks is None:
             raise ValueError("not a streaming call")
         self._call = call
         self._chunks: "queue.Queue[Any]" = call._chunks
+        self._deadline = Deadline(as_timeout(timeout), call.method, call.msgid, call._deadline.started)
         self.result: Optional[T] = None
+        #: `"open"` while it runs, then `"ok"`, `"cancelled"` (also after a timeout) or `"error"`.
+        self.status: StreamStatus = "open"
+        #: The call's error once it ended with one (`Cancelled`, `CallTimeout`, ...).
+        self.error: Optional[SidecarError] = None
         self._finished = False
+        self._seen_chunk = False
+        self._peeked: Any = _END
+        self._has_peeked = False
+        call._future.add_done_callback(self._on_answer)
 
     @property
     def msgid(self) -> int:
         return self._call.msgid
+
+    def _on_answer(self, future: "Future[Any]") -> None:
+        """The call's answer arrived (reader thread): record how it ended. A cancelled call's
+        partial result (what it produced and was billed) becomes `.result` at once."""
+        exc = future.exception()
+        if exc is None:
+            return
+        if isinstance(exc, SidecarError):
+            if self.error is None or not isinstance(self.error, CallTimeout):
+                self.error = exc
+            if isinstance(exc, Cancelled):
+                self.status = "cancelled"
+                self.result = cast(T, partial_result(exc.data))
+                return
+        self.status = "error"
+
+    def _next(self) -> Any:
+        """The next queued item, within the time limits (raising `CallTimeout`)."""
+        if self._has_peeked:
+            self._has_peeked = False
+            item, self._peeked = self._peeked, _END
+            return item
+        wait, limit = self._deadline.next_wait(first=not self._seen_chunk)
+        try:
+            item = self._chunks.get(timeout=wait)
+        except queue.Empty:
+            raise self._expire(limit) from None
+        except (KeyboardInterrupt, SystemExit):
+            self._finished = True
+            self._call.cancel()
+            raise
+        if item is not _END:
+            self._seen_chunk = True
+        return item
+
+    def _expire(self, limit: Limit) -> CallTimeout:
+        err = self._deadline.expired(limit)
+        self._finished = True
+        self.error = err
+        self._call.cancel()
+        return err
+
+    def _open(self) -> None:
+        """Waits for the first chunk or the answer (within the first-chunk and total limits), so
+        a refusal before any output is raised here, by the call that made the stream."""
+        item = self._next()
+        if item is _END and self._call._future.exception() is not None:
+            self._finished = True
+            self._call.result()  # raises the error
+        self._peeked, self._has_peeked = item, True
 
     def __iter__(self) -> Iterator[C]:
         return self._iterate(lambda chunk: cast(C, chunk))
@@ -123,34 +199,65 @@ class Stream(Generic[C, T]):
         a stream reads the same queue, so each chunk is seen once."""
         try:
             while not self._finished:
-                item = self._chunks.get()
+                item = self._next()
                 if item is _END:
                     self._finished = True
-                    self.result = self._call.result()
+                    self._finish()
                     return
                 value = pick(item)
                 if value is not _SKIP:
                     yield value
         finally:
             if not self._finished:
-                self.cancel()
+                self.close()
 
-    def wait(self, timeout: Optional[float] = None) -> T:
-        """Skips the remaining chunks and returns the final result (raising the call's error)."""
-        value = self._call.result(timeout)
+    def _finish(self) -> None:
+        """The answer is there: the result, or its error raised."""
+        try:
+            self.result = self._call.result()
+            self.status = "ok"
+        except Cancelled:
+            self.status = "cancelled"
+            raise
+        except SidecarError:
+            self.status = "error"
+            raise
+
+    def wait(self, timeout: TimeoutLike = None) -> T:
+        """Skips the remaining chunks and returns the final result (raising the call's error).
+
+        `timeout` defaults to the stream's total limit."""
+        limits = as_timeout(timeout) if timeout is not None else Timeout(total=self._deadline.limits.total)
+        try:
+            value = self._call.result(limits)
+        except CallTimeout as e:
+            self._finished = True
+            self.error = e
+            raise
         self._finished = True
         self.result = value
+        self.status = "ok"
         return value
 
     def cancel(self) -> None:
-        """Cancels the request on the daemon; iteration then ends with `Cancelled`."""
+        """Cancels the request on the daemon; iteration then ends with `Cancelled`, and
+        `.result` gets the cancelled call's partial result once its answer arrives."""
         self._call.cancel()
 
-    def close(self) -> None:
-        """Cancels the request if it has not finished; the stream yields nothing more."""
+    def close(self, wait: float = CANCEL_WAIT) -> None:
+        """Cancels the request if it has not finished and waits up to `wait` seconds for the
+        daemon's answer, so `.result` holds the usage billed; the stream yields nothing more."""
         if not self._finished:
             self._finished = True
             self.cancel()
+            if wait > 0:
+                try:
+                    if self._call._future.exception(timeout=wait) is None:
+                        # It had finished before the cancel reached the daemon.
+                        self.result = self._call._future.result()
+                        self.status = "ok"
+                except FutureTimeout:
+                    pass
 
     def __enter__(self) -> "Stream[C, T]":
         return self
@@ -164,7 +271,8 @@ class ChatStream(Stream[ChatChunk, ChatResult]):
     tools and reasoning existed); `deltas()` yields every chunk as a typed `ChatDelta`
     (`TextDelta`, `ReasoningDelta`, `ToolCallDelta`; match on `.kind`). Either way `.result`
     then holds the assembled answer: content, message, tool_calls (arguments parsed), reasoning,
-    usage. Both read the same chunks: use one of them per stream.
+    usage; after a cancel (a `break`, `close()`, a timeout) the partial answer with the usage
+    billed so far. Both read the same chunks: use one of them per stream.
     """
 
     def __iter__(self) -> Iterator[ChatChunk]:
@@ -248,24 +356,35 @@ class Client(SyncMethods, Core[PendingCall[Any], Subscription]):
         *,
         app: Optional[str] = None,
         app_version: Optional[str] = None,
-        timeout: Optional[float] = None,
+        timeout: TimeoutLike = None,
         connect_timeout: float = 5.0,
+        autostart: Union[bool, Autostart] = False,
+        binary: Optional[PathLike] = None,
     ):
         """Connects at once (raising `DaemonNotRunning` if nothing listens) and, given `app`,
-        names the app with `daemon.hello`. `timeout` is the default for every call, in seconds."""
+        names the app with `daemon.hello`.
+
+        `timeout`: the default limit of every call and stream (seconds for the whole call, or a
+        `Timeout` with `total` / `first_chunk` / `chunk`); a call's own `timeout=` replaces it.
+        `autostart=True` (or an `Autostart` with more settings): when no daemon answers, start
+        one (`binary`, else `$LLM_SIDECAR_BIN`, next to this package, `PATH`) and connect to it;
+        several apps doing so at once start exactly one (see `llm_sidecar.autostart`)."""
         Core.__init__(self)
         self.path = socket_path(path)
         self.timeout = timeout
+        as_timeout(timeout)  # checks it
         self._send_lock = threading.Lock()
         self.hello_result: Optional[HelloResult] = None
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        #: The pid of the daemon this client started (autostart), or None.
+        self.started_pid: Optional[int] = None
+        start = autostart_options(autostart, binary)
         try:
-            self._sock.settimeout(connect_timeout)
-            self._sock.connect(self.path)
-            self._sock.settimeout(None)
-        except OSError as e:
-            self._sock.close()
-            raise _wire.connect_error(self.path, e) from e
+            self._sock = self._connect(connect_timeout)
+        except DaemonNotRunning:
+            if start is None:
+                raise
+            self.started_pid = ensure_daemon(self.path, start)
+            self._sock = self._connect(connect_timeout)
         self._reader = threading.Thread(target=self._read_loop, name="llm-sidecar-reader", daemon=True)
         self._reader.start()
         if app is not None:
@@ -274,6 +393,17 @@ class Client(SyncMethods, Core[PendingCall[Any], Subscription]):
             except BaseException:
                 self.close()
                 raise
+
+    def _connect(self, connect_timeout: float) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(connect_timeout)
+            sock.connect(self.path)
+            sock.settimeout(None)
+        except OSError as e:
+            sock.close()
+            raise _wire.connect_error(self.path, e) from e
+        return sock
 
     @classmethod
     def connect(cls, path: Optional[PathLike] = None, **kwargs: Any) -> "Client":
@@ -316,17 +446,28 @@ class Client(SyncMethods, Core[PendingCall[Any], Subscription]):
         request are kept for a `Stream` (see `stream()`)."""
         return self._start(method, params, lambda msgid: PendingCall(self, msgid, method, streaming))
 
-    def call(self, method: str, params: Params = None, *, timeout: Optional[float] = None) -> Any:
+    def call(self, method: str, params: Params = None, *, timeout: TimeoutLike = None) -> Any:
         """Calls any method and returns its result; raises its error as a `SidecarError` subclass.
 
         `params`: a map is sent as the single map argument, a list as the params array itself.
-        `timeout` (seconds, default the client's) cancels the call and raises `TimeoutError`.
+        `timeout` (seconds or a `Timeout`, default the client's; only its `total` applies)
+        cancels the call when it expires and raises `CallTimeout`.
         """
-        return self.start(method, params).result(timeout if timeout is not None else self.timeout)
+        return self.start(method, params).result(Timeout(total=pick(timeout, self.timeout).total))
 
-    def stream(self, method: str, params: Params = None) -> Stream[Any, Any]:
-        """Starts a streaming request; its notifications' payloads are the chunks."""
-        return Stream(self.start(method, params, streaming=True))
+    def stream(self, method: str, params: Params = None, *, timeout: TimeoutLike = None) -> Stream[Any, Any]:
+        """Starts a streaming request; its notifications' payloads are the chunks. Returns at once
+        (errors come from the iteration; `chat(stream=True)` instead waits for the first chunk).
+        `timeout`: as for `chat`."""
+        return Stream(self.start(method, params, streaming=True), pick(timeout, self.timeout))
+
+    def _open_stream(self, stream: SS) -> SS:
+        try:
+            stream._open()
+        except BaseException:
+            stream._call.cancel()
+            raise
+        return stream
 
     # ---- chat ------------------------------------------------------------------------------
 
@@ -347,7 +488,7 @@ class Client(SyncMethods, Core[PendingCall[Any], Subscription]):
         response_format: Optional[ResponseFormat] = None,
         reasoning: Optional[Reasoning] = None,
         metadata: Optional[Mapping[str, Any]] = None,
-        timeout: Optional[float] = None,
+        timeout: TimeoutLike = None,
         **extra: Any,
     ) -> ChatStream: ...
 
@@ -368,7 +509,7 @@ class Client(SyncMethods, Core[PendingCall[Any], Subscription]):
         response_format: Optional[ResponseFormat] = None,
         reasoning: Optional[Reasoning] = None,
         metadata: Optional[Mapping[str, Any]] = None,
-        timeout: Optional[float] = None,
+        timeout: TimeoutLike = None,
         **extra: Any,
     ) -> ChatResult: ...
 
@@ -388,16 +529,23 @@ class Client(SyncMethods, Core[PendingCall[Any], Subscription]):
         response_format: Optional[ResponseFormat] = None,
         reasoning: Optional[Reasoning] = None,
         metadata: Optional[Mapping[str, Any]] = None,
-        timeout: Optional[float] = None,
+        timeout: TimeoutLike = None,
         **extra: Any,
     ) -> "Union[ChatResult, ChatStream]":
         """`chat`: a completion via a route, alias or `provider/model`.
 
         `tools`, `tool_choice`, `parallel_tool_calls`, `response_format` and `reasoning` are
         passed through (see `ChatTool`, `ToolChoice`, `ResponseFormat`, `Reasoning`).
-        `stream=True` returns a `ChatStream`: iterate over its `{delta, seq}` text chunks (or
-        `.deltas()` for typed text, reasoning and tool-call deltas), then read `.result`
-        (content, message, tool_calls, usage, cost_microusd, ...). Otherwise returns the result.
+        `stream=True` returns a `ChatStream` once the first chunk (or the answer) arrived, so a
+        refusal (`QuotaExceeded`, `TierRequired`, `RateLimited`, `InvalidParams`, ...) is raised
+        here: iterate over its `{delta, seq}` text chunks (or `.deltas()` for typed text,
+        reasoning and tool-call deltas), then read `.result` (content, message, tool_calls,
+        usage, cost_microusd, ...). Otherwise returns the result.
+
+        `timeout` (default the client's): seconds for the whole call, or a `Timeout` with
+        `total`, `first_chunk` and `chunk` (the longest gap between chunks) limits. When one
+        expires the call is cancelled on the daemon and `CallTimeout` is raised (by `chat` or
+        by the iteration).
         """
         params = chat_params(
             model,
@@ -416,7 +564,7 @@ class Client(SyncMethods, Core[PendingCall[Any], Subscription]):
             reasoning=reasoning,
         )
         if stream:
-            return ChatStream(self.start("chat", params, streaming=True))
+            return self._open_stream(ChatStream(self.start("chat", params, streaming=True), pick(timeout, self.timeout)))
         return cast(ChatResult, self.call("chat", params, timeout=timeout))
 
     # ---- events ----------------------------------------------------------------------------

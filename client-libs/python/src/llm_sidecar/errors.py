@@ -123,6 +123,13 @@ class DaemonNotRunning(SidecarConnectionError):
     code = "daemon_not_running"
 
 
+class DaemonStartFailed(SidecarConnectionError):
+    """Autostart could not start the daemon: no binary found, or it exited or did not listen
+    in time; `data` has `binary`, `log` (its log file) and `socket` where known."""
+
+    code = "daemon_start_failed"
+
+
 class ConnectionClosed(SidecarConnectionError):
     """The connection closed while a call was waiting for its answer, or before it was sent."""
 
@@ -133,6 +140,15 @@ class ProtocolError(SidecarConnectionError):
     """The daemon sent something that is not MessagePack-RPC; the connection is closed."""
 
     code = "protocol_error"
+
+
+class CallTimeout(SidecarError, TimeoutError):
+    """A time limit of the call expired (client side); the call was cancelled on the daemon.
+
+    `data`: `method`, `msgid`, `limit` (`"total"`, `"first_chunk"` or `"chunk"`, see
+    `Timeout`) and `seconds`. Also a built-in `TimeoutError`."""
+
+    code = "timeout"
 
 
 ERRORS_BY_CODE: Dict[str, Type[SidecarError]] = {
