@@ -6,7 +6,7 @@ VENV_STAMP := $(VENV)/.installed-$(shell cat tests/python/requirements.txt | cks
 # The daemon the Python and client suites run: cargo's target dir (CARGO_TARGET_DIR if set).
 BIN := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)/debug/llm-sidecar
 
-.PHONY: test deps test-rust test-python test-clients build bench lint fmt clean-venv fuzz-short
+.PHONY: test deps test-rust test-python test-clients build bench lint fmt clean-venv fuzz-short wheel-check pack-check
 
 test: deps test-rust test-python test-clients
 
@@ -34,6 +34,14 @@ test-python: build $(VENV_STAMP)
 test-clients: build
 	LLM_SIDECAR_BIN=$(BIN) client-libs/python/run-tests.sh
 	LLM_SIDECAR_BIN=$(BIN) client-libs/typescript/run-tests.sh
+
+# The Python wheel that carries the daemon, and the npm package with a bundled binary, each
+# installed somewhere fresh and used from there (CI runs both).
+wheel-check: build
+	scripts/wheel-check.sh
+
+pack-check: build
+	LLM_SIDECAR_BIN=$(BIN) scripts/npm-pack-check.sh
 
 bench:
 	$(CARGO) bench --bench rpc
