@@ -289,6 +289,12 @@ async fn a_grant_from_the_backend_and_events_once_per_crossing() {
                 Json(json!({"credits": {"balance": balance, "as_of": now_s(), "kind": "purchase", "reference": "order-1"}}))
             }),
         )
+        .route(
+            "/checkout",
+            axum::routing::post(|Json(b): Json<serde_json::Value>| async move {
+                Json(json!({"url": format!("https://pay.example/checkout?kind={}", b["kind"].as_str().unwrap_or("tier"))}))
+            }),
+        )
         .with_state(backend.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -335,7 +341,17 @@ async fn a_grant_from_the_backend_and_events_once_per_crossing() {
         chat(&c).await.unwrap();
     }
     let e = chat(&c).await.unwrap_err();
-    assert_eq!(field(field(&e.data, "checkout"), "method").as_str(), Some("account.checkout_url"));
+    assert_eq!(e.code.as_str(), "insufficient_credits");
+    let checkout = field(&e.data, "checkout");
+    assert_eq!(field(checkout, "method").as_str(), Some("account.checkout_url"));
+    assert_eq!(field(checkout, "url").as_str(), Some("https://pay.example/checkout?kind=credits"));
+    let link =
+        call(&c, "account.checkout_url", params(&[("kind", "credits".into()), ("pack", "2500".into())])).await.unwrap();
+    assert_eq!(field(&link, "url").as_str(), Some("https://pay.example/checkout?kind=credits"));
+    assert_eq!(
+        call(&c, "account.checkout_url", params(&[("kind", "gold".into())])).await.unwrap_err().code.as_str(),
+        "invalid_params"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -369,4 +385,76 @@ async fn the_balance_survives_a_restart_and_bad_credit_claims_are_refused() {
         let e = call(&c, "account.login", params(&[("token", t.into())])).await.unwrap_err();
         assert!(e.message.contains("credits.balance"), "{e:?}");
     }
+}
+
+/// A deduction travels with its usage record: a SIGKILL while their batch is in flight (the
+/// backend stored it, the answer never came), then the re-send after the restart under the same
+/// Idempotency-Key: the backend sees each deduction once, as a `dev.llm-sidecar.credits.v1`
+/// event whose id is the transaction's. After the ack the deductions are acknowledged, so a
+/// backend balance that counts them (as of after the sync) is not charged for them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deductions_sync_once_across_a_kill_9_and_the_backend_balance_then_counts_them() {
+    use common::collector::{Collector, Fault as SyncFault};
+    let col = Collector::start().await;
+    col.push_fault(SyncFault::CommitThenHang(Duration::from_secs(60)));
+    let mock = Mock::start().await;
+    let keys = keypair();
+    let backend = Backend::default();
+    *backend.balance.lock().unwrap() = 10;
+    let app = axum::Router::new()
+        .route(
+            "/entitlement",
+            get(|axum::extract::State(b): axum::extract::State<Backend>| async move {
+                Json(json!({"credits": {"balance": *b.balance.lock().unwrap(), "as_of": now_s()}}))
+            }),
+        )
+        .with_state(backend.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let sync = format!(
+        "[sync]\nurl = \"{}\"\ninterval_secs = 3600\nflush_threshold = 1000000\nbackoff_initial_ms = 50\nbackoff_max_ms = 200\ntimeout_secs = 60\n",
+        col.url
+    );
+    let mut d = Daemon::start_with(&format!("{sync}{}", config(&mock, &keys, Some(&url))), &[("MOCK_KEY", KEY)]);
+    let c = d.client().await;
+    call(&c, "account.login", params(&[("token", token(&keys, "flat", 10).into())])).await.unwrap();
+    for _ in 0..3 {
+        chat(&c).await.unwrap();
+    }
+    let txs: Vec<String> =
+        deductions(&transactions(&c).await).iter().map(|t| field(t, "id").as_str().unwrap().to_string()).collect();
+    assert_eq!(txs.len(), 3);
+    let now = tokio::spawn(async move { c.call("sync.now", vec![]).await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while col.requests().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no batch was sent");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    d.kill9();
+    let _ = now.await;
+    assert_eq!(col.count(), 6, "3 usage and 3 credit events, stored before the crash");
+    d.spawn();
+    let c = d.client().await;
+    wait_until(&c, "sync.status", Duration::from_secs(10), |v| field(v, "pending").as_u64() == Some(0)).await;
+    let reqs = col.requests();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!((reqs[1].idempotency_key.as_ref(), &reqs[1].body), (reqs[0].idempotency_key.as_ref(), &reqs[0].body));
+    assert_eq!((col.replayed_batches(), col.duplicate_events()), (1, 0));
+    for id in &txs {
+        let e = col.event(id).unwrap_or_else(|| panic!("deduction {id} not at the backend"));
+        assert_eq!(e["type"], "dev.llm-sidecar.credits.v1");
+        assert_eq!((e["data"]["kind"].as_str(), e["data"]["credits"].as_i64()), (Some("deduction"), Some(-1)));
+        assert!(col.event(e["data"]["record_id"].as_str().unwrap()).is_some(), "its usage record went with it");
+    }
+    // Acknowledged with their records; the balance is still 10 - 3 until the backend says more.
+    let now_txs = transactions(&c).await;
+    assert!(deductions(&now_txs).iter().all(|t| field(t, "synced_ms").as_i64().is_some()), "{now_txs:?}");
+    assert_eq!(i(&balance(&c).await, "balance"), 7);
+    // The backend, having received them, reports 7: nothing is deducted twice, no adjustment.
+    *backend.balance.lock().unwrap() = 7;
+    call(&c, "account.refresh", vec![]).await.unwrap();
+    let b = balance(&c).await;
+    assert_eq!((i(&b, "balance"), i(&b, "backend_balance"), i(&b, "unacknowledged")), (7, 7, 0), "{b}");
+    assert_eq!(transactions(&c).await.len(), now_txs.len(), "no adjustment entry");
 }

@@ -11,6 +11,32 @@ use std::sync::LazyLock;
 /// One client for the account methods, built on first use (`policy::account::client`).
 static HTTP: LazyLock<Result<reqwest::Client, String>> = LazyLock::new(|| acct::client().map_err(|e| e.to_string()));
 
+/// The longest an `insufficient_credits` refusal waits for the backend's checkout link.
+pub(super) const CHECKOUT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Puts the backend's credit-pack checkout link into `data.checkout.url` of an
+/// `insufficient_credits` error (left out if the backend does not answer in [`CHECKOUT_WAIT`]).
+pub(super) async fn add_credits_checkout(state: &crate::state::State, err: &mut RpcError) {
+    let Ok(http) = http() else { return };
+    let body = serde_json::json!({ "kind": "credits" });
+    let link = acct::link(&state.policy, &state.vault, http, "checkout", body);
+    let url = match tokio::time::timeout(CHECKOUT_WAIT, link).await {
+        Ok(Ok(url)) => url,
+        Ok(Err(e)) => {
+            tracing::info!("no credit checkout link for the refusal: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::info!("no credit checkout link for the refusal: the backend did not answer in time");
+            return;
+        }
+    };
+    let rmpv::Value::Map(data) = &mut err.data else { return };
+    if let Some((_, rmpv::Value::Map(checkout))) = data.iter_mut().find(|(k, _)| k.as_str() == Some("checkout")) {
+        checkout.push((rmpv::Value::from("url"), rmpv::Value::from(url)));
+    }
+}
+
 fn http() -> Result<&'static reqwest::Client, RpcError> {
     HTTP.as_ref().map_err(|e| RpcError::internal(e.clone()))
 }

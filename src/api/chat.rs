@@ -145,7 +145,7 @@ async fn chat(mut c: Call) -> Result<Encoded, RpcError> {
     let sink: Option<&mut dyn Sink> = if req.stream { Some(&mut chunks) } else { None };
     match service::run(&c.state, &caller, req, sink, &c.cancel).await {
         Ok(answer) => ok(&ChatResult::new(&answer)),
-        Err(e) => Err(error(e, super::quota::has_backend(&c.state))),
+        Err(e) => Err(super::chat_error(e, &c.state).await),
     }
 }
 

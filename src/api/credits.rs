@@ -21,7 +21,7 @@ pub(super) fn methods() -> Vec<Method> {
         Method {
             name: "credits.transactions",
             params: "{since?: i64 (Unix ms), limit?: u32 (<= 1000, default 100)}",
-            result: "{transactions: [{id, ts, kind: deduction|grant|purchase|adjustment|refund, credits, record_id, cost_microusd, basis, reference}]}",
+            result: "{transactions: [{id, ts, kind: deduction|grant|purchase|adjustment|refund, credits, record_id, cost_microusd, basis, reference, synced_ms}]}",
             summary: "The credit audit log, newest first: every deduction (with the usage record it paid for) and every change seen from the backend",
             kind: "request",
             handler: Some(|c| Box::pin(transactions(c))),
@@ -61,6 +61,8 @@ struct TxView {
     cost_microusd: Option<i64>,
     basis: Option<String>,
     reference: Option<String>,
+    /// When the sync backend acknowledged a deduction (Unix ms), nil until then.
+    synced_ms: Option<i64>,
 }
 
 impl From<crate::ledger::credits::CreditTx> for TxView {
@@ -74,6 +76,7 @@ impl From<crate::ledger::credits::CreditTx> for TxView {
             cost_microusd: t.cost_microusd,
             basis: t.basis,
             reference: t.reference,
+            synced_ms: t.synced_ms,
         }
     }
 }

@@ -22,8 +22,15 @@ use crate::rpc::message::{encode_error_response, encode_error_string_response, M
 use crate::rpc::{parse_params, Encoded, ErrorCode, RpcError};
 
 /// The structured error of a chat service error: the one mapping every face (RPC, HTTP) uses.
-pub fn chat_error(e: crate::chat::service::ChatError, state: &State) -> RpcError {
-    chat::error(e, quota::has_backend(state))
+/// An `insufficient_credits` refusal gets the backend's credit-pack checkout link when an
+/// account backend is configured (asked for at most [`account::CHECKOUT_WAIT`]).
+pub async fn chat_error(e: crate::chat::service::ChatError, state: &State) -> RpcError {
+    let backend = quota::has_backend(state);
+    let mut err = chat::error(e, backend);
+    if backend && err.code == ErrorCode::InsufficientCredits {
+        account::add_credits_checkout(state, &mut err).await;
+    }
+    err
 }
 use crate::state::State;
 use bytes::Bytes;

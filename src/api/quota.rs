@@ -133,7 +133,8 @@ pub(super) fn refusal_error(r: &Refusal, backend: bool) -> RpcError {
         }
         Refusal::InsufficientCredits { balance, required } => {
             /// Where to buy credits: the method that asks the backend for a credit-pack
-            /// checkout link (nil without a backend).
+            /// checkout link, and the link itself (`url`, added by `api::chat_error` when the
+            /// backend gives one in time); nil without a backend.
             #[derive(Serialize)]
             struct Checkout {
                 method: &'static str,

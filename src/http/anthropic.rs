@@ -460,9 +460,10 @@ pub async fn count_tokens(AxState(face): AxState<Arc<Face>>, headers: HeaderMap,
         let body = super::read_body(&face, body).await?;
         let (route, _, chat) = chat_request(parse_json(&body)?)?;
         let caller = crate::chat::service::Caller { app };
-        let c = crate::chat::service::count_tokens(&face.state, &caller, &route, &chat)
-            .await
-            .map_err(|e| HttpError::from(crate::api::chat_error(e, &face.state)))?;
+        let c = match crate::chat::service::count_tokens(&face.state, &caller, &route, &chat).await {
+            Ok(c) => c,
+            Err(e) => return Err(HttpError::from(crate::api::chat_error(e, &face.state).await)),
+        };
         let mut out = json!({"input_tokens": c.input_tokens});
         if c.estimated {
             out["estimated"] = Value::Bool(true);

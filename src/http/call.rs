@@ -60,9 +60,10 @@ fn start(state: &Arc<State>, app: String, req: Request) -> Running {
     state.front_doors.spawn(async move {
         let mut sink = ChannelSink(tx.clone());
         let sink: Option<&mut dyn Sink> = if req.stream { Some(&mut sink) } else { None };
-        let end = service::run(&st, &Caller { app }, req, sink, &cancel)
-            .await
-            .map_err(|e| HttpError::from(crate::api::chat_error(e, &st)));
+        let end = match service::run(&st, &Caller { app }, req, sink, &cancel).await {
+            Ok(answer) => Ok(answer),
+            Err(e) => Err(HttpError::from(crate::api::chat_error(e, &st).await)),
+        };
         let _ = tx.send(Event::End(end)).await;
     });
     Running { rx, guard: Some(guard) }

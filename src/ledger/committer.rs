@@ -413,8 +413,10 @@ impl Committer {
     fn ack(&self, entries: &[Queued], effects: &mut RoundEffects) -> Result<u64, LedgerError> {
         let mut delete = self.conn.prepare_cached("DELETE FROM outbox WHERE seq = ?1 AND id = ?2").map_err(storage)?;
         let mut n = 0u64;
+        let now = crate::clock::now_ms();
         for e in entries {
             n += delete.execute(params![seq_param(e.seq), rows::id_text(&e.id)]).map_err(storage)? as u64;
+            super::credits::acknowledge(&self.conn, &e.id, now).map_err(storage)?;
         }
         effects.outbox_removed += n;
         Ok(n)

@@ -8,7 +8,10 @@
 //! - a deduction has `credits < 0`; grants, purchases, adjustments and refunds seen from the
 //!   backend carry the backend's `reference` and are audit entries only: the backend's balance
 //!   already counts them;
-//! - ids are UUIDv7 (time-ordered); writing an id that is stored already changes nothing.
+//! - ids are UUIDv7 (time-ordered); writing an id that is stored already changes nothing;
+//! - a deduction is sent to the sync backend in the same batch as the usage record it paid for
+//!   (as a `dev.llm-sidecar.credits.v1` event whose id is the transaction's), and is marked
+//!   acknowledged (`synced_ms`) in the same transaction that removes that record from the outbox.
 
 use super::rows::id_text;
 use super::LedgerError;
@@ -75,6 +78,9 @@ pub struct CreditTx {
     pub basis: Option<String>,
     /// The backend's reference of a change it made.
     pub reference: Option<String>,
+    /// When the backend acknowledged a deduction (Unix ms; `None`: not yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_ms: Option<i64>,
 }
 
 /// The last balance the backend reported, and when this daemon received it (Unix ms).
@@ -87,6 +93,8 @@ pub struct BackendBalance {
 }
 
 const COLUMNS: &str = "id, ts, kind, credits, record_id, cost_microusd, basis, reference";
+/// What reads select: the written columns and `synced_ms`.
+const READ: &str = "id, ts, kind, credits, record_id, cost_microusd, basis, reference, synced_ms";
 
 /// Inserts `tx` unless its id is stored.
 pub(super) fn insert(conn: &Connection, tx: &CreditTx) -> rusqlite::Result<()> {
@@ -124,7 +132,7 @@ pub(super) fn backend(conn: &Connection) -> Result<Option<BackendBalance>, Ledge
 
 /// Credits deducted locally that the backend's balance (received at `fetched_at_ms`) does not
 /// count: every deduction the backend had not acknowledged by then (`synced_ms` unset or later),
-/// as a positive number. Deductions are not synced yet, so today that is every deduction.
+/// as a positive number.
 pub(super) fn unacknowledged(conn: &Connection, fetched_at_ms: i64) -> Result<i64, LedgerError> {
     conn.prepare_cached(
         "SELECT COALESCE(SUM(-credits), 0) FROM credit_transactions \
@@ -143,11 +151,28 @@ pub(super) fn deducted_since(conn: &Connection, since_ms: i64) -> Result<i64, Le
     .map_err(LedgerError::storage)
 }
 
+/// The deductions that paid for `record`, oldest first.
+pub(super) fn for_record(conn: &Connection, record: &Uuid) -> Result<Vec<CreditTx>, LedgerError> {
+    let mut stmt = conn
+        .prepare_cached(&format!("SELECT {READ} FROM credit_transactions WHERE record_id = ?1 ORDER BY id"))
+        .map_err(LedgerError::storage)?;
+    let rows = stmt.query_map([id_text(record)], from_row).map_err(LedgerError::storage)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(LedgerError::storage)
+}
+
+/// Marks the deductions of `record` acknowledged by the backend at `at_ms` (its batch was).
+pub(super) fn acknowledge(conn: &Connection, record: &Uuid, at_ms: i64) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "UPDATE credit_transactions SET synced_ms = ?2 WHERE record_id = ?1 AND kind = 'deduction' AND synced_ms IS NULL",
+    )?
+    .execute(params![id_text(record), at_ms])
+}
+
 /// Up to `limit` entries at or after `since_ms`, newest first.
 pub(super) fn list(conn: &Connection, since_ms: Option<i64>, limit: usize) -> Result<Vec<CreditTx>, LedgerError> {
     let mut stmt = conn
         .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM credit_transactions WHERE (?1 IS NULL OR ts >= ?1) ORDER BY id DESC LIMIT ?2"
+            "SELECT {READ} FROM credit_transactions WHERE (?1 IS NULL OR ts >= ?1) ORDER BY id DESC LIMIT ?2"
         ))
         .map_err(LedgerError::storage)?;
     let rows = stmt
@@ -182,5 +207,6 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<CreditTx> {
         cost_microusd: row.get(5)?,
         basis: row.get(6)?,
         reference: row.get(7)?,
+        synced_ms: row.get(8)?,
     })
 }

@@ -328,6 +328,23 @@ impl Ledger {
         self.readers.with(|c| credits::unacknowledged(c, fetched_at_ms))
     }
 
+    /// The credit deductions that paid for each of `records` (those with none are left out).
+    pub fn credits_for_records(
+        &self,
+        records: &[Uuid],
+    ) -> Result<std::collections::HashMap<Uuid, Vec<credits::CreditTx>>, LedgerError> {
+        self.readers.with(|c| {
+            let mut out = std::collections::HashMap::new();
+            for r in records {
+                let txs = credits::for_record(c, r)?;
+                if !txs.is_empty() {
+                    out.insert(*r, txs);
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// Credits deducted at or after `since_ms`.
     pub fn credits_deducted_since(&self, since_ms: i64) -> Result<i64, LedgerError> {
         self.readers.with(|c| credits::deducted_since(c, since_ms))
@@ -375,7 +392,8 @@ impl Ledger {
         f()
     }
 
-    /// Removes records the backend accepted from the outbox, and their persisted `batch`.
+    /// Removes records the backend accepted from the outbox, and their persisted `batch`; the
+    /// credit deductions that travelled with them are marked acknowledged in the same transaction.
     pub async fn ack(&self, entries: &[Queued], batch: Option<Uuid>) -> Result<u64, LedgerError> {
         let entries = entries.to_vec();
         self.send(|reply| Job::Op(Op::Ack { entries, batch, reply })).await

@@ -134,7 +134,8 @@ ALTER TABLE dead_letters ADD COLUMN body TEXT;
 /// `super::credits`): `kind` is `deduction` (a call's charge, `credits` < 0, with the `record_id`
 /// it paid for, the `cost_microusd` it was priced from and the price `basis`), or `grant`,
 /// `purchase`, `adjustment`, `refund` (changes seen from the backend, with its `reference`);
-/// `synced_ms` is when the backend acknowledged a deduction (NULL: not yet).
+/// `synced_ms` is when the backend acknowledged a deduction (NULL: not yet): deductions travel to
+/// the sync backend in the batch of the usage record they paid for, and are acknowledged with it.
 const V4: &str = "
 CREATE TABLE credit_transactions (
     id            TEXT PRIMARY KEY NOT NULL,
@@ -148,6 +149,7 @@ CREATE TABLE credit_transactions (
     synced_ms     INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX credit_deductions ON credit_transactions (synced_ms) WHERE kind = 'deduction';
+CREATE INDEX credit_by_record ON credit_transactions (record_id) WHERE record_id IS NOT NULL;
 ";
 
 /// Why the ledger file cannot be used.

@@ -184,7 +184,9 @@ impl Credits {
     /// change it shows (none for the same balance, or an older report), and the new snapshot.
     pub fn observe(&self, ledger: &Ledger, r: &Reported, now_ms: i64) -> Option<(Option<CreditTx>, BackendBalance)> {
         let old = self.backend();
-        if old.is_some_and(|o| r.as_of != 0 && r.as_of < o.as_of) {
+        // An older report, or the same one again (a restart re-reads the token): nothing new.
+        // Keeping the old snapshot keeps its time, which says which deductions it counts.
+        if old.is_some_and(|o| (r.as_of != 0 && r.as_of < o.as_of) || (r.as_of == o.as_of && r.balance == o.balance)) {
             return None;
         }
         let new = BackendBalance { balance: r.balance, as_of: r.as_of, fetched_at_ms: now_ms };
@@ -208,6 +210,7 @@ impl Credits {
             cost_microusd: None,
             basis: None,
             reference: r.reference.clone(),
+            synced_ms: None,
         });
         Some((tx, new))
     }

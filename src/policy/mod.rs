@@ -550,6 +550,7 @@ impl Policy {
             cost_microusd: Some(cost),
             basis: Some(charge.price.basis().to_string()),
             reference: None,
+            synced_ms: None,
         })
     }
 

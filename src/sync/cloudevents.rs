@@ -1,4 +1,7 @@
-//! The wire format of design §7: a JSON array of CloudEvents 1.0, one per usage record.
+//! The wire format of design §7: a JSON array of CloudEvents 1.0, one per usage record, each
+//! followed by one `dev.llm-sidecar.credits.v1` event per prepaid-credit deduction that paid for
+//! it (id = the transaction's id, `data` = the transaction), so a record and its deductions
+//! travel, are retried and are acknowledged together.
 //!
 //! Each event's `source` is the record's own (the device it was made on: an imported record
 //! keeps its original device's), `subject` the customer this installation bills to (see
@@ -6,6 +9,7 @@
 //! record. A batch can be split (when a backend refuses it whole) without re-encoding: [`split`]
 //! returns each event's exact bytes.
 
+use crate::ledger::credits::CreditTx;
 use crate::usage_record::UsageRecord;
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
@@ -13,6 +17,8 @@ use uuid::Uuid;
 
 pub const CONTENT_TYPE: &str = "application/cloudevents-batch+json";
 pub const EVENT_TYPE: &str = "dev.llm-sidecar.usage.v1";
+/// The type of a credit deduction's event.
+pub const CREDITS_EVENT_TYPE: &str = "dev.llm-sidecar.credits.v1";
 pub const SPEC_VERSION: &str = "1.0";
 /// Hard limits of one batch (design §7).
 pub const MAX_EVENTS: usize = 500;
@@ -31,8 +37,18 @@ struct CloudEvent<'a> {
     /// CloudEvents extension attribute (lowercase letters and digits only): the device the
     /// record was made on.
     deviceid: &'a str,
-    data: &'a UsageRecord,
+    data: Data<'a>,
 }
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Data<'a> {
+    Usage(&'a UsageRecord),
+    Credits(&'a CreditTx),
+}
+
+/// The deductions that paid for each record, by record id.
+pub type Deductions = std::collections::HashMap<Uuid, Vec<CreditTx>>;
 
 /// The prefix of every llm-sidecar `source`; the rest is the device id.
 pub const SOURCE_PREFIX: &str = "llm-sidecar://";
@@ -71,38 +87,80 @@ pub fn rfc3339_ms(ts_ms: i64) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
-/// Encodes as many of `records` (in order) as fit in `max_events` and `max_bytes`. Always takes
-/// at least one record. Returns the batch and how many records it holds.
-pub fn build(records: &[UsageRecord], sender: Sender<'_>, max_events: usize, max_bytes: usize) -> Batch {
+/// Encodes as many of `records` (in order), each with its `deductions`, as fit in `max_events`
+/// events and `max_bytes`. Always takes at least one record. `ids` are the records'.
+pub fn build(
+    records: &[UsageRecord],
+    deductions: &Deductions,
+    sender: Sender<'_>,
+    max_events: usize,
+    max_bytes: usize,
+) -> Batch {
     let mut body = Vec::with_capacity(records.len().min(max_events) * 700 + 2);
     body.push(b'[');
     let mut ids = Vec::new();
-    for r in records.iter().take(max_events.max(1)) {
+    let mut events = 0usize;
+    for r in records {
         let source = r.source.as_deref().unwrap_or(sender.source);
-        let event = CloudEvent {
-            specversion: SPEC_VERSION,
-            id: r.id,
-            source,
-            kind: EVENT_TYPE,
-            subject: sender.subject,
-            time: rfc3339_ms(r.ts),
-            datacontenttype: "application/json",
-            deviceid: device_of(source),
-            data: r,
+        let event = |id: Uuid, kind: &'static str, ts: i64, data: Data<'_>| {
+            serde_json::to_vec(&CloudEvent {
+                specversion: SPEC_VERSION,
+                id,
+                source,
+                kind,
+                subject: sender.subject,
+                time: rfc3339_ms(ts),
+                datacontenttype: "application/json",
+                deviceid: device_of(source),
+                data,
+            })
         };
-        let Ok(encoded) = serde_json::to_vec(&event) else { continue };
+        let Ok(mut group) = event(r.id, EVENT_TYPE, r.ts, Data::Usage(r)) else { continue };
+        let credits = deductions.get(&r.id).map(Vec::as_slice).unwrap_or_default();
+        for tx in credits {
+            let Ok(e) = event(tx.id, CREDITS_EVENT_TYPE, tx.ts, Data::Credits(tx)) else { continue };
+            group.push(b',');
+            group.extend_from_slice(&e);
+        }
+        let n = 1 + credits.len();
         // +1 for the separator or the closing bracket.
-        if !ids.is_empty() && body.len() + 1 + encoded.len() + 1 > max_bytes {
+        if !ids.is_empty() && (events + n > max_events.max(1) || body.len() + 1 + group.len() + 1 > max_bytes) {
             break;
         }
         if !ids.is_empty() {
             body.push(b',');
         }
-        body.extend_from_slice(&encoded);
+        body.extend_from_slice(&group);
         ids.push(r.id);
+        events += n;
     }
     body.push(b']');
     Batch { id: Uuid::now_v7(), ids, body: bytes::Bytes::from(body) }
+}
+
+/// Whether `event` (one element's bytes from [`split`]) is a credit deduction's event, i.e.
+/// belongs to the usage event before it.
+pub fn is_credits_event(event: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Kind<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: std::borrow::Cow<'a, str>,
+    }
+    serde_json::from_slice::<Kind<'_>>(event).is_ok_and(|k| k.kind == CREDITS_EVENT_TYPE)
+}
+
+/// The events of a batch body grouped by usage record (each usage event with the credit events
+/// after it), or `None` if the body is not such an array.
+pub fn groups(body: &[u8]) -> Option<Vec<Vec<&[u8]>>> {
+    let mut out: Vec<Vec<&[u8]>> = Vec::new();
+    for e in split(body)? {
+        match out.last_mut() {
+            Some(g) if is_credits_event(e) => g.push(e),
+            _ if is_credits_event(e) => return None,
+            _ => out.push(vec![e]),
+        }
+    }
+    Some(out)
 }
 
 /// The exact bytes of each element of a JSON array `body` (as [`build`] writes it), or `None`
@@ -169,7 +227,7 @@ mod tests {
         imported.id = Uuid::now_v7();
         imported.source = Some("llm-sidecar://other".into());
         let sender = Sender { source: "llm-sidecar://dev", subject: "cus_42" };
-        let b = build(&[r.clone(), imported], sender, 500, MAX_BYTES);
+        let b = build(&[r.clone(), imported], &Deductions::new(), sender, 500, MAX_BYTES);
         let v: serde_json::Value = serde_json::from_slice(&b.body).expect("json");
         let e = &v[0];
         assert_eq!(e["specversion"], "1.0");
@@ -190,7 +248,7 @@ mod tests {
     fn split_keeps_each_event_byte_for_byte() {
         let mut rs: Vec<UsageRecord> = (0..5).map(|_| UsageRecord::new("a", "p", "m")).collect();
         rs[2].route = "tricky \\\" ] } , [ {".into();
-        let b = build(&rs, Sender { source: "s", subject: "u" }, 500, MAX_BYTES);
+        let b = build(&rs, &Deductions::new(), Sender { source: "s", subject: "u" }, 500, MAX_BYTES);
         let parts = split(&b.body).expect("an array");
         assert_eq!(parts.len(), 5);
         assert_eq!(join(&parts), b.body);
@@ -206,14 +264,51 @@ mod tests {
     fn batches_respect_count_and_size() {
         let rs: Vec<UsageRecord> = (0..1200).map(|_| UsageRecord::new("a", "p", "m")).collect();
         let sender = Sender { source: "s", subject: "u" };
-        let b = build(&rs, sender, MAX_EVENTS, MAX_BYTES);
+        let b = build(&rs, &Deductions::new(), sender, MAX_EVENTS, MAX_BYTES);
         assert_eq!(b.ids.len(), 500);
-        let small = build(&rs, sender, MAX_EVENTS, 4096);
+        let small = build(&rs, &Deductions::new(), sender, MAX_EVENTS, 4096);
         assert!(small.body.len() <= 4096, "{}", small.body.len());
         assert!(small.ids.len() > 1 && small.ids.len() < 500);
         let parsed: Vec<serde_json::Value> = serde_json::from_slice(&small.body).expect("json");
         assert_eq!(parsed.len(), small.ids.len());
         // Never empty, even when one event exceeds the limit.
-        assert_eq!(build(&rs, sender, MAX_EVENTS, 10).ids.len(), 1);
+        assert_eq!(build(&rs, &Deductions::new(), sender, MAX_EVENTS, 10).ids.len(), 1);
+    }
+
+    #[test]
+    fn deductions_follow_their_record_and_count_as_events() {
+        let rs: Vec<UsageRecord> = (0..4).map(|_| UsageRecord::new("a", "p", "m")).collect();
+        let tx = |r: &UsageRecord, credits| CreditTx {
+            id: Uuid::now_v7(),
+            ts: r.ts,
+            kind: crate::ledger::credits::CreditKind::Deduction,
+            credits,
+            record_id: Some(r.id),
+            cost_microusd: Some(6),
+            basis: Some("markup".into()),
+            reference: None,
+            synced_ms: None,
+        };
+        let mut d = Deductions::new();
+        d.insert(rs[1].id, vec![tx(&rs[1], -3)]);
+        d.insert(rs[2].id, vec![tx(&rs[2], -1), tx(&rs[2], -2)]);
+        let sender = Sender { source: "llm-sidecar://dev", subject: "cus" };
+        let b = build(&rs, &d, sender, 500, MAX_BYTES);
+        let v: Vec<serde_json::Value> = serde_json::from_slice(&b.body).expect("json");
+        let kinds: Vec<&str> = v.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        use CREDITS_EVENT_TYPE as C;
+        assert_eq!(kinds, [EVENT_TYPE, EVENT_TYPE, C, EVENT_TYPE, C, C, EVENT_TYPE]);
+        assert_eq!(v[2]["id"], d[&rs[1].id][0].id.to_string());
+        assert_eq!(
+            (v[2]["data"]["credits"].as_i64(), v[2]["data"]["record_id"].as_str()),
+            (Some(-3), Some(rs[1].id.to_string().as_str()))
+        );
+        assert_eq!(v[2]["subject"], "cus");
+        let g = groups(&b.body).unwrap();
+        assert_eq!(g.iter().map(Vec::len).collect::<Vec<_>>(), [1, 2, 3, 1]);
+        // max_events counts the credit events: a record never leaves its deductions behind.
+        let small = build(&rs, &d, sender, 3, MAX_BYTES);
+        assert_eq!(small.ids, [rs[0].id, rs[1].id]);
+        assert!(groups(br#"[{"type":"dev.llm-sidecar.credits.v1"}]"#).is_none(), "a credit event alone");
     }
 }

@@ -636,9 +636,11 @@ impl BatchReader {
                         }
                     }
                 }
+                let ids: Vec<uuid::Uuid> = records.iter().map(|r| r.id).collect();
+                let deductions = ledger.credits_for_records(&ids).map_err(|e| e.to_string())?;
                 let out = (!records.is_empty()).then(|| {
                     let sender = cloudevents::Sender { source: &source, subject: &subject };
-                    let batch = cloudevents::build(&records, sender, max_events, max_bytes);
+                    let batch = cloudevents::build(&records, &deductions, sender, max_events, max_bytes);
                     let queued = batch.ids.iter().filter_map(|id| positions.get(id).copied()).collect();
                     Outgoing { batch, queued }
                 });
@@ -668,23 +670,24 @@ impl BatchReader {
 }
 
 /// Splits a refused batch in two halves with their own ids, or `None` if its body is not the
-/// array of its entries' events.
+/// array of its entries' events (each record's events: its usage event and its deductions').
 fn halves(out: &Outgoing) -> Option<(Outgoing, Outgoing)> {
-    let events = cloudevents::split(&out.batch.body)?;
-    if events.len() != out.queued.len() || events.len() < 2 {
+    let groups = cloudevents::groups(&out.batch.body)?;
+    if groups.len() != out.queued.len() || groups.len() < 2 {
         return None;
     }
-    let mid = events.len() / 2;
+    let mid = groups.len() / 2;
     let half = |range: std::ops::Range<usize>| {
         let queued: Vec<Queued> = out.queued[range.clone()].to_vec();
+        let events: Vec<&[u8]> = groups[range].iter().flatten().copied().collect();
         let batch = Batch {
             id: uuid::Uuid::now_v7(),
             ids: queued.iter().map(|q| q.id).collect(),
-            body: cloudevents::join(&events[range]),
+            body: cloudevents::join(&events),
         };
         Outgoing { batch, queued }
     };
-    Some((half(0..mid), half(mid..events.len())))
+    Some((half(0..mid), half(mid..groups.len())))
 }
 
 async fn sleep_until(at: Option<Instant>) {
