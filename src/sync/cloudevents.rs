@@ -295,7 +295,7 @@ mod tests {
         let sender = Sender { source: "llm-sidecar://dev", subject: "cus" };
         let b = build(&rs, &d, sender, 500, MAX_BYTES);
         let v: Vec<serde_json::Value> = serde_json::from_slice(&b.body).expect("json");
-        let kinds: Vec<&str> = v.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        let kinds: Vec<&str> = v.iter().map(|e| e["type"].as_str().expect("a type")).collect();
         use CREDITS_EVENT_TYPE as C;
         assert_eq!(kinds, [EVENT_TYPE, EVENT_TYPE, C, EVENT_TYPE, C, C, EVENT_TYPE]);
         assert_eq!(v[2]["id"], d[&rs[1].id][0].id.to_string());
@@ -304,7 +304,7 @@ mod tests {
             (Some(-3), Some(rs[1].id.to_string().as_str()))
         );
         assert_eq!(v[2]["subject"], "cus");
-        let g = groups(&b.body).unwrap();
+        let g = groups(&b.body).expect("groups");
         assert_eq!(g.iter().map(Vec::len).collect::<Vec<_>>(), [1, 2, 3, 1]);
         // max_events counts the credit events: a record never leaves its deductions behind.
         let small = build(&rs, &d, sender, 3, MAX_BYTES);
