@@ -11,9 +11,8 @@ use axum::extract::State as AxState;
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::Json;
+use common::entitlement::{keypair, now_s, sign, Keys};
 use common::{field, params, wait_until, Daemon};
-use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use llm_sidecar::rpc::{Client, ClientError, RpcError};
 use mock_provider::Mock;
@@ -23,32 +22,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const KEY: &str = "sk-test-account-PLATFORM-3321";
-
-struct Keys {
-    private_pem: String,
-    public_pem: String,
-}
-
-fn keypair() -> Keys {
-    let sk = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
-    Keys {
-        private_pem: sk.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
-        public_pem: sk.verifying_key().to_public_key_pem(LineEnding::LF).unwrap(),
-    }
-}
-
-fn now_s() -> i64 {
-    llm_sidecar::clock::now_ms() / 1000
-}
-
-fn sign(keys: &Keys, claims: &serde_json::Value) -> String {
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::EdDSA),
-        claims,
-        &EncodingKey::from_ed_pem(keys.private_pem.as_bytes()).unwrap(),
-    )
-    .unwrap()
-}
 
 fn claims(tier: &str, exp: i64) -> serde_json::Value {
     let b = llm_sidecar::policy::Bounds::calendar_month(llm_sidecar::clock::now_ms());

@@ -11,10 +11,8 @@ mod mock_provider;
 
 use axum::routing::get;
 use axum::Json;
+use common::entitlement::{keypair, now_s, sign, Keys};
 use common::{field, params, wait_until, Daemon};
-use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use llm_sidecar::rpc::{Client, ClientError, RpcError};
 use mock_provider::{Fault, Mock};
 use rmpv::Value;
@@ -24,34 +22,12 @@ use std::time::Duration;
 
 const KEY: &str = "sk-test-credits-PLATFORM-5512";
 
-struct Keys {
-    private_pem: String,
-    public_pem: String,
-}
-
-fn keypair() -> Keys {
-    let sk = ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng);
-    Keys {
-        private_pem: sk.to_pkcs8_pem(LineEnding::LF).unwrap().to_string(),
-        public_pem: sk.verifying_key().to_public_key_pem(LineEnding::LF).unwrap(),
-    }
-}
-
-fn now_s() -> i64 {
-    llm_sidecar::clock::now_ms() / 1000
-}
-
 /// A signed entitlement for `tier` carrying a credit balance.
 fn token(keys: &Keys, tier: &str, balance: i64) -> String {
     let b = llm_sidecar::policy::Bounds::calendar_month(llm_sidecar::clock::now_ms());
     let claims = json!({"sub": "user-7", "tier": tier, "period_start": b.start_ms / 1000, "period_end": b.end_ms / 1000,
                         "exp": now_s() + 3600, "iat": now_s(), "credits": {"balance": balance, "as_of": now_s()}});
-    jsonwebtoken::encode(
-        &Header::new(Algorithm::EdDSA),
-        &claims,
-        &EncodingKey::from_ed_pem(keys.private_pem.as_bytes()).unwrap(),
-    )
-    .unwrap()
+    sign(keys, &claims)
 }
 
 /// The tiers of these tests: a credit is one micro-dollar, so the mock's calls (12 + 7 tokens of
@@ -132,13 +108,19 @@ fn start(mock: &Mock, keys: &Keys, backend: Option<&str>) -> Daemon {
     Daemon::start_with(&config(mock, keys, backend), &[("MOCK_KEY", KEY)])
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hundred_calls_against_a_balance_for_fifty() {
+/// A daemon (no account backend) logged in to `tier` with a balance of `credits`, and a client.
+async fn logged_in(tier: &str, credits: i64) -> (Mock, Keys, Daemon, Client) {
     let mock = Mock::start().await;
     let keys = keypair();
     let d = start(&mock, &keys, None);
     let c = d.client().await;
-    call(&c, "account.login", params(&[("token", token(&keys, "flat", 50).into())])).await.unwrap();
+    call(&c, "account.login", params(&[("token", token(&keys, tier, credits).into())])).await.unwrap();
+    (mock, keys, d, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_calls_against_a_balance_for_fifty() {
+    let (_mock, _keys, d, c) = logged_in("flat", 50).await;
     assert_eq!((i(&balance(&c).await, "balance"), i(&balance(&c).await, "available")), (50, 50));
     let mut clients = Vec::new();
     for _ in 0..4 {
@@ -198,11 +180,7 @@ async fn two_hundred_calls_against_a_balance_for_fifty() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_quota_uses_the_quota_then_credits_then_refuses() {
-    let mock = Mock::start().await;
-    let keys = keypair();
-    let d = start(&mock, &keys, None);
-    let c = d.client().await;
-    call(&c, "account.login", params(&[("token", token(&keys, "plus", 7).into())])).await.unwrap();
+    let (mock, _keys, _d, c) = logged_in("plus", 7).await;
     chat(&c).await.unwrap();
     chat(&c).await.unwrap();
     assert!(deductions(&transactions(&c).await).is_empty(), "the included quota first");
@@ -219,11 +197,7 @@ async fn after_quota_uses_the_quota_then_credits_then_refuses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn always_deducts_what_was_billed_nothing_for_a_failure_and_the_billed_part_of_a_cancel() {
-    let mock = Mock::start().await;
-    let keys = keypair();
-    let d = start(&mock, &keys, None);
-    let c = d.client().await;
-    call(&c, "account.login", params(&[("token", token(&keys, "payg", 1000).into())])).await.unwrap();
+    let (mock, _keys, d, c) = logged_in("payg", 1000).await;
     // A call at markup 2 on a 1 µ$ credit: twice its cost.
     let r = chat(&c).await.unwrap();
     let cost = i(&r, "cost_microusd");
@@ -356,11 +330,7 @@ async fn a_grant_from_the_backend_and_events_once_per_crossing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_balance_survives_a_restart_and_bad_credit_claims_are_refused() {
-    let mock = Mock::start().await;
-    let keys = keypair();
-    let mut d = start(&mock, &keys, None);
-    let c = d.client().await;
-    call(&c, "account.login", params(&[("token", token(&keys, "flat", 10).into())])).await.unwrap();
+    let (_mock, keys, mut d, c) = logged_in("flat", 10).await;
     chat(&c).await.unwrap();
     chat(&c).await.unwrap();
     drop(c);
@@ -376,12 +346,7 @@ async fn the_balance_survives_a_restart_and_bad_credit_claims_are_refused() {
         let b = llm_sidecar::policy::Bounds::calendar_month(llm_sidecar::clock::now_ms());
         let claims = json!({"sub": "u", "tier": "flat", "period_start": b.start_ms / 1000, "period_end": b.end_ms / 1000,
                             "exp": now_s() + 60, "credits": {"balance": bad}});
-        let t = jsonwebtoken::encode(
-            &Header::new(Algorithm::EdDSA),
-            &claims,
-            &EncodingKey::from_ed_pem(keys.private_pem.as_bytes()).unwrap(),
-        )
-        .unwrap();
+        let t = sign(&keys, &claims);
         let e = call(&c, "account.login", params(&[("token", t.into())])).await.unwrap_err();
         assert!(e.message.contains("credits.balance"), "{e:?}");
     }

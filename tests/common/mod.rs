@@ -228,6 +228,7 @@ pub fn params(entries: &[(&str, rmpv::Value)]) -> Vec<rmpv::Value> {
 }
 
 pub mod collector;
+pub mod entitlement;
 
 /// Records `n` usage records concurrently over `client`; returns their ids.
 pub async fn record_many(client: &Client, n: usize, app: &str) -> Vec<String> {
