@@ -12,9 +12,9 @@ use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::Json;
 use common::entitlement::{keypair, now_s, sign, Keys};
-use common::{field, params, wait_until, Daemon};
+use common::{call, field, params, wait_until, Daemon};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use llm_sidecar::rpc::{Client, ClientError, RpcError};
+use llm_sidecar::rpc::{Client, RpcError};
 use mock_provider::Mock;
 use rmpv::Value;
 use serde_json::json;
@@ -38,14 +38,6 @@ fn config(mock: &Mock, keys: &Keys, url: Option<&str>) -> String {
         mock.url(),
         keys.public_pem
     )
-}
-
-async fn call(c: &Client, method: &str, p: Vec<Value>) -> Result<Value, RpcError> {
-    match c.call(method, p).await {
-        Ok(v) => Ok(v),
-        Err(ClientError::Rpc(e)) => Err(e),
-        Err(e) => panic!("transport: {e}"),
-    }
 }
 
 async fn login(c: &Client, token: &str) -> Result<Value, RpcError> {
@@ -190,9 +182,7 @@ async fn backend_usage_is_merged_with_local_unsynced_usage() {
         )
         .route("/portal", post(|| async { Json(json!({"url": "https://pay.example/portal"})) }))
         .with_state(backend.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = common::serve(app).await;
 
     let d = Daemon::start_with(&config(&mock, &keys, Some(&url)), &[("MOCK_KEY", KEY)]);
     let c = d.client().await;
@@ -344,9 +334,7 @@ async fn a_refused_fresh_token_keeps_the_old_one_and_applies_the_usage() {
     let bad_fresh = sign(&keys, &with(claims("paid", now_s() + 7200), json!({"limits": {"monthly_cost_usd": -5.0}})));
     let backend = Backend { token: Arc::new(Mutex::new(bad_fresh)), requests: 321, ..Backend::default() };
     let app = axum::Router::new().route("/entitlement", get(entitlement)).with_state(backend.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = common::serve(app).await;
     let d = Daemon::start_with(&config(&mock, &keys, Some(&url)), &[("MOCK_KEY", KEY)]);
     let c = d.client().await;
     let exp = now_s() + 3600;

@@ -12,7 +12,7 @@ mod mock_provider;
 use axum::routing::get;
 use axum::Json;
 use common::entitlement::{keypair, now_s, sign, Keys};
-use common::{field, params, wait_until, Daemon};
+use common::{call, field, params, wait_until, Daemon};
 use llm_sidecar::rpc::{Client, ClientError, RpcError};
 use mock_provider::{Fault, Mock};
 use rmpv::Value;
@@ -63,14 +63,6 @@ fn config(mock: &Mock, keys: &Keys, backend: Option<&str>) -> String {
         mock.url(),
         keys.public_pem
     )
-}
-
-async fn call(c: &Client, method: &str, p: Vec<Value>) -> Result<Value, RpcError> {
-    match c.call(method, p).await {
-        Ok(v) => Ok(v),
-        Err(ClientError::Rpc(e)) => Err(e),
-        Err(e) => panic!("transport: {e}"),
-    }
 }
 
 fn chat_params(stream: bool) -> Vec<Value> {
@@ -270,9 +262,7 @@ async fn a_grant_from_the_backend_and_events_once_per_crossing() {
             }),
         )
         .with_state(backend.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = common::serve(app).await;
     let d = start(&mock, &keys, Some(&url));
     let c = d.client().await;
     let events = d.client().await;
@@ -374,9 +364,7 @@ async fn deductions_sync_once_across_a_kill_9_and_the_backend_balance_then_count
             }),
         )
         .with_state(backend.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = common::serve(app).await;
     let sync = format!(
         "[sync]\nurl = \"{}\"\ninterval_secs = 3600\nflush_threshold = 1000000\nbackoff_initial_ms = 50\nbackoff_max_ms = 200\ntimeout_secs = 60\n",
         col.url

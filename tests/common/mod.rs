@@ -230,6 +230,23 @@ pub fn params(entries: &[(&str, rmpv::Value)]) -> Vec<rmpv::Value> {
 pub mod collector;
 pub mod entitlement;
 
+/// Serves `app` (a mock backend) on 127.0.0.1 on a free port; returns its base URL.
+pub async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("local addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// One call; a daemon error is `Err`, a transport failure panics.
+pub async fn call(c: &Client, method: &str, p: Vec<rmpv::Value>) -> Result<rmpv::Value, llm_sidecar::rpc::RpcError> {
+    match c.call(method, p).await {
+        Ok(v) => Ok(v),
+        Err(llm_sidecar::rpc::ClientError::Rpc(e)) => Err(e),
+        Err(e) => panic!("transport: {e}"),
+    }
+}
+
 /// Records `n` usage records concurrently over `client`; returns their ids.
 pub async fn record_many(client: &Client, n: usize, app: &str) -> Vec<String> {
     let calls = (0..n).map(|i| {
