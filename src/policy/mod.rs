@@ -560,7 +560,12 @@ impl Policy {
     pub async fn observe_credits(&self, reported: credits::Reported) {
         let now = self.clock.now_ms();
         let before = self.credit_balance().balance;
-        let Some((tx, snapshot)) = self.credits.observe(&self.ledger, &reported, now) else { return };
+        // Under the admission lock: no call is admitted against the old balance meanwhile.
+        let observed = {
+            let _lock = self.admission.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.credits.observe(&self.ledger, &reported, now)
+        };
+        let Some((tx, snapshot)) = observed else { return };
         if let Err(e) = self.ledger.record_backend_credits(tx.clone(), snapshot).await {
             tracing::error!("cannot store the backend's credit balance: {e}");
         }
