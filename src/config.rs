@@ -295,8 +295,8 @@ impl Config {
         check(crate::policy::config::validate_credits(&self.credits));
         check(self.http.validate());
         if let Some(level) = &self.log.level {
-            if tracing_subscriber::EnvFilter::try_new(level).is_err() {
-                check(bad("log.level", "not a valid filter (try `info` or `llm_sidecar=debug`)"));
+            if let Err(why) = crate::logging::filter(level) {
+                check(bad("log.level", &format!("not a valid filter ({why}); try `info` or `llm_sidecar=debug`")));
             }
         }
         out
@@ -551,6 +551,16 @@ mod tests {
         assert_eq!(found[0].key.as_deref(), Some("apps.editor.rpm"), "{found:?}");
         let long = format!("[apps.{}]\n", "x".repeat(65));
         assert!(issues(&long)[0].message.contains("1-64"));
+    }
+
+    /// The `config` fuzz target's find: a non-ASCII `log.level` made tracing-subscriber panic.
+    #[test]
+    fn a_non_ascii_log_level_is_an_error_not_a_panic() {
+        let text = "[daemon]\nmax_connections = 1024\n[log]\nlevel = \"\t\t\tFFFFFly_toFoFFFly_toFFF\u{4a3}gaaaa====_   .   \"\n";
+        let found = issues(text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].key.as_deref(), Some("log.level"));
+        assert!(found[0].message.contains("ASCII"), "{}", found[0].message);
     }
 
     #[test]
