@@ -556,7 +556,7 @@ mod tests {
     /// The `config` fuzz target's find: a non-ASCII `log.level` made tracing-subscriber panic.
     #[test]
     fn a_non_ascii_log_level_is_an_error_not_a_panic() {
-        let text = "[daemon]\nmax_connections = 1024\n[log]\nlevel = \"\t\t\tFFFFFly_toFoFFFly_toFFF\u{4a3}gaaaa====_   .   \"\n";
+        let text = "[daemon]\nmax_connections = 1024\n[log]\nlevel = \"\t\t\t\t\t\t\tFFFFFly_toFoFFFFFFFFFFly_toFFFFFFFFFFFFFF\u{4a3}gaaaa====_          .         \"\n";
         let found = issues(text);
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].key.as_deref(), Some("log.level"));
