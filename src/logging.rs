@@ -48,7 +48,10 @@ mod tests {
         assert!(super::filter("info").is_ok());
         assert!(super::filter("llm_sidecar=debug,hyper=warn").is_ok());
         // The fuzzer's input: tracing-subscriber itself panics on it.
-        assert!(super::filter("\t\t\t\t\t\t\tFFFFFly_toFoFFFFFFFFFFly_toFFFFFFFFFFFFFF\u{4a3}gaaaa====_          .         ").is_err());
+        assert!(super::filter(
+            "\t\t\t\t\t\t\tFFFFFly_toFoFFFFFFFFFFly_toFFFFFFFFFFFFFF\u{4a3}gaaaa====_          .         "
+        )
+        .is_err());
         assert!(super::filter("é").is_err());
     }
 }
