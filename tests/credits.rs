@@ -411,3 +411,33 @@ async fn deductions_sync_once_across_a_kill_9_and_the_backend_balance_then_count
     assert_eq!((i(&b, "balance"), i(&b, "backend_balance"), i(&b, "unacknowledged")), (7, 7, 0), "{b}");
     assert_eq!(transactions(&c).await.len(), now_txs.len(), "no adjustment entry");
 }
+
+/// The example plan (`examples/policies/credit-packs.toml`) as shipped: a pay-as-you-go call is
+/// priced at markup 1.25 over one-cent credits (a few micro-dollars round up to 1 credit), and
+/// the flat tier charges 1 per call plus 1 per 1,000 tokens (started).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_credit_packs_example_plan() {
+    let mock = Mock::start().await;
+    let keys = keypair();
+    let plan =
+        std::fs::read_to_string(format!("{}/examples/policies/credit-packs.toml", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let config = format!(
+        "[providers.openai]\nbase_url = \"{}/v1\"\nkey_env = \"MOCK_KEY\"\n{plan}\n[account]\npublic_key_pem = '''\n{}'''\n",
+        mock.url(),
+        keys.public_pem
+    );
+    let d = Daemon::start_with(&config, &[("MOCK_KEY", KEY)]);
+    let c = d.client().await;
+    call(&c, "account.login", params(&[("token", token(&keys, "payg", 500).into())])).await.unwrap();
+    chat(&c).await.unwrap();
+    let b = balance(&c).await;
+    assert_eq!((i(&b, "balance"), field(&b, "uses").as_str()), (499, Some("always")));
+    assert_eq!(field(field(&b, "price"), "markup").as_f64(), Some(1.25));
+    call(&c, "account.login", params(&[("token", token(&keys, "flat", 500).into())])).await.unwrap();
+    chat(&c).await.unwrap();
+    let ded = transactions(&c).await;
+    assert_eq!(i(deductions(&ded)[0], "credits"), -2, "1 per call + 1 per started 1,000 tokens");
+    // Without a token the default tier (payg) has nothing to spend.
+    call(&c, "account.logout", vec![]).await.unwrap();
+    assert_eq!(chat(&c).await.unwrap_err().code.as_str(), "insufficient_credits");
+}
