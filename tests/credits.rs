@@ -242,12 +242,10 @@ struct Backend {
     balance: Arc<Mutex<i64>>,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_grant_from_the_backend_and_events_once_per_crossing() {
-    let mock = Mock::start().await;
-    let keys = keypair();
-    let backend = Backend::default();
-    let app = axum::Router::new()
+/// The account backend: `/entitlement` reports `backend.balance` (as a purchase, order-1), and
+/// `/checkout` answers a link naming the kind asked for.
+fn backend_app(backend: &Backend) -> axum::Router {
+    axum::Router::new()
         .route(
             "/entitlement",
             get(|axum::extract::State(b): axum::extract::State<Backend>| async move {
@@ -261,7 +259,15 @@ async fn a_grant_from_the_backend_and_events_once_per_crossing() {
                 Json(json!({"url": format!("https://pay.example/checkout?kind={}", b["kind"].as_str().unwrap_or("tier"))}))
             }),
         )
-        .with_state(backend.clone());
+        .with_state(backend.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_from_the_backend_and_events_once_per_crossing() {
+    let mock = Mock::start().await;
+    let keys = keypair();
+    let backend = Backend::default();
+    let app = backend_app(&backend);
     let url = common::serve(app).await;
     let d = start(&mock, &keys, Some(&url));
     let c = d.client().await;
@@ -356,14 +362,7 @@ async fn deductions_sync_once_across_a_kill_9_and_the_backend_balance_then_count
     let keys = keypair();
     let backend = Backend::default();
     *backend.balance.lock().unwrap() = 10;
-    let app = axum::Router::new()
-        .route(
-            "/entitlement",
-            get(|axum::extract::State(b): axum::extract::State<Backend>| async move {
-                Json(json!({"credits": {"balance": *b.balance.lock().unwrap(), "as_of": now_s()}}))
-            }),
-        )
-        .with_state(backend.clone());
+    let app = backend_app(&backend);
     let url = common::serve(app).await;
     let sync = format!(
         "[sync]\nurl = \"{}\"\ninterval_secs = 3600\nflush_threshold = 1000000\nbackoff_initial_ms = 50\nbackoff_max_ms = 200\ntimeout_secs = 60\n",

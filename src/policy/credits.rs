@@ -15,10 +15,11 @@
 //!   (grants, purchases, adjustments) are audit entries, never added to the balance again.
 
 use super::config::{CreditsConfig, TierConfig};
+use super::quota::{Reservation, Reservations};
 use crate::ledger::credits::{BackendBalance, CreditKind, CreditTx};
 use crate::ledger::Ledger;
 use serde::Serialize;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Mutex, RwLock};
 
 /// The most credits a balance may hold (claims and replies beyond it are refused).
 pub const MAX_BALANCE: i64 = 1_000_000_000_000;
@@ -94,26 +95,14 @@ pub struct Reported {
 #[derive(Debug, Default)]
 pub struct Credits {
     backend: RwLock<Option<BackendBalance>>,
-    reserved: Arc<Mutex<i64>>,
+    reserved: Reservations<i64>,
     /// Whether the balance is below `low_balance` / exhausted (the events fire on the change).
     low: Mutex<Option<bool>>,
     exhausted: Mutex<Option<bool>>,
 }
 
 /// An admitted call's reservation of credits; released on drop.
-#[derive(Debug)]
-pub struct Hold {
-    pool: Arc<Mutex<i64>>,
-    credits: i64,
-}
-
-impl Drop for Hold {
-    fn drop(&mut self) {
-        if let Ok(mut r) = self.pool.lock() {
-            *r -= self.credits;
-        }
-    }
-}
+pub type Hold = Reservation<i64>;
 
 /// The balance as `credits.balance` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -149,15 +138,12 @@ impl Credits {
     }
 
     pub fn reserved(&self) -> i64 {
-        self.reserved.lock().map(|r| *r).unwrap_or(0)
+        self.reserved.total()
     }
 
     /// Reserves `credits`. Call with the admission lock held.
     pub fn hold(&self, credits: i64) -> Hold {
-        if let Ok(mut r) = self.reserved.lock() {
-            *r += credits;
-        }
-        Hold { pool: self.reserved.clone(), credits }
+        self.reserved.hold(credits)
     }
 
     /// The balance now (read the reservations with it inside `Ledger::consistent`).

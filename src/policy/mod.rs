@@ -128,11 +128,6 @@ impl Admitted {
         (!held.is_empty() || credits.is_some())
             .then(|| Box::new(move || drop((held, credits))) as crate::ledger::Applied)
     }
-
-    /// Whether the call is paid with prepaid credits.
-    pub fn uses_credits(&self) -> bool {
-        self.credits.is_some()
-    }
 }
 
 /// What a call uses that a tier may forbid.

@@ -162,17 +162,41 @@ fn of_counter(c: &crate::ledger::Counter) -> Amount {
     Amount { tokens: c.total_tokens(), requests: c.requests, cost_microusd: c.cost_microusd }
 }
 
+/// What a reservation pool holds: usage [`Amount`]s (quotas) or credits (`i64`).
+pub trait Held: Copy + Default + std::fmt::Debug + Send + 'static {
+    fn add(&mut self, o: &Self);
+    fn sub(&mut self, o: &Self);
+}
+
+impl Held for Amount {
+    fn add(&mut self, o: &Self) {
+        Amount::add(self, o);
+    }
+    fn sub(&mut self, o: &Self) {
+        Amount::sub(self, o);
+    }
+}
+
+impl Held for i64 {
+    fn add(&mut self, o: &Self) {
+        *self = self.saturating_add(*o);
+    }
+    fn sub(&mut self, o: &Self) {
+        *self = self.saturating_sub(*o);
+    }
+}
+
 /// Reserved worst cases of admitted, unsettled calls.
 #[derive(Debug, Default, Clone)]
-pub struct Reservations(Arc<Mutex<Amount>>);
+pub struct Reservations<T: Held = Amount>(Arc<Mutex<T>>);
 
-impl Reservations {
-    pub fn total(&self) -> Amount {
+impl<T: Held> Reservations<T> {
+    pub fn total(&self) -> T {
         self.0.lock().map(|a| *a).unwrap_or_default()
     }
 
     /// Holds `amount` until the returned guard is dropped. Call with the admission lock held.
-    pub fn hold(&self, amount: Amount) -> Reservation {
+    pub fn hold(&self, amount: T) -> Reservation<T> {
         if let Ok(mut a) = self.0.lock() {
             a.add(&amount);
         }
@@ -207,12 +231,12 @@ pub fn app_used(ledger: &Ledger, bounds: &Bounds, app: &str) -> Result<Amount, L
 
 /// One admitted call's reservation; released on drop.
 #[derive(Debug)]
-pub struct Reservation {
-    pool: Arc<Mutex<Amount>>,
-    amount: Amount,
+pub struct Reservation<T: Held = Amount> {
+    pool: Arc<Mutex<T>>,
+    amount: T,
 }
 
-impl Drop for Reservation {
+impl<T: Held> Drop for Reservation<T> {
     fn drop(&mut self) {
         if let Ok(mut a) = self.pool.lock() {
             a.sub(&self.amount);

@@ -8,7 +8,7 @@ import collections.abc
 import sys
 import typing
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Union
+from typing import Any, Callable, Dict, List, Union
 
 import pytest
 
@@ -16,7 +16,7 @@ import llm_sidecar as ls
 from llm_sidecar import Client
 
 from conftest import Daemon
-from test_daemon_chat import MESSAGES, MODEL, MockProvider
+from test_daemon_chat import MESSAGES, MODEL, MockProvider, mock  # noqa: F401 (the `mock` fixture)
 
 
 def check(value: Any, tp: Any, where: str = "result") -> None:
@@ -85,15 +85,6 @@ monthly_cost_usd = 5.0
 requests_per_minute = 100
 byok = {{ allowed = true, counts_toward_quota = true }}
 """
-
-
-@pytest.fixture
-def mock() -> Iterator[MockProvider]:
-    m = MockProvider()
-    try:
-        yield m
-    finally:
-        m.close()
 
 
 @pytest.fixture
