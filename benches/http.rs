@@ -9,7 +9,8 @@
 //! no ledger) runs in a process of its own (this binary, re-run with `HTTP_BENCH_FORWARD_TO`) so
 //! that its CPU time is its own; the mock provider and the load generator share this process.
 //!
-//! Run: `cargo bench --bench http` (about a minute). `HTTP_BENCH_N` sets requests per cell.
+//! Run: `cargo bench --bench http` (about a minute). `HTTP_BENCH_N` sets requests per cell,
+//! `HTTP_BENCH_CELLS` (e.g. `stream:1,non-stream:32`) which cells run.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 mod common;
@@ -115,8 +116,14 @@ async fn run() {
         "cpu"
     );
     let (fwd_pid, daemon_pid) = (fwd.id(), daemon.id());
+    // `HTTP_BENCH_CELLS=stream:1,non-stream:32` runs only those cells (to profile one of them).
+    let cells = std::env::var("HTTP_BENCH_CELLS").ok();
     for stream in [false, true] {
         for conc in [1usize, 32] {
+            let cell = format!("{}:{conc}", if stream { "stream" } else { "non-stream" });
+            if cells.as_ref().is_some_and(|c| !c.split(',').any(|x| x.trim() == cell)) {
+                continue;
+            }
             let warm = 200.max(conc * 4);
             for u in [&url, &forward_url] {
                 measure(&http, u, "sk-bench", stream, conc, warm).await;

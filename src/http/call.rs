@@ -1,15 +1,19 @@
-//! One chat call of the HTTP face: the chat service run in its own task, its deltas and its end
-//! carried to the response over a channel.
+//! One chat call of the HTTP face: the chat service polled inside the response (the handler's
+//! future, then the streamed body), its deltas carried to the body through a channel both ends of
+//! which live in that one task.
 //!
 //! Invariants:
-//! - the call runs in a task of its own (tracked by `State::front_doors`), so that a client that
-//!   goes away never drops the service mid-call: the response future or body holds a
-//!   [`DropGuard`] whose drop cancels the call, which then ends billed with status `cancelled`
+//! - a client that goes away never drops the service mid-call: when the response future or body
+//!   is dropped before the call's end, the call is cancelled and handed, as it is, to a task of
+//!   its own (tracked by `State::front_doors`), where it ends billed with status `cancelled`
 //!   exactly as `$/cancel` ends an RPC call;
+//! - while the client is there the call runs in the connection's own task: no task per call and
+//!   no wake-up of another task per delta (the pass-through proxy's hops, no more);
 //! - a streamed answer starts (status 200) only once its first delta or its end is known, so a
 //!   refusal before any token (quota, tier, rate limit, bad request) is a plain HTTP error;
-//! - deltas reach the body in order; the dialect's encoder turns them into SSE events, several
-//!   pending deltas into one write.
+//! - deltas reach the body in order, and all of them before the end (the service sends every
+//!   delta before it returns); the dialect's encoder turns them into SSE events, all pending
+//!   deltas (up to [`COALESCE`]) into one write.
 
 use super::error::HttpError;
 use crate::chat::service::{self, Answer, Caller, Request, Sink};
@@ -19,79 +23,114 @@ use axum::body::{Body, Bytes};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use tokio::sync::mpsc;
-use tokio_util::sync::{CancellationToken, DropGuard};
+use tokio_util::sync::CancellationToken;
 
-/// Deltas buffered between the call and the response body.
+/// Deltas buffered between the service and the body (the service waits when they are full).
 const BUFFER: usize = 64;
 /// At most this many pending deltas go into one write.
 const COALESCE: usize = 32;
 
-/// What the call task sends.
+/// What a running call yields.
 enum Event {
     Delta(Delta),
     End(Result<Answer, HttpError>),
 }
 
-/// A running call: its events, and the guard that cancels it when dropped.
+type CallFuture = Pin<Box<dyn Future<Output = Result<Answer, HttpError>> + Send>>;
+
+/// A running call: the service's future (polled by whoever holds this), its deltas, and its end
+/// once known. Dropped before the end is taken, it cancels the call and lets it finish in a task.
 struct Running {
-    rx: mpsc::Receiver<Event>,
-    guard: Option<DropGuard>,
+    call: Option<CallFuture>,
+    rx: mpsc::Receiver<Delta>,
+    end: Option<Result<Answer, HttpError>>,
+    cancel: CancellationToken,
+    state: Arc<State>,
 }
 
-struct ChannelSink(mpsc::Sender<Event>);
+struct ChannelSink(mpsc::Sender<Delta>);
 
 impl Sink for ChannelSink {
     fn send(&mut self, delta: Delta) -> BoxFuture<'_, ()> {
-        // A closed channel means the client went away; its guard has cancelled the call.
+        // A closed channel means the client went away: the call has been cancelled.
         Box::pin(async move {
-            let _ = self.0.send(Event::Delta(delta)).await;
+            let _ = self.0.send(delta).await;
         })
     }
 }
 
-/// Starts `req` for `app`.
+/// Prepares `req` for `app` (nothing runs until the [`Running`] is polled).
 fn start(state: &Arc<State>, app: String, req: Request) -> Running {
     let cancel = CancellationToken::new();
     let (tx, rx) = mpsc::channel(BUFFER);
-    let guard = cancel.clone().drop_guard();
-    let st = state.clone();
-    state.front_doors.spawn(async move {
-        let mut sink = ChannelSink(tx.clone());
+    let (st, token) = (state.clone(), cancel.clone());
+    let call: CallFuture = Box::pin(async move {
+        let mut sink = ChannelSink(tx);
         let sink: Option<&mut dyn Sink> = if req.stream { Some(&mut sink) } else { None };
-        let end = match service::run(&st, &Caller { app }, req, sink, &cancel).await {
+        match service::run(&st, &Caller { app }, req, sink, &token).await {
             Ok(answer) => Ok(answer),
             Err(e) => Err(HttpError::from(crate::api::chat_error(e, &st).await)),
-        };
-        let _ = tx.send(Event::End(end)).await;
+        }
     });
-    Running { rx, guard: Some(guard) }
+    Running { call: Some(call), rx, end: None, cancel, state: state.clone() }
 }
 
 impl Running {
-    /// The next event; `None` only if the call task died (it never should).
+    /// The next event, driving the call as needed; `None` once the end has been taken.
     async fn next(&mut self) -> Option<Event> {
-        self.rx.recv().await
+        std::future::poll_fn(|cx| {
+            if let Some(e) = self.ready() {
+                return Poll::Ready(Some(e));
+            }
+            let Some(call) = self.call.as_mut() else { return Poll::Ready(None) };
+            if let Poll::Ready(end) = call.as_mut().poll(cx) {
+                self.call = None;
+                self.end = Some(end);
+            }
+            match self.ready() {
+                Some(e) => Poll::Ready(Some(e)),
+                None if self.call.is_none() => Poll::Ready(None),
+                None => Poll::Pending,
+            }
+        })
+        .await
+    }
+
+    /// An event already there: a pending delta, else the end once the call has returned (its
+    /// deltas all came before).
+    fn ready(&mut self) -> Option<Event> {
+        if let Ok(d) = self.rx.try_recv() {
+            return Some(Event::Delta(d));
+        }
+        self.end.take().map(Event::End)
     }
 
     /// The call's end, skipping deltas (a non-streamed call sends none).
     async fn finish(mut self) -> Result<Answer, HttpError> {
         loop {
-            match self.rx.recv().await {
-                Some(Event::End(end)) => {
-                    self.disarm();
-                    return end;
-                }
+            match self.next().await {
+                Some(Event::End(end)) => return end,
                 Some(Event::Delta(_)) => {}
                 None => return Err(HttpError::internal("the call ended without an answer")),
             }
         }
     }
+}
 
-    fn disarm(&mut self) {
-        if let Some(g) = self.guard.take() {
-            g.disarm();
+impl Drop for Running {
+    fn drop(&mut self) {
+        // The client went away mid-call: cancel it and let it end (billed) on its own.
+        let Some(call) = self.call.take() else { return };
+        self.cancel.cancel();
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.state.front_doors.spawn(async move {
+                let _ = call.await;
+            });
         }
     }
 }
@@ -165,14 +204,13 @@ fn sse_body(first: Event, running: Running, enc: impl Encoder) -> Body {
                 Event::Delta(d) => st.enc.delta(d, &mut out),
                 Event::End(end) => {
                     st.enc.end(end, &mut out);
-                    st.running.disarm();
                     st.done = true;
                     break;
                 }
             }
             n += 1;
             if n < COALESCE {
-                ev = st.running.rx.try_recv().ok();
+                ev = st.running.ready();
             }
         }
         Some((Ok::<_, std::convert::Infallible>(Bytes::from(out)), st))
