@@ -168,14 +168,15 @@ pub trait Encoder: Send + 'static {
 }
 
 /// Appends one SSE event (`event:` only when named).
-pub fn sse(out: &mut String, event: Option<&str>, data: &serde_json::Value) {
+pub fn sse(out: &mut String, event: Option<&str>, data: &(impl serde::Serialize + ?Sized)) {
     if let Some(e) = event {
         out.push_str("event: ");
         out.push_str(e);
         out.push('\n');
     }
     out.push_str("data: ");
-    out.push_str(&data.to_string());
+    // Serializing plain data and JSON values cannot fail; an empty object keeps the frame valid.
+    out.push_str(&serde_json::to_string(data).unwrap_or_else(|_| "{}".into()));
     out.push_str("\n\n");
 }
 

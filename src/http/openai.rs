@@ -25,7 +25,7 @@ use axum::body::Body;
 use axum::extract::State as AxState;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -354,24 +354,83 @@ struct Chunks {
     started: bool,
 }
 
+/// One `chat.completion.chunk`, serialized as it is (no JSON tree built per delta).
+#[derive(Serialize)]
+struct ChunkOut<'a, D: Serialize> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    system_fingerprint: Option<()>,
+    choices: &'a [ChoiceOut<'a, D>],
+    /// `null` on every chunk but the last when usage is asked for; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Option<Value>>,
+}
+
+#[derive(Serialize)]
+struct ChoiceOut<'a, D: Serialize> {
+    index: u32,
+    delta: D,
+    logprobs: Option<()>,
+    finish_reason: Option<&'a str>,
+}
+
+/// A chunk's `delta`.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum DeltaOut<'a> {
+    Role { role: &'static str, content: &'static str, refusal: Option<()> },
+    Content { content: &'a str },
+    Reasoning { reasoning_content: &'a str },
+    ToolCalls { tool_calls: [ToolCallOut<'a>; 1] },
+    Empty {},
+}
+
+#[derive(Serialize)]
+struct ToolCallOut<'a> {
+    index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: FunctionOut<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    arguments: &'a str,
+}
+
 impl Chunks {
-    fn chunk(&self, delta: Value, finish: Option<&str>) -> Value {
-        let mut c = json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "system_fingerprint": null,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-        });
-        if self.include_usage {
-            c["usage"] = Value::Null;
+    /// Appends the chunk of `delta` (with `finish`) as an SSE event.
+    fn chunk(&self, out: &mut String, delta: DeltaOut<'_>, finish: Option<&str>) {
+        let choices = [ChoiceOut { index: 0, delta, logprobs: None, finish_reason: finish }];
+        call::sse(out, None, &self.out(&choices, self.include_usage.then_some(None)));
+    }
+
+    fn out<'a, D: Serialize>(
+        &'a self,
+        choices: &'a [ChoiceOut<'a, D>],
+        usage: Option<Option<Value>>,
+    ) -> ChunkOut<'a, D> {
+        ChunkOut {
+            id: &self.id,
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: &self.model,
+            system_fingerprint: None,
+            choices,
+            usage,
         }
-        c
     }
 
     fn open(&mut self, out: &mut String) {
         if !self.started {
             self.started = true;
-            let c = self.chunk(json!({"role": "assistant", "content": "", "refusal": null}), None);
-            call::sse(out, None, &c);
+            self.chunk(out, DeltaOut::Role { role: "assistant", content: "", refusal: None }, None);
         }
     }
 }
@@ -379,25 +438,22 @@ impl Chunks {
 impl Encoder for Chunks {
     fn delta(&mut self, d: Delta, out: &mut String) {
         self.open(out);
-        let delta = match d {
+        let delta = match &d {
             Delta::Text(t) if t.is_empty() => return,
-            Delta::Text(t) => json!({"content": t}),
+            Delta::Text(t) => DeltaOut::Content { content: t },
             Delta::Reasoning(t) if t.is_empty() => return,
-            Delta::Reasoning(t) => json!({"reasoning_content": t}),
+            Delta::Reasoning(t) => DeltaOut::Reasoning { reasoning_content: t },
             Delta::Signature(_) => return,
-            Delta::ToolCall { index, id, name, arguments } => {
-                let mut call = json!({"index": index, "function": {"arguments": arguments}});
-                if let Some(id) = id {
-                    call["id"] = Value::String(id);
-                    call["type"] = Value::String("function".into());
-                }
-                if let Some(name) = name {
-                    call["function"]["name"] = Value::String(name);
-                }
-                json!({"tool_calls": [call]})
-            }
+            Delta::ToolCall { index, id, name, arguments } => DeltaOut::ToolCalls {
+                tool_calls: [ToolCallOut {
+                    index: u32::try_from(*index).unwrap_or(u32::MAX),
+                    id: id.as_deref(),
+                    kind: id.as_ref().map(|_| "function"),
+                    function: FunctionOut { name: name.as_deref(), arguments },
+                }],
+            },
         };
-        call::sse(out, None, &self.chunk(delta, None));
+        self.chunk(out, delta, None);
     }
 
     fn end(&mut self, end: Result<Answer, HttpError>, out: &mut String) {
@@ -405,12 +461,10 @@ impl Encoder for Chunks {
             Ok(a) => {
                 self.open(out);
                 self.model.clone_from(&a.model);
-                call::sse(out, None, &self.chunk(json!({}), Some(finish_reason(a.finish_reason.as_ref()))));
+                self.chunk(out, DeltaOut::Empty {}, Some(finish_reason(a.finish_reason.as_ref())));
                 if self.include_usage {
-                    let mut u = self.chunk(json!({}), None);
-                    u["choices"] = json!([]);
-                    u["usage"] = usage(&a.usage);
-                    call::sse(out, None, &u);
+                    let none: [ChoiceOut<'_, DeltaOut<'_>>; 0] = [];
+                    call::sse(out, None, &self.out(&none, Some(Some(usage(&a.usage)))));
                 }
                 out.push_str("data: [DONE]\n\n");
             }
@@ -517,8 +571,20 @@ mod tests {
         assert_eq!(events.len(), 7, "{out}");
         let v: Vec<Value> =
             events[..6].iter().map(|e| serde_json::from_str(e.strip_prefix("data: ").unwrap()).unwrap()).collect();
-        assert_eq!(v[0]["choices"][0]["delta"]["role"], "assistant");
-        assert_eq!(v[1]["choices"][0]["delta"]["content"], "Hi");
+        assert_eq!(v[0]["choices"][0]["delta"], json!({"role": "assistant", "content": "", "refusal": null}));
+        assert_eq!(
+            v[1],
+            json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                "system_fingerprint": null, "usage": null,
+                "choices": [{"index": 0, "delta": {"content": "Hi"}, "logprobs": null, "finish_reason": null}]})
+        );
+        assert_eq!(
+            v[2]["choices"][0]["delta"],
+            json!({"tool_calls": [{"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": ""}}]})
+        );
+        assert_eq!(v[3]["choices"][0]["delta"], json!({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}));
+        assert_eq!(v[4]["choices"][0]["delta"], json!({}));
+        assert_eq!(v[4]["model"], "m-1");
         assert_eq!(v[2]["choices"][0]["delta"]["tool_calls"][0]["id"], "c1");
         assert_eq!(v[3]["choices"][0]["delta"]["tool_calls"][0].get("id"), None);
         assert_eq!(v[4]["choices"][0]["finish_reason"], "tool_calls");

@@ -172,7 +172,7 @@ pub fn estimate_usage(req: &ChatRequest, output_chars: usize) -> TokenUsage {
 pub(crate) fn json_post(
     spec: &ProviderSpec,
     url: &str,
-    body: &serde_json::Value,
+    body: &(impl serde::Serialize + ?Sized),
 ) -> Result<reqwest::Request, ProviderError> {
     let url =
         reqwest::Url::parse(url).map_err(|e| ProviderError::Request(format!("bad URL for {}: {e}", spec.name)))?;

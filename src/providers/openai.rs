@@ -492,8 +492,6 @@ impl Provider for OpenAi {
             response_format: req.response_format.as_ref().map(wire_response_format),
             reasoning_effort: req.reasoning.map(|r| r.effort().as_str()),
         };
-        let body =
-            serde_json::to_value(&body).map_err(|e| ProviderError::Request(format!("cannot encode body: {e}")))?;
         let mut request = json_post(spec, &format!("{base}/chat/completions"), &body)?;
         if let Some(key) = key {
             set_secret_header(&mut request, "authorization", "Bearer ", key)?;
