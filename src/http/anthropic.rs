@@ -341,7 +341,7 @@ struct Events {
 }
 
 impl Events {
-    fn start(&mut self, out: &mut String) {
+    fn start(&mut self, out: &mut Vec<u8>) {
         if !self.started {
             self.started = true;
             let m = json!({"type": "message_start", "message": {
@@ -353,7 +353,7 @@ impl Events {
         }
     }
 
-    fn stop(&mut self, out: &mut String, keep: impl Fn(Open) -> bool) {
+    fn stop(&mut self, out: &mut Vec<u8>, keep: impl Fn(Open) -> bool) {
         let (kept, stopped): (Vec<_>, Vec<_>) = self.open.drain(..).partition(|(_, k)| keep(*k));
         for (index, _) in stopped {
             call::sse(out, Some("content_block_stop"), &json!({"type": "content_block_stop", "index": index}));
@@ -362,7 +362,7 @@ impl Events {
     }
 
     /// The index of the block of kind `k`, begun with `block` if it is not the current one.
-    fn block(&mut self, out: &mut String, k: Open, block: Value) -> usize {
+    fn block(&mut self, out: &mut Vec<u8>, k: Open, block: Value) -> usize {
         if let Some((index, _)) = self.open.iter().find(|(_, o)| *o == k) {
             if matches!(k, Open::Tool(_)) || self.open.last().is_some_and(|(_, o)| *o == k) {
                 return *index;
@@ -381,7 +381,7 @@ impl Events {
         index
     }
 
-    fn block_delta(&self, out: &mut String, index: usize, delta: Value) {
+    fn block_delta(&self, out: &mut Vec<u8>, index: usize, delta: Value) {
         call::sse(
             out,
             Some("content_block_delta"),
@@ -391,7 +391,7 @@ impl Events {
 }
 
 impl Encoder for Events {
-    fn delta(&mut self, d: Delta, out: &mut String) {
+    fn delta(&mut self, d: Delta, out: &mut Vec<u8>) {
         self.start(out);
         match d {
             Delta::Text(t) if t.is_empty() => {}
@@ -420,7 +420,7 @@ impl Encoder for Events {
         }
     }
 
-    fn end(&mut self, end: Result<Answer, HttpError>, out: &mut String) {
+    fn end(&mut self, end: Result<Answer, HttpError>, out: &mut Vec<u8>) {
         match end {
             Ok(a) => {
                 self.start(out);
@@ -529,7 +529,7 @@ mod tests {
     #[test]
     fn stream_events_follow_anthropics_sequence() {
         let mut e = Events { id: "msg_1".into(), model: "c".into(), started: false, open: Vec::new(), next_index: 0 };
-        let mut out = String::new();
+        let mut out = Vec::new();
         e.delta(Delta::Reasoning("hm".into()), &mut out);
         e.delta(Delta::Signature("sig".into()), &mut out);
         e.delta(Delta::Text("Hi".into()), &mut out);
@@ -545,6 +545,7 @@ mod tests {
             ..Answer::default()
         };
         e.end(Ok(a), &mut out);
+        let out = String::from_utf8(out).unwrap();
         let names: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
         assert_eq!(
             names,

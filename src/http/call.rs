@@ -162,22 +162,27 @@ pub async fn respond(
 
 /// Turns a call's events into a dialect's SSE text.
 pub trait Encoder: Send + 'static {
-    fn delta(&mut self, d: Delta, out: &mut String);
+    fn delta(&mut self, d: Delta, out: &mut Vec<u8>);
     /// The last events, after which the body ends.
-    fn end(&mut self, end: Result<Answer, HttpError>, out: &mut String);
+    fn end(&mut self, end: Result<Answer, HttpError>, out: &mut Vec<u8>);
 }
 
 /// Appends one SSE event (`event:` only when named).
-pub fn sse(out: &mut String, event: Option<&str>, data: &(impl serde::Serialize + ?Sized)) {
+pub fn sse(out: &mut Vec<u8>, event: Option<&str>, data: &(impl serde::Serialize + ?Sized)) {
     if let Some(e) = event {
-        out.push_str("event: ");
-        out.push_str(e);
-        out.push('\n');
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(e.as_bytes());
+        out.push(b'\n');
     }
-    out.push_str("data: ");
-    // Serializing plain data and JSON values cannot fail; an empty object keeps the frame valid.
-    out.push_str(&serde_json::to_string(data).unwrap_or_else(|_| "{}".into()));
-    out.push_str("\n\n");
+    out.extend_from_slice(b"data: ");
+    let at = out.len();
+    // Serializing plain data and JSON values cannot fail; if it did, an empty object keeps the
+    // frame valid.
+    if serde_json::to_writer(&mut *out, data).is_err() {
+        out.truncate(at);
+        out.extend_from_slice(b"{}");
+    }
+    out.extend_from_slice(b"\n\n");
 }
 
 /// The streamed body: `first` (already received), then every later event, through `enc`.
@@ -197,7 +202,7 @@ fn sse_body(first: Event, running: Running, enc: impl Encoder) -> Body {
             Some(e) => e,
             None => st.running.next().await?,
         };
-        let mut out = String::new();
+        let mut out = Vec::with_capacity(1024);
         let mut ev = Some(first);
         let mut n = 0;
         while let Some(e) = ev.take() {

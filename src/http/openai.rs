@@ -406,7 +406,7 @@ struct FunctionOut<'a> {
 
 impl Chunks {
     /// Appends the chunk of `delta` (with `finish`) as an SSE event.
-    fn chunk(&self, out: &mut String, delta: DeltaOut<'_>, finish: Option<&str>) {
+    fn chunk(&self, out: &mut Vec<u8>, delta: DeltaOut<'_>, finish: Option<&str>) {
         let choices = [ChoiceOut { index: 0, delta, logprobs: None, finish_reason: finish }];
         call::sse(out, None, &self.out(&choices, self.include_usage.then_some(None)));
     }
@@ -427,7 +427,7 @@ impl Chunks {
         }
     }
 
-    fn open(&mut self, out: &mut String) {
+    fn open(&mut self, out: &mut Vec<u8>) {
         if !self.started {
             self.started = true;
             self.chunk(out, DeltaOut::Role { role: "assistant", content: "", refusal: None }, None);
@@ -436,7 +436,7 @@ impl Chunks {
 }
 
 impl Encoder for Chunks {
-    fn delta(&mut self, d: Delta, out: &mut String) {
+    fn delta(&mut self, d: Delta, out: &mut Vec<u8>) {
         self.open(out);
         let delta = match &d {
             Delta::Text(t) if t.is_empty() => return,
@@ -456,7 +456,7 @@ impl Encoder for Chunks {
         self.chunk(out, delta, None);
     }
 
-    fn end(&mut self, end: Result<Answer, HttpError>, out: &mut String) {
+    fn end(&mut self, end: Result<Answer, HttpError>, out: &mut Vec<u8>) {
         match end {
             Ok(a) => {
                 self.open(out);
@@ -466,7 +466,7 @@ impl Encoder for Chunks {
                     let none: [ChoiceOut<'_, DeltaOut<'_>>; 0] = [];
                     call::sse(out, None, &self.out(&none, Some(Some(usage(&a.usage)))));
                 }
-                out.push_str("data: [DONE]\n\n");
+                out.extend_from_slice(b"data: [DONE]\n\n");
             }
             Err(e) => call::sse(out, None, &e.body(Dialect::OpenAi)),
         }
@@ -553,7 +553,7 @@ mod tests {
     fn stream_chunks_have_openai_shapes() {
         let mut c =
             Chunks { id: "chatcmpl-1".into(), created: 1, model: "m".into(), include_usage: true, started: false };
-        let mut out = String::new();
+        let mut out = Vec::new();
         c.delta(Delta::Text("Hi".into()), &mut out);
         c.delta(
             Delta::ToolCall { index: 0, id: Some("c1".into()), name: Some("f".into()), arguments: String::new() },
@@ -567,6 +567,7 @@ mod tests {
             ..Answer::default()
         };
         c.end(Ok(a), &mut out);
+        let out = String::from_utf8(out).unwrap();
         let events: Vec<&str> = out.split("\n\n").filter(|s| !s.is_empty()).collect();
         assert_eq!(events.len(), 7, "{out}");
         let v: Vec<Value> =

@@ -653,19 +653,29 @@ impl StreamDecoder for Decoder {
             self.done = true;
             return Ok(());
         }
-        let v = parse_json(frame.data.as_bytes())?;
-        if frame.event.as_deref() == Some("error") {
-            return Err(stream_error(v.get("error").unwrap_or(&v)));
-        }
-        let chunk: Chunk = Chunk::deserialize(&v).map_err(|e| malformed("chunk", &e))?;
+        // Most frames are one delta with neither usage nor an error: those are read straight into
+        // a `Chunk`. Any other frame (or one that does not read so) goes through a JSON value,
+        // which the usage, cost and error lookups need.
+        let plain = frame.event.is_none() && !frame.data.contains("usage") && !frame.data.contains("error");
+        let chunk = match plain.then(|| serde_json::from_str::<Chunk>(&frame.data).ok()).flatten() {
+            Some(chunk) => chunk,
+            None => {
+                let v = parse_json(frame.data.as_bytes())?;
+                if frame.event.as_deref() == Some("error") {
+                    return Err(stream_error(v.get("error").unwrap_or(&v)));
+                }
+                let chunk: Chunk = Chunk::deserialize(&v).map_err(|e| malformed("chunk", &e))?;
+                if let Some(usage) = usage_of(&v) {
+                    self.summary.usage = Some(usage);
+                    self.summary.provider_cost_microusd = cost_of(&v).or(self.summary.provider_cost_microusd);
+                }
+                chunk
+            }
+        };
         if let Some(model) = chunk.model {
             if self.summary.model.is_none() {
                 self.summary.model = Some(model);
             }
-        }
-        if let Some(usage) = usage_of(&v) {
-            self.summary.usage = Some(usage);
-            self.summary.provider_cost_microusd = cost_of(&v).or(self.summary.provider_cost_microusd);
         }
         if let Some(err) = chunk.error.as_ref().filter(|e| !e.is_null()) {
             return Err(stream_error(err));
@@ -753,6 +763,27 @@ mod tests {
             assert_eq!(s.model.as_deref(), Some("gpt-4o-mini-2024-07-18"));
             assert_eq!(s.provider_cost_microusd, None);
         }
+    }
+
+    #[test]
+    fn plain_frames_and_frames_that_name_usage_or_error_decode_alike() {
+        // The first two frames take the direct path, the third (its text names `usage` and
+        // `error`) and the fourth (real usage) the JSON-value path; a duplicate key, which the
+        // direct path refuses, falls back too.
+        let sse = concat!(
+            "data: {\"model\":\"m-1\",\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"a \"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"usage error \"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"x\",\"content\":\"b\"},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":3}}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let (text, s, err, done) = decode(&OpenAi, sse.as_bytes(), 7);
+        assert!(err.is_none() && done);
+        assert_eq!(text, "a usage error b");
+        assert_eq!(s.model.as_deref(), Some("m-1"));
+        assert_eq!(s.usage, Some(usage(4, 3, 0, 0)));
+        assert_eq!(s.finish_reason, Some(FinishReason::Stop));
     }
 
     #[test]
