@@ -8,7 +8,7 @@
 //!   its own (tracked by `State::front_doors`), where it ends billed with status `cancelled`
 //!   exactly as `$/cancel` ends an RPC call;
 //! - while the client is there the call runs in the connection's own task: no task per call and
-//!   no wake-up of another task per delta (the pass-through proxy's hops, no more);
+//!   no wake-up of another task per delta;
 //! - a streamed answer starts (status 200) only once its first delta or its end is known, so a
 //!   refusal before any token (quota, tier, rate limit, bad request) is a plain HTTP error;
 //! - deltas reach the body in order, and all of them before the end (the service sends every
@@ -127,6 +127,8 @@ impl Drop for Running {
         // The client went away mid-call: cancel it and let it end (billed) on its own.
         let Some(call) = self.call.take() else { return };
         self.cancel.cancel();
+        // Outside a runtime (the process is tearing it down) no task can start: the call goes
+        // with the process, like every other call still running then.
         if tokio::runtime::Handle::try_current().is_ok() {
             self.state.front_doors.spawn(async move {
                 let _ = call.await;

@@ -389,7 +389,7 @@ enum DeltaOut<'a> {
 
 #[derive(Serialize)]
 struct ToolCallOut<'a> {
-    index: u32,
+    index: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<&'a str>,
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
@@ -446,7 +446,7 @@ impl Encoder for Chunks {
             Delta::Signature(_) => return,
             Delta::ToolCall { index, id, name, arguments } => DeltaOut::ToolCalls {
                 tool_calls: [ToolCallOut {
-                    index: u32::try_from(*index).unwrap_or(u32::MAX),
+                    index: *index,
                     id: id.as_deref(),
                     kind: id.as_ref().map(|_| "function"),
                     function: FunctionOut { name: name.as_deref(), arguments },

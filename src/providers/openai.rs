@@ -767,9 +767,9 @@ mod tests {
 
     #[test]
     fn plain_frames_and_frames_that_name_usage_or_error_decode_alike() {
-        // The first two frames take the direct path, the third (its text names `usage` and
-        // `error`) and the fourth (real usage) the JSON-value path; a duplicate key, which the
-        // direct path refuses, falls back too.
+        // The first two frames take the direct path; the third (its text names `usage` and
+        // `error`) and the fifth (real usage) take the JSON-value path; the fourth has a
+        // duplicate key, which the direct path refuses, and falls back (the value keeps the last).
         let sse = concat!(
             "data: {\"model\":\"m-1\",\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
             "data: {\"choices\":[{\"delta\":{\"content\":\"a \"}}]}\n\n",
