@@ -237,20 +237,28 @@ async fn always_deducts_what_was_billed_nothing_for_a_failure_and_the_billed_par
     assert_eq!(i(&balance(&c).await, "reserved"), 0);
 }
 
+/// The account backend's state: its balance and when it last changed (its `as_of`, as a real
+/// backend reports it; the time of the request would make every fetch look like a new report).
 #[derive(Clone, Default)]
 struct Backend {
-    balance: Arc<Mutex<i64>>,
+    balance: Arc<Mutex<(i64, i64)>>,
 }
 
-/// The account backend: `/entitlement` reports `backend.balance` (as a purchase, order-1), and
+impl Backend {
+    fn set(&self, balance: i64) {
+        *self.balance.lock().unwrap() = (balance, now_s());
+    }
+}
+
+/// The account backend: `/entitlement` reports [`Backend`]'s balance (as a purchase, order-1), and
 /// `/checkout` answers a link naming the kind asked for.
 fn backend_app(backend: &Backend) -> axum::Router {
     axum::Router::new()
         .route(
             "/entitlement",
             get(|axum::extract::State(b): axum::extract::State<Backend>| async move {
-                let balance = *b.balance.lock().unwrap();
-                Json(json!({"credits": {"balance": balance, "as_of": now_s(), "kind": "purchase", "reference": "order-1"}}))
+                let (balance, as_of) = *b.balance.lock().unwrap();
+                Json(json!({"credits": {"balance": balance, "as_of": as_of, "kind": "purchase", "reference": "order-1"}}))
             }),
         )
         .route(
@@ -290,7 +298,7 @@ async fn a_grant_from_the_backend_and_events_once_per_crossing() {
     assert_eq!(next(&mut notes).await, "credits.low 19");
     assert_eq!(next(&mut notes).await, "credits.exhausted 0");
     // The backend reports a bought pack of 500: the balance is 500 and a purchase is logged.
-    *backend.balance.lock().unwrap() = 22 + 500;
+    backend.set(22 + 500);
     call(&c, "account.refresh", vec![]).await.unwrap();
     assert_eq!(next(&mut notes).await, "credits.granted 500");
     let b = balance(&c).await;
@@ -361,7 +369,7 @@ async fn deductions_sync_once_across_a_kill_9_and_the_backend_balance_then_count
     let mock = Mock::start().await;
     let keys = keypair();
     let backend = Backend::default();
-    *backend.balance.lock().unwrap() = 10;
+    backend.set(10);
     let app = backend_app(&backend);
     let url = common::serve(app).await;
     let sync = format!(
@@ -404,7 +412,7 @@ async fn deductions_sync_once_across_a_kill_9_and_the_backend_balance_then_count
     assert!(deductions(&now_txs).iter().all(|t| field(t, "synced_ms").as_i64().is_some()), "{now_txs:?}");
     assert_eq!(i(&balance(&c).await, "balance"), 7);
     // The backend, having received them, reports 7: nothing is deducted twice, no adjustment.
-    *backend.balance.lock().unwrap() = 7;
+    backend.set(7);
     call(&c, "account.refresh", vec![]).await.unwrap();
     let b = balance(&c).await;
     assert_eq!((i(&b, "balance"), i(&b, "backend_balance"), i(&b, "unacknowledged")), (7, 7, 0), "{b}");
