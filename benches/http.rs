@@ -10,7 +10,8 @@
 //! that its CPU time is its own; the mock provider and the load generator share this process.
 //!
 //! Run: `cargo bench --bench http` (about a minute). `HTTP_BENCH_N` sets requests per cell,
-//! `HTTP_BENCH_CELLS` (e.g. `stream:1,non-stream:32`) which cells run.
+//! `HTTP_BENCH_CELLS` (e.g. `stream:1,non-stream:32`) which cells run, `BENCH_DAEMON_BIN` another
+//! daemon build to measure (for an A/B against the same baselines).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 mod common;

@@ -117,13 +117,15 @@ pub async fn direct(http: &reqwest::Client, url: &str, key: &str, stream: bool) 
     Sample { total: t0.elapsed(), first: first.unwrap() }
 }
 
-/// Starts the daemon binary `bin` with `config` (its `BENCH_KEY` set) in `dir`, and waits until
-/// its socket accepts. Returns the process and the socket.
+/// Starts the daemon binary `bin` (or `BENCH_DAEMON_BIN`, to measure another build against the
+/// same baselines) with `config` (its `BENCH_KEY` set) in `dir`, and waits until its socket
+/// accepts. Returns the process and the socket.
 pub async fn spawn_daemon(bin: &str, dir: &Path, config: &str) -> (Child, PathBuf) {
+    let bin = std::env::var("BENCH_DAEMON_BIN").unwrap_or_else(|_| bin.to_string());
     let socket = dir.join("run").join("sock");
     let config_file = dir.join("config.toml");
     std::fs::write(&config_file, config).unwrap();
-    let daemon = Command::new(bin)
+    let daemon = Command::new(&bin)
         .env("BENCH_KEY", "sk-bench")
         .env("HOME", dir)
         .env("XDG_RUNTIME_DIR", dir)

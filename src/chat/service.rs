@@ -3,7 +3,8 @@
 //!
 //! [`run`] does, in order: validation of the request, admission (tier gate on targets and on
 //! features — tools, images, documents —, rate limit, quota reservation of the call's bound at
-//! each target), the router's call (deltas go to the caller's [`Sink`] as they arrive), pricing
+//! each target), the router's call (deltas go straight from the router into the caller's [`Sink`] as they are
+//! decoded: no channel or task in between), pricing
 //! (the provider's own cost when it reports one, else the price table), the usage records, one
 //! durable ledger commit, and the policy's settlement. Faces only map their dialect onto
 //! [`Request`] and the [`Answer`] / [`ChatError`] back.
@@ -18,7 +19,8 @@
 //!   the actual numbers and `usage.overshoot` is emitted;
 //! - nothing here sees a key: the router picks keys and redacts provider messages.
 
-use super::{ChatRequest, Delta, FinishReason, Part, Target};
+pub use super::Sink;
+use super::{ChatRequest, FinishReason, Part, Target};
 use crate::events::EventKind;
 use crate::keystore::{KeyStore, NoKeys};
 use crate::policy::{AdmitRequest, Admitted, Amount, Features, Refusal};
@@ -27,21 +29,10 @@ use crate::providers::ProviderError;
 use crate::router::{Attempt, AttemptOutcome, ChatCall, ChatFailure, ChatOutcome, Router};
 use crate::state::State;
 use crate::usage_record::{CallStatus, KeySource, TokenUsage, UsageRecord};
-use futures::future::BoxFuture;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-/// Deltas buffered between the router and the sink.
-const CHUNK_BUFFER: usize = 64;
-
-/// Receives a streamed call's deltas, in order. A sink that cannot deliver (its peer is gone)
-/// just drops them: the caller's cancellation token ends the call.
-pub trait Sink: Send {
-    fn send(&mut self, delta: Delta) -> BoxFuture<'_, ()>;
-}
 
 /// Who is calling: the app name records, rate limits and policy use.
 #[derive(Debug, Clone)]
@@ -147,25 +138,8 @@ pub async fn run(
     let (admitted, bounds) = admit(state, &router, &caller.app, &mut call).map_err(ChatError::Refused)?;
     // A tier without BYOK uses no vault keys (platform and local keys only).
     let keys: &dyn KeyStore = if admitted.byok_allowed { state.keys.as_ref() } else { &NoKeys };
-    let mut outcome = match sink {
-        Some(sink) if call.stream => {
-            let (tx, mut rx) = mpsc::channel::<Delta>(CHUNK_BUFFER);
-            let run = router.chat(&call, keys, Some(&tx), cancel);
-            tokio::pin!(run);
-            let outcome = loop {
-                tokio::select! {
-                    biased;
-                    Some(delta) = rx.recv() => sink.send(delta).await,
-                    o = &mut run => break o,
-                }
-            };
-            while let Ok(delta) = rx.try_recv() {
-                sink.send(delta).await;
-            }
-            outcome
-        }
-        _ => router.chat(&call, keys, None, cancel).await,
-    };
+    let sink = if call.stream { sink } else { None };
+    let mut outcome = router.chat(&call, keys, sink, cancel).await;
     let skipped = admitted.skipped.iter().map(|t| Attempt {
         provider: t.provider.clone(),
         model: t.model.clone(),

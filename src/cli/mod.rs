@@ -74,6 +74,12 @@ enum Command {
         /// (default 127.0.0.1:8931; overrides `[http] listen`)
         #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = llm_sidecar::http::DEFAULT_LISTEN)]
         http: Option<String>,
+        /// Threads that run the daemon's async work: 1 (the default) runs it all on one thread,
+        /// with no wake-ups between threads; the ledger's commits, vault unlocks and large
+        /// decodes have threads of their own either way
+        #[arg(long, value_name = "N", env = "LLM_SIDECAR_WORKER_THREADS", default_value_t = 1,
+              value_parser = clap::value_parser!(u16).range(1..=256))]
+        worker_threads: u16,
     },
     /// Show whether the daemon runs, its version and state
     Status {
@@ -187,7 +193,18 @@ pub fn main() -> ExitCode {
         },
         _ => llm_sidecar::daemon::Activation::None,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // The daemon's async work runs on `serve --worker-threads` threads: on one (the default) no
+    // task ever wakes another thread's. Client commands keep tokio's default pool.
+    let mut builder = match cli.command {
+        Command::Serve { worker_threads: 1, .. } => tokio::runtime::Builder::new_current_thread(),
+        Command::Serve { worker_threads, .. } => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(usize::from(worker_threads));
+            b
+        }
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -236,7 +253,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 async fn run(cli: Cli, activation: llm_sidecar::daemon::Activation) -> Result<ExitCode> {
     match &cli.command {
-        Command::Serve { data_dir, http } => serve::run(&cli, data_dir.clone(), http.clone(), activation).await,
+        Command::Serve { data_dir, http, .. } => serve::run(&cli, data_dir.clone(), http.clone(), activation).await,
         Command::Status { json } => status::run(&cli, *json).await,
         Command::Keys { command } => keys::run(&cli, command).await,
         Command::Vault { command } => vault::run(&cli, command).await,

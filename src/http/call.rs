@@ -22,7 +22,6 @@ use crate::state::State;
 use axum::body::{Body, Bytes};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
-use futures::future::BoxFuture;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -53,24 +52,15 @@ struct Running {
     state: Arc<State>,
 }
 
-struct ChannelSink(mpsc::Sender<Delta>);
-
-impl Sink for ChannelSink {
-    fn send(&mut self, delta: Delta) -> BoxFuture<'_, ()> {
-        // A closed channel means the client went away: the call has been cancelled.
-        Box::pin(async move {
-            let _ = self.0.send(delta).await;
-        })
-    }
-}
-
 /// Prepares `req` for `app` (nothing runs until the [`Running`] is polled).
 fn start(state: &Arc<State>, app: String, req: Request) -> Running {
     let cancel = CancellationToken::new();
     let (tx, rx) = mpsc::channel(BUFFER);
     let (st, token) = (state.clone(), cancel.clone());
     let call: CallFuture = Box::pin(async move {
-        let mut sink = ChannelSink(tx);
+        // The channel's receiving end is only ever read with `try_recv` (no waker): a send never
+        // wakes a task, not even this one.
+        let mut sink = tx;
         let sink: Option<&mut dyn Sink> = if req.stream { Some(&mut sink) } else { None };
         match service::run(&st, &Caller { app }, req, sink, &token).await {
             Ok(answer) => Ok(answer),

@@ -1,8 +1,9 @@
 //! One chat call through the router: targets × keys × retries, and one HTTP exchange per attempt.
 //!
-//! Deltas (text, reasoning, tool-call pieces) go to the caller through a bounded channel as they
-//! arrive, and are assembled into the answer's message; a delta is "delivered"
-//! once the channel accepted it, and from then on the call can no longer fall back.
+//! Deltas (text, reasoning, tool-call pieces) go straight into the caller's [`Sink`] as they are
+//! decoded (in the caller's task: no channel, no wake-up of another task), and are assembled into
+//! the answer's message; a delta is "delivered" once the sink took it, and from then on the call
+//! can no longer fall back.
 //!
 //! A target whose API lacks a feature the request uses (its adapter refuses to build it, so
 //! nothing is sent) is skipped as `unsupported` and the next target is tried; the call fails with
@@ -19,7 +20,7 @@
 //! attempt: providers do not bill a request they refused (429, 5xx) or never reported on.
 
 use super::{KeyChoice, Router, RouterConfig, Target};
-use crate::chat::{Assembler, Delta, FinishReason, Part};
+use crate::chat::{Assembler, FinishReason, Part, Sink};
 use crate::keystore::{KeyOutcome, KeyStore};
 use crate::providers::{
     self, estimate_usage, transport, ChatRequest, Completion, FailureKind, Framer, ProviderError, ProviderSpec,
@@ -29,7 +30,6 @@ use crate::usage_record::{KeySource, TokenUsage};
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use std::time::Duration;
-use tokio::sync::mpsc;
 // The tokio clock, so that waits and deadlines follow a paused clock in tests.
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -201,7 +201,7 @@ impl Router {
         &self,
         call: &ChatCall,
         store: &dyn KeyStore,
-        chunks: Option<&mpsc::Sender<Delta>>,
+        chunks: Option<&mut dyn Sink>,
         cancel: &CancellationToken,
     ) -> ChatOutcome {
         let start = Instant::now();
@@ -214,7 +214,7 @@ impl Router {
         &self,
         call: &ChatCall,
         store: &dyn KeyStore,
-        chunks: Option<&mpsc::Sender<Delta>>,
+        mut chunks: Option<&mut dyn Sink>,
         cancel: &CancellationToken,
         start: Instant,
     ) -> ChatOutcome {
@@ -262,7 +262,9 @@ impl Router {
                         break 'targets;
                     }
                     let t0 = Instant::now();
-                    let a = self.attempt(spec, target, key, call, chunks, cancel, deadline, start).await;
+                    // A reborrow for this attempt (the cast shortens the sink's lifetime to it).
+                    let sink = chunks.as_mut().map(|s| &mut **s as &mut dyn Sink);
+                    let a = self.attempt(spec, target, key, call, sink, cancel, deadline, start).await;
                     let ms = crate::clock::millis(t0.elapsed());
                     out.provider.clone_from(&target.provider);
                     out.target_model.clone_from(&target.model);
@@ -388,7 +390,7 @@ impl Router {
         target: &Target,
         key: &KeyChoice,
         call: &ChatCall,
-        chunks: Option<&mpsc::Sender<Delta>>,
+        mut chunks: Option<&mut dyn Sink>,
         cancel: &CancellationToken,
         deadline: Instant,
         start: Instant,
@@ -509,14 +511,14 @@ impl Router {
                 }
                 for delta in deltas.drain(..) {
                     a.content.push(&delta);
-                    if let Some(tx) = chunks {
+                    if let Some(sink) = chunks.as_deref_mut() {
                         let sent = tokio::select! {
                             biased;
                             _ = cancel.cancelled() => false,
-                            r = tx.send(delta) => r.is_ok(),
+                            () = sink.send(delta) => true,
                         };
                         if !sent {
-                            // Cancelled, or the app's side of the call is gone.
+                            // Cancelled (the app went away, or asked).
                             a.summary = decoder.summary();
                             a.end = End::Cancelled;
                             return a;

@@ -62,8 +62,8 @@ async fn run(r: &Router, call: &ChatCall) -> (ChatOutcome, Vec<Delta>) {
 }
 
 async fn run_with(r: &Router, call: &ChatCall, store: &dyn KeyStore) -> (ChatOutcome, Vec<Delta>) {
-    let (tx, mut rx) = mpsc::channel(64);
-    let out = r.chat(call, store, Some(&tx), &CancellationToken::new()).await;
+    let (mut tx, mut rx) = mpsc::channel(64);
+    let out = r.chat(call, store, Some(&mut tx), &CancellationToken::new()).await;
     drop(tx);
     let mut deltas = Vec::new();
     while let Some(d) = rx.recv().await {
