@@ -116,6 +116,10 @@ pub(crate) async fn read_body(face: &Face, body: Body) -> Result<Bytes, HttpErro
 
 /// Parses a JSON body; the message names the field at fault.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, HttpError> {
+    // Tracking the path costs on every field: only a body that fails is read again to find it.
+    if let Ok(v) = serde_json::from_slice(body) {
+        return Ok(v);
+    }
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

@@ -391,6 +391,26 @@ struct Chunk {
     choices: Vec<ChunkChoice>,
     #[serde(default)]
     error: Option<Value>,
+    /// `null` in every chunk but the last when `include_usage` is set.
+    #[serde(default)]
+    usage: Option<Value>,
+    /// Groq's place for usage.
+    #[serde(default)]
+    x_groq: Option<XGroq>,
+}
+
+#[derive(Deserialize)]
+struct XGroq {
+    #[serde(default)]
+    usage: Option<Value>,
+}
+
+impl Chunk {
+    /// The chunk's usage object, as [`usage_object`] finds it in the chunk's JSON value.
+    fn usage_object(&self) -> Option<&Value> {
+        let groq = self.x_groq.as_ref().and_then(|x| x.usage.as_ref());
+        self.usage.as_ref().filter(|u| u.is_object()).or(groq.filter(|u| u.is_object()))
+    }
 }
 
 #[derive(Deserialize)]
@@ -586,8 +606,12 @@ fn usage_object(v: &Value) -> Option<&Value> {
 
 /// Usage of a response or chunk (see the module docs).
 fn usage_of(v: &Value) -> Option<TokenUsage> {
-    let u = usage_object(v)?;
-    Some(TokenUsage {
+    usage_object(v).map(usage_in)
+}
+
+/// The usage a `usage` object states.
+fn usage_in(u: &Value) -> TokenUsage {
+    TokenUsage {
         input: u64_at(u, &["prompt_tokens"]).unwrap_or(0),
         output: u64_at(u, &["completion_tokens"]).unwrap_or(0),
         cached: u64_at(u, &["prompt_tokens_details", "cached_tokens"])
@@ -596,12 +620,17 @@ fn usage_of(v: &Value) -> Option<TokenUsage> {
         cache_write: u64_at(u, &["prompt_tokens_details", "cache_write_tokens"]).unwrap_or(0),
         reasoning: u64_at(u, &["completion_tokens_details", "reasoning_tokens"]).unwrap_or(0),
         estimated: false,
-    })
+    }
 }
 
 /// OpenRouter's `usage.cost` (USD) in micro-dollars, rounded.
 fn cost_of(v: &Value) -> Option<i64> {
-    let usd = usage_object(v)?.get("cost")?.as_f64().filter(|c| c.is_finite() && *c >= 0.0)?;
+    usage_object(v).and_then(cost_in)
+}
+
+/// The cost a `usage` object states (OpenRouter's `cost`).
+fn cost_in(u: &Value) -> Option<i64> {
+    let usd = u.get("cost")?.as_f64().filter(|c| c.is_finite() && *c >= 0.0)?;
     let micro = (usd * 1_000_000.0).round();
     // In range by the check: a cost above i64::MAX micro-dollars is no real cost.
     (micro < 9.0e18).then_some(micro as i64)
@@ -653,25 +682,24 @@ impl StreamDecoder for Decoder {
             self.done = true;
             return Ok(());
         }
-        // Most frames are one delta with neither usage nor an error: those are read straight into
-        // a `Chunk`. Any other frame (or one that does not read so) goes through a JSON value,
-        // which the usage, cost and error lookups need.
-        let plain = frame.event.is_none() && !frame.data.contains("usage") && !frame.data.contains("error");
-        let chunk = match plain.then(|| serde_json::from_str::<Chunk>(&frame.data).ok()).flatten() {
+        // A data-only frame is read straight into a `Chunk` (its usage and error kept as JSON
+        // values). A named event, or a frame that does not read so (a duplicate key, say), goes
+        // through a JSON value first, which also makes the errors for bad JSON.
+        let direct = frame.event.is_none().then(|| serde_json::from_str::<Chunk>(&frame.data).ok()).flatten();
+        let chunk = match direct {
             Some(chunk) => chunk,
             None => {
                 let v = parse_json(frame.data.as_bytes())?;
                 if frame.event.as_deref() == Some("error") {
                     return Err(stream_error(v.get("error").unwrap_or(&v)));
                 }
-                let chunk: Chunk = Chunk::deserialize(&v).map_err(|e| malformed("chunk", &e))?;
-                if let Some(usage) = usage_of(&v) {
-                    self.summary.usage = Some(usage);
-                    self.summary.provider_cost_microusd = cost_of(&v).or(self.summary.provider_cost_microusd);
-                }
-                chunk
+                Chunk::deserialize(&v).map_err(|e| malformed("chunk", &e))?
             }
         };
+        if let Some(u) = chunk.usage_object() {
+            self.summary.usage = Some(usage_in(u));
+            self.summary.provider_cost_microusd = cost_in(u).or(self.summary.provider_cost_microusd);
+        }
         if let Some(model) = chunk.model {
             if self.summary.model.is_none() {
                 self.summary.model = Some(model);
@@ -766,23 +794,25 @@ mod tests {
     }
 
     #[test]
-    fn plain_frames_and_frames_that_name_usage_or_error_decode_alike() {
-        // The first two frames take the direct path; the third (its text names `usage` and
-        // `error`) and the fifth (real usage) take the JSON-value path; the fourth has a
-        // duplicate key, which the direct path refuses, and falls back (the value keeps the last).
+    fn direct_and_fallback_frames_decode_alike() {
+        // Every frame but the fourth takes the direct path: the third's text names `usage` and
+        // `error`, the fifth carries real usage, the sixth Groq's (`x_groq.usage`, later, so it
+        // wins); the fourth has a duplicate key, which the direct path refuses, and falls back
+        // (the value keeps the last).
         let sse = concat!(
             "data: {\"model\":\"m-1\",\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
             "data: {\"choices\":[{\"delta\":{\"content\":\"a \"}}]}\n\n",
             "data: {\"choices\":[{\"delta\":{\"content\":\"usage error \"}}]}\n\n",
             "data: {\"choices\":[{\"delta\":{\"content\":\"x\",\"content\":\"b\"},\"finish_reason\":\"stop\"}]}\n\n",
             "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":3}}\n\n",
+            "data: {\"choices\":[],\"usage\":null,\"x_groq\":{\"id\":\"r\",\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2}}}\n\n",
             "data: [DONE]\n\n",
         );
         let (text, s, err, done) = decode(&OpenAi, sse.as_bytes(), 7);
         assert!(err.is_none() && done);
         assert_eq!(text, "a usage error b");
         assert_eq!(s.model.as_deref(), Some("m-1"));
-        assert_eq!(s.usage, Some(usage(4, 3, 0, 0)));
+        assert_eq!(s.usage, Some(usage(5, 2, 0, 0)));
         assert_eq!(s.finish_reason, Some(FinishReason::Stop));
     }
 
