@@ -512,10 +512,37 @@ async fn models_list_shows_prices_keys_and_routes() {
     assert!(!format!("{r:?}").contains(KEY));
 }
 
+/// Threads of `pid` that are tokio pool workers.
+fn pool_workers(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter(|t| {
+            let comm = std::fs::read_to_string(t.as_ref().unwrap().path().join("comm")).unwrap_or_default();
+            comm.trim() == "tokio-rt-worker"
+        })
+        .count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_streams() {
+    // The daemon's async work runs on its main thread: no pool.
+    let d = concurrent_streams(&[]).await;
+    assert_eq!(pool_workers(d.pid()), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_streams_on_a_pool_of_worker_threads() {
+    let d = concurrent_streams(&[("LLM_SIDECAR_WORKER_THREADS", "3")]).await;
+    assert_eq!(pool_workers(d.pid()), 3);
+}
+
+/// 200 streamed calls, 20 at a time on each of 10 connections, over the four adapters, on a
+/// daemon started with `env`: each gets its whole text, in chunks and in the result, and its usage.
+async fn concurrent_streams(env: &[(&str, &str)]) -> Daemon {
     let mock = Mock::start().await;
-    let d = start(&config(&mock, None, "", ""));
+    let mut env = env.to_vec();
+    env.push(("MOCK_KEY", KEY));
+    let d = Daemon::start_with(&config(&mock, None, "", ""), &env);
     let models = ["openai/gpt-4o-mini", "anthropic/claude-haiku-4-5", "gemini/gemini-2.5-flash", "local/phi3"];
     let mut tasks = Vec::new();
     for conn in 0..10 {
@@ -573,6 +600,7 @@ async fn two_hundred_concurrent_streams() {
     assert_eq!(total, 200);
     assert_eq!(mock.requests(), 200);
     assert!(!d.logs().contains(KEY));
+    d
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

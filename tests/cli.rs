@@ -252,6 +252,23 @@ async fn a_second_daemon_on_the_same_data_dir_names_it_and_the_pid() {
     d.client().await.call("daemon.info", vec![]).await.unwrap();
 }
 
+#[test]
+fn serve_refuses_a_worker_thread_count_out_of_range() {
+    let d = Daemon::prepare("", &[]);
+    for (args, env) in [(&["--worker-threads", "0"][..], None), (&[][..], Some("many"))] {
+        let mut cmd = d.serve_command();
+        cmd.args(args);
+        if let Some(v) = env {
+            cmd.env("LLM_SIDECAR_WORKER_THREADS", v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "{args:?} {env:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--worker-threads"), "{args:?} {env:?}: {err}");
+        assert!(!d.socket.exists(), "a refused serve must not bind");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_errors_are_all_reported_and_an_unreadable_file_once() {
     let d = Daemon::prepare("", &[]);

@@ -1,6 +1,6 @@
 //! The chat domain shared by every front door and the providers: the conversation model
-//! ([`types`]), stream deltas and their assembly ([`assemble`]), where a stream's deltas go ([`sink`]) and the prompt token bound a
-//! quota reserves ([`bound`]).
+//! ([`types`]), stream deltas and their assembly ([`assemble`]), where a stream's deltas go
+//! ([`sink`]) and the prompt token bound a quota reserves ([`bound`]).
 //!
 //! Invariant: no provider's wire shape appears here; adapters translate these types both ways
 //! and the RPC (and any other face) maps its params onto them.

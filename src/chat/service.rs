@@ -3,10 +3,10 @@
 //!
 //! [`run`] does, in order: validation of the request, admission (tier gate on targets and on
 //! features — tools, images, documents —, rate limit, quota reservation of the call's bound at
-//! each target), the router's call (deltas go straight from the router into the caller's [`Sink`] as they are
-//! decoded: no channel or task in between), pricing
-//! (the provider's own cost when it reports one, else the price table), the usage records, one
-//! durable ledger commit, and the policy's settlement. Faces only map their dialect onto
+//! each target), the router's call (deltas go straight from the router into the caller's
+//! [`Sink`] as they are decoded: no channel or task in between), pricing (the provider's own cost
+//! when it reports one, else the price table), the usage records, one durable ledger commit, and
+//! the policy's settlement. Faces only map their dialect onto
 //! [`Request`] and the [`Answer`] / [`ChatError`] back.
 //!
 //! Invariants:
