@@ -12,10 +12,12 @@
 //!   accepted therefore decodes into a bounded amount of memory, in bounded time.
 //!
 //! Invariants: [`FrameReader::next_frame`] never buffers more than `limits.frame` bytes plus one
-//! read; bytes of a frame handed out are not left behind in the reader's buffer (they are moved
+//! read; a frame is read at most [`READ_SLICE`] bytes at a time, and once more than
+//! [`YIELD_PAST`] bytes of it are buffered the reader lets other tasks run after every read (a
+//! huge frame on one connection never holds the daemon's thread for long); bytes of a frame handed out are not left behind in the reader's buffer (they are moved
 //! out with the frame or zeroed), so a secret sent in a request lives only as long as its frame.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
@@ -33,6 +35,10 @@ pub const MAX_ELEMENTS: u64 = 1_000_000;
 pub const MAX_DECODED: u64 = 32 * 1024 * 1024;
 /// How far [`FrameReader::closed`] reads ahead of the frames taken.
 pub const READ_AHEAD: usize = 64 * 1024;
+/// Most bytes one read takes from the stream.
+pub const READ_SLICE: usize = 64 * 1024;
+/// With more than this buffered, the reader yields to other tasks after each read.
+pub const YIELD_PAST: usize = 64 * 1024;
 /// Frames up to this size are copied out of the read buffer (whose copy is zeroed); larger ones
 /// take the buffer with them.
 const COPY_MAX: usize = 64 * 1024;
@@ -276,8 +282,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.start = 0;
     }
 
-    /// Reads once into `buf` (growing it at most to the frame limit plus one read); returns the
-    /// number of bytes read.
+    /// Reads once into `buf` (at most [`READ_SLICE`] bytes, growing it at most to the frame limit
+    /// plus one read); returns the number of bytes read. Past [`YIELD_PAST`] buffered bytes it
+    /// yields after the read (cancel-safe: the bytes read stay buffered).
     async fn read_more(&mut self, want: usize) -> std::io::Result<usize> {
         self.compact();
         if self.buf.capacity() - self.buf.len() < want {
@@ -285,7 +292,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             let target = (cap * 2).min(self.limits.frame + want).max(self.buf.len() + want);
             self.buf.reserve_exact(target - self.buf.len());
         }
-        self.inner.read_buf(&mut self.buf).await
+        let n = self.inner.read_buf(&mut (&mut self.buf).limit(READ_SLICE)).await?;
+        if self.pending() > YIELD_PAST {
+            tokio::task::yield_now().await;
+        }
+        Ok(n)
     }
 
     /// Takes the first `len` unconsumed bytes as a frame.
@@ -554,5 +565,40 @@ mod tests {
         assert!(matches!(reader.next_frame().await, Err(FrameError::TruncatedFrame { .. })));
         reader.compact();
         assert_eq!(reader.buf.len(), small.len() - 1);
+    }
+
+    /// A big frame from a stream that is always ready (a slice never returns `Pending`) is read
+    /// in slices, letting other tasks of a one-thread runtime run between them; a small one is
+    /// read without yielding.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_big_frame_lets_other_tasks_run_while_it_is_read() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let ticks = std::sync::Arc::new(AtomicUsize::new(0));
+        let ticker = tokio::spawn({
+            let ticks = ticks.clone();
+            async move {
+                loop {
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        let small = encode(&sample_small());
+        let big = encode(&Value::Array(vec![
+            Value::from(0),
+            Value::from(1),
+            Value::from("daemon.ping"),
+            Value::Array(vec![Value::Binary(vec![7; 2 * 1024 * 1024])]),
+        ]));
+        let mut data = small.clone();
+        data.extend_from_slice(&big);
+        let mut reader = FrameReader::new(&data[..]);
+        assert_eq!(&reader.next_frame().await.expect("frame").expect("some")[..], &small[..]);
+        assert_eq!(ticks.load(Ordering::Relaxed), 0, "a small frame is read without yielding");
+        assert_eq!(&reader.next_frame().await.expect("frame").expect("some")[..], &big[..]);
+        let slices = big.len().div_ceil(READ_SLICE);
+        let ran = ticks.load(Ordering::Relaxed);
+        assert!(ran + 2 >= slices - YIELD_PAST / READ_SLICE, "other tasks ran {ran} times over {slices} slices");
+        ticker.abort();
     }
 }
