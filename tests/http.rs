@@ -134,6 +134,12 @@ async fn no_token_a_wrong_token_or_a_removed_token_get_401() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_dialect_answers_and_streams_with_the_ledgers_usage() {
     let f = Face::start("").await;
+    // A body over 64 KiB (parsed off the async thread) is answered like any other.
+    let long = json!([{"role": "user", "content": "word ".repeat(20_000)}]);
+    let r = f.post("/v1/chat/completions", &json!({"model": "openai/gpt-4o-mini", "messages": long})).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], mock_provider::REPLY);
     let r = f.post("/v1/chat/completions", &json!({"model": "openai/gpt-4o-mini", "messages": hello()})).await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
@@ -158,7 +164,7 @@ async fn openai_dialect_answers_and_streams_with_the_ledgers_usage() {
     let usage = &chunks.last().unwrap()["usage"];
     assert_eq!(chunks.last().unwrap()["choices"], json!([]));
     let records = f.records().await;
-    assert_eq!(records.len(), 2);
+    assert_eq!(records.len(), 3);
     for r in &records {
         assert_eq!(r["app"], "editor", "the token names the app");
         assert_eq!(r["route"], "openai/gpt-4o-mini");
@@ -167,7 +173,7 @@ async fn openai_dialect_answers_and_streams_with_the_ledgers_usage() {
     assert_eq!(usage["completion_tokens"], records[0]["output_tokens"]);
     let (_, out, _) = f.d.cli(&["apps", "list", "--json"], None);
     let apps: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(apps["apps"][0]["calls_this_month"], 2);
+    assert_eq!(apps["apps"][0]["calls_this_month"], 3);
     let (_, status, _) = f.d.cli(&["status"], None);
     assert!(status.contains(&format!("http         {}", f.base)), "{status}");
 }
@@ -304,6 +310,12 @@ rank = 1
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["type"], "invalid_request_error");
     assert_eq!(v["error"]["param"], "messages");
+    // A body over 64 KiB is parsed off the async thread, with the same answers.
+    let big_bad = json!({"model": "openai/gpt-4o-mini", "messages": "x".repeat(100_000)});
+    let r = f.post("/v1/chat/completions", &big_bad).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["param"], "messages", "{v}");
     let r = f.post("/v1/messages", &json!({"model": "x", "messages": hello()})).await;
     assert_eq!(r.status(), 400);
     let r = f.post("/v1/chat/completions", &json!({"model": "no-such-route", "messages": hello()})).await;

@@ -23,7 +23,7 @@
 
 use super::call::{self, Encoder};
 use super::error::{Dialect, HttpError};
-use super::{parse_json, Face};
+use super::{parse_body, Face};
 use crate::chat::service::{Answer, Request};
 use crate::chat::{
     ChatRequest, Delta, FinishReason, Image, ImageSource, Message, Part, Reasoning, Role, Tool, ToolChoice,
@@ -447,7 +447,7 @@ pub async fn messages(AxState(face): AxState<Arc<Face>>, headers: HeaderMap, bod
 async fn run(face: &Face, headers: &HeaderMap, body: Body) -> Result<Response, HttpError> {
     let app = face.authenticate(headers)?;
     let body = super::read_body(face, body).await?;
-    let req = request(parse_json(&body)?)?;
+    let req = request(parse_body(body).await?)?;
     let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
     let enc = Events { id: id.clone(), model: req.route.clone(), started: false, open: Vec::new(), next_index: 0 };
     call::respond(&face.state, app, req, |a| message(&id, a), enc).await
@@ -458,7 +458,7 @@ pub async fn count_tokens(AxState(face): AxState<Arc<Face>>, headers: HeaderMap,
     let counted = async {
         let app = face.authenticate(&headers)?;
         let body = super::read_body(&face, body).await?;
-        let (route, _, chat) = chat_request(parse_json(&body)?)?;
+        let (route, _, chat) = chat_request(parse_body(body).await?)?;
         let caller = crate::chat::service::Caller { app };
         let c = match crate::chat::service::count_tokens(&face.state, &caller, &route, &chat).await {
             Ok(c) => c,

@@ -114,6 +114,17 @@ pub(crate) async fn read_body(face: &Face, body: Body) -> Result<Bytes, HttpErro
     })
 }
 
+/// Parses a JSON body, off the async thread when it is large (as the RPC does with large
+/// frames: [`crate::daemon::conn::BLOCKING_DECODE`]); the message names the field at fault.
+pub(crate) async fn parse_body<T: serde::de::DeserializeOwned + Send + 'static>(body: Bytes) -> Result<T, HttpError> {
+    if body.len() <= crate::daemon::conn::BLOCKING_DECODE {
+        return parse_json(&body);
+    }
+    tokio::task::spawn_blocking(move || parse_json(&body))
+        .await
+        .map_err(|_| HttpError::internal("the request body's parser stopped"))?
+}
+
 /// Parses a JSON body; the message names the field at fault.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, HttpError> {
     // Tracking the path costs on every field: only a body that fails is read again to find it.

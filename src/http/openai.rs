@@ -14,7 +14,7 @@
 
 use super::call::{self, Encoder};
 use super::error::{Dialect, HttpError};
-use super::{parse_json, Face};
+use super::{parse_body, Face};
 use crate::chat::service::{Answer, Request};
 use crate::chat::{
     joined_text, reasoning_text, ChatRequest, Delta, Effort, FinishReason, Image, ImageSource, Message, Part,
@@ -484,7 +484,7 @@ pub async fn completions(AxState(face): AxState<Arc<Face>>, headers: HeaderMap, 
 async fn run(face: &Face, headers: &HeaderMap, body: Body) -> Result<Response, HttpError> {
     let app = face.authenticate(headers)?;
     let body = super::read_body(face, body).await?;
-    let r: CompletionRequest = parse_json(&body)?;
+    let r: CompletionRequest = parse_body(body).await?;
     let include_usage = r.stream_options.as_ref().is_some_and(|o| o.include_usage);
     let req = request(r)?;
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
