@@ -3,7 +3,8 @@
 //! and 32, streamed and not. Prints p50/p99 of total latency and of time to the first content
 //! chunk, the latency each path adds (path percentile minus direct percentile), and the CPU
 //! time per call of the pass-through proxy's process and of the daemon's (from
-//! `/proc/<pid>/stat`), next to the daemon's CPU per durable ledger commit (`usage.record`).
+//! `/proc/<pid>/stat`) with the part of the daemon's in its ledger commit thread and the calls per
+//! durable commit, next to the daemon's CPU per durable ledger commit (`usage.record`).
 //!
 //! The pass-through proxy (axum in, reqwest out, bytes streamed unchanged: no parsing, no keys,
 //! no ledger) runs in a process of its own (this binary, re-run with `HTTP_BENCH_FORWARD_TO`) so
@@ -28,6 +29,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_llm-sidecar");
+/// The name of the daemon's ledger commit thread (`ledger::Ledger::open`).
+const LEDGER_THREAD: &str = "ledger-commit";
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -48,7 +51,24 @@ async fn forwarder(upstream: String) {
 
 /// CPU time (user + system) a process has used so far.
 fn cpu(pid: u32, tick: Duration) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat_cpu(&format!("/proc/{pid}/stat"), tick)
+}
+
+/// CPU time used so far by the threads of process `pid` named `name`.
+fn thread_cpu(pid: u32, name: &str, tick: Duration) -> Duration {
+    let mut total = Duration::ZERO;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            total += stat_cpu(&task.path().join("stat").to_string_lossy(), tick);
+        }
+    }
+    total
+}
+
+/// User + system time from a `/proc/.../stat` file.
+fn stat_cpu(path: &str, tick: Duration) -> Duration {
+    let stat = std::fs::read_to_string(path).unwrap();
     let rest = &stat[stat.rfind(')').unwrap() + 2..];
     let f: Vec<u64> = rest.split_whitespace().skip(11).take(2).map(|v| v.parse().unwrap()).collect();
     tick * u32::try_from(f[0] + f[1]).unwrap()
@@ -100,7 +120,7 @@ async fn run() {
     println!("HTTP face overhead: {n} calls per cell, mock at {}, reply {:?}", mock.url(), REPLY);
     println!();
     println!(
-        "{:<10} {:>4} | {:>7} {:>7} | {:>7} {:>7} {:>7} {:>7} {:>6} | {:>7} {:>7} {:>7} {:>7} {:>6}",
+        "{:<10} {:>4} | {:>7} {:>7} | {:>7} {:>7} {:>7} {:>7} {:>6} | {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6}",
         "mode",
         "conc",
         "dir p50",
@@ -114,11 +134,14 @@ async fn run() {
         "face+99",
         "face f50",
         "face f99",
-        "cpu"
+        "cpu",
+        "ledger",
+        "calls/c"
     );
     let (fwd_pid, daemon_pid) = (fwd.id(), daemon.id());
     // `HTTP_BENCH_CELLS=stream:1,non-stream:32` runs only those cells (to profile one of them).
     let cells = std::env::var("HTTP_BENCH_CELLS").ok();
+    let mut round_times = Vec::new();
     for stream in [false, true] {
         for conc in [1usize, 32] {
             let cell = format!("{}:{conc}", if stream { "stream" } else { "non-stream" });
@@ -134,14 +157,20 @@ async fn run() {
             let c0 = cpu(fwd_pid, tick);
             let p = measure(&http, &forward_url, "sk-bench", stream, conc, n).await;
             let pass_cpu = cpu(fwd_pid, tick) - c0;
-            let c0 = cpu(daemon_pid, tick);
+            let k0 = commits(&rpc).await;
+            let (c0, l0) = (cpu(daemon_pid, tick), thread_cpu(daemon_pid, LEDGER_THREAD, tick));
             let f = measure(&http, &face_url, &token, stream, conc, n).await;
             let face_cpu = cpu(daemon_pid, tick) - c0;
+            let ledger_cpu = thread_cpu(daemon_pid, LEDGER_THREAD, tick) - l0;
+            let k1 = commits(&rpc).await;
+            let rounds = (k1.0 - k0.0).max(1);
+            let per_commit = n as f64 / rounds as f64;
+            round_times.push((cell.clone(), (k1.1 - k0.1) / rounds));
             let (d50, d99) = pct(&d, |s| s.total);
             let [p50, p99, pf50, pf99] = added(&d, &p);
             let [m50, m99, mf50, mf99] = added(&d, &f);
             println!(
-                "{:<10} {:>4} | {:>7} {:>7} | {:>7} {:>7} {:>7} {:>7} {:>6} | {:>7} {:>7} {:>7} {:>7} {:>6}",
+                "{:<10} {:>4} | {:>7} {:>7} | {:>7} {:>7} {:>7} {:>7} {:>6} | {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6}",
                 if stream { "stream" } else { "non-stream" },
                 conc,
                 us(d50),
@@ -156,6 +185,8 @@ async fn run() {
                 mf50,
                 mf99,
                 per_call(face_cpu, n),
+                per_call(ledger_cpu, n),
+                format!("{per_commit:.1}"),
             );
         }
     }
@@ -184,7 +215,12 @@ async fn run() {
     println!();
     println!("times in microseconds. dir: straight to the mock. pass: the pass-through proxy; face: the");
     println!("daemon's HTTP face; +50/+99: latency added to the whole call (path percentile - direct");
-    println!("percentile); f50/f99: added to the first content chunk; cpu: that process's CPU per call.");
+    println!("percentile); f50/f99: added to the first content chunk; cpu: that process's CPU per call;");
+    println!("ledger: the part of the daemon's cpu spent in its ledger commit thread (SQLite, WAL, fsync);");
+    println!("calls/c: face calls per durable ledger commit (one fsync each), from daemon.info.");
+    for (cell, us) in round_times {
+        println!("face {cell}: a durable ledger commit round (apply, COMMIT with its fsync, answer) took {us} us");
+    }
     for (at_once, c) in ledger_cpu {
         println!(
             "daemon CPU per durable ledger commit (usage.record over RPC, {at_once:>2} at a time): {} us",
@@ -195,6 +231,14 @@ async fn run() {
     let _ = fwd.wait();
     let _ = daemon.kill();
     let _ = daemon.wait();
+}
+
+/// Durable ledger commits the daemon has made so far and the µs its committer spent on them
+/// (`daemon.info`).
+async fn commits(rpc: &Client) -> (u64, u64) {
+    let info = rpc.call("daemon.info", vec![]).await.unwrap();
+    let get = |name| field(&info, "ledger").and_then(|l| field(l, name)).and_then(Value::as_u64).unwrap();
+    (get("commits"), get("busy_us"))
 }
 
 async fn measure(http: &reqwest::Client, url: &str, key: &str, stream: bool, conc: usize, n: usize) -> Vec<Sample> {

@@ -20,6 +20,30 @@ async fn hello_info_and_methods() {
     assert_eq!(field(field(&info, "vault"), "state").as_str(), Some("unlocked"));
     assert_eq!(field(&info, "providers").as_array().map(Vec::len), Some(0));
     assert_eq!(field(field(&info, "sync"), "enabled").as_bool(), Some(false));
+    // The ledger's commit counts: eight records sent at once are eight writes in one to eight
+    // durable commits.
+    let ledger_counts = |info: &Value| {
+        let l = field(info, "ledger");
+        (
+            field(l, "commits").as_u64().unwrap(),
+            field(l, "writes").as_u64().unwrap(),
+            field(l, "busy_us").as_u64().unwrap(),
+        )
+    };
+    let (commits0, writes0, busy0) = ledger_counts(&info);
+    let records = (0..8u64).map(|i| {
+        c.call(
+            "usage.record",
+            params(&[("provider", "openai".into()), ("model", "m".into()), ("input_tokens", i.into())]),
+        )
+    });
+    for r in futures::future::join_all(records).await {
+        r.unwrap();
+    }
+    let (commits, writes, busy) = ledger_counts(&c.call("daemon.info", vec![]).await.unwrap());
+    assert_eq!(writes - writes0, 8, "every record is one write");
+    assert!((1..=8).contains(&(commits - commits0)), "{commits0} -> {commits} commits for 8 writes");
+    assert!(busy > busy0, "a commit with its fsync takes time: {busy0} -> {busy} us");
     let methods = c.call("daemon.methods", vec![]).await.unwrap();
     let names: Vec<&str> =
         field(&methods, "methods").as_array().unwrap().iter().map(|m| field(m, "name").as_str().unwrap()).collect();

@@ -152,6 +152,8 @@ struct InfoResult<'a> {
     /// Route targets that failed recently (empty when all are healthy).
     providers: Vec<crate::router::TargetHealth>,
     sync: crate::sync::SyncStatus,
+    /// The ledger's durable commits and the writes they carried, since start.
+    ledger: crate::ledger::CommitStats,
 }
 
 async fn info(mut c: Call) -> Result<Encoded, RpcError> {
@@ -173,6 +175,7 @@ async fn info(mut c: Call) -> Result<Encoded, RpcError> {
         vault: s.vault.status(),
         providers: s.router().health_report(),
         sync: s.sync.status(),
+        ledger: s.ledger.commit_stats(),
     })
 }
 

@@ -182,6 +182,16 @@ pub struct Committer {
     pub visibility: Visibility,
     /// Latest counts, published after each commit.
     pub counts_tx: watch::Sender<Counts>,
+    pub stats: Arc<Stats>,
+}
+
+/// How many commits the committer made, how many jobs they answered and how long its rounds
+/// took from the first job to the last answer (since it started).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub commits: std::sync::atomic::AtomicU64,
+    pub jobs: std::sync::atomic::AtomicU64,
+    pub busy_us: std::sync::atomic::AtomicU64,
 }
 
 impl Committer {
@@ -189,6 +199,7 @@ impl Committer {
     /// transaction, commits once, and only then answers them.
     pub fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         while let Some(first) = rx.blocking_recv() {
+            let round = std::time::Instant::now();
             let mut finished: Vec<Done> = Vec::with_capacity(64);
             let mut effects = RoundEffects::default();
             if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
@@ -205,6 +216,8 @@ impl Committer {
                 }
             }
             self.commit_and_answer(finished, effects);
+            let busy = u64::try_from(round.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.stats.busy_us.fetch_add(busy, std::sync::atomic::Ordering::Relaxed);
         }
         // Every sender is gone: fold the WAL back into the file.
         if let Err(e) = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
@@ -298,6 +311,9 @@ impl Committer {
         };
         tracing::trace!(jobs = finished.len(), commit_us = started.elapsed().as_micros() as u64, "ledger round");
         if committed {
+            use std::sync::atomic::Ordering::Relaxed;
+            self.stats.commits.fetch_add(1, Relaxed);
+            self.stats.jobs.fetch_add(finished.len() as u64, Relaxed);
             self.counts = effects.apply_to(self.counts);
             self.counts_tx.send_replace(self.counts);
             if effects.vacuum {

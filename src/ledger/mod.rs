@@ -213,6 +213,19 @@ pub struct Ledger {
     counts: watch::Receiver<Counts>,
     device_id: Uuid,
     visibility: Visibility,
+    stats: Arc<committer::Stats>,
+}
+
+/// See [`Ledger::commit_stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct CommitStats {
+    /// Transactions committed (each one fsync of the WAL).
+    pub commits: u64,
+    /// Writes (records stored, outbox and app updates, ...) those commits carried.
+    pub writes: u64,
+    /// Time the committer spent on its rounds (applying, committing, answering), in µs: over
+    /// `commits`, how long a writer waits for its round once it has begun.
+    pub busy_us: u64,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -238,7 +251,8 @@ impl Ledger {
             Counts { outbox: count("SELECT count(*) FROM outbox")?, dead: count("SELECT count(*) FROM dead_letters")? };
         let (counts_tx, counts_rx) = watch::channel(counts);
         let visibility = Visibility::default();
-        let committer = Committer { conn, counts, visibility: visibility.clone(), counts_tx };
+        let stats = Arc::new(committer::Stats::default());
+        let committer = Committer { conn, counts, visibility: visibility.clone(), counts_tx, stats: stats.clone() };
         let (tx, rx) = mpsc::channel(JOB_QUEUE);
         std::thread::Builder::new()
             .name("ledger-commit".into())
@@ -254,7 +268,19 @@ impl Ledger {
             counts: counts_rx,
             device_id,
             visibility,
+            stats,
         })
+    }
+
+    /// Durable commits made since the ledger opened, the writes they carried (their ratio is
+    /// how well concurrent writers share an fsync) and the time they took.
+    pub fn commit_stats(&self) -> CommitStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        CommitStats {
+            commits: self.stats.commits.load(Relaxed),
+            writes: self.stats.jobs.load(Relaxed),
+            busy_us: self.stats.busy_us.load(Relaxed),
+        }
     }
 
     /// The ledger file.

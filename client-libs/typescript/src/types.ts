@@ -157,6 +157,8 @@ export interface InfoResult {
   /** Route targets that failed recently. */
   providers: { target: string; consecutive_failures: number; cooldown_remaining_ms: number }[];
   sync: SyncState;
+  /** The ledger's durable commits since start (one fsync each), the writes they carried, the µs spent on them. */
+  ledger: { commits: number; writes: number; busy_us: number };
 }
 
 export interface MethodInfo {
