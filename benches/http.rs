@@ -3,7 +3,7 @@
 //! and 32, streamed and not. Prints p50/p99 of total latency and of time to the first content
 //! chunk, the latency each path adds (path percentile minus direct percentile), and the CPU
 //! time per call of the pass-through proxy's process and of the daemon's (from
-//! `/proc/<pid>/stat`) with the part of the daemon's in its ledger commit thread and the calls per
+//! `/proc/<pid>/stat`) with the part of the daemon's spent in its ledger commit thread and the calls per
 //! durable commit, next to the daemon's CPU per durable ledger commit (`usage.record`).
 //!
 //! The pass-through proxy (axum in, reqwest out, bytes streamed unchanged: no parsing, no keys,

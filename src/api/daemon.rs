@@ -152,7 +152,7 @@ struct InfoResult<'a> {
     /// Route targets that failed recently (empty when all are healthy).
     providers: Vec<crate::router::TargetHealth>,
     sync: crate::sync::SyncStatus,
-    /// The ledger's durable commits and the writes they carried, since start.
+    /// The ledger's durable commits, the writes they carried and the time they took, since start.
     ledger: crate::ledger::CommitStats,
 }
 
