@@ -29,7 +29,7 @@ pub(super) fn methods() -> Vec<Method> {
         Method {
             name: "daemon.info",
             params: "{}",
-            result: "{server, version, protocol, pid, started_at, uptime_ms, socket, http: \"127.0.0.1:8931\" | nil, config_file, data_dir, connections, app, vault: {mode, state, locked, keys, ...}, providers: [{target, consecutive_failures, cooldown_remaining_ms}], sync: {enabled, state, pending, ...}}",
+            result: "{server, version, protocol, pid, started_at, uptime_ms, socket, http: \"127.0.0.1:8931\" | nil, config_file, data_dir, connections, app, vault: {mode, state, locked, keys, ...}, providers: [{target, consecutive_failures, cooldown_remaining_ms}], sync: {enabled, state, pending, ...}, ledger: {commits, writes, busy_us}}",
             summary: "Daemon version, protocol, uptime and state",
             kind: "request",
             handler: Some(|c| Box::pin(info(c))),

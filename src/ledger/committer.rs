@@ -21,6 +21,7 @@ use super::rows;
 use super::{Counts, LedgerError};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -185,13 +186,21 @@ pub struct Committer {
     pub stats: Arc<Stats>,
 }
 
-/// How many commits the committer made, how many jobs they answered and how long its rounds
-/// took from the first job to the last answer (since it started).
+/// The committed rounds since the committer started: how many, the jobs they answered, and
+/// how long they took from the first job to the last answer (a failed round counts nowhere).
 #[derive(Debug, Default)]
 pub struct Stats {
-    pub commits: std::sync::atomic::AtomicU64,
-    pub jobs: std::sync::atomic::AtomicU64,
-    pub busy_us: std::sync::atomic::AtomicU64,
+    pub commits: AtomicU64,
+    pub writes: AtomicU64,
+    pub busy_us: AtomicU64,
+}
+
+impl Stats {
+    fn count(&self, writes: usize, busy: std::time::Duration) {
+        self.commits.fetch_add(1, Relaxed);
+        self.writes.fetch_add(writes as u64, Relaxed);
+        self.busy_us.fetch_add(u64::try_from(busy.as_micros()).unwrap_or(u64::MAX), Relaxed);
+    }
 }
 
 impl Committer {
@@ -215,9 +224,10 @@ impl Committer {
                     next = rx.try_recv().ok();
                 }
             }
-            self.commit_and_answer(finished, effects);
-            let busy = u64::try_from(round.elapsed().as_micros()).unwrap_or(u64::MAX);
-            self.stats.busy_us.fetch_add(busy, std::sync::atomic::Ordering::Relaxed);
+            let jobs = finished.len();
+            if self.commit_and_answer(finished, effects) {
+                self.stats.count(jobs, round.elapsed());
+            }
         }
         // Every sender is gone: fold the WAL back into the file.
         if let Err(e) = self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
@@ -292,8 +302,9 @@ impl Committer {
     }
 
     /// Writes the round's counters, commits under the visibility lock, runs the hooks, publishes
-    /// the counts and answers every job (with the commit's error if it failed).
-    fn commit_and_answer(&mut self, finished: Vec<Done>, mut effects: RoundEffects) {
+    /// the counts and answers every job (with the commit's error if it failed); returns whether
+    /// it committed.
+    fn commit_and_answer(&mut self, finished: Vec<Done>, mut effects: RoundEffects) -> bool {
         let started = std::time::Instant::now();
         let mut result = self.write_counters(&effects.counters);
         let committed = {
@@ -311,9 +322,6 @@ impl Committer {
         };
         tracing::trace!(jobs = finished.len(), commit_us = started.elapsed().as_micros() as u64, "ledger round");
         if committed {
-            use std::sync::atomic::Ordering::Relaxed;
-            self.stats.commits.fetch_add(1, Relaxed);
-            self.stats.jobs.fetch_add(finished.len() as u64, Relaxed);
             self.counts = effects.apply_to(self.counts);
             self.counts_tx.send_replace(self.counts);
             if effects.vacuum {
@@ -330,6 +338,7 @@ impl Committer {
         for f in finished {
             f(error.as_ref());
         }
+        committed
     }
 
     /// Returns freed pages to the filesystem (after a clear).

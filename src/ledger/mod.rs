@@ -278,7 +278,7 @@ impl Ledger {
         use std::sync::atomic::Ordering::Relaxed;
         CommitStats {
             commits: self.stats.commits.load(Relaxed),
-            writes: self.stats.jobs.load(Relaxed),
+            writes: self.stats.writes.load(Relaxed),
             busy_us: self.stats.busy_us.load(Relaxed),
         }
     }
